@@ -1,0 +1,148 @@
+"""Named errors. Each carries the file (or store) it concerns and one readable reason.
+
+The CLI and the pages turn any :class:`SscmortError` into one sentence via ``str(err)``;
+they never show a traceback for these.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class SscmortError(Exception):
+    """Base class: ``path`` names the file concerned (may be None), ``reason`` says what is wrong."""
+
+    def __init__(self, reason: str, path: str | Path | None = None) -> None:
+        self.reason = reason
+        self.path = None if path is None else str(path)
+        super().__init__(self.message)
+
+    @property
+    def message(self) -> str:
+        return f"{self.path}: {self.reason}" if self.path else self.reason
+
+
+# --- store -------------------------------------------------------------------------------
+class StoreError(SscmortError):
+    """Anything wrong with the DuckDB store file."""
+
+
+class StoreLockedError(StoreError):
+    """Another process holds the store file open for writing."""
+
+
+class SchemaTooNewError(StoreError):
+    """The store was written by a newer sscmort; we refuse to migrate down."""
+
+
+# --- data / labels -------------------------------------------------------------------------
+class DataError(SscmortError):
+    """Inconsistent cohort data (e.g. a death date before a scan date)."""
+
+
+# --- input files (imaging) -------------------------------------------------------------------
+class InputError(SscmortError):
+    """A user-supplied file cannot be used. Subclasses name the problem."""
+
+
+class NotACTSeriesError(InputError):
+    pass
+
+
+class NotAxialError(InputError):
+    pass
+
+
+class TooFewSlicesError(InputError):
+    pass
+
+
+class UnevenSpacingError(InputError):
+    pass
+
+
+class DuplicateSliceError(InputError):
+    pass
+
+
+class InconsistentGeometryError(InputError):
+    pass
+
+
+class ImplausibleHUError(InputError):
+    pass
+
+
+class UnsupportedFormatError(InputError):
+    pass
+
+
+class UnsafeArchiveError(InputError):
+    pass
+
+
+class FileTooLargeError(InputError):
+    pass
+
+
+# --- models ------------------------------------------------------------------------------------
+class ModelError(SscmortError):
+    """A model file or card is missing, tampered with or inconsistent."""
+
+
+class ChecksumMismatchError(ModelError):
+    pass
+
+
+# --- evaluation --------------------------------------------------------------------------------
+class MetricInputError(SscmortError):
+    """Metric inputs cannot give a meaningful value (e.g. no positives at a horizon)."""
+
+
+class InputShapeError(MetricInputError):
+    """Metric inputs are not 1-D arrays of one common length."""
+
+
+class NonFiniteError(MetricInputError):
+    """A score, probability or time contains NaN or infinity."""
+
+
+class NotBinaryError(MetricInputError):
+    """A label or event array holds values other than 0 and 1."""
+
+
+class ProbabilityRangeError(MetricInputError):
+    """A predicted probability lies outside [0, 1]."""
+
+
+class SingleClassError(MetricInputError):
+    """Only one outcome class is present, so a discrimination metric is undefined."""
+
+
+class NoPositivesError(SingleClassError):
+    """No positive (e.g. no death at this horizon)."""
+
+
+class NoNegativesError(SingleClassError):
+    """No negative (e.g. nobody known alive at this horizon)."""
+
+
+class NoComparablePairsError(MetricInputError):
+    """A concordance index has no comparable pair (e.g. every time is censored)."""
+
+
+class CalibrationFitError(MetricInputError):
+    """The logistic recalibration fit does not converge (e.g. perfect separation)."""
+
+
+# --- input files (imaging), more specific ------------------------------------------------------
+class TruncatedFileError(UnsupportedFormatError):
+    """A DICOM file is cut short or corrupt (its header or pixel data cannot be read whole)."""
+
+
+class NonFiniteHUError(ImplausibleHUError):
+    """A volume holds NaN or infinite voxel values (e.g. a float NIfTI written with NaN)."""
+
+
+class EmptyMaskError(InputError):
+    """A lung mask has no voxels, so nothing can be measured or sampled from it."""
