@@ -48,7 +48,7 @@ MIGRATIONS: tuple[str, ...] = (
         slice_thickness_mm DOUBLE,
         spacing_z_mm DOUBLE, spacing_y_mm DOUBLE, spacing_x_mm DOUBLE,
         shape_z INTEGER, shape_y INTEGER, shape_x INTEGER,
-        volume_path VARCHAR, volume_sha256 VARCHAR,
+        volume_path VARCHAR, volume_sha256 VARCHAR, voxel_sha256 VARCHAR,
         volume_seed BIGINT, noise_hu DOUBLE,
         source VARCHAR NOT NULL, synthetic BOOLEAN NOT NULL,
         created_at TIMESTAMP NOT NULL DEFAULT current_timestamp
@@ -311,7 +311,8 @@ PATIENT_COLUMNS = ("patient_id", "sex", "birth_year", "subtype", "antibody", "de
                    "last_followup_date", "source", "synthetic")
 SCAN_COLUMNS = ("scan_id", "patient_id", "scan_date", "scanner", "kernel", "series_description",
                 "slice_thickness_mm", "spacing_z_mm", "spacing_y_mm", "spacing_x_mm",
-                "shape_z", "shape_y", "shape_x", "volume_path", "volume_sha256", "volume_seed",
+                "shape_z", "shape_y", "shape_x", "volume_path", "volume_sha256", "voxel_sha256",
+                "volume_seed",
                 "noise_hu", "source", "synthetic")
 TRUTH_COLUMNS = ("scan_id", "true_ild_extent_pct", "true_risk_1y", "true_risk_3y",
                  "true_risk_5y", "progressor")
@@ -442,6 +443,38 @@ def scan_row(store: Store, scan_id: str) -> dict[str, Any] | None:
         """SELECT s.*, t.true_ild_extent_pct FROM scans s
            LEFT JOIN synthetic_truth t USING (scan_id) WHERE s.scan_id = ?""", [scan_id])
     return None if df.empty else df.iloc[0].to_dict()
+
+
+def scan_rows(store: Store, scan_ids: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    """Scan rows with what :func:`sscmort_core.pipeline.volume_from_row` needs (plain dicts)."""
+    where, params = "", []
+    if scan_ids is not None:
+        where = f"WHERE s.scan_id IN ({', '.join('?' for _ in scan_ids)})" if scan_ids else \
+            "WHERE false"
+        params = list(scan_ids)
+    df = store.query_df(
+        f"""SELECT s.*, t.true_ild_extent_pct FROM scans s
+            LEFT JOIN synthetic_truth t USING (scan_id) {where} ORDER BY s.scan_id""", params)
+    return [{k: to_python(v) for k, v in r.items()} for r in df.to_dict(orient="records")]
+
+
+def scan_with_voxels(store: Store, voxel_sha256: str) -> str | None:
+    """scan_id of a stored scan with exactly these voxels (duplicate upload check)."""
+    row = store.cursor().execute("SELECT scan_id FROM scans WHERE voxel_sha256 = ? LIMIT 1",
+                                 [voxel_sha256]).fetchone()
+    return None if row is None else str(row[0])
+
+
+def patient_row(store: Store, patient_id: str) -> dict[str, Any] | None:
+    df = store.query_df("SELECT * FROM patients WHERE patient_id = ?", [patient_id])
+    return None if df.empty else {k: to_python(v) for k, v in df.iloc[0].to_dict().items()}
+
+
+def extend_followup(cur: duckdb.DuckDBPyConnection, patient_id: str, seen_alive: dt.date) -> None:
+    """A scan on ``seen_alive`` proves the patient alive then: move last follow-up forward."""
+    cur.execute("UPDATE patients SET last_followup_date = ? WHERE patient_id = ? AND "
+                "death_date IS NULL AND (last_followup_date IS NULL OR last_followup_date < ?)",
+                [seen_alive, patient_id, seen_alive])
 
 
 def clinical_frame(store: Store, patient_id: str | None = None) -> pd.DataFrame:

@@ -1,0 +1,74 @@
+"""Cohort explorer: filters, Kaplan-Meier curves by a grouping, patient table."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from pages._shared import get_store
+from sscmort_core import charts, cohort
+from sscmort_core import store as st_store
+
+store = get_store()
+st.title("Cohort explorer")
+
+patients = st_store.patients_frame(store)
+if patients.empty:
+    st.info("The store holds no patients yet.")
+    st.stop()
+qct = st_store.scans_frame(store)
+first = qct.sort_values("scan_date").groupby("patient_id").first()
+baseline_extent = first["ild_extent_pct"] if first["ild_extent_pct"].notna().any() else None
+
+
+def _range(label: str, column: str) -> tuple[float, float] | None:
+    values = patients[column].dropna()
+    if values.empty:
+        return None
+    lo, hi = float(values.min()), float(values.max())
+    picked = st.slider(label, lo, hi, (lo, hi), key=f"rng_{column}")
+    return None if picked == (lo, hi) else picked
+
+
+with st.expander("Filters", expanded=True):
+    f1, f2, f3 = st.columns(3)
+    sexes = f1.multiselect("Sex", sorted(patients["sex"].dropna().unique()))
+    subtypes = f2.multiselect("Subtype", sorted(patients["subtype"].dropna().unique()))
+    antibodies = f3.multiselect("Antibody", sorted(patients["antibody"].dropna().unique()))
+    r1, r2, r3 = st.columns(3)
+    with r1:
+        age = _range("Age at first scan (years)", "age_at_first_scan")
+    with r2:
+        fvc = _range("Baseline FVC (% predicted)", "baseline_fvc")
+    with r3:
+        dlco = _range("Baseline DLCO (% predicted)", "baseline_dlco")
+
+flt = cohort.PatientFilter(tuple(sexes), tuple(subtypes), tuple(antibodies), age, fvc, dlco)
+chosen = cohort.add_groupings(cohort.filter_patients(patients, flt), baseline_extent)
+st.caption(f"{len(chosen):,} of {len(patients):,} patients match the filters.")
+if chosen.empty:
+    st.warning("No patient matches these filters.")
+    st.stop()
+
+grouping = st.selectbox("Group Kaplan-Meier curves by", list(cohort.GROUPINGS))
+km = cohort.kaplan_meier(chosen["followup_years"].to_numpy(), chosen["died"].to_numpy(),
+                         chosen[cohort.GROUPINGS[grouping]].to_numpy())
+p_text = ("log-rank p = n/a (one group)" if km.logrank_p is None
+          else f"log-rank p = {km.logrank_p:.3g}")
+st.altair_chart(charts.kaplan_meier_chart(km, f"Survival from first scan by {grouping.lower()}"
+                                          f" ({p_text})"), width="stretch")
+st.caption("Number at risk")
+st.dataframe(charts.at_risk_table(km), width="stretch")
+
+st.subheader("Patients")
+table = chosen[["patient_id", "sex", "subtype", "antibody", "age_at_first_scan", "n_scans",
+                "baseline_fvc", "baseline_dlco", "died", "followup_years"]].copy()
+table.insert(0, "timeline", "patient_timeline?patient=" + table["patient_id"])
+st.dataframe(
+    table, hide_index=True, width="stretch",
+    column_config={
+        "timeline": st.column_config.LinkColumn("Timeline", display_text="open"),
+        "age_at_first_scan": st.column_config.NumberColumn("Age", format="%d"),
+        "baseline_fvc": st.column_config.NumberColumn("FVC %", format="%.0f"),
+        "baseline_dlco": st.column_config.NumberColumn("DLCO %", format="%.0f"),
+        "followup_years": st.column_config.NumberColumn("Follow-up (y)", format="%.1f"),
+    })

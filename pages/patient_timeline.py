@@ -1,0 +1,69 @@
+"""Patient timeline: scans, lung function, QCT trend, outcome marker, and a slice viewer."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from pages._shared import get_store, load_volume_with_lungs, store_path
+from sscmort_core import charts, render
+from sscmort_core import store as st_store
+from sscmort_core.errors import SscmortError
+
+store = get_store()
+st.title("Patient timeline")
+
+patients = st_store.patients_frame(store)
+if patients.empty:
+    st.info("The store holds no patients yet.")
+    st.stop()
+ids = patients["patient_id"].tolist()
+wanted = st.query_params.get("patient")
+pid = st.selectbox("Patient (pseudonymous id)", ids,
+                   index=ids.index(wanted) if wanted in ids else 0)
+st.query_params["patient"] = pid
+p = patients.set_index("patient_id").loc[pid]
+scans = st_store.scans_frame(store, pid)
+clinical = st_store.clinical_frame(store, pid)
+
+died = bool(p["died"])
+end = p["death_date"] if died else p["last_followup_date"]
+c1, c2, c3, c4 = st.columns(4)
+c1.metric("Sex / birth year", f"{p['sex'] or '?'} / {p['birth_year'] or '?'}")
+c2.metric("Subtype / antibody", f"{p['subtype'] or '?'} / {p['antibody'] or '?'}")
+c3.metric("Scans", int(len(scans)))
+c4.metric("Outcome", f"died {end}" if died else f"alive at {end}")
+
+st.altair_chart(charts.patient_timeline_chart(clinical, scans, end, died), width="stretch")
+if scans["ild_extent_pct"].notna().any():
+    left, right = st.columns(2)
+    left.altair_chart(charts.trend_chart(
+        scans, "scan_date", {"ild_extent_pct": "ILD extent %", "haa_pct": "HAA %"},
+        "Quantitative CT: disease extent", "% of lung"), width="stretch")
+    right.altair_chart(charts.trend_chart(
+        scans, "scan_date", {"lung_volume_ml": "Lung volume (mL)"},
+        "Quantitative CT: lung volume", "mL"), width="stretch")
+
+st.subheader("Slice viewer")
+labels = {f"{r.scan_date}  ({r.scan_id}, {r.kernel or 'kernel ?'})": r.scan_id
+          for r in scans.itertuples()}
+choice = st.selectbox("Scan", list(labels))
+try:
+    vol, lungs = load_volume_with_lungs(str(store_path()), labels[choice])
+except SscmortError as err:
+    st.error(str(err))
+    st.stop()
+nz = vol.hu.shape[0]
+v1, v2 = st.columns([3, 1])
+with v2:
+    z = st.slider("Axial slice (0 = caudal)", 0, nz - 1, nz // 2)
+    window = st.radio("Window", ["Lung (-600/1500)", "Mediastinal (40/400)"])
+    show_mask = st.checkbox("Outline lungs", value=True)
+    st.caption(f"{vol.hu.shape[2]} x {vol.hu.shape[1]} x {nz} voxels, spacing "
+               f"{vol.spacing_mm[2]:.2f} x {vol.spacing_mm[1]:.2f} x {vol.spacing_mm[0]:.2f} mm; "
+               f"segmented lung volume {lungs.volume_ml:,.0f} mL")
+level_width = render.LUNG_WINDOW if window.startswith("Lung") else render.MEDIASTINAL_WINDOW
+outlines = ((lungs.mask[z], (0, 200, 255)),) if show_mask else ()
+upscale = max(1, 512 // vol.hu.shape[1])
+with v1:
+    st.image(render.render_slice(vol.hu[z], level_width, outlines, upscale=upscale),
+             caption=f"Slice {z}; blue = segmented lung outline", width="content")

@@ -1,0 +1,112 @@
+"""Upload & predict: validate, de-identify, outline the lungs, measure QCT, save to the cohort."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import streamlit as st
+
+from pages._shared import get_store, show_error
+from sscmort_core import charts, render
+from sscmort_core import store as st_store
+from sscmort_core.errors import SscmortError
+from sscmort_core.ingest import STAGES, analyse_upload, save_analysis, store_secret
+
+store = get_store()
+st.title("Upload & predict")
+st.caption("Upload one chest CT: a zip of a DICOM series, several .dcm files, or one NIfTI / "
+           "NRRD / MHA file. Identifying DICOM tags are dropped on reading and never stored "
+           "or shown; the patient gets a pseudonymous id.")
+
+uploads = st.file_uploader("Chest CT", accept_multiple_files=True,
+                           help="Limit set in .streamlit/config.toml (server.maxUploadSize).")
+if not uploads:
+    st.info("Waiting for a scan.")
+    st.stop()
+
+key = tuple((u.name, u.size, u.file_id) for u in uploads)
+if st.session_state.get("upload_key") != key:
+    st.session_state.pop("analysis", None)
+    with st.status("Analysing the scan...", expanded=True) as status:
+        def progress(stage: str, done: int, total: int) -> None:
+            if stage in STAGES:
+                status.write(f"Step {done + 1}/{total}: {stage}")
+
+        try:
+            analysis = analyse_upload([(u.name, u.getvalue()) for u in uploads],
+                                      secret=store_secret(store), progress=progress)
+        except SscmortError as err:
+            status.update(label="The scan could not be used", state="error")
+            show_error(err)
+            st.session_state["upload_key"] = None
+            st.stop()
+        status.update(label="Scan analysed: " + ", ".join(
+            f"{name} {sec:.2f} s" for name, sec in analysis.stage_seconds), state="complete",
+            expanded=False)
+    st.session_state["analysis"], st.session_state["upload_key"] = analysis, key
+analysis = st.session_state["analysis"]
+vol, rep = analysis.volume, analysis.report
+
+st.subheader("Validation and de-identification")
+c1, c2, c3 = st.columns(3)
+c1.metric("Format", rep.source_format)
+c2.metric("Slices", f"{vol.hu.shape[0]} x {vol.hu.shape[1]} x {vol.hu.shape[2]}")
+c3.metric("Spacing (mm)", " x ".join(f"{s:.2f}" for s in vol.spacing_mm[::-1]))
+st.write(f"Series: **{rep.chosen_series.description or 'no description'}**, kernel "
+         f"{vol.kernel or 'unknown'}, scanner {vol.manufacturer or '?'} {vol.model or ''}.")
+if rep.ignored_series:
+    st.write("Other series ignored: " + "; ".join(
+        f"{s.description or 'unnamed'} ({s.n_slices} images: {s.reason_ignored})"
+        for s in rep.ignored_series))
+if rep.skipped_files:
+    st.write(f"{len(rep.skipped_files)} files skipped: " + "; ".join(
+        f"{f.name} ({f.reason})" for f in rep.skipped_files[:10]))
+st.write(f"Identifying tags removed ({len(rep.removed_tags)}): "
+         f"{', '.join(rep.removed_tags) or 'none present'}; private tags dropped: "
+         f"{rep.removed_private_tags}.")
+for w in rep.warnings:
+    st.warning(w)
+
+st.subheader("Lungs")
+left, right = st.columns([3, 2])
+with right:
+    z = st.slider("Axial slice (0 = caudal)", 0, vol.hu.shape[0] - 1, vol.hu.shape[0] // 2)
+    st.metric("Lung volume", f"{analysis.lungs.volume_ml:,.0f} mL")
+    st.caption(f"Left {analysis.lungs.left_volume_ml:,.0f} mL, right "
+               f"{analysis.lungs.right_volume_ml:,.0f} mL. Blue outline = segmented lungs.")
+with left:
+    up = max(1, 512 // vol.hu.shape[1])
+    st.image(render.render_slice(vol.hu[z], render.LUNG_WINDOW,
+                                 ((analysis.lungs.mask[z], (0, 200, 255)),), upscale=up),
+             caption=f"Slice {z}, lung window", width="content")
+
+st.subheader("Quantitative CT against the cohort")
+cohort_qct = st_store.qct_frame(store)
+q = analysis.qct.to_dict()
+names = {"lung_volume_ml": "Lung volume (mL)", "mean_lung_density_hu": "Mean lung density (HU)",
+         "haa_pct": "High-attenuation area (%)", "ild_extent_pct": "ILD extent (%)",
+         "skewness": "Histogram skewness", "kurtosis": "Histogram kurtosis (excess)"}
+cols = st.columns(3)
+for i, (k, label) in enumerate(names.items()):
+    with cols[i % 3]:
+        st.metric(label, f"{q[k]:,.1f}")
+        if not cohort_qct.empty:
+            st.altair_chart(charts.distribution_with_marker(cohort_qct[k].to_numpy(), q[k],
+                                                            f"{label}: cohort", label),
+                            width="stretch")
+
+st.subheader("Save to cohort")
+patients = st_store.patients_frame(store)
+with st.form("save"):
+    mode = st.radio("Patient", ["New patient", "Existing patient"], horizontal=True)
+    existing = st.selectbox("Existing patient (pseudonymous id)", patients["patient_id"])
+    scan_date = st.date_input("Scan date", value=vol.study_date or dt.date.today(),
+                              min_value=dt.date(1990, 1, 1), max_value=dt.date.today())
+    if st.form_submit_button("Save to cohort", type="primary"):
+        try:
+            res = save_analysis(store, analysis, scan_date=scan_date,
+                                patient_id=existing if mode == "Existing patient" else None)
+        except SscmortError as err:
+            show_error(err)
+        else:
+            st.success(f"Saved as scan {res.scan_id} of patient {res.patient_id}.")

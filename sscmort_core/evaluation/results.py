@@ -1,0 +1,182 @@
+"""Frozen result types returned by :mod:`sscmort_core.evaluation`.
+
+Absent values are ``None`` (never a sentinel number). Result types that hold arrays make them
+read-only and compare by identity (``eq=False``), since element-wise ``==`` on arrays has no
+single truth value.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import numpy as np
+from numpy.typing import NDArray
+
+
+def _freeze_arrays(obj: object) -> None:
+    """Make every ndarray field of a dataclass read-only."""
+    for f in fields(obj):  # type: ignore[arg-type]
+        value = getattr(obj, f.name)
+        if isinstance(value, np.ndarray):
+            value.setflags(write=False)
+
+
+@dataclass(frozen=True, eq=False)
+class RocCurve:
+    """Empirical ROC curve, one point per distinct score plus the origin.
+
+    ``thresholds`` decrease; point ``k`` flags samples with ``score >= thresholds[k]``.
+    ``thresholds[0]`` is ``+inf`` (flag nothing: the point (0, 0)), as in scikit-learn.
+    All arrays have shape (n_distinct_scores + 1,).
+    """
+
+    fpr: NDArray[np.float64]
+    tpr: NDArray[np.float64]
+    thresholds: NDArray[np.float64]
+
+    def __post_init__(self) -> None:
+        _freeze_arrays(self)
+
+
+@dataclass(frozen=True)
+class AUCResult:
+    """AUC with a patient-level (cluster) percentile bootstrap CI.
+
+    ``ci_low`` / ``ci_high`` are ``None`` when no CI can be formed: a single patient
+    (``n_groups == 1``) or no bootstrap resample holding both classes (``n_boot_used == 0``).
+    ``n`` counts scans, ``n_events`` positive scans, ``n_groups`` patients.
+    ``n_boot_dropped`` resamples held one class only and were left out.
+    """
+
+    auc: float
+    ci_low: float | None
+    ci_high: float | None
+    level: float
+    n: int
+    n_events: int
+    n_groups: int
+    n_boot_used: int
+    n_boot_dropped: int
+
+
+@dataclass(frozen=True)
+class DeLongResult:
+    """DeLong test of two correlated AUCs on the same scans (``auc_diff = auc_a - auc_b``).
+
+    ``se`` is the standard error of ``auc_diff``. When ``se == 0`` (e.g. identical scores),
+    ``z`` is 0 and ``p_value`` is 1 if ``auc_diff == 0``; otherwise ``z`` is +/-inf and
+    ``p_value`` 0. DeLong treats scans as independent; use the patient-level bootstrap
+    (:class:`AUCDifference`) when patients contribute several scans.
+    """
+
+    auc_a: float
+    auc_b: float
+    auc_diff: float
+    se: float
+    z: float
+    p_value: float
+    n: int
+    n_events: int
+
+
+@dataclass(frozen=True)
+class AUCDifference:
+    """Patient-level paired bootstrap of ``auc_a - auc_b``.
+
+    ``p_value`` is the two-sided bootstrap proportion
+    ``min(1, 2 * min(P*(d <= 0), P*(d >= 0)))`` over the ``n_boot_used`` resamples, so its
+    resolution is ``1 / n_boot_used`` (a value of 0 means "below that"). CI bounds and
+    ``p_value`` are ``None`` when no CI can be formed (see :class:`AUCResult`).
+    """
+
+    diff: float
+    ci_low: float | None
+    ci_high: float | None
+    p_value: float | None
+    level: float
+    n_groups: int
+    n_boot_used: int
+    n_boot_dropped: int
+
+
+@dataclass(frozen=True, eq=False)
+class ReliabilityCurve:
+    """Reliability (calibration) curve over quantile bins; empty bins are left out.
+
+    Arrays have shape (n_nonempty_bins,): ``mean_predicted`` and ``observed_fraction`` are
+    proportions in [0, 1]; ``count`` is the number of samples per bin; ``bin_low`` and
+    ``bin_high`` are the bin's quantile edges (a sample equal to an inner edge falls in the
+    lower bin, as in ``sklearn.calibration.calibration_curve(strategy="quantile")``).
+    """
+
+    mean_predicted: NDArray[np.float64]
+    observed_fraction: NDArray[np.float64]
+    count: NDArray[np.int64]
+    bin_low: NDArray[np.float64]
+    bin_high: NDArray[np.float64]
+
+    def __post_init__(self) -> None:
+        _freeze_arrays(self)
+
+
+@dataclass(frozen=True)
+class CalibrationResult:
+    """Logistic recalibration of predicted probabilities.
+
+    ``slope``: coefficient of logit(p) in ``logit P(y=1) = a + b * logit(p)`` (ideal 1; < 1 means
+    predictions too extreme). ``intercept``: calibration-in-the-large, ``a`` in
+    ``logit P(y=1) = a + logit(p)`` (ideal 0; > 0 means risks underestimated on average).
+    ``slope_intercept`` is ``a`` of the two-parameter fit, kept for drawing the recalibration line.
+    """
+
+    intercept: float
+    slope: float
+    slope_intercept: float
+    n: int
+    n_events: int
+
+
+@dataclass(frozen=True, eq=False)
+class DecisionCurve:
+    """Net benefit (Vickers & Elkin 2006) per threshold probability, shape (n_thresholds,).
+
+    Treat when ``prob >= threshold``. ``net_benefit = TP/n - FP/n * t / (1 - t)``.
+    Treat-all is ``prevalence - (1 - prevalence) * t / (1 - t)``; treat-none is 0.
+    """
+
+    thresholds: NDArray[np.float64]
+    net_benefit_model: NDArray[np.float64]
+    net_benefit_treat_all: NDArray[np.float64]
+    net_benefit_treat_none: NDArray[np.float64]
+    prevalence: float
+
+    def __post_init__(self) -> None:
+        _freeze_arrays(self)
+
+
+@dataclass(frozen=True, eq=False)
+class ModelEvaluation:
+    """Everything the Model comparison page shows for one model at one horizon.
+
+    ``c_index`` and ``time_dependent_auc`` are ``None`` unless survival times were given.
+    ``n_censored`` counts scans excluded from the binary metrics as censored at this horizon.
+    """
+
+    auc: AUCResult
+    roc: RocCurve
+    reliability: ReliabilityCurve
+    calibration: CalibrationResult
+    brier: float
+    decision: DecisionCurve
+    c_index: float | None
+    time_dependent_auc: float | None
+    horizon: float | None
+    n_censored: int
+
+
+@dataclass(frozen=True)
+class PairedComparison:
+    """Two models on the same scans: DeLong test and patient-level paired bootstrap."""
+
+    delong: DeLongResult
+    bootstrap: AUCDifference

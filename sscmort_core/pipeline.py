@@ -1,0 +1,280 @@
+"""The one place that chains the stages (DESIGN.md): pages, CLI and jobs call only this.
+
+read -> validate -> de-identify -> lungs -> QCT -> (later: radiomics -> predict -> explain)
+-> store. Heavy per-scan work runs in worker processes that never touch the store; the
+calling process writes results in transactions.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import os
+import secrets
+import shutil
+import uuid
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Mapping
+
+import numpy as np
+import pandas as pd
+
+from sscmort_core import store as st_store
+from sscmort_core.errors import DataError, InputError, StoreError
+from sscmort_core.labels import HORIZONS_YEARS, label_scans
+from sscmort_core.lungs import LungMask, QCTMetrics, qct_metrics, segment_lungs
+
+QCT_METHOD_VERSION = "qct-1"
+ProgressFn = Callable[[str, int, int], None]
+
+
+def _no_progress(stage: str, done: int, total: int) -> None:
+    return None
+
+
+def default_workers() -> int:
+    return max(1, os.cpu_count() or 1)
+
+
+# ---------------------------------------------------------------------------------------------
+# volumes of stored scans
+# ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ScanVolume:
+    """A scan's voxels as the store knows them. hu: (z, y, x) HU; spacing_mm: (z, y, x)."""
+
+    scan_id: str
+    hu: np.ndarray
+    spacing_mm: tuple[float, float, float]
+    synthetic: bool
+    true_lung_mask: np.ndarray | None = None  # generator truth (synthetic scans only)
+    true_ild_mask: np.ndarray | None = None
+
+
+def array_sha256(hu: np.ndarray) -> str:
+    """sha256 of a volume's int16 voxels in C order (how regenerated volumes are checked)."""
+    return hashlib.sha256(np.ascontiguousarray(hu, dtype=np.int16).tobytes()).hexdigest()
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _phantom_from_row(row: Mapping[str, Any]):
+    from sscmort_core.synthetic.phantom import phantom_for_scan
+
+    return phantom_for_scan(row)
+
+
+def load_scan_volume(store: st_store.Store, scan_id: str) -> ScanVolume:
+    """Load (stored file) or regenerate (synthetic, from its seed) a scan's volume.
+
+    The sha256 recorded at ingest is checked; a mismatch is a StoreError, never silent.
+    """
+    row = st_store.scan_row(store, scan_id)
+    if row is None:
+        raise StoreError(f"no scan {scan_id!r} in the store", store.path)
+    return volume_from_row(row, store.data_dir)
+
+
+def volume_from_row(row: Mapping[str, Any], data_dir: Path) -> ScanVolume:
+    """The volume of one scans-table row, without touching the store (safe in workers).
+
+    ``row`` needs the scans columns (and, for synthetic scans, true_ild_extent_pct from
+    synthetic_truth, as :func:`sscmort_core.store.scan_rows` returns); ``data_dir`` is
+    ``Store.data_dir``.
+    """
+    scan_id = str(row["scan_id"])
+    if row.get("volume_path"):
+        from sscmort_core.imaging import load_stored_volume
+
+        path = Path(data_dir) / str(row["volume_path"])
+        if not path.exists():
+            raise StoreError("stored volume file is missing", path)
+        if row.get("volume_sha256") and file_sha256(path) != row["volume_sha256"]:
+            raise StoreError("stored volume does not match its recorded sha256", path)
+        hu, spacing = load_stored_volume(path)
+        return ScanVolume(scan_id, hu, spacing, bool(row["synthetic"]))
+    phantom = _phantom_from_row(_synthetic_row(row))
+    if row.get("volume_sha256") and array_sha256(phantom.hu) != row["volume_sha256"]:
+        raise StoreError(f"regenerated volume of {scan_id} does not match its recorded sha256 "
+                         "(generator or numpy version changed); rebuild with `sscmort demo`",
+                         data_dir)
+    return ScanVolume(scan_id, phantom.hu, tuple(phantom.spacing_mm), True,
+                      phantom.lung_mask, phantom.ild_mask)
+
+
+def _synthetic_row(row: Mapping[str, Any]) -> dict[str, Any]:
+    """The generator's view of a stored synthetic scan row."""
+    out = dict(row)
+    out.setdefault("true_ild_extent_pct", row.get("true_ild_extent_pct"))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# the synthetic demo cohort
+# ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class DemoSummary:
+    patients: int
+    scans: int
+    positives: dict[str, int]
+    censored: dict[str, int]
+    qct_scans: int
+    synthetic: bool
+    store: str
+    seconds: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {"patients": self.patients, "scans": self.scans, "positives": self.positives,
+                "censored": self.censored, "qct_scans": self.qct_scans,
+                "synthetic": self.synthetic, "store": self.store,
+                "seconds": round(self.seconds, 1)}
+
+
+@dataclass(frozen=True)
+class _ScanMeasure:
+    scan_id: str
+    shape: tuple[int, int, int]
+    spacing_mm: tuple[float, float, float]
+    sha256: str
+    qct: QCTMetrics
+    left_volume_ml: float
+    right_volume_ml: float
+
+
+def _measure_synthetic(row: dict[str, Any]) -> _ScanMeasure:
+    """Worker: regenerate one synthetic volume, segment its lungs and measure QCT."""
+    phantom = _phantom_from_row(row)
+    lungs = segment_lungs(phantom.hu, tuple(phantom.spacing_mm))
+    q = qct_metrics(phantom.hu, lungs.mask, tuple(phantom.spacing_mm))
+    return _ScanMeasure(row["scan_id"], tuple(int(s) for s in phantom.hu.shape),
+                        tuple(float(s) for s in phantom.spacing_mm), array_sha256(phantom.hu),
+                        q, float(lungs.left_volume_ml), float(lungs.right_volume_ml))
+
+
+def _map_workers(fn: Callable[[Any], Any], items: list[Any], workers: int,
+                 progress: ProgressFn, stage: str) -> Iterator[Any]:
+    total = len(items)
+    progress(stage, 0, total)
+    if workers <= 1 or total <= 1:
+        for i, item in enumerate(items, 1):
+            yield fn(item)
+            progress(stage, i, total)
+        return
+    chunk = max(1, min(16, total // (workers * 8) or 1))
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        for i, result in enumerate(pool.map(fn, items, chunksize=chunk), 1):
+            yield result
+            progress(stage, i, total)
+
+
+def check_demo_target(path: Path) -> None:
+    """Refuse a target that is a directory, unwritable, locked, or holds non-synthetic data."""
+    if path.exists() and path.is_dir():
+        raise StoreError("is a directory, not a store file", path)
+    parent = path.parent if str(path.parent) else Path(".")
+    if parent.exists() and not os.access(parent, os.W_OK):
+        raise StoreError(f"folder {parent} is not writable", path)
+    if path.exists():
+        with st_store.open_store(path) as existing:  # raises StoreLockedError if held
+            n_real = existing.cursor().execute(
+                "SELECT count(*) FROM patients WHERE NOT synthetic").fetchone()[0]
+        if n_real:
+            raise StoreError(f"holds {n_real} non-synthetic patients; `demo` will not "
+                             "replace it. Choose another --store path", path)
+
+
+def build_demo(path: str | Path, *, n_patients: int = 600, seed: int = 0,
+               workers: int | None = None, progress: ProgressFn = _no_progress) -> DemoSummary:
+    """Build the synthetic demo store at ``path`` (replacing an earlier synthetic one).
+
+    Everything is written to a temporary file next to ``path`` and moved into place only when
+    every stage succeeded, so a failure leaves no partial store behind.
+    """
+    import time
+
+    from sscmort_core.synthetic.cohort import generate_cohort
+
+    t0 = time.perf_counter()
+    path = Path(path)
+    if n_patients < 1:
+        raise DataError(f"--patients must be at least 1, got {n_patients}")
+    check_demo_target(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.building-{os.getpid()}")
+    _remove_store_files(tmp)
+    try:
+        progress("cohort", 0, 1)
+        cohort = generate_cohort(n_patients=n_patients, seed=seed)
+        progress("cohort", 1, 1)
+        rows = cohort.scans.to_dict(orient="records")
+        measures = list(_map_workers(_measure_synthetic, rows, workers or default_workers(),
+                                     progress, "volumes + lungs + QCT"))
+        with st_store.open_store(tmp) as store:
+            progress("store", 0, 1)
+            _write_demo(store, cohort, measures, seed)
+            progress("store", 1, 1)
+            summary = _demo_summary(store, path, time.perf_counter() - t0)
+        _remove_store_files(path)
+        os.replace(tmp, path)
+    except BaseException:
+        _remove_store_files(tmp)
+        raise
+    return summary
+
+
+def _remove_store_files(path: Path) -> None:
+    for p in (path, path.with_name(path.name + ".wal")):
+        if p.exists():
+            p.unlink()
+
+
+def _write_demo(store: st_store.Store, cohort: Any, measures: list[_ScanMeasure],
+                seed: int) -> None:
+    pts = cohort.patients.copy()
+    pts["source"], pts["synthetic"] = "synthetic", True
+    scans = cohort.scans.copy()
+    geo = pd.DataFrame([{
+        "scan_id": m.scan_id, "shape_z": m.shape[0], "shape_y": m.shape[1],
+        "shape_x": m.shape[2], "spacing_z_mm": m.spacing_mm[0],
+        "spacing_y_mm": m.spacing_mm[1], "spacing_x_mm": m.spacing_mm[2],
+        "volume_sha256": m.sha256, "voxel_sha256": m.sha256} for m in measures])
+    scans = scans.merge(geo, on="scan_id", how="left", validate="one_to_one")
+    scans["series_description"] = "SYNTHETIC CHEST CT"
+    scans["volume_path"] = None
+    scans["source"], scans["synthetic"] = "synthetic", True
+    truth = scans.merge(pts[["patient_id", "progressor"]], on="patient_id")
+    clinical = cohort.clinical.copy()
+    clinical["source"], clinical["synthetic"] = "synthetic", True
+    qct = pd.DataFrame([{**m.qct.to_dict(), "scan_id": m.scan_id,
+                         "left_volume_ml": m.left_volume_ml,
+                         "right_volume_ml": m.right_volume_ml,
+                         "method_version": QCT_METHOD_VERSION} for m in measures])
+    with store.transaction() as cur:
+        st_store.insert_frame(cur, "patients", pts)
+        st_store.insert_frame(cur, "scans", scans)
+        st_store.insert_frame(cur, "synthetic_truth", truth)
+        st_store.insert_frame(cur, "clinical", clinical)
+        st_store.insert_frame(cur, "qct", qct)
+        st_store.set_meta(cur, "demo_seed", str(seed))
+        st_store.set_meta(cur, "built_at", dt.datetime.now().isoformat(timespec="seconds"))
+
+
+def _demo_summary(store: st_store.Store, path: Path, seconds: float) -> DemoSummary:
+    scans = st_store.scans_frame(store)
+    positives, censored = {}, {}
+    for h in HORIZONS_YEARS:
+        lab = label_scans(scans["scan_date"], scans["death_date"], scans["last_followup_date"], h)
+        positives[str(h)] = lab.n_positive
+        censored[str(h)] = lab.n_censored
+    counts = st_store.table_counts(store)
+    return DemoSummary(patients=counts["patients"], scans=counts["scans"], positives=positives,
+                       censored=censored, qct_scans=counts["qct"],
+                       synthetic=st_store.is_synthetic(store), store=str(path), seconds=seconds)

@@ -1,0 +1,48 @@
+"""Shared fixtures: a tiny synthetic store built by the real pipeline, the real CT folder."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+REAL_CT = REPO.parent / "shared" / "data" / "real_ct"
+ARTIFACTS = REPO / "test-artifacts"
+
+
+@pytest.fixture(scope="session")
+def tiny_store_template(tmp_path_factory) -> Path:
+    """A 12-patient synthetic demo store, built once per session (seed 3, one worker)."""
+    from sscmort_core.pipeline import build_demo
+
+    path = tmp_path_factory.mktemp("store") / "tiny.duckdb"
+    build_demo(path, n_patients=12, seed=3, workers=1)
+    return path
+
+
+@pytest.fixture()
+def tiny_store(tiny_store_template, tmp_path) -> Path:
+    """A private copy of the tiny store (tests may write to it or hold its lock)."""
+    dest = tmp_path / "tiny.duckdb"
+    shutil.copy(tiny_store_template, dest)
+    return dest
+
+
+@pytest.fixture(scope="session")
+def real_ct() -> Path:
+    if not REAL_CT.is_dir():
+        pytest.skip(f"real CT folder {REAL_CT} is absent (it lives in ../shared beside the repo)")
+    return REAL_CT
+
+
+@pytest.fixture(scope="session")
+def artifacts_dir() -> Path:
+    ARTIFACTS.mkdir(exist_ok=True)
+    return ARTIFACTS
+
+
+def pytest_configure(config):
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
