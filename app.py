@@ -1,11 +1,12 @@
-"""sscmort: Streamlit entry point. Navigation, sidebar (store, synthetic flag) and banners."""
+"""sscmort: Streamlit entry point. Page configuration and navigation over pages/.
+
+Each page starts with ``pages._shared.page_setup`` (store, sidebar, research-use and synthetic
+banners), so every page carries them however it is reached.
+"""
 
 from __future__ import annotations
 
 import streamlit as st
-
-from pages._shared import RESEARCH_NOTICE, banners, get_store, store_path
-from sscmort_core import store as st_store
 
 st.set_page_config(page_title="sscmort: SSc-ILD mortality risk from CT", layout="wide",
                    page_icon=":material/pulmonology:")
@@ -18,19 +19,8 @@ PAGES = [
             url_path="patient_timeline"),
     st.Page("pages/upload_predict.py", title="Upload & predict", icon=":material/upload:",
             url_path="upload_predict"),
+    st.Page("pages/model_comparison.py", title="Model comparison", icon=":material/compare:",
+            url_path="model_comparison"),
 ]
 
-nav = st.navigation(PAGES)
-
-store = get_store()
-with st.sidebar:
-    st.caption("Cohort store")
-    st.code(str(store_path()), language=None)
-    summary = st_store.cohort_summary(store)
-    if st_store.is_synthetic(store):
-        st.markdown(":orange-badge[SYNTHETIC DATA]")
-    st.caption(f"{summary.patients:,} patients, {summary.scans:,} scans")
-    st.caption(RESEARCH_NOTICE)
-
-banners(store)
-nav.run()
+st.navigation(PAGES).run()

@@ -45,11 +45,32 @@ def get_store() -> st_store.Store:
         raise  # unreachable: st.stop() raises
 
 
-def banners(store: st_store.Store | None) -> None:
+def banners(store: st_store.Store | None) -> None:  # noqa: D401
     """The research-use notice on every page, and the synthetic banner where it applies."""
     st.warning(RESEARCH_NOTICE, icon=":material/science:")
     if store is not None and st_store.is_synthetic(store):
         st.info(SYNTHETIC_NOTICE, icon=":material/smart_toy:")
+
+
+def sidebar(store: st_store.Store) -> None:
+    """Store path, synthetic flag and counts in the sidebar."""
+    with st.sidebar:
+        st.caption("Cohort store")
+        st.code(str(store_path()), language=None)
+        summary = st_store.cohort_summary(store)
+        if st_store.is_synthetic(store):
+            st.markdown(":orange-badge[SYNTHETIC DATA]")
+        st.caption(f"{summary.patients:,} patients, {summary.scans:,} scans")
+        st.caption(RESEARCH_NOTICE)
+
+
+def page_setup(title: str) -> st_store.Store:
+    """Every page starts here: the store, the sidebar, the banners and the title."""
+    store = get_store()
+    sidebar(store)
+    banners(store)
+    st.title(title)
+    return store
 
 
 def show_error(err: SscmortError) -> None:

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import streamlit as st
 
-from pages._shared import get_store
+from pages._shared import page_setup
 from sscmort_core import charts, cohort
 from sscmort_core import store as st_store
 
-store = get_store()
-st.title("Cohort explorer")
+store = page_setup("Cohort explorer")
 
 patients = st_store.patients_frame(store)
 if patients.empty:

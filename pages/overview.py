@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import streamlit as st
 
-from pages._shared import get_store
+from pages._shared import page_setup
 from sscmort_core import charts, cohort
 from sscmort_core import store as st_store
 
-store = get_store()
-st.title("Overview")
+store = page_setup("Overview")
 
 summary = st_store.cohort_summary(store)
 if summary.scans == 0:
@@ -42,3 +41,16 @@ with right:
                     width="stretch")
     st.altair_chart(charts.simple_bar(cohort.scans_by_year(scans), "year", "scans",
                                       "Scan dates over time"), width="stretch")
+
+st.subheader("Best model per horizon")
+from sscmort_core.evaluate_store import best_models  # noqa: E402  (this section only)
+
+best = best_models(store)
+if not best:
+    st.caption("No model has been evaluated yet: see the Model comparison page.")
+for col, b in zip(st.columns(max(len(best), 1)), best):
+    ci = "" if b.ci_low is None else f" [95% CI {b.ci_low:.3f}-{b.ci_high:.3f}]"
+    col.metric(f"{b.horizon_years}-year AUC", f"{b.auc:.3f}",
+               help=f"{b.n_scans} scans, {b.n_events} deaths within {b.horizon_years} y; "
+                    "the synthetic oracle is left out.")
+    col.caption(f"{b.label}{ci}")

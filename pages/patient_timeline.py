@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import streamlit as st
 
-from pages._shared import get_store, load_volume_with_lungs, store_path
+from pages._shared import load_volume_with_lungs, page_setup, store_path
 from sscmort_core import charts, render
 from sscmort_core import store as st_store
 from sscmort_core.errors import SscmortError
 
-store = get_store()
-st.title("Patient timeline")
+store = page_setup("Patient timeline")
 
 patients = st_store.patients_frame(store)
 if patients.empty:

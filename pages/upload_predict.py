@@ -6,14 +6,13 @@ import datetime as dt
 
 import streamlit as st
 
-from pages._shared import get_store, show_error
+from pages._shared import page_setup, show_error
 from sscmort_core import charts, render
 from sscmort_core import store as st_store
 from sscmort_core.errors import SscmortError
 from sscmort_core.ingest import STAGES, analyse_upload, save_analysis, store_secret
 
-store = get_store()
-st.title("Upload & predict")
+store = page_setup("Upload & predict")
 st.caption("Upload one chest CT: a zip of a DICOM series, several .dcm files, or one NIfTI / "
            "NRRD / MHA file. Identifying DICOM tags are dropped on reading and never stored "
            "or shown; the patient gets a pseudonymous id.")

@@ -62,6 +62,19 @@ def cmd_demo(args: argparse.Namespace) -> None:
                    f"{s['censored']}; {s['seconds']} s")
 
 
+def cmd_bench(args: argparse.Namespace) -> None:
+    from sscmort_core.bench import DEFAULT_REAL_CT, run_benchmarks
+
+    real = args.real_ct or DEFAULT_REAL_CT
+    results = [r.to_json() for r in run_benchmarks(real, tuple(args.only or ()))]
+    lines = [f"{r['name']}: {r['seconds']:.3f} s" + (
+        f" = {r['ratio']:.2f} x {r['baseline']} ({r['baseline_seconds']:.3f} s)"
+        if r["ratio"] is not None else "") + (
+        f"; peak traced {r['peak_traced_mb']:.0f} MB" if r["peak_traced_mb"] else "")
+        for r in results]
+    _emit(args, {"results": results}, "\n".join(lines))
+
+
 def _add_store(p: argparse.ArgumentParser) -> None:
     p.add_argument("--store", type=Path, default=DEFAULT_STORE_PATH,
                    help=f"store file (default {DEFAULT_STORE_PATH})")
@@ -72,7 +85,8 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars on stderr")
 
 
-COMMANDS: dict[str, Callable[[argparse.Namespace], None]] = {"demo": cmd_demo}
+COMMANDS: dict[str, Callable[[argparse.Namespace], None]] = {"demo": cmd_demo,
+                                                               "bench": cmd_bench}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -87,6 +101,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="random seed (0)")
     p.add_argument("--workers", type=int, default=None, help="worker processes (all cores)")
 
+    p = sub.add_parser("bench", help="run the benchmarks (ratios against same-run baselines)")
+    _add_common(p)
+    p.add_argument("--real-ct", type=Path, default=None,
+                   help="folder of real CT series (default ../shared/data/real_ct)")
+    p.add_argument("--only", nargs="*", help="names of benchmarks to run")
+
     _register_more(sub)
     return parser
 
@@ -96,6 +116,8 @@ def _register_more(sub: Any) -> None:
     from sscmort_core import cli_imaging
 
     cli_imaging.register(sub, COMMANDS, _add_store, _add_common)
+    from sscmort_core import cli_evaluate
+    cli_evaluate.register(sub, COMMANDS, _add_store, _add_common)
 
 
 def main(argv: list[str] | None = None) -> int:

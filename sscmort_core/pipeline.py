@@ -263,8 +263,31 @@ def _write_demo(store: st_store.Store, cohort: Any, measures: list[_ScanMeasure]
         st_store.insert_frame(cur, "synthetic_truth", truth)
         st_store.insert_frame(cur, "clinical", clinical)
         st_store.insert_frame(cur, "qct", qct)
+        _register_oracle(cur, truth, seed)
         st_store.set_meta(cur, "demo_seed", str(seed))
         st_store.set_meta(cur, "built_at", dt.datetime.now().isoformat(timespec="seconds"))
+
+
+ORACLE_MODEL_ID = "oracle"
+
+
+def _register_oracle(cur: Any, truth: pd.DataFrame, seed: int) -> None:
+    """The generator's true risks as a reference "model": the best AUC any model could reach
+    on this synthetic cohort. Registered like any model so every page can compare with it."""
+    st_store.upsert_model(
+        cur, model_id=ORACLE_MODEL_ID, kind="oracle", backbone=None, version="1",
+        config={"source": "synthetic generator hazard", "seed": seed}, data_hash=None,
+        weights_path=None, weights_sha256=None,
+        card={"kind": "oracle", "label": "Oracle (generator's true risk; achievable ceiling)",
+              "description": "True 1/3/5-year risk of each synthetic scan under the generator's "
+                             "own hazard. Not a model: the ceiling any model could reach.",
+              "synthetic": True}, synthetic=True)
+    rows = []
+    for h in HORIZONS_YEARS:
+        rows.append(pd.DataFrame({"model_id": ORACLE_MODEL_ID, "scan_id": truth["scan_id"],
+                                  "horizon_years": h, "risk": truth[f"true_risk_{h}y"],
+                                  "fold": None, "split": "oof"}))
+    st_store.insert_frame(cur, "predictions", pd.concat(rows, ignore_index=True))
 
 
 def _demo_summary(store: st_store.Store, path: Path, seconds: float) -> DemoSummary:

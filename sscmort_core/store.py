@@ -100,7 +100,7 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE TABLE metrics (
         model_id VARCHAR NOT NULL, horizon_years INTEGER NOT NULL, metric VARCHAR NOT NULL,
         value DOUBLE, ci_low DOUBLE, ci_high DOUBLE,
-        n_scans INTEGER, n_patients INTEGER, n_events INTEGER,
+        n_scans INTEGER, n_patients INTEGER, n_events INTEGER, note VARCHAR,
         created_at TIMESTAMP NOT NULL DEFAULT current_timestamp,
         PRIMARY KEY (model_id, horizon_years, metric)
     );
@@ -171,7 +171,13 @@ class Store:
         cur.execute("COMMIT")
 
     def query_df(self, sql: str, params: Sequence[Any] | None = None) -> pd.DataFrame:
-        return self.cursor().execute(sql, list(params or [])).df()
+        """Run a query; DATE columns come back as ``datetime.date`` objects (not Timestamps)."""
+        cur = self.cursor().execute(sql, list(params or []))
+        date_cols = [d[0] for d in cur.description if str(d[1]).upper() == "DATE"]
+        df = cur.df()
+        for col in date_cols:
+            df[col] = [None if pd.isna(v) else pd.Timestamp(v).date() for v in df[col]]
+        return df
 
     def close(self) -> None:
         self.con.close()
@@ -323,7 +329,7 @@ QCT_COLUMNS = ("scan_id", "lung_volume_ml", "mean_lung_density_hu", "skewness", 
                "method_version")
 PREDICTION_COLUMNS = ("model_id", "scan_id", "horizon_years", "risk", "fold", "split")
 METRIC_COLUMNS = ("model_id", "horizon_years", "metric", "value", "ci_low", "ci_high",
-                  "n_scans", "n_patients", "n_events")
+                  "n_scans", "n_patients", "n_events", "note")
 EXPLANATION_COLUMNS = ("model_id", "scan_id", "horizon_years", "kind", "feature", "value",
                        "feature_value", "base_value")
 RADIOMICS_COLUMNS = ("scan_id", "param_hash", "feature", "value", "pyradiomics_version")
@@ -543,3 +549,216 @@ def to_python(value: Any) -> Any:
     if value is pd.NaT:
         return None
     return value
+
+
+# --- radiomics / tabular models ---
+def radiomics_extracted_scan_ids(store: Store, param_hash: str) -> set[str]:
+    """Scans that already have features for ``param_hash``."""
+    rows = store.cursor().execute(
+        "SELECT DISTINCT scan_id FROM radiomics_features WHERE param_hash = ?",
+        [param_hash]).fetchall()
+    return {r[0] for r in rows}
+
+
+def radiomics_feature_count(store: Store, param_hash: str) -> int:
+    row = store.cursor().execute(
+        "SELECT count(DISTINCT feature) FROM radiomics_features WHERE param_hash = ?",
+        [param_hash]).fetchone()
+    return int(row[0] or 0)
+
+
+def clear_radiomics_failures(cur: duckdb.DuckDBPyConnection, scan_ids: Sequence[str],
+                             param_hash: str) -> None:
+    if not scan_ids:
+        return
+    marks = ", ".join("?" for _ in scan_ids)
+    cur.execute(f"DELETE FROM radiomics_failures WHERE param_hash = ? AND scan_id IN ({marks})",
+                [param_hash, *scan_ids])
+
+
+def record_radiomics_failures(cur: duckdb.DuckDBPyConnection,
+                              failures: Sequence[tuple[str, str]], param_hash: str) -> None:
+    """Record (scan_id, reason) pairs, replacing an earlier reason for the same scan."""
+    cur.executemany(
+        "INSERT OR REPLACE INTO radiomics_failures (scan_id, param_hash, reason) VALUES (?, ?, ?)",
+        [[scan_id, param_hash, reason] for scan_id, reason in failures])
+
+
+def radiomics_failures_frame(store: Store, param_hash: str | None = None) -> pd.DataFrame:
+    where, params = ("WHERE param_hash = ?", [param_hash]) if param_hash else ("", [])
+    return store.query_df(f"SELECT * FROM radiomics_failures {where} ORDER BY scan_id", params)
+
+
+def radiomics_param_sets(store: Store) -> pd.DataFrame:
+    """One row per parameter hash: pyradiomics version(s), scans, features, most recent first
+    by scan count."""
+    return store.query_df(
+        """SELECT param_hash, string_agg(DISTINCT pyradiomics_version, ', ') AS pyradiomics_version,
+                  count(DISTINCT scan_id) AS n_scans, count(DISTINCT feature) AS n_features
+           FROM radiomics_features GROUP BY param_hash ORDER BY n_scans DESC, param_hash""")
+
+
+def radiomics_feature_names(store: Store, param_hash: str) -> list[str]:
+    rows = store.cursor().execute(
+        "SELECT DISTINCT feature FROM radiomics_features WHERE param_hash = ? ORDER BY feature",
+        [param_hash]).fetchall()
+    return [r[0] for r in rows]
+
+
+def radiomics_long_frame(store: Store, param_hash: str,
+                         features: Sequence[str] | None = None) -> pd.DataFrame:
+    """(scan_id, feature, value) rows for ``param_hash`` (optionally only ``features``)."""
+    where, params = "WHERE param_hash = ?", [param_hash]
+    if features is not None:
+        where += f" AND feature IN ({', '.join('?' for _ in features) or 'NULL'})"
+        params.extend(features)
+    return store.query_df(f"SELECT scan_id, feature, value FROM radiomics_features {where} "
+                          "ORDER BY scan_id, feature", params)
+
+
+def radiomics_feature_by_scan(store: Store, param_hash: str, feature: str) -> pd.DataFrame:
+    """One feature for every extracted scan, with what the feature browser groups by."""
+    return store.query_df(
+        """SELECT r.scan_id, r.value, s.patient_id, s.scan_date, s.scanner, s.kernel,
+                  s.slice_thickness_mm, p.death_date, p.last_followup_date
+           FROM radiomics_features r JOIN scans s USING (scan_id)
+           JOIN patients p USING (patient_id)
+           WHERE r.param_hash = ? AND r.feature = ? ORDER BY r.scan_id""", [param_hash, feature])
+
+
+def model_row(store: Store, model_id: str) -> dict[str, Any] | None:
+    df = store.query_df("SELECT * FROM models WHERE model_id = ?", [model_id])
+    return None if df.empty else {k: to_python(v) for k, v in df.iloc[0].to_dict().items()}
+
+
+def delete_model_outputs(cur: duckdb.DuckDBPyConnection, model_id: str) -> None:
+    """Remove a model's predictions, metrics and explanations (before re-registering it)."""
+    for table in ("predictions", "metrics", "explanations", "explanation_arrays"):
+        cur.execute(f"DELETE FROM {table} WHERE model_id = ?", [model_id])
+
+
+def explanations_frame(store: Store, model_id: str, *, horizon_years: int | None = None,
+                       scan_id: str | None = None, kind: str = "shap") -> pd.DataFrame:
+    clauses, params = ["model_id = ?", "kind = ?"], [model_id, kind]
+    if horizon_years is not None:
+        clauses.append("horizon_years = ?")
+        params.append(horizon_years)
+    if scan_id is not None:
+        clauses.append("scan_id = ?")
+        params.append(scan_id)
+    return store.query_df(
+        f"SELECT * FROM explanations WHERE {' AND '.join(clauses)} "
+        "ORDER BY scan_id, horizon_years, feature", params)
+
+
+def explained_scan_ids(store: Store, model_id: str, kind: str = "shap") -> list[str]:
+    rows = store.cursor().execute(
+        "SELECT DISTINCT scan_id FROM explanations WHERE model_id = ? AND kind = ? "
+        "ORDER BY scan_id", [model_id, kind]).fetchall()
+    return [r[0] for r in rows]
+
+
+def patient_predictions_frame(store: Store, patient_id: str, split: str = "oof",
+                              kinds: Sequence[str] | None = None) -> pd.DataFrame:
+    """A patient's stored risks: scan_id, scan_date, model_id, kind, horizon_years, risk."""
+    where, params = "WHERE s.patient_id = ? AND pr.split = ?", [patient_id, split]
+    if kinds:
+        where += f" AND m.kind IN ({', '.join('?' for _ in kinds)})"
+        params.extend(kinds)
+    return store.query_df(
+        f"""SELECT pr.scan_id, s.scan_date, pr.model_id, m.kind, m.card ->> 'label' AS label,
+                   pr.horizon_years, pr.risk, pr.fold
+            FROM predictions pr JOIN scans s USING (scan_id) JOIN models m USING (model_id)
+            {where} ORDER BY pr.model_id, s.scan_date, pr.horizon_years""", params)
+
+
+# --- evaluation ---
+def _in_clause(column: str, values: Sequence[str]) -> str:
+    return f"{column} IN ({', '.join('?' for _ in values)})" if values else "false"
+
+
+def oof_prediction_summary(store: Store, model_ids: Sequence[str] | None = None) -> pd.DataFrame:
+    """Per model and horizon: count and risk sum of out-of-fold predictions.
+
+    Columns model_id, horizon_years, n_predictions, risk_sum; cheap, so a page can tell which
+    models have predictions and whether they changed since it last looked.
+    """
+    where, params = "", []
+    if model_ids is not None:
+        where, params = f"AND {_in_clause('model_id', model_ids)}", list(model_ids)
+    return store.query_df(
+        f"""SELECT model_id, horizon_years, count(*) AS n_predictions, sum(risk) AS risk_sum
+            FROM predictions WHERE split = 'oof' {where}
+            GROUP BY model_id, horizon_years ORDER BY model_id, horizon_years""", params)
+
+
+def metrics_for_models(store: Store, model_ids: Sequence[str]) -> pd.DataFrame:
+    """Metric rows of the given models (all horizons), ordered by model, horizon, metric."""
+    return store.query_df(
+        f"""SELECT * FROM metrics WHERE {_in_clause('model_id', model_ids)}
+            ORDER BY model_id, horizon_years, metric""", list(model_ids))
+
+
+def auc_rows_with_models(store: Store) -> pd.DataFrame:
+    """Computed AUC rows (value not NULL) joined with their model's kind, version and card."""
+    return store.query_df(
+        """SELECT m.model_id, m.horizon_years, m.value, m.ci_low, m.ci_high, m.n_scans,
+                  m.n_patients, m.n_events, d.kind, d.backbone, d.version, d.card
+           FROM metrics m JOIN models d USING (model_id)
+           WHERE m.metric = 'auc' AND m.value IS NOT NULL
+           ORDER BY m.horizon_years, m.model_id""")
+
+
+# --- deep models / jobs ---
+def insert_job(cur: duckdb.DuckDBPyConnection, job_id: str, kind: str,
+               params: dict[str, Any], message: str = "queued") -> None:
+    cur.execute("INSERT INTO jobs (job_id, kind, status, progress, message, params) "
+                "VALUES (?, ?, 'running', 0, ?, ?)",
+                [job_id, kind, message, json.dumps(params, default=str)])
+
+
+def update_job_progress(cur: duckdb.DuckDBPyConnection, job_id: str, progress: float,
+                        message: str) -> None:
+    cur.execute("UPDATE jobs SET progress = ?, message = ? WHERE job_id = ?",
+                [float(min(1.0, max(0.0, progress))), message, job_id])
+
+
+def finish_job(cur: duckdb.DuckDBPyConnection, job_id: str, status: str, message: str,
+               error: str | None = None) -> None:
+    """status: 'done', 'failed' or 'interrupted'."""
+    cur.execute("UPDATE jobs SET status = ?, message = ?, error = ?, finished_at = "
+                "current_timestamp, progress = CASE WHEN ? = 'done' THEN 1 ELSE progress END "
+                "WHERE job_id = ?", [status, message, error, status, job_id])
+
+
+def job_row(store: Store, job_id: str) -> dict[str, Any] | None:
+    df = store.query_df("SELECT * FROM jobs WHERE job_id = ?", [job_id])
+    return None if df.empty else {k: to_python(v) for k, v in df.iloc[0].to_dict().items()}
+
+
+def running_job_ids(store: Store) -> list[str]:
+    rows = store.cursor().execute(
+        "SELECT job_id FROM jobs WHERE status = 'running' ORDER BY started_at").fetchall()
+    return [r[0] for r in rows]
+
+
+def deep_models_frame(store: Store) -> pd.DataFrame:
+    return store.query_df("SELECT * FROM models WHERE kind = 'deep' ORDER BY backbone, "
+                          "try_cast(version AS INTEGER), model_id")
+
+
+def put_explanation_array(cur: duckdb.DuckDBPyConnection, model_id: str, scan_id: str,
+                          kind: str, payload: bytes, meta: dict[str, Any]) -> None:
+    cur.execute("INSERT OR REPLACE INTO explanation_arrays (model_id, scan_id, kind, payload, "
+                "meta) VALUES (?, ?, ?, ?, ?)",
+                [model_id, scan_id, kind, payload, json.dumps(meta, default=str)])
+
+
+def explanation_array(store: Store, model_id: str, scan_id: str,
+                      kind: str) -> tuple[bytes, dict[str, Any]] | None:
+    row = store.cursor().execute(
+        "SELECT payload, meta FROM explanation_arrays WHERE model_id = ? AND scan_id = ? "
+        "AND kind = ?", [model_id, scan_id, kind]).fetchone()
+    if row is None:
+        return None
+    return bytes(row[0]), json.loads(row[1]) if row[1] else {}

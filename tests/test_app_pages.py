@@ -5,12 +5,16 @@ from __future__ import annotations
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from pathlib import Path
+
 from pages._shared import RESEARCH_NOTICE, SYNTHETIC_NOTICE
+
+APP = Path(__file__).resolve().parents[1] / "app.py"
 
 
 def _app(store_path, monkeypatch, page: str | None = None, query: dict | None = None) -> AppTest:
     monkeypatch.setenv("SSCMORT_STORE", str(store_path))
-    at = AppTest.from_file("app.py", default_timeout=120)
+    at = AppTest.from_file(str(APP), default_timeout=120)
     for k, v in (query or {}).items():
         at.query_params[k] = v
     at.run()
@@ -44,7 +48,7 @@ def test_overview(tiny_store, monkeypatch):
     assert list(table["horizon (years)"]) == [1, 3, 5]
     assert (table["died within horizon"] + table["known alive"] + table["censored"]
             == int(labels["Scans"])).all()
-    assert len(at.get("arrow_vega_lite_chart")) == 3
+    assert len(at.get("vega_lite_chart")) == 3
 
 
 def test_cohort_explorer_filters_and_km(tiny_store, monkeypatch):
@@ -53,7 +57,7 @@ def test_cohort_explorer_filters_and_km(tiny_store, monkeypatch):
     assert "12 of 12 patients" in _texts(at)
     at.selectbox[0].set_value("Sex").run()
     assert not at.exception
-    assert any("log-rank p" in str(c.proto) for c in at.get("arrow_vega_lite_chart"))
+    assert any("log-rank p" in str(c.proto) for c in at.get("vega_lite_chart"))
     at.multiselect[0].set_value(["F"]).run()  # Sex filter
     assert not at.exception
     text = _texts(at)
@@ -72,7 +76,7 @@ def test_patient_timeline_with_query_param(tiny_store, tiny_store_template, monk
     at = _app(tiny_store, monkeypatch, "pages/patient_timeline.py", {"patient": pid})
     _banners_present(at)
     assert at.selectbox[0].value == pid
-    assert len(at.get("arrow_vega_lite_chart")) >= 1
+    assert len(at.get("vega_lite_chart")) >= 1
     images = at.get("imgs")
     assert images, "slice viewer drew no image"
     at.slider[0].set_value(0).run()

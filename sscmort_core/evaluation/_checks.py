@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from numpy.typing import ArrayLike, NDArray
 
 from sscmort_core.errors import (
@@ -117,6 +118,11 @@ def check_groups(groups: ArrayLike, n: int) -> tuple[NDArray[np.intp], int]:
     """Patient ids as codes ``0 .. n_groups - 1`` (any hashable, sortable ids) and ``n_groups``."""
     arr = as_1d(groups, "groups")
     same_length(groups=arr, y=np.empty(n))
+    missing = pd.isna(arr)
+    if missing.any():
+        raise MetricInputError(
+            f"groups has {int(missing.sum())} missing patient id(s): every scan needs its patient"
+        )
     try:
         _, codes = np.unique(arr, return_inverse=True)
     except TypeError as err:  # mixed types that do not sort

@@ -133,7 +133,9 @@ class _BootAUCs:
 def cluster_counts(n_groups: int, n_boot: int, seed: Seed) -> NDArray[np.int64]:
     """Multinomial patient counts of ``n_boot`` cluster resamples, shape (n_boot, n_groups).
 
-    Row b says how many times each patient is drawn in resample b; each row sums to n_groups.
+    Row b says how many times each patient is drawn in resample b (each row sums to n_groups);
+    column p is the p-th patient id in sorted order (``np.unique(groups)``). Memory is
+    O(n_boot * n_groups): fine for thousands of patients.
     """
     rng = np.random.default_rng(seed)
     drawn = rng.integers(0, n_groups, size=(n_boot, n_groups))  # patient codes drawn per resample

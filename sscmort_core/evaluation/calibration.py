@@ -90,7 +90,9 @@ def decision_curve(
 
 
 # --- checks ------------------------------------------------------------------------------------
-def _check_prob_inputs(y: ArrayLike, prob: ArrayLike) -> tuple[NDArray[np.int8], NDArray[np.float64]]:
+def _check_prob_inputs(
+    y: ArrayLike, prob: ArrayLike
+) -> tuple[NDArray[np.int8], NDArray[np.float64]]:
     y_arr = check_binary(y)
     p_arr = check_probability(prob)
     same_length(y=y_arr, prob=p_arr)
@@ -136,7 +138,10 @@ def _logistic_newton(
         try:
             step = np.linalg.solve(hessian, gradient)
         except np.linalg.LinAlgError as err:
-            raise CalibrationFitError(f"{what}: singular information matrix") from err
+            raise CalibrationFitError(
+                f"{what}: logistic fit diverged (singular information matrix); "
+                "are the outcomes perfectly separated by the predictions?"
+            ) from err
         scale = 1.0
         while scale > 1e-8:
             candidate = beta + scale * step

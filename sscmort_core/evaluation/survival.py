@@ -113,7 +113,9 @@ def _concordance_counts(
 
 
 def _ipcw_auc(
-    case_risk: NDArray[np.float64], case_weight: NDArray[np.float64], control_risk: NDArray[np.float64]
+    case_risk: NDArray[np.float64],
+    case_weight: NDArray[np.float64],
+    control_risk: NDArray[np.float64],
 ) -> float:
     """Weighted Mann-Whitney AUC: cases weighted, controls unweighted, ties 1/2."""
     sorted_controls = np.sort(control_risk)

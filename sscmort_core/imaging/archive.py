@@ -15,6 +15,11 @@ RATIO_MIN_BYTES = 1024**2  # members smaller than this cannot do harm by ratio a
 _CHUNK = 1 << 20
 
 
+def format_bytes(n: int) -> str:
+    """Human-readable size: bytes below 1 MB, else MB with one decimal."""
+    return f"{n:,} bytes" if n < 1_000_000 else f"{n / 1e6:,.1f} MB"
+
+
 def _member_path(info: zipfile.ZipInfo, zip_path: Path) -> PurePosixPath:
     """The member's relative path, or UnsafeArchiveError for absolute / traversing / odd names."""
     name = info.filename.replace("\\", "/")
@@ -59,8 +64,8 @@ def check_zip_members(zip_path: Path, infos: list[zipfile.ZipInfo], *, max_total
                 "a zip bomb?", zip_path)
         files.append((info, rel))
     if total > max_total_bytes:
-        raise FileTooLargeError(f"the archive expands to {total / 1e6:.0f} MB "
-                                f"(limit {max_total_bytes / 1e6:.0f} MB)", zip_path)
+        raise FileTooLargeError(f"the archive expands to {format_bytes(total)}, over the "
+                                f"{format_bytes(max_total_bytes)} limit", zip_path)
     if total >= RATIO_MIN_BYTES and total / max(1, packed) > max_ratio:
         raise UnsafeArchiveError(f"the archive expands {total / max(1, packed):.0f}-fold "
                                  f"(at most {max_ratio:.0f}): a zip bomb?", zip_path)

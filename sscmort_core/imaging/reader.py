@@ -6,8 +6,10 @@ uncompressed size of a zip, and the decoded size of a (possibly gzip-compressed)
 
 from __future__ import annotations
 
+import gzip
 import logging
 import os
+import struct
 import re
 import tempfile
 from pathlib import Path
@@ -18,6 +20,7 @@ import SimpleITK as sitk
 
 from sscmort_core.errors import (
     FileTooLargeError,
+    NonFiniteHUError,
     NotACTSeriesError,
     TooFewSlicesError,
     TruncatedFileError,
@@ -25,7 +28,12 @@ from sscmort_core.errors import (
     UnsupportedFormatError,
 )
 from sscmort_core.imaging import validate
-from sscmort_core.imaging.archive import DEFAULT_MAX_MEMBERS, DEFAULT_MAX_RATIO, extract_zip_safely
+from sscmort_core.imaging.archive import (
+    DEFAULT_MAX_MEMBERS,
+    DEFAULT_MAX_RATIO,
+    extract_zip_safely,
+    format_bytes,
+)
 from sscmort_core.imaging.dicom import read_dicom_series
 from sscmort_core.imaging.volume import (
     IngestReport,
@@ -66,8 +74,8 @@ def _is_zip(path: Path) -> bool:
 
 def _check_size(n_bytes: int, max_bytes: int, path: Path, what: str = "is") -> None:
     if n_bytes > max_bytes:
-        raise FileTooLargeError(f"{what} {n_bytes / 1e6:.1f} MB, over the "
-                                f"{max_bytes / 1e6:.1f} MB limit", path)
+        raise FileTooLargeError(f"{what} {format_bytes(n_bytes)}, over the "
+                                f"{format_bytes(max_bytes)} limit", path)
 
 
 def read_volume(path: Path, *, secret: bytes | None = None,
@@ -195,6 +203,42 @@ def _image_info(path: Path, source: Path, fmt: str, max_bytes: int) -> sitk.Imag
     return reader
 
 
+def nifti_nonfinite_count(path: Path) -> int:
+    """Number of NaN / infinite voxels stored in a float NIfTI-1 or NIfTI-2 file (.nii(.gz)).
+
+    Needed because ITK's NIfTI reader silently turns NaN into 0. Integer files give 0.
+    """
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    with opener(path, "rb") as fh:
+        head = fh.read(540)
+        if len(head) < 348:
+            return 0
+        for endian in "<>":
+            size = struct.unpack(endian + "i", head[:4])[0]
+            if size in (348, 540):
+                break
+        else:
+            return 0
+        if size == 348:
+            datatype = struct.unpack(endian + "h", head[70:72])[0]
+            offset = int(struct.unpack(endian + "f", head[108:112])[0])
+        else:
+            datatype = struct.unpack(endian + "h", head[12:14])[0]
+            offset = int(struct.unpack(endian + "q", head[168:176])[0])
+        code = {16: "f4", 64: "f8"}.get(datatype)
+        if code is None:
+            return 0
+        dtype = np.dtype(endian + code)
+        fh.seek(max(offset, size))
+        bad, rest = 0, b""
+        while chunk := fh.read(1 << 22):
+            chunk = rest + chunk
+            usable = len(chunk) - len(chunk) % dtype.itemsize
+            bad += int(np.count_nonzero(~np.isfinite(np.frombuffer(chunk[:usable], dtype))))
+            rest = chunk[usable:]
+    return bad
+
+
 def _numpy_dtype(pixel_id: int) -> type:
     table = {sitk.sitkInt8: np.int8, sitk.sitkUInt8: np.uint8, sitk.sitkInt16: np.int16,
              sitk.sitkUInt16: np.uint16, sitk.sitkInt32: np.int32, sitk.sitkUInt32: np.uint32,
@@ -213,6 +257,11 @@ def read_grid_image(path: Path, *, max_bytes: int = DEFAULT_MAX_BYTES,
     reader = _image_info(path, source, fmt, max_bytes)
     dropped = sorted(k for k in reader.GetMetaDataKeys()
                      if not _GEOMETRY_KEYS.match(k) and reader.GetMetaData(k).strip())
+    if fmt == "nifti":
+        n_bad = nifti_nonfinite_count(path)
+        if n_bad:
+            raise NonFiniteHUError(f"{n_bad} voxels are NaN or infinite; a CT holds finite HU",
+                                   source)
     try:
         img = reader.Execute()
     except RuntimeError:

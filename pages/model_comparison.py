@@ -1,0 +1,111 @@
+"""Model comparison: per-horizon ROC, calibration and decision curves, metrics, paired tests."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from pages._shared import get_store, show_error
+from sscmort_core import charts_eval
+from sscmort_core import evaluate_store as ev
+from sscmort_core import store as st_store
+from sscmort_core.errors import SscmortError
+from sscmort_core.labels import HORIZONS_YEARS
+
+store = get_store()
+st.title("Model comparison")
+st.caption("Every model is scored on its out-of-fold predictions. Censored scans are left out "
+           "of AUC, Brier and calibration at that horizon and kept for Harrell's C and the "
+           "time-dependent AUC. CIs: patient-level bootstrap (scans of one patient resampled "
+           "together).")
+
+choices = {c.model_id: c for c in ev.model_choices(store)}
+if not choices:
+    st.info("No model has out-of-fold predictions yet: train one first (`sscmort train`).")
+    st.stop()
+others = [m for m, c in choices.items() if c.kind != ev.ORACLE_KIND]
+default = others[:4] + [m for m, c in choices.items() if c.kind == ev.ORACLE_KIND]
+chosen = st.multiselect("Models to compare (any kind or version)", list(choices),
+                        default=default, format_func=lambda m: choices[m].label)
+if not chosen:
+    st.info("Choose two or more models.")
+    st.stop()
+with st.expander("Settings"):
+    n_boot = st.select_slider("Bootstrap resamples (CIs and paired tests)",
+                              [200, 500, 1000, 2000, 5000], value=2000)
+    recompute = st.button("Recompute the metrics of the chosen models")
+
+
+def _evaluate(model_ids: list[str]) -> None:
+    bar = st.progress(0.0, text="Computing metrics...")
+    try:
+        ev.run_evaluation(store, model_ids=model_ids, n_boot=n_boot, progress=lambda _s, d, t:
+                          bar.progress(d / max(t, 1), text=f"Computing metrics: {d}/{t}"))
+    except SscmortError as err:
+        show_error(err)
+        st.stop()
+    st.rerun()
+
+
+missing = ev.models_without_metrics(store, chosen)
+if recompute:
+    _evaluate(chosen)
+if missing:
+    st.warning("Metrics are not computed yet for: "
+               + ", ".join(choices[m].label for m in missing) + ".")
+    if st.button(f"Compute metrics for {len(missing)} model(s)", type="primary"):
+        _evaluate(missing)
+
+
+@st.cache_data(show_spinner="Paired tests (DeLong and patient bootstrap)...", max_entries=32)
+def _paired(_store: st_store.Store, version: str, model_ids: tuple[str, ...], horizon: int,
+            boot: int) -> list[ev.PairedTest]:
+    """Cached per store contents (``version`` from ev.data_version), models, horizon, n_boot."""
+    return ev.paired_tests(_store, list(model_ids), horizon, n_boot=boot)
+
+
+labels = ev.model_labels(store)
+table = ev.metrics_table(store, chosen)
+st.subheader("Metrics")
+if table["AUC"].notna().any():
+    st.altair_chart(charts_eval.auc_summary_chart(table), width="content")
+st.dataframe(
+    table.drop(columns=["model_id"]), hide_index=True, width="stretch",
+    column_config={c: st.column_config.NumberColumn(c, format="%.3f") for c in (
+        "AUC", "AUC CI low", "AUC CI high", "Brier", "calibration slope",
+        "calibration intercept", "C-index", "time-dependent AUC")})
+st.download_button("Download the table (CSV)", table.to_csv(index=False),
+                   file_name="sscmort_model_comparison.csv", mime="text/csv",
+                   icon=":material/download:")
+st.caption(f'Rows of kind "reported" are the AUCs published by the study ({ev.STUDY}) on '
+           "its own registry cohort, for reference; they are not computed here.")
+
+version = ev.data_version(store, chosen)
+for tab, h in zip(st.tabs([f"{h} year{'s' if h > 1 else ''}" for h in HORIZONS_YEARS]),
+                  HORIZONS_YEARS):
+    with tab:
+        roc = ev.roc_frames(store, chosen, h)
+        for label, reason in roc.unavailable:
+            st.info(f"{label}: no curve at {h} y, {reason}.")
+        if roc.empty:
+            continue
+        cal = ev.calibration_frames(store, chosen, h)
+        dec = ev.decision_frames(store, chosen, h)
+        charts = [charts_eval.roc_chart(roc.frame, h, ev.reported_aucs(h))]
+        charts += [charts_eval.calibration_chart(cal.frame, h)] if not cal.empty else []
+        charts += [charts_eval.decision_chart(dec.frame, h)] if not dec.empty else []
+        for col, chart in zip(st.columns(len(charts)), charts):
+            col.altair_chart(chart, width="stretch")
+        st.download_button(
+            "Download these charts (PNG)", key=f"png_{h}", mime="image/png",
+            data=lambda c=charts: charts_eval.chart_png(charts_eval.horizon_figure(*c)),
+            file_name=f"sscmort_model_comparison_{h}y.png", icon=":material/image:")
+        if len(chosen) < 2:
+            continue
+        st.markdown(f"**Paired tests at {h} y** (on the scans both models predicted)")
+        tests = _paired(store, version, tuple(chosen), h, n_boot)
+        st.dataframe(ev.paired_tests_frame(tests, labels), hide_index=True, width="stretch",
+                     column_config={c: st.column_config.NumberColumn(c, format="%.3g") for c in (
+                         "AUC A", "AUC B", "AUC A - B", "diff CI low", "diff CI high",
+                         "DeLong p", "bootstrap p")})
+        st.caption(f"DeLong treats scans as independent; the bootstrap resamples patients "
+                   f"({n_boot} resamples), so a bootstrap p of 0 means below 1/{n_boot}.")

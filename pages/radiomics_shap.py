@@ -1,0 +1,123 @@
+"""Radiomics & SHAP: feature browser by outcome, SHAP summary per model, per-scan waterfall."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from pages._shared import get_store, show_error
+from sscmort_core import charts_radiomics as charts
+from sscmort_core import explain_tabular as ex
+from sscmort_core import store as st_store
+from sscmort_core.errors import SscmortError
+from sscmort_core.labels import HORIZONS_YEARS
+
+store = get_store()
+st.title("Radiomics & SHAP")
+param_sets = st_store.radiomics_param_sets(store)
+models = ex.tabular_models(store)
+browse, summary, single = st.tabs(["Feature browser", "SHAP summary", "Scan explanation"])
+
+
+def _horizon(key: str, where) -> int:
+    return where.radio("Horizon", HORIZONS_YEARS, format_func=lambda h: f"{h} year(s)",
+                       horizontal=True, index=len(HORIZONS_YEARS) - 1, key=key)
+
+
+def _feature_browser() -> None:
+    if param_sets.empty:
+        st.info("No radiomics features yet: run `sscmort radiomics` on this store.")
+        return
+    c1, c2 = st.columns([2, 1])
+    hashes = param_sets["param_hash"].tolist()
+    param_hash = c1.selectbox("Parameter set (hash; pyradiomics version, scans)", hashes,
+                              format_func=lambda h: _param_label(h), key="fb_params")
+    horizon = _horizon("fb_horizon", c2)
+    ranking = ex.feature_ranking(store, param_hash, horizon)
+    labels = {r.feature: f"{r.label} (AUC {r.auc:.2f})" if r.auc is not None else r.label
+              for r in ranking.itertuples()}
+    feature = st.selectbox("Feature (strongest univariable association first)", list(labels),
+                           format_func=labels.get, key="fb_feature")
+    df = ex.feature_outcome_frame(store, param_hash, feature, horizon)
+    eff = ex.feature_effect(df, feature, horizon)
+    m = st.columns(4)
+    m[0].metric("Died / alive", f"{eff.n_died} / {eff.n_alive}")
+    m[1].metric("Censored (excluded)", eff.n_censored)
+    m[2].metric("Cohen's d (died - alive)", "n/a" if eff.cohens_d is None else f"{eff.cohens_d:+.2f}")
+    m[3].metric("AUC of the feature alone", "n/a" if eff.auc is None else f"{eff.auc:.3f}")
+    label = ex.pretty_feature(feature)
+    left, right = st.columns(2)
+    left.altair_chart(charts.feature_by_outcome_chart(df, label, horizon), width="stretch")
+    group = right.radio("Acquisition breakdown", ["kernel", "scanner"], horizontal=True,
+                        key="fb_group")
+    right.altair_chart(charts.feature_by_group_chart(df, label, group), width="stretch")
+
+
+def _param_label(h: str) -> str:
+    r = param_sets.set_index("param_hash").loc[h]
+    return f"{h} ({r['pyradiomics_version']}, {int(r['n_scans'])} scans, {int(r['n_features'])} features)"
+
+
+def _pick_model(key: str, where) -> ex.TabularModelInfo:
+    ids = [m.model_id for m in models]
+    wanted = st.query_params.get("model")
+    choice = where.selectbox("Model", ids, index=ids.index(wanted) if wanted in ids else 0,
+                             format_func=lambda i: next(m.display for m in models
+                                                        if m.model_id == i), key=key)
+    return next(m for m in models if m.model_id == choice)
+
+
+def _shap_summary() -> None:
+    c1, c2 = st.columns([2, 1])
+    model = _pick_model("sum_model", c1)
+    horizon = _horizon("sum_horizon", c2)
+    df = ex.shap_summary_frame(store, model.model_id, horizon)
+    auc = model.oof_auc[HORIZONS_YEARS.index(horizon)]
+    st.altair_chart(charts.shap_beeswarm_chart(
+        df, f"{model.label}: top features, {horizon}-year risk"), width="stretch")
+    st.caption(f"Out-of-fold AUC at {horizon} years: {'n/a' if auc is None else f'{auc:.3f}'}. "
+               f"{df['scan_id'].nunique():,} scans shown. SHAP values explain the model's "
+               "log-odds before risks are made monotone across horizons.")
+
+
+def _scan_explanation() -> None:
+    c1, c2 = st.columns([2, 1])
+    model = _pick_model("one_model", c1)
+    horizon = _horizon("one_horizon", c2)
+    scan_ids = st_store.explained_scan_ids(store, model.model_id)
+    if not scan_ids:
+        st.info("This model has no stored explanations.")
+        return
+    wanted = st.query_params.get("scan")
+    scan_id = st.selectbox("Scan", scan_ids,
+                           index=scan_ids.index(wanted) if wanted in scan_ids else 0,
+                           key="one_scan")
+    st.query_params["scan"] = scan_id
+    w = ex.waterfall(store, model.model_id, scan_id, horizon)
+    row = st_store.scan_row(store, scan_id) or {}
+    m = st.columns(3)
+    m[0].metric("Base risk (cohort)", f"{w.base_risk:.1%}")
+    m[1].metric("Model risk for this scan", f"{w.output_risk:.1%}")
+    m[2].metric("Stored out-of-fold risk", "n/a" if w.stored_risk is None
+                else f"{w.stored_risk:.1%}")
+    st.altair_chart(charts.shap_waterfall_chart(w), width="stretch")
+    st.caption(f"Scan of {row.get('scan_date')} ({row.get('scanner')}, {row.get('kernel')} "
+               "kernel). The model risk comes from the model fit on all labelled scans; the "
+               "stored risk is out-of-fold and monotone across horizons, so they can differ.")
+    if row.get("patient_id"):
+        st.markdown(f"[Open the patient timeline](patient_timeline?patient={row['patient_id']})")
+
+
+try:
+    with browse:
+        _feature_browser()
+    if not models:
+        for tab in (summary, single):
+            tab.info("No radiomics or QCT model is registered yet: run "
+                     "`sscmort train --kind radiomics` (or `--kind qct`).")
+    else:
+        with summary:
+            _shap_summary()
+        with single:
+            _scan_explanation()
+except SscmortError as err:
+    show_error(err)

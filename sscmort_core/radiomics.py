@@ -1,0 +1,503 @@
+"""Radiomics stage: pyradiomics features inside the lung mask, and the batch over the store.
+
+The parameters live in a versioned YAML file (:data:`PARAMS_PATH`, with the reasons for every
+setting); features are stored with the hash of its parsed content and the pyradiomics version,
+so a later change of either never mixes with earlier features.
+
+* :func:`load_params` -> :class:`RadiomicsParams`
+* :func:`extract_features` (one volume + mask) -> :class:`RadiomicsFeatures`
+* :func:`run_radiomics_stage` (every stored scan not yet extracted with these parameters, in
+  worker processes; the calling process alone writes, in transactions) ->
+  :class:`RadiomicsStageResult`
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from sscmort_core.errors import EmptyMaskError, InputError, SscmortError
+
+PARAMS_PATH = Path(__file__).resolve().parent / "params" / "radiomics.yaml"
+PYRADIOMICS_SECTIONS = ("imageType", "featureClass", "setting", "voxelSetting")
+FEATURE_PREFIX = "original_"  # pyradiomics names features <imageType>_<class>_<name>
+WRITE_BATCH_SCANS = 64  # scans per store transaction during a batch
+ProgressFn = Callable[[str, int, int], None]
+STAGE = "radiomics"
+
+
+class RadiomicsParamsError(SscmortError):
+    """The radiomics parameter file is missing, unreadable or not valid for pyradiomics."""
+
+
+def _no_progress(stage: str, done: int, total: int) -> None:
+    return None
+
+
+def pyradiomics_version() -> str:
+    import radiomics
+
+    return str(radiomics.__version__)
+
+
+# ---------------------------------------------------------------------------------------------
+# parameters
+# ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class RadiomicsParams:
+    """A parsed parameter file.
+
+    ``param_hash``: first 16 hex digits of the sha256 of the parsed content as canonical JSON
+    (comments and formatting do not count). ``pyradiomics`` holds the sections handed to
+    pyradiomics; ``antialias_target_mm`` (in-plane block averaging) and ``resegment_hu``
+    (closed HU range the mask is cut to) are sscmort's own pre-processing, None = off.
+    """
+
+    text: str = field(repr=False)
+    param_hash: str
+    pyradiomics: Mapping[str, Any] = field(repr=False)
+    antialias_target_mm: float | None
+    resegment_hu: tuple[float, float] | None
+    source: str
+
+    @property
+    def settings(self) -> Mapping[str, Any]:
+        return self.pyradiomics.get("setting", {})
+
+    @property
+    def feature_classes(self) -> tuple[str, ...]:
+        return tuple(self.pyradiomics.get("featureClass", {}))
+
+
+def params_hash(content: Mapping[str, Any]) -> str:
+    canonical = json.dumps(content, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
+
+
+def params_from_text(text: str, source: str = "<text>") -> RadiomicsParams:
+    """Parse and check a parameter file's text (see :data:`PARAMS_PATH` for the layout)."""
+    try:
+        content = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise RadiomicsParamsError(f"not valid YAML: {str(err).splitlines()[0]}", source) from None
+    if not isinstance(content, dict):
+        raise RadiomicsParamsError("expected a mapping with imageType / featureClass / setting",
+                                   source)
+    unknown = sorted(set(content) - set(PYRADIOMICS_SECTIONS) - {"sscmort"})
+    if unknown:
+        raise RadiomicsParamsError(f"unknown top-level keys {unknown}", source)
+    py = {k: v for k, v in content.items() if k in PYRADIOMICS_SECTIONS}
+    own = content.get("sscmort") or {}
+    extra = sorted(set(own) - {"antialias_target_mm", "resegment_hu"})
+    if extra:
+        raise RadiomicsParamsError(f"unknown sscmort keys {extra}", source)
+    target = own.get("antialias_target_mm")
+    if target is not None and (not isinstance(target, (int, float)) or target <= 0):
+        raise RadiomicsParamsError("sscmort.antialias_target_mm must be a positive number", source)
+    reseg = own.get("resegment_hu")
+    if reseg is not None and (not isinstance(reseg, list) or len(reseg) != 2
+                              or not all(isinstance(v, (int, float)) for v in reseg)
+                              or reseg[0] >= reseg[1]):
+        raise RadiomicsParamsError("sscmort.resegment_hu must be [low, high] HU with low < high",
+                                   source)
+    params = RadiomicsParams(text=text, param_hash=params_hash(content), pyradiomics=py,
+                             antialias_target_mm=None if target is None else float(target),
+                             resegment_hu=None if reseg is None else
+                             (float(reseg[0]), float(reseg[1])),
+                             source=source)
+    _extractor(params)  # pyradiomics validates the sections (raises RadiomicsParamsError)
+    return params
+
+
+def load_params(path: str | Path | None = None) -> RadiomicsParams:
+    """Read a parameter file (default :data:`PARAMS_PATH`)."""
+    path = Path(path) if path is not None else PARAMS_PATH
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as err:
+        raise RadiomicsParamsError(f"cannot read the parameter file: {err.strerror}", path) \
+            from None
+    return params_from_text(text, str(path))
+
+
+# ---------------------------------------------------------------------------------------------
+# pyradiomics glue
+# ---------------------------------------------------------------------------------------------
+_EXTRACTORS: dict[str, Any] = {}  # per process, by param hash
+
+
+def _quiet_pyradiomics() -> None:
+    import radiomics
+
+    radiomics.setVerbosity(logging.ERROR)
+    logging.getLogger("radiomics").setLevel(logging.ERROR)
+    logging.getLogger("pykwalify").setLevel(logging.CRITICAL)
+
+
+def _extractor(params: RadiomicsParams) -> Any:
+    """The (cached) pyradiomics extractor of these parameters."""
+    ex = _EXTRACTORS.get(params.param_hash)
+    if ex is not None:
+        return ex
+    _quiet_pyradiomics()
+    _install_fast_bin_edges()
+    from radiomics.featureextractor import RadiomicsFeatureExtractor
+
+    try:
+        ex = RadiomicsFeatureExtractor(dict(params.pyradiomics))
+    except Exception as err:  # pykwalify SchemaError and friends
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise RadiomicsParamsError(f"pyradiomics rejects the parameters: {first}",
+                                   params.source) from None
+    _EXTRACTORS[params.param_hash] = ex
+    return ex
+
+
+_ORIGINAL_GET_BIN_EDGES: Callable[..., Any] | None = None
+
+
+def _fast_bin_edges(parameterValues: Any, **kwargs: Any) -> Any:  # noqa: N803 (pyradiomics)
+    """pyradiomics' getBinEdges with numpy min/max instead of Python's builtins.
+
+    pyradiomics 3.0.1 calls the builtin ``min`` / ``max`` on the array of ROI voxels, a Python
+    loop that costs ~25% of a whole-lung extraction. Same arithmetic otherwise (fixed bin width);
+    a fixed bin count goes to the original. tests/test_radiomics.py checks the two agree.
+    """
+    if kwargs.get("binCount") is not None or _ORIGINAL_GET_BIN_EDGES is None:
+        return _ORIGINAL_GET_BIN_EDGES(parameterValues, **kwargs)  # type: ignore[misc]
+    values = np.asarray(parameterValues)
+    width = kwargs.get("binWidth", 25)
+    minimum, maximum = values.min(), values.max()
+    low = minimum - (minimum % width)
+    edges = np.arange(low, maximum + 2 * width, width)
+    if len(edges) == 1:  # flat region: one bin
+        return [edges[0] - 0.5, edges[0] + 0.5]
+    return edges
+
+
+def _install_fast_bin_edges() -> None:
+    global _ORIGINAL_GET_BIN_EDGES
+    from radiomics import imageoperations
+
+    if _ORIGINAL_GET_BIN_EDGES is None:
+        _ORIGINAL_GET_BIN_EDGES = imageoperations.getBinEdges
+    imageoperations.getBinEdges = _fast_bin_edges
+
+
+# ---------------------------------------------------------------------------------------------
+# one volume
+# ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class RadiomicsFeatures:
+    """Features of one scan: ``names[i]`` has value ``values[i]`` (NaN when pyradiomics gives
+    none). Names are pyradiomics' (``original_glcm_Contrast``)."""
+
+    names: tuple[str, ...]
+    values: tuple[float, ...]
+    param_hash: str
+    pyradiomics_version: str
+    seconds: float
+
+    def as_dict(self) -> dict[str, float]:
+        return dict(zip(self.names, self.values))
+
+
+def antialias_factor(spacing_yx_mm: tuple[float, float], target_mm: float | None) -> int:
+    """In-plane block size that brings the finer pixel size to at most ``target_mm``."""
+    if target_mm is None:
+        return 1
+    return max(1, int(np.floor(target_mm / min(spacing_yx_mm) + 1e-6)))
+
+
+def block_average(hu: np.ndarray, mask: np.ndarray, f: int
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """(z, y//f, x//f) float32 block means of ``hu`` and the majority vote of ``mask``.
+
+    Edge rows / columns that do not fill a block are dropped (they hold no lung in a chest CT
+    field of view; a mask voxel there is lost, never moved).
+    """
+    if f == 1:
+        return hu, mask
+    z, y, x = hu.shape
+    ny, nx = y // f, x // f
+    h = hu[:, : ny * f, : nx * f].astype(np.float32).reshape(z, ny, f, nx, f)
+    m = mask[:, : ny * f, : nx * f].reshape(z, ny, f, nx, f)
+    return h.mean(axis=(2, 4)), m.sum(axis=(2, 4)) * 2 > f * f  # (z, ny, nx) each
+
+
+def _check_volume(hu: np.ndarray, lung_mask: np.ndarray,
+                  spacing_mm: Sequence[float]) -> None:
+    if hu.ndim != 3:
+        raise InputError(f"radiomics needs a 3-D (z, y, x) volume, got shape {hu.shape}")
+    if lung_mask.shape != hu.shape:
+        raise InputError(f"lung mask shape {lung_mask.shape} differs from volume {hu.shape}")
+    if len(spacing_mm) != 3 or min(spacing_mm) <= 0:
+        raise InputError(f"spacing_mm must be 3 positive numbers (z, y, x), got {spacing_mm}")
+    if not np.any(lung_mask):
+        raise EmptyMaskError("the lung mask is empty: no radiomics features can be computed")
+
+
+def to_sitk_pair(hu: np.ndarray, mask: np.ndarray, spacing_mm: Sequence[float]) -> tuple[Any, Any]:
+    """(image, mask) SimpleITK images of a (z, y, x) volume; spacing given as (z, y, x)."""
+    import SimpleITK as sitk
+
+    img = sitk.GetImageFromArray(np.ascontiguousarray(hu))  # size (x, y, z)
+    img.SetSpacing(tuple(float(s) for s in spacing_mm[::-1]))  # (x, y, z)
+    msk = sitk.GetImageFromArray(np.ascontiguousarray(mask, dtype=np.uint8))
+    msk.CopyInformation(img)
+    return img, msk
+
+
+def preprocess(hu: np.ndarray, lung_mask: np.ndarray, spacing_mm: Sequence[float],
+               params: RadiomicsParams
+               ) -> tuple[np.ndarray, np.ndarray, tuple[float, float, float]]:
+    """sscmort's steps before pyradiomics: in-plane block averaging, then resegmentation.
+
+    Returns (hu, mask, spacing_mm), all (z, y, x), as pyradiomics receives them.
+    """
+    f = antialias_factor((spacing_mm[1], spacing_mm[2]), params.antialias_target_mm)
+    hu_in, mask_in = block_average(hu, lung_mask.astype(bool, copy=False), f)
+    spacing_in = (float(spacing_mm[0]), float(spacing_mm[1]) * f, float(spacing_mm[2]) * f)
+    if params.resegment_hu is not None:
+        low, high = params.resegment_hu
+        mask_in = mask_in & (hu_in >= low) & (hu_in <= high)
+    if not mask_in.any():
+        raise EmptyMaskError("no lung voxel is left after block averaging and resegmentation "
+                             f"to {params.resegment_hu} HU")
+    return hu_in, mask_in, spacing_in
+
+
+def extract_features(hu: np.ndarray, lung_mask: np.ndarray, spacing_mm: Sequence[float],
+                     params: RadiomicsParams | None = None) -> RadiomicsFeatures:
+    """pyradiomics features of the lung.
+
+    hu: (z, y, x) HU; lung_mask: (z, y, x) bool; spacing_mm: (z, y, x). Raises EmptyMaskError
+    for an empty mask, InputError for mismatched inputs, and InputError naming pyradiomics'
+    reason when it refuses the region (e.g. too small after resegmentation).
+    """
+    params = params or load_params()
+    _check_volume(hu, lung_mask, spacing_mm)
+    t0 = time.perf_counter()
+    hu_in, mask_in, spacing_in = preprocess(hu, lung_mask, spacing_mm, params)
+    img, msk = to_sitk_pair(hu_in, mask_in, spacing_in)
+    try:
+        result = _extractor(params).execute(img, msk)
+    except ValueError as err:  # pyradiomics' way of refusing an ROI
+        raise InputError(f"pyradiomics refused the lung region: {str(err).splitlines()[0]}") \
+            from None
+    names = tuple(k for k in result if k.startswith(FEATURE_PREFIX))
+    values = tuple(_as_float(result[k]) for k in names)
+    return RadiomicsFeatures(names=names, values=values, param_hash=params.param_hash,
+                             pyradiomics_version=pyradiomics_version(),
+                             seconds=time.perf_counter() - t0)
+
+
+def _as_float(value: Any) -> float:
+    try:
+        out = float(np.asarray(value).reshape(-1)[0])
+    except (TypeError, ValueError, IndexError):
+        return float("nan")
+    return out if np.isfinite(out) else float("nan")
+
+
+# ---------------------------------------------------------------------------------------------
+# the batch over the store
+# ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class RadiomicsFailure:
+    scan_id: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class RadiomicsStageResult:
+    """What one run of :func:`run_radiomics_stage` did."""
+
+    param_hash: str
+    pyradiomics_version: str
+    n_scans: int  # scans in the store
+    n_extracted: int  # extracted by this run
+    n_skipped: int  # already extracted with these parameters
+    failures: tuple[RadiomicsFailure, ...]
+    n_features: int  # features per scan
+    workers: int
+    seconds: float
+    mean_scan_seconds: float | None  # worker time per scan (volume + lungs + pyradiomics)
+
+    @property
+    def n_failed(self) -> int:
+        return len(self.failures)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"param_hash": self.param_hash, "pyradiomics_version": self.pyradiomics_version,
+                "scans": self.n_scans, "extracted": self.n_extracted,
+                "skipped": self.n_skipped, "failed": self.n_failed,
+                "failures": [{"scan_id": f.scan_id, "reason": f.reason} for f in self.failures],
+                "features_per_scan": self.n_features, "workers": self.workers,
+                "seconds": round(self.seconds, 1),
+                "mean_scan_seconds": None if self.mean_scan_seconds is None
+                else round(self.mean_scan_seconds, 3)}
+
+
+@dataclass(frozen=True)
+class _Job:
+    row: Mapping[str, Any]
+    data_dir: str
+    params: RadiomicsParams
+
+
+@dataclass(frozen=True)
+class RadiomicsOutcome:
+    """What extracting one scan gave: features, or the reason it failed (one line)."""
+
+    scan_id: str
+    features: RadiomicsFeatures | None
+    reason: str | None
+    seconds: float
+
+
+def _reason(err: BaseException) -> str:
+    text = str(err).strip().splitlines()[0] if str(err).strip() else ""
+    return f"{type(err).__name__}: {text}" if text else type(err).__name__
+
+
+def extract_outcome(scan_id: str, hu: np.ndarray, lung_mask: np.ndarray,
+                    spacing_mm: Sequence[float], params: RadiomicsParams) -> RadiomicsOutcome:
+    """:func:`extract_features` that returns a failure instead of raising (batch workers).
+
+    For a pass that already has the volume and its lung mask (e.g. the demo build, which
+    segments every scan for QCT): hand the outcomes to :func:`write_outcomes`.
+    """
+    t0 = time.perf_counter()
+    try:
+        feats = extract_features(hu, lung_mask, spacing_mm, params)
+    except Exception as err:  # noqa: BLE001 - a failed scan is recorded, the batch goes on
+        return RadiomicsOutcome(scan_id, None, _reason(err), time.perf_counter() - t0)
+    return RadiomicsOutcome(scan_id, feats, None, time.perf_counter() - t0)
+
+
+def extract_stored_scan(job: _Job) -> RadiomicsOutcome:
+    """Worker: load or regenerate one scan, segment its lungs, extract. Never raises for a
+    bad scan (the reason comes back instead) and never touches the store."""
+    from sscmort_core.lungs import segment_lungs
+    from sscmort_core.pipeline import volume_from_row
+
+    t0 = time.perf_counter()
+    scan_id = str(job.row["scan_id"])
+    try:
+        vol = volume_from_row(job.row, Path(job.data_dir))
+        lungs = segment_lungs(vol.hu, vol.spacing_mm)
+    except Exception as err:  # noqa: BLE001
+        return RadiomicsOutcome(scan_id, None, _reason(err), time.perf_counter() - t0)
+    out = extract_outcome(scan_id, vol.hu, lungs.mask, vol.spacing_mm, job.params)
+    return RadiomicsOutcome(scan_id, out.features, out.reason, time.perf_counter() - t0)
+
+
+def _map(fn: Callable[[Any], Any], items: list[Any], workers: int) -> Iterator[Any]:
+    """``fn`` over ``items`` in order, in ``workers`` processes (in-process for 1)."""
+    if workers <= 1 or len(items) <= 1:
+        for item in items:
+            yield fn(item)
+        return
+    chunk = max(1, min(8, len(items) // (workers * 8) or 1))
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        yield from pool.map(fn, items, chunksize=chunk)
+
+
+def default_workers() -> int:
+    return max(1, os.cpu_count() or 1)
+
+
+def run_radiomics_stage(store: Any, *, workers: int | None = None,
+                        progress: ProgressFn = _no_progress,
+                        params: RadiomicsParams | None = None,
+                        scan_ids: Sequence[str] | None = None,
+                        extract_fn: Callable[[_Job], RadiomicsOutcome] | None = None,
+                        ) -> RadiomicsStageResult:
+    """Extract features for every stored scan (or ``scan_ids``) that has none for ``params``.
+
+    Work runs in ``workers`` processes (default: all cores); this process alone writes, one
+    transaction per :data:`WRITE_BATCH_SCANS` scans, so an interruption keeps what was done
+    and a re-run continues. A failed scan is recorded in radiomics_failures with its reason
+    (and retried by the next run); it never stops the batch. ``extract_fn`` replaces the
+    worker function (tests).
+    """
+    from sscmort_core import store as st
+
+    params = params or load_params()
+    t0 = time.perf_counter()
+    rows = st.scan_rows(store, scan_ids)
+    done = st.radiomics_extracted_scan_ids(store, params.param_hash)
+    todo = [r for r in rows if r["scan_id"] not in done]
+    n_workers = max(1, workers or default_workers())
+    jobs = [_Job(row=r, data_dir=str(store.data_dir), params=params) for r in todo]
+    progress(STAGE, 0, len(jobs))
+    failures: list[RadiomicsFailure] = []
+    pending: list[RadiomicsOutcome] = []
+    n_ok, n_features, worker_seconds = 0, 0, 0.0
+    try:
+        for i, out in enumerate(_map(extract_fn or extract_stored_scan, jobs, n_workers), 1):
+            pending.append(out)
+            worker_seconds += out.seconds
+            if out.features is None:
+                failures.append(RadiomicsFailure(out.scan_id, out.reason or "unknown error"))
+            else:
+                n_ok += 1
+                n_features = max(n_features, len(out.features.names))
+            if len(pending) >= WRITE_BATCH_SCANS:
+                _write(store, pending, params)
+                pending = []
+            progress(STAGE, i, len(jobs))
+    finally:
+        if pending:
+            _write(store, pending, params)
+    if not n_features:
+        n_features = st.radiomics_feature_count(store, params.param_hash)
+    return RadiomicsStageResult(
+        param_hash=params.param_hash, pyradiomics_version=pyradiomics_version(),
+        n_scans=len(rows), n_extracted=n_ok, n_skipped=len(rows) - len(todo),
+        failures=tuple(failures), n_features=n_features, workers=n_workers,
+        seconds=time.perf_counter() - t0,
+        mean_scan_seconds=worker_seconds / len(jobs) if jobs else None)
+
+
+def _write(store: Any, outcomes: list[RadiomicsOutcome], params: RadiomicsParams) -> None:
+    with store.transaction() as cur:
+        write_outcomes(cur, outcomes, params.param_hash)
+
+
+def write_outcomes(cur: Any, outcomes: Sequence[RadiomicsOutcome], param_hash: str) -> None:
+    """Write features of the extracted scans and reasons of the failed ones with ``cur``
+    (inside the caller's transaction); a success clears an earlier failure of the scan."""
+    from sscmort_core import store as st
+
+    frames, failed, ok_ids = [], [], []
+    for out in outcomes:
+        if out.features is None:
+            failed.append((out.scan_id, out.reason or "unknown error"))
+            continue
+        if out.features.param_hash != param_hash:
+            raise ValueError(f"features of {out.scan_id} have parameter hash "
+                             f"{out.features.param_hash}, not {param_hash}")
+        ok_ids.append(out.scan_id)
+        frames.append(pd.DataFrame({
+            "scan_id": out.scan_id, "param_hash": param_hash,
+            "feature": list(out.features.names), "value": list(out.features.values),
+            "pyradiomics_version": out.features.pyradiomics_version}))
+    if frames:
+        st.insert_frame(cur, "radiomics_features", pd.concat(frames, ignore_index=True),
+                        replace=True)
+        st.clear_radiomics_failures(cur, ok_ids, param_hash)
+    if failed:
+        st.record_radiomics_failures(cur, failed, param_hash)

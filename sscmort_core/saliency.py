@@ -1,0 +1,201 @@
+"""Grad-CAM saliency of a deep model on the slices its attention weighted most.
+
+For fold model f and horizon j, with last feature maps A (K, C, h, w) of the K input slices:
+weights w_kc = mean over (h, w) of d risk_j / d A_kc; map_k = ReLU(sum_c w_kc A_kc)
+(Selvaraju et al., 2017). Maps and attention weights are averaged over the fold models; the
+``top`` slices by attention are kept, upsampled to the S x S input and scaled by one common
+maximum (so a faint slice stays faint). Stored as a small compressed array per
+(model, scan, horizon) in the store's explanation_arrays table.
+
+What it is not: a causal explanation. It shows which pixels the model's output was most
+sensitive to, not why the patient is at risk (see :data:`SALIENCY_LEGEND`).
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from sscmort_core import store as st_store
+from sscmort_core.dataset import input_for_volume
+from sscmort_core.labels import HORIZONS_YEARS
+from sscmort_core.nets import EnsembleNet, cumulative_risk
+
+METHOD = "grad-cam"
+SALIENCY_LEGEND = (
+    "Saliency (Grad-CAM): the colour marks where this model's {h}-year risk was most sensitive "
+    "to the image, on the slices its attention weighted most. Uncoloured = little or no "
+    "contribution; red = some; yellow = strongest on the slices shown. It shows where the "
+    "model looked, not why: it is not a causal explanation and not a diagnosis.")
+
+
+def saliency_kind(horizon_years: int) -> str:
+    return f"gradcam-{horizon_years}y"
+
+
+@dataclass(frozen=True)
+class SliceSaliency:
+    """One explained slice. image, heatmap: (S, S); heatmap in [0, 1]."""
+
+    position: int  # index among the K sampled slices
+    z_index: int | None  # axial index in the volume (None when unknown)
+    attention: float  # the model's attention weight on this slice (K weights sum to 1)
+    image: np.ndarray  # uint8 lung-window channel of the model input
+    heatmap: np.ndarray  # float32
+
+
+@dataclass(frozen=True)
+class Saliency:
+    model_id: str
+    horizon_years: int
+    slices: tuple[SliceSaliency, ...]  # by attention, highest first
+    crop_yx_side: tuple[float, float, float] | None  # the input's square crop, volume voxels
+    method: str = METHOD
+
+    @property
+    def legend(self) -> str:
+        return SALIENCY_LEGEND.format(h=self.horizon_years)
+
+
+def grad_cam(net: EnsembleNet, x: torch.Tensor, *, horizon_index: int, top: int = 3
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(positions (T,), heatmaps (T, S, S) in [0, 1], attention (K,)) for one scan.
+
+    x: (1, K, 3, S, S) float in [0, 1]. Gradients flow only to the feature maps; the model's
+    weights are not changed.
+    """
+    net.eval()
+    k, s = x.shape[1], x.shape[-1]
+    flat = x.reshape(k, *x.shape[2:])  # (K, 3, S, S)
+    cams, atts = [], []
+    with torch.enable_grad():
+        for f in range(len(net.heads)):
+            encoder, head = net.fold_net(f)
+            fmap = encoder.feature_maps(flat)  # (K, C, h, w)
+            if not fmap.requires_grad:
+                fmap = fmap.detach().requires_grad_(True)
+            emb = fmap.mean(dim=(2, 3)).reshape(1, k, -1)  # (1, K, D)
+            logits, att = head(emb)
+            risk = cumulative_risk(logits)[0, horizon_index]
+            (grads,) = torch.autograd.grad(risk, fmap)  # (K, C, h, w)
+            weights = grads.mean(dim=(2, 3), keepdim=True)  # (K, C, 1, 1)
+            cam = F.relu((weights * fmap).sum(dim=1, keepdim=True))  # (K, 1, h, w)
+            cam = F.interpolate(cam.float(), size=(s, s), mode="bilinear", align_corners=False)
+            cams.append(cam[:, 0].detach())  # (K, S, S)
+            atts.append(att[0].detach().float())  # (K,)
+    cam = torch.stack(cams).mean(dim=0).cpu().numpy()  # (K, S, S)
+    attention = torch.stack(atts).mean(dim=0).cpu().numpy()  # (K,)
+    positions = np.argsort(-attention, kind="stable")[:max(1, min(top, k))]
+    chosen = cam[positions]  # (T, S, S)
+    peak = float(chosen.max())
+    heat = chosen / peak if peak > 0 else np.zeros_like(chosen)
+    return positions, heat.astype(np.float32), attention.astype(np.float32)
+
+
+def saliency_for_volume(hu: np.ndarray, lung_mask: np.ndarray, *, model_id: str,
+                        models_dir: Path, device: str = "auto", horizon_years: int = 5,
+                        top: int = 3, expected_sha256: str | None = None) -> Saliency:
+    """Grad-CAM of a registered deep model on one volume (hu, lung_mask: (z, y, x))."""
+    from sscmort_core.infer import MODEL_CACHE, select_device
+    from sscmort_core.sampling import slice_indices, square_crop
+
+    if horizon_years not in HORIZONS_YEARS:
+        raise ValueError(f"horizon must be one of {HORIZONS_YEARS}, got {horizon_years}")
+    dev = select_device(device)
+    loaded = MODEL_CACHE.get(Path(models_dir), model_id, dev, expected_sha256)
+    k, size = int(loaded.card.config["n_slices"]), int(loaded.card.config["image_size"])
+    x8 = input_for_volume(hu, lung_mask, k=k, size=size)  # (K, 3, S, S) uint8
+    x = torch.from_numpy(x8[None]).float().div_(255.0).to(dev.torch)  # (1, K, 3, S, S)
+    positions, heat, attention = grad_cam(loaded.net, x, top=top,
+                                          horizon_index=HORIZONS_YEARS.index(horizon_years))
+    z = slice_indices(lung_mask.astype(bool), k)
+    slices = tuple(SliceSaliency(int(p), int(z[p]), float(attention[p]), x8[p, 0].copy(),
+                                 heat[i]) for i, p in enumerate(positions))
+    return Saliency(model_id, horizon_years, slices, square_crop(lung_mask.astype(bool)))
+
+
+# ---------------------------------------------------------------------------------------------
+# storage (explanation_arrays) and drawing
+# ---------------------------------------------------------------------------------------------
+def to_payload(sal: Saliency) -> tuple[bytes, dict[str, object]]:
+    """Compressed arrays (heatmaps quantised to uint8) and JSON meta for the store."""
+    buf = io.BytesIO()
+    np.savez_compressed(
+        buf, images=np.stack([s.image for s in sal.slices]),  # (T, S, S) uint8
+        heatmaps=np.stack([np.rint(s.heatmap * 255) for s in sal.slices]).astype(np.uint8))
+    meta = {"method": sal.method, "horizon_years": sal.horizon_years,
+            "positions": [s.position for s in sal.slices],
+            "z_index": [s.z_index for s in sal.slices],
+            "attention": [s.attention for s in sal.slices],
+            "crop_yx_side": list(sal.crop_yx_side) if sal.crop_yx_side else None,
+            "legend": sal.legend}
+    return buf.getvalue(), meta
+
+
+def from_payload(model_id: str, payload: bytes, meta: dict) -> Saliency:
+    arrays = np.load(io.BytesIO(payload))
+    slices = tuple(SliceSaliency(int(p), None if z is None else int(z), float(a), img,
+                                 hm.astype(np.float32) / 255.0)
+                   for p, z, a, img, hm in zip(meta["positions"], meta["z_index"],
+                                               meta["attention"], arrays["images"],
+                                               arrays["heatmaps"]))
+    crop = meta.get("crop_yx_side")
+    return Saliency(model_id, int(meta["horizon_years"]), slices,
+                    tuple(crop) if crop else None, meta.get("method", METHOD))
+
+
+def explain_scan(store: st_store.Store, scan_id: str, model_id: str, *, models_dir: Path,
+                 device: str = "auto", horizon_years: int = 5, top: int = 3,
+                 recompute: bool = False) -> Saliency:
+    """Saliency of a stored scan: read from the store, else computed and written there."""
+    from sscmort_core.lungs import segment_lungs
+    from sscmort_core.pipeline import load_scan_volume
+
+    kind = saliency_kind(horizon_years)
+    hit = None if recompute else st_store.explanation_array(store, model_id, scan_id, kind)
+    if hit is not None:
+        return from_payload(model_id, *hit)
+    row = st_store.deep_models_frame(store).set_index("model_id")
+    sha = row.loc[model_id, "weights_sha256"] if model_id in row.index else None
+    vol = load_scan_volume(store, scan_id)
+    lungs = segment_lungs(vol.hu, vol.spacing_mm)
+    sal = saliency_for_volume(vol.hu, lungs.mask, model_id=model_id, models_dir=models_dir,
+                              device=device, horizon_years=horizon_years, top=top,
+                              expected_sha256=sha)
+    payload, meta = to_payload(sal)
+    with store.transaction() as cur:
+        st_store.put_explanation_array(cur, model_id, scan_id, kind, payload, meta)
+    return sal
+
+
+def overlay_rgb(sal: Saliency, i: int, *, upscale: int = 4) -> np.ndarray:
+    """(S*u, S*u, 3) uint8: the model's input slice (lung window) with the heatmap blended in."""
+    from sscmort_core.render import LUNG_WINDOW, render_slice
+
+    s = sal.slices[i]
+    level, width = LUNG_WINDOW
+    hu = s.image.astype(np.float32) / 255.0 * width + (level - width / 2)  # back to HU
+    return render_slice(hu, LUNG_WINDOW, heatmap=s.heatmap, upscale=upscale)
+
+
+def heatmap_on_slice(sal: Saliency, i: int, shape_yx: tuple[int, int]) -> np.ndarray:
+    """The i-th heatmap mapped back onto the volume's axial slice grid: (y, x) in [0, 1].
+
+    Use with :func:`sscmort_core.render.render_slice` (``heatmap=``) on ``hu[z_index]``.
+    """
+    from scipy import ndimage
+
+    if sal.crop_yx_side is None:
+        raise ValueError("this saliency has no crop geometry to map back onto the volume")
+    cy, cx, side = sal.crop_yx_side
+    heat = sal.slices[i].heatmap
+    size = heat.shape[0]
+    yy, xx = np.mgrid[0:shape_yx[0], 0:shape_yx[1]].astype(np.float32)  # (y, x)
+    u = (yy - cy + side / 2.0) / (side / size) - 0.5  # heatmap row of each voxel
+    v = (xx - cx + side / 2.0) / (side / size) - 0.5
+    return ndimage.map_coordinates(heat, [u, v], order=1, mode="constant", cval=0.0)

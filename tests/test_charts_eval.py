@@ -1,0 +1,51 @@
+"""Chart builders of the Model comparison page: hand-made frames in, Vega-Lite / PNG out."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from sscmort_core import charts_eval
+from sscmort_core.eval_inputs import reported_aucs
+
+
+def _roc() -> pd.DataFrame:
+    return pd.DataFrame({"model_id": ["a"] * 3 + ["b"] * 3,
+                         "model": ["A: AUC 0.750 [0.700, 0.800]"] * 3 + ["B: AUC 0.6"] * 3,
+                         "fpr": [0, 0.5, 1] * 2, "tpr": [0, 0.9, 1, 0, 0.6, 1],
+                         "threshold": [np.nan, 0.3, 0.1] * 2})
+
+
+def _decision() -> pd.DataFrame:
+    t = np.array([0.1, 0.2, 0.3])
+    return pd.DataFrame({"model_id": [None] * 6 + ["a"] * 3,
+                         "model": ["Treat all"] * 3 + ["Treat none"] * 3 + ["A"] * 3,
+                         "threshold": np.tile(t, 3),
+                         "net_benefit": [0.05, -0.02, -0.30, 0, 0, 0, 0.06, 0.03, 0.01]})
+
+
+def test_roc_chart_keeps_legend_text_colours_and_study_reference():
+    spec = charts_eval.roc_chart(_roc(), 3, reported_aucs(3)).to_dict()
+    colour = spec["layer"][1]["encoding"]["color"]["scale"]
+    assert colour["domain"] == ["A: AUC 0.750 [0.700, 0.800]", "B: AUC 0.6"]
+    assert colour["range"] == list(charts_eval.PALETTE[:2])
+    texts = [v for ds in spec["datasets"].values() for row in ds for k, v in row.items()
+             if k == "text"]
+    assert texts == ["Study reported, deep: AUC 0.801",
+                     "Study reported, radiomics: AUC 0.682-0.723"]
+
+
+def test_decision_chart_leaves_out_points_below_the_floor():
+    spec = charts_eval.decision_chart(_decision(), 3, floor=-0.05).to_dict()
+    values = [row["net_benefit"] for ds in spec["datasets"].values() for row in ds]
+    assert min(values) == -0.02  # treat-all at t=0.3 (-0.30) is dropped
+
+
+def test_horizon_figure_renders_to_png():
+    cal = pd.DataFrame({"model_id": "a", "model": "A", "mean_predicted": [0.1, 0.4],
+                        "observed_fraction": [0.12, 0.35], "count": [10, 10]})
+    fig = charts_eval.horizon_figure(charts_eval.roc_chart(_roc(), 1),
+                                     charts_eval.calibration_chart(cal, 1),
+                                     charts_eval.decision_chart(_decision(), 1))
+    png = charts_eval.chart_png(fig, scale=1.0)
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
