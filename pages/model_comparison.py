@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import streamlit as st
 
-from pages._shared import get_store, show_error
+from pages._shared import page_setup, show_error
 from sscmort_core import charts_eval
 from sscmort_core import evaluate_store as ev
 from sscmort_core import store as st_store
 from sscmort_core.errors import SscmortError
 from sscmort_core.labels import HORIZONS_YEARS
 
-store = get_store()
-st.title("Model comparison")
+store = page_setup("Model comparison")
 st.caption("Every model is scored on its out-of-fold predictions. Censored scans are left out "
            "of AUC, Brier and calibration at that horizon and kept for Harrell's C and the "
            "time-dependent AUC. CIs: patient-level bootstrap (scans of one patient resampled "

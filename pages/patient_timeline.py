@@ -26,11 +26,19 @@ clinical = st_store.clinical_frame(store, pid)
 
 died = bool(p["died"])
 end = p["death_date"] if died else p["last_followup_date"]
-c1, c2, c3, c4 = st.columns(4)
-c1.metric("Sex / birth year", f"{p['sex'] or '?'} / {p['birth_year'] or '?'}")
-c2.metric("Subtype / antibody", f"{p['subtype'] or '?'} / {p['antibody'] or '?'}")
-c3.metric("Scans", int(len(scans)))
-c4.metric("Outcome", f"died {end}" if died else f"alive at {end}")
+
+
+def _show(value: object) -> str:
+    if value is None or (isinstance(value, float) and value != value):
+        return "unknown"
+    return str(int(value)) if isinstance(value, float) else str(value)
+
+
+st.markdown(
+    f"**Sex** {_show(p['sex'])} &nbsp;·&nbsp; **Born** {_show(p['birth_year'])} "
+    f"&nbsp;·&nbsp; **Subtype** {_show(p['subtype'])} &nbsp;·&nbsp; **Antibody** "
+    f"{_show(p['antibody'])} &nbsp;·&nbsp; **Scans** {len(scans)} &nbsp;·&nbsp; "
+    + (f":red[**Died {end}**]" if died else f"**Alive at last follow-up** {end}"))
 
 st.altair_chart(charts.patient_timeline_chart(clinical, scans, end, died), width="stretch")
 if scans["ild_extent_pct"].notna().any():

@@ -28,8 +28,9 @@ if st.session_state.get("upload_key") != key:
     st.session_state.pop("analysis", None)
     with st.status("Analysing the scan...", expanded=True) as status:
         def progress(stage: str, done: int, total: int) -> None:
-            if stage in STAGES:
-                status.write(f"Step {done + 1}/{total}: {stage}")
+            name = stage.split(": ", 1)[-1]
+            if name in STAGES:
+                status.write(f"Step {done + 1}/{total}: {name}")
 
         try:
             analysis = analyse_upload([(u.name, u.getvalue()) for u in uploads],

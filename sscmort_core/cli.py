@@ -32,11 +32,13 @@ class _Progress:
             return
         from tqdm import tqdm
 
-        bar = self._bars.get(stage)
+        key = stage.split(":")[0]  # "ingest: segment lungs" shares the "ingest" bar
+        bar = self._bars.get(key)
         if bar is None:
             bar = tqdm(total=total, desc=stage, file=sys.stderr, unit="item",
                        dynamic_ncols=True, leave=True)
-            self._bars[stage] = bar
+            self._bars[key] = bar
+        bar.set_description(stage, refresh=False)
         bar.n = done
         bar.refresh()
         if done >= total:

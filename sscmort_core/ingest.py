@@ -116,22 +116,26 @@ def _named(reader: Any, path: Path, shown: str, secret: bytes | None) -> ReadRes
 def _analyse(read: Any, progress: ProgressFn) -> ScanAnalysis:
     times = []
     total = len(STAGES)
-    progress(STAGES[0], 0, total)
+
+    def report(stage: str, done: int) -> None:
+        progress(f"ingest: {stage}", done, total)
+
+    report(STAGES[0], 0)
     t = time.perf_counter()
     result: ReadResult = read()
     times.append((STAGES[0], time.perf_counter() - t))
-    progress(STAGES[1], 1, total)  # de-identification happened inside the reader
+    report(STAGES[1], 1)  # de-identification happened inside the reader
     times.append((STAGES[1], 0.0))
     vol = result.volume
     t = time.perf_counter()
-    progress(STAGES[2], 2, total)
+    report(STAGES[2], 2)
     lungs = segment_lungs(vol.hu, vol.spacing_mm)
     times.append((STAGES[2], time.perf_counter() - t))
     t = time.perf_counter()
-    progress(STAGES[3], 3, total)
+    report(STAGES[3], 3)
     q = qct_metrics(vol.hu, lungs.mask, vol.spacing_mm)
     times.append((STAGES[3], time.perf_counter() - t))
-    progress("done", total, total)
+    report("done", total)
     return ScanAnalysis(vol, result.report, result.pseudonymous_patient_id, lungs, q,
                         array_sha256(vol.hu), tuple(times))
 

@@ -135,3 +135,26 @@ def mark_interrupted(store: st_store.Store) -> list[str]:
                 st_store.finish_job(cur, j, "interrupted",
                                     "interrupted: the app stopped before the job finished")
     return stale
+
+
+def start_deep_training(store: st_store.Store, backbone: str, *, profile: str = "quick",
+                        models_dir: Any = None, folds: int = 5, seed: int = 0,
+                        device: str = "auto") -> str:
+    """A background job training one deep backbone (the Models & jobs page's button)."""
+    from sscmort_core import train
+
+    params = {"backbone": backbone, "profile": profile, "folds": folds, "seed": seed,
+              "device": device, "models_dir": None if models_dir is None else str(models_dir)}
+
+    def work(progress: ProgressFn) -> str:
+        return train.train_backbone(store, backbone, profile=profile, models_dir=models_dir,
+                                    folds=folds, seed=seed, device=device, progress=progress)
+
+    return start_job(store, "train-deep", params, work,
+                     describe=lambda model_id: f"registered {model_id}")
+
+
+def training_running(store: st_store.Store) -> bool:
+    """True while a deep-training job of this process is running."""
+    return any(is_alive(j) and j.startswith("train-deep")
+               for j in st_store.running_job_ids(store))

@@ -120,15 +120,24 @@ def params_from_text(text: str, source: str = "<text>") -> RadiomicsParams:
     return params
 
 
+_PARAMS_CACHE: dict[tuple[str, int, int], RadiomicsParams] = {}
+
+
 def load_params(path: str | Path | None = None) -> RadiomicsParams:
-    """Read a parameter file (default :data:`PARAMS_PATH`)."""
+    """Read a parameter file (default :data:`PARAMS_PATH`); cached per path, size and mtime."""
     path = Path(path) if path is not None else PARAMS_PATH
     try:
+        stat = path.stat()
+        key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+        if key in _PARAMS_CACHE:
+            return _PARAMS_CACHE[key]
         text = path.read_text(encoding="utf-8")
     except OSError as err:
         raise RadiomicsParamsError(f"cannot read the parameter file: {err.strerror}", path) \
             from None
-    return params_from_text(text, str(path))
+    params = params_from_text(text, str(path))
+    _PARAMS_CACHE[key] = params
+    return params
 
 
 # ---------------------------------------------------------------------------------------------
@@ -373,7 +382,8 @@ def _reason(err: BaseException) -> str:
 
 
 def extract_outcome(scan_id: str, hu: np.ndarray, lung_mask: np.ndarray,
-                    spacing_mm: Sequence[float], params: RadiomicsParams) -> RadiomicsOutcome:
+                    spacing_mm: Sequence[float],
+                    params: RadiomicsParams | None = None) -> RadiomicsOutcome:
     """:func:`extract_features` that returns a failure instead of raising (batch workers).
 
     For a pass that already has the volume and its lung mask (e.g. the demo build, which

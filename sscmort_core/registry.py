@@ -18,9 +18,12 @@ import os
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 from sscmort_core.errors import ChecksumMismatchError, ModelError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 WEIGHTS_SUFFIX = ".safetensors"
 CARD_SUFFIX = ".json"
@@ -80,6 +83,7 @@ class ModelCard:
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
         out["notes"] = list(self.notes)
+        out["label"] = self.label  # for readers of the store's card column
         return out
 
     @classmethod
@@ -249,3 +253,24 @@ def delete_model(models_dir: Path, model_id: str) -> None:
     """Remove a model's weights and card from disk (the store row is the caller's business)."""
     for p in (weights_path(models_dir, model_id), card_path(models_dir, model_id)):
         p.unlink(missing_ok=True)
+
+
+def registry_frame(models: "pd.DataFrame", models_dir: Path) -> "pd.DataFrame":
+    """One row per registered model (the store's models frame) for the Models & jobs page:
+    label, kind, backbone, version, profile, pretrained source, OOF AUC 1/3/5 y, created, and
+    whether a deep model's weights file is present in ``models_dir``."""
+    import pandas as pd
+
+    rows = []
+    for r in models.itertuples():
+        card = json.loads(r.card) if isinstance(r.card, str) and r.card else {}
+        auc = card.get("oof_auc") or {}
+        rows.append({
+            "model_id": r.model_id, "kind": r.kind, "backbone": r.backbone,
+            "version": r.version, "label": card.get("label") or r.model_id,
+            "profile": card.get("profile"), "pretrained": card.get("pretrained"),
+            **{f"OOF AUC {h}y": auc.get(str(h), auc.get(f"{h}y")) for h in (1, 3, 5)},
+            "created": r.created_at,
+            "weights on disk": (Path(models_dir) / f"{r.model_id}{WEIGHTS_SUFFIX}").is_file()
+            if r.kind == "deep" else None})
+    return pd.DataFrame(rows)

@@ -77,7 +77,7 @@ def test_patient_timeline_with_query_param(tiny_store, tiny_store_template, monk
     _banners_present(at)
     assert at.selectbox[0].value == pid
     assert len(at.get("vega_lite_chart")) >= 1
-    images = at.get("imgs")
+    images = at.get("image")
     assert images, "slice viewer drew no image"
     at.slider[0].set_value(0).run()
     assert not at.exception

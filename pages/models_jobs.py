@@ -1,0 +1,99 @@
+"""Models & jobs: the model registry with model cards, a quick training run, job progress."""
+
+from __future__ import annotations
+
+import json
+
+import streamlit as st
+
+from pages._shared import page_setup, show_error
+from sscmort_core import jobs, registry
+from sscmort_core import store as st_store
+from sscmort_core.errors import SscmortError
+from sscmort_core.nets import UI_BACKBONES
+from sscmort_core.train import PROFILE_LABELS
+
+store = page_setup("Models & jobs")
+models_dir = registry.default_models_dir()
+jobs.mark_interrupted(store)  # rows of jobs whose app process is gone
+
+st.subheader("Registry")
+st.caption(f"Model files live in `{models_dir}` (set SSCMORT_MODELS to change it); the store "
+           "registers each model's id, card and weights sha256. Every model is scored on "
+           "out-of-fold predictions of patient-grouped cross-validation.")
+models = st_store.models_frame(store)
+if models.empty:
+    st.info("No model is registered yet: start a training run below, or run "
+            "`sscmort train --kind deep --backbone resnet18 --profile quick`.")
+else:
+    table = registry.registry_frame(models, models_dir)
+    st.dataframe(table, hide_index=True, width="stretch",
+                 column_config={f"OOF AUC {h}y": st.column_config.NumberColumn(format="%.3f")
+                                for h in (1, 3, 5)})
+
+deep = models[models["kind"] == "deep"] if not models.empty else models
+for row in deep.itertuples():
+    card = json.loads(row.card) if row.card else {}
+    with st.expander(f"Model card: {card.get('label', row.model_id)}"):
+        if card.get("pretrained") == "random init":
+            st.warning("Random init: no pretrained weights were available, so this backbone "
+                       "started from random weights" + (" and stayed frozen" if
+                       card.get("config", {}).get("shared_encoder") else "") +
+                       ". Expect lower discrimination than the study's ImageNet-pretrained "
+                       "models.", icon=":material/warning:")
+        c1, c2, c3 = st.columns(3)
+        c1.metric("Profile", str(card.get("profile", "?")).split(":")[0])
+        c2.metric("Scans / patients", f"{card.get('n_scans', '?')} / "
+                                      f"{card.get('n_patients', '?')}")
+        c3.metric("Folds", card.get("config", {}).get("folds", "?"))
+        st.write(f"**Profile:** {card.get('profile')}  \n**Pretrained:** "
+                 f"{card.get('pretrained')}  \n**Weights sha256:** `{row.weights_sha256}`  \n"
+                 f"**Data hash:** `{row.data_hash}`  \n**Created:** {card.get('created')}")
+        if st.button("Verify weights file", key=f"verify-{row.model_id}"):
+            try:
+                registry.load_weights(models_dir, row.model_id,
+                                      expected_sha256=row.weights_sha256)
+            except SscmortError as err:
+                show_error(err)
+            else:
+                st.success("The weights file matches its card and the store (sha256).")
+        st.json(card, expanded=False)
+
+st.subheader("Start a training run")
+running = jobs.training_running(store)
+with st.form("train"):
+    backbone = st.selectbox("Backbone (timm)", UI_BACKBONES)
+    profile = st.radio("Profile", list(PROFILE_LABELS), format_func=PROFILE_LABELS.get,
+                       horizontal=True,
+                       help="quick: frozen backbone, 64 px, 8 slices, minutes on a CPU. "
+                            "full: fine-tuned end to end, 224 px, 16 slices: meant for a GPU.")
+    c1, c2 = st.columns(2)
+    folds = c1.number_input("Cross-validation folds", 2, 10, 5)
+    seed = c2.number_input("Seed", 0, 10_000, 0)
+    started = st.form_submit_button("Start training", type="primary", disabled=running)
+if running:
+    st.caption("A training run is in progress; one at a time.")
+if started:
+    job_id = jobs.start_deep_training(store, backbone, profile=profile, models_dir=models_dir,
+                                      folds=int(folds), seed=int(seed))
+    st.success(f"Started job {job_id}. It runs inside the app; progress appears below.")
+
+
+@st.fragment(run_every=2.0 if running or started else None)
+def job_panel() -> None:
+    if (running or started) and not jobs.training_running(store):
+        st.rerun()  # the run finished: redraw the registry with the new model
+    history = st_store.jobs_frame(store)
+    for r in history[history["status"] == "running"].itertuples():
+        st.progress(float(r.progress), text=f"{r.job_id}: {r.message or 'starting'}")
+    if history.empty:
+        st.caption("No jobs yet.")
+        return
+    st.dataframe(history[["job_id", "kind", "status", "progress", "message", "error",
+                          "started_at", "finished_at"]], hide_index=True, width="stretch",
+                 column_config={"progress": st.column_config.ProgressColumn(
+                     "progress", min_value=0.0, max_value=1.0)})
+
+
+st.subheader("Jobs")
+job_panel()
