@@ -92,9 +92,10 @@ for tab, h in zip(st.tabs([f"{h} year{'s' if h > 1 else ''}" for h in HORIZONS_Y
         charts = [charts_eval.roc_chart(roc.frame, h, ev.reported_aucs(h))]
         charts += [charts_eval.calibration_chart(cal.frame, h)] if not cal.empty else []
         charts += [charts_eval.decision_chart(dec.frame, h)] if not dec.empty else []
-        for col, chart in zip(st.columns(len(charts)), charts):
-            col.altair_chart(chart, width="stretch")
-        st.download_button(
+        left, right = st.columns(2)
+        for i, chart in enumerate(charts):
+            (left if i % 2 == 0 else right).altair_chart(chart, width="stretch")
+        (right if len(charts) % 2 else left).download_button(
             "Download these charts (PNG)", key=f"png_{h}", mime="image/png",
             data=lambda c=charts: charts_eval.chart_png(charts_eval.horizon_figure(*c)),
             file_name=f"sscmort_model_comparison_{h}y.png", icon=":material/image:")

@@ -22,16 +22,14 @@ st.caption(f"Model files live in `{models_dir}` (set SSCMORT_MODELS to change it
            "registers each model's id, card and weights sha256. Every model is scored on "
            "out-of-fold predictions of patient-grouped cross-validation.")
 models = st_store.models_frame(store)
-if models.empty:
-    st.info("No model is registered yet: start a training run below, or run "
-            "`sscmort train --kind deep --backbone resnet18 --profile quick`.")
-else:
-    table = registry.registry_frame(models, models_dir)
-    st.dataframe(table, hide_index=True, width="stretch",
+if not models.empty:
+    st.dataframe(registry.registry_frame(models, models_dir), hide_index=True, width="stretch",
                  column_config={f"OOF AUC {h}y": st.column_config.NumberColumn(format="%.3f")
                                 for h in (1, 3, 5)})
-
-deep = models[models["kind"] == "deep"] if not models.empty else models
+deep = models[models["kind"] == "deep"]
+if deep.empty:
+    st.info("No deep model is registered yet: start a training run below, or run "
+            "`sscmort train --kind deep --backbone resnet18 --profile quick`.")
 for row in deep.itertuples():
     card = json.loads(row.card) if row.card else {}
     with st.expander(f"Model card: {card.get('label', row.model_id)}"):

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Sequence
 
 import altair as alt
+import numpy as np
 import pandas as pd
 
 from sscmort_core.eval_inputs import ReportedAUC
@@ -17,7 +18,18 @@ from sscmort_core.eval_inputs import ReportedAUC
 PALETTE: tuple[str, ...] = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b",
                             "#e377c2", "#17becf", "#bcbd22", "#7f7f7f")
 _LEGEND = alt.Legend(orient="bottom", direction="vertical", labelLimit=520, title=None)
-_SIZE = {"width": 330, "height": 300}
+_WIDTH = 420
+_PLOT_HEIGHT = 280
+
+
+def _height(n_legend_rows: int) -> int:
+    """Total height with room for the title, the x axis and a bottom legend: Streamlit fits
+    the whole chart (legend included) into ``height``."""
+    return _PLOT_HEIGHT + 80 + 20 * n_legend_rows
+
+
+def _n_models(frame: pd.DataFrame) -> int:
+    return int(frame["model_id"].dropna().nunique())
 
 
 def _colour(frame: pd.DataFrame) -> alt.Color:
@@ -54,7 +66,8 @@ def roc_chart(frame: pd.DataFrame, horizon_years: int,
         layers.append(alt.Chart(text).mark_text(align="right", fontSize=11, color="#424242")
                       .encode(x="x:Q", y="y:Q", text="text:N"))
     return alt.layer(*layers).properties(
-        title=f"ROC at {horizon_years} year{'s' if horizon_years != 1 else ''}", **_SIZE)
+        title=f"ROC at {horizon_years} year{'s' if horizon_years != 1 else ''}",
+        width=_WIDTH, height=_height(_n_models(frame)))
 
 
 def _reference_text(r: ReportedAUC) -> str:
@@ -75,7 +88,7 @@ def calibration_chart(frame: pd.DataFrame, horizon_years: int) -> alt.LayerChart
                  alt.Tooltip("observed_fraction:Q", format=".3f"), "count:Q"])
     return alt.layer(_diagonal("perfect calibration", domain[1]), curve).properties(
         title=f"Calibration at {horizon_years} year{'s' if horizon_years != 1 else ''}",
-        **_SIZE)
+        width=_WIDTH, height=_height(_n_models(frame)))
 
 
 def decision_chart(frame: pd.DataFrame, horizon_years: int,
@@ -92,14 +105,14 @@ def decision_chart(frame: pd.DataFrame, horizon_years: int,
                alt.Tooltip("net_benefit:Q", format=".4f")]
     ref_lines = alt.Chart(refs).mark_line(color="#757575").encode(
         x=x, y=y, strokeDash=alt.StrokeDash("model:N", legend=alt.Legend(
-            orient="bottom", title=None), scale=alt.Scale(domain=["Treat all", "Treat none"],
-                                                          range=[[5, 4], [1, 0]])),
+            orient="top-right", title=None, fillColor="white"),
+            scale=alt.Scale(domain=["Treat all", "Treat none"], range=[[5, 4], [1, 0]])),
         tooltip=tooltip)
     lines = alt.Chart(models).mark_line(strokeWidth=2).encode(
         x=x, y=y, color=_colour(models), tooltip=tooltip)
     return alt.layer(ref_lines, lines).resolve_scale(color="independent").properties(
         title=f"Decision curve at {horizon_years} year{'s' if horizon_years != 1 else ''}",
-        **_SIZE)
+        width=_WIDTH, height=_height(_n_models(frame)))
 
 
 def auc_summary_chart(table: pd.DataFrame) -> alt.LayerChart:
@@ -109,7 +122,8 @@ def auc_summary_chart(table: pd.DataFrame) -> alt.LayerChart:
     reported = table.loc[table["kind"] == "reported"]
     deep = reported.loc[reported["AUC"].notna()]
     x = alt.X("horizon:N", title="Horizon", sort=None, axis=alt.Axis(labelAngle=0))
-    auc_scale = alt.Scale(domain=[0.5, 1.0])
+    lowest = pd.concat([models["AUC"], models["AUC CI low"]]).min()
+    auc_scale = alt.Scale(domain=[min(0.5, float(np.floor(lowest * 10) / 10)), 1.0])
     layers: list[alt.Chart] = []
     rng = reported.loc[reported["AUC"].isna(), "note"].str.extract(
         r"range (?P<low>[\d.]+)-(?P<high>[\d.]+)").dropna().astype(float).drop_duplicates()
@@ -137,7 +151,7 @@ def auc_summary_chart(table: pd.DataFrame) -> alt.LayerChart:
             x=x, y=alt.Y("AUC:Q", scale=auc_scale), tooltip=["what:N", alt.Tooltip("AUC:Q", format=".3f")]))
     return alt.layer(*layers).properties(
         title="AUC by horizon (black tick: study's deep AUC; grey band: its radiomics range)",
-        width=520, height=280)
+        width=640, height=_height(_n_models(models)))
 
 
 def horizon_figure(*charts: alt.TopLevelMixin) -> alt.HConcatChart:
@@ -149,4 +163,6 @@ def chart_png(chart: alt.TopLevelMixin, scale: float = 2.0) -> bytes:
     """The chart rendered to PNG bytes with vl-convert (no browser, no network)."""
     import vl_convert
 
-    return vl_convert.vegalite_to_png(chart.to_json(), scale=scale)
+    with alt.data_transformers.disable_max_rows():  # ROC curves of many models pass 5,000 rows
+        spec = chart.to_json()
+    return vl_convert.vegalite_to_png(spec, scale=scale)

@@ -103,7 +103,29 @@ def test_every_page_renders_in_chromium(running_app, artifacts_dir):
                 body = page.inner_text("body")
                 assert "Research use only" in body, name
                 assert "Synthetic cohort" in body, name
-                assert page.locator('[data-testid="stVegaLiteChart"]').count() >= 1, name
+                page.wait_for_selector('[data-testid="stVegaLiteChart"]', timeout=90_000)
                 page.screenshot(path=str(artifacts_dir / f"{name}.png"), full_page=True)
+            _upload_real_ct(page, running_app, artifacts_dir)
         finally:
             browser.close()
+
+
+def _upload_real_ct(page, url: str, artifacts_dir: Path) -> None:
+    """Upload the real CT's 64 DICOM files through the page, as a user would."""
+    real = REPO.parent / "shared" / "data" / "real_ct" / "philips_A0001_kernel_L"
+    page.goto(f"{url}/upload_predict")
+    _wait_idle(page)
+    assert "Waiting for a scan" in page.inner_text("body")
+    if not real.is_dir():
+        return  # the synthetic upload is covered by the AppTest; nothing more to do here
+    files = sorted(str(p) for p in real.glob("*.dcm"))
+    page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(files)
+    page.wait_for_selector('[data-testid="stImage"]', timeout=180_000)
+    _wait_idle(page)
+    assert page.locator('[data-testid="stException"]').count() == 0
+    body = page.inner_text("body")
+    assert "Identifying tags removed" in body and "Lung volume" in body
+    page.screenshot(path=str(artifacts_dir / "upload_predict.png"), full_page=True)
+    image = page.locator('[data-testid="stImage"]').first
+    image.scroll_into_view_if_needed()
+    image.screenshot(path=str(artifacts_dir / "upload_predict_lungs.png"))

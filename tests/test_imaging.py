@@ -238,7 +238,7 @@ def test_file_list_and_rle_compressed(tmp_path):
 
 def test_grid_formats_round_trip(tmp_path):
     hu = chest_hu().astype(np.int16)
-    for suffix in (".nii.gz", ".nrrd", ".mha"):
+    for suffix in (".nii.gz", ".nrrd", ".mha", ".mhd"):  # .mhd: header + separate .raw
         img = sitk.GetImageFromArray(hu)
         img.SetSpacing((1.5, 1.5, 3.0))
         img.SetOrigin((-24.0, -24.0, -100.0))

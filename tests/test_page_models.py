@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
@@ -11,7 +12,7 @@ from pages._shared import RESEARCH_NOTICE
 from sscmort_core import registry
 from sscmort_core import store as st_store
 
-PAGE = "pages/models_jobs.py"
+PAGE = str(Path(__file__).resolve().parents[1] / "pages" / "models_jobs.py")
 
 
 def _run(store_path, models_dir, monkeypatch) -> AppTest:
@@ -48,7 +49,7 @@ def test_empty_registry(tiny_store, tmp_path, monkeypatch):
     at = _run(tiny_store, tmp_path, monkeypatch)
     assert at.title[0].value == "Models & jobs"
     assert any(RESEARCH_NOTICE in w.value for w in at.warning)
-    assert any("No model is registered yet" in i.value for i in at.info)
+    assert any("No deep model is registered yet" in i.value for i in at.info)
     assert at.selectbox[0].options == ["resnet18", "densenet121",
                                        "swin_tiny_patch4_window7_224"]
 

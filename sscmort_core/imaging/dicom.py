@@ -119,6 +119,8 @@ def orientation(ds: Dataset) -> np.ndarray | None:
         return None
     row, col = row / np.linalg.norm(row), col / np.linalg.norm(col)
     normal = np.cross(row, col)
+    if np.linalg.norm(normal) < 0.5:  # row and column (nearly) parallel: not a valid plane
+        return None
     return np.stack([row, col, normal / np.linalg.norm(normal)], axis=1)
 
 
@@ -129,16 +131,16 @@ def series_problem(headers: Sequence[DicomHeader]) -> tuple[type[InputError], st
     if first.series_key[1]:
         return NotACTSeriesError, "a localizer (scout) image, not a CT volume"
     if first.modality != "CT":
-        return NotACTSeriesError, f"modality {first.modality or 'unknown'}, not CT"
+        return NotACTSeriesError, f"a series of modality {first.modality or 'unknown'}, not CT"
     if int(ds.get("NumberOfFrames", 1) or 1) > 1:
         return (UnsupportedFormatError,
                 "a multi-frame (enhanced) DICOM object; export single-frame slices instead")
     direction = orientation(ds)
     if direction is None or _floats(ds.get("ImagePositionPatient"), 3) is None:
-        return NotACTSeriesError, "no slice position or orientation (not a CT image stack)"
+        return NotACTSeriesError, "images without slice position or orientation, not a CT stack"
     plane = validate.plane_name(direction)
     if plane != "axial":
-        return NotAxialError, f"{plane}, not axial"
+        return NotAxialError, f"a {plane} series, not axial; upload the axial reconstruction"
     if len(headers) == 1:
         return TooFewSlicesError, "a single 2D image, not a CT volume"
     return None
@@ -167,7 +169,7 @@ def choose_series(groups: Sequence[Sequence[DicomHeader]], source: Path,
                                                        len(groups[i])))
         cls, reason = problems[worst]  # type: ignore[misc]
         extra = "" if len(groups) == 1 else f" (and {len(groups) - 1} other unusable series)"
-        raise cls(f"the DICOM series is {reason}{extra}", source)
+        raise cls(f"no usable CT series: the input holds {reason}{extra}", source)
     best = max(usable, key=lambda i: (len(groups[i]), -i))
     ignored = []
     for i, g in enumerate(groups):

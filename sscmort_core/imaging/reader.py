@@ -166,14 +166,18 @@ def _check_detached_data(path: Path, source: Path) -> None:
     """A .mhd / .nhdr may name its data file: only a plain name in the same folder is allowed."""
     if _suffix(path) not in (".mhd", ".nhdr"):
         return
-    head = path.read_bytes()[:65536].decode("latin-1", errors="replace")
+    with open(path, "rb") as fh:
+        head = fh.read(65536).decode("latin-1", errors="replace")
     for key in ("ElementDataFile", "data file", "datafile"):
         m = re.search(rf"^\s*{key}\s*[:=]\s*(.+?)\s*$", head, re.IGNORECASE | re.MULTILINE)
         if m is None:
             continue
         target = m.group(1).strip()
-        if target.upper() in ("LOCAL", "LIST") or target.upper().startswith("LIST"):
-            raise UnsupportedFormatError("split data files (LIST) are not supported", source)
+        if target.upper() == "LOCAL":  # the voxels follow the header in the same file
+            continue
+        if target.upper().startswith("LIST") or "%" in target or " " in target:
+            raise UnsupportedFormatError("voxel data split over several files is not supported",
+                                         source)
         if "/" in target or "\\" in target or target.startswith("."):
             raise UnsafeArchiveError(f"the header points to a data file outside its folder "
                                      f"({key})", source)
