@@ -148,7 +148,8 @@ def auc_summary_chart(table: pd.DataFrame) -> alt.LayerChart:
         d = deep.assign(horizon=deep["horizon (years)"].astype(str) + " y",
                         what="Study reported: deep")
         layers.append(alt.Chart(d).mark_tick(color="black", thickness=3, size=40).encode(
-            x=x, y=alt.Y("AUC:Q", scale=auc_scale), tooltip=["what:N", alt.Tooltip("AUC:Q", format=".3f")]))
+            x=x, y=alt.Y("AUC:Q", scale=auc_scale),
+            tooltip=["what:N", alt.Tooltip("AUC:Q", format=".3f")]))
     return alt.layer(*layers).properties(
         title="AUC by horizon (black tick: study's deep AUC; grey band: its radiomics range)",
         width=640, height=_height(_n_models(models)))

@@ -24,7 +24,7 @@ import itertools
 import json
 import time
 from dataclasses import dataclass
-from typing import Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -135,22 +135,27 @@ class EvaluationRun:
 # ---------------------------------------------------------------------------------------------
 # computing and storing the metrics
 # ---------------------------------------------------------------------------------------------
+def _row_counts(data: HorizonData) -> dict[str, dict[str, int]]:
+    """Per metric, the scans, patients and events it uses (see the module docstring)."""
+    lab = data.labelled
+    binary = dict(n_scans=int(lab.sum()), n_patients=data.n_labelled_patients,
+                  n_events=data.n_events)
+    n_all = dict(n_scans=len(data.risk), n_patients=int(pd.unique(data.patient_id).size))
+    died_by_h = data.event & (data.time_years <= data.horizon_years)
+    return {"auc": binary, "brier": binary, "calibration_slope": binary,
+            "calibration_intercept": binary,
+            "c_index": {**n_all, "n_events": int(data.event.sum())},
+            "td_auc": {**n_all, "n_events": int(died_by_h.sum())}}
+
+
 def evaluate_horizon(data: HorizonData, *, n_boot: int = 2000, seed: int = 0,
                      min_events: int = DEFAULT_MIN_EVENTS) -> HorizonMetrics:
     """Every metric of :data:`METRICS` for one model at one horizon (never raises for
     MetricInputError: the metric's value is None and its note holds the reason)."""
     lab = data.labelled
     y, risk, groups = data.y[lab].astype(np.int8), data.risk[lab], data.patient_id[lab]
-    binary = dict(n_scans=int(lab.sum()), n_patients=data.n_labelled_patients,
-                  n_events=data.n_events)
-    n_all = dict(n_scans=len(data.risk), n_patients=int(pd.unique(data.patient_id).size))
-    surv_c = {**n_all, "n_events": int(data.event.sum())}
-    surv_td = {**n_all, "n_events": int((data.event & (data.time_years <= data.horizon_years))
-                                        .sum())}
-    counts = {"auc": binary, "brier": binary, "calibration_slope": binary,
-              "calibration_intercept": binary, "c_index": surv_c, "td_auc": surv_td}
-    reason = too_few_events(binary["n_scans"], binary["n_events"], data.horizon_years,
-                            min_events)
+    counts = _row_counts(data)
+    reason = too_few_events(data.n_labelled, data.n_events, data.horizon_years, min_events)
     if reason is not None:
         rows = tuple(MetricValue(m, None, None, None, note=reason, **counts[m]) for m in METRICS)
         return HorizonMetrics(data.model_id, data.horizon_years, rows)

@@ -417,11 +417,30 @@ def _coarse_labels(small: np.ndarray, spacing: tuple[float, float, float]
     voxel_ml = float(np.prod(spacing)) / 1000.0
     air = small < AIR_HU
     inner = inner_air(air)
-    airway = airway_mask(small, inner, spacing)
-    candidates = inner & ~airway if airway is not None else inner
+    if not inner.any():
+        raise EmptyMaskError("no lung found: there is no air inside the body")
     body = ~air
     body_cx = float(np.mean(np.nonzero(body[::2, ::2, ::2])[2])) * 2.0 if body.any() \
         else small.shape[2] / 2.0
+    # the rest works inside the box around the inner air (plus room for dense growth)
+    pad = int(np.ceil(DENSE_REACH_MM / spacing[1])) + 2
+    box = _bbox(inner, (0, pad, pad))
+    labels = np.zeros(small.shape, dtype=np.int8)
+    airway_full = np.zeros(small.shape, dtype=bool)
+    sub_labels, airway = _labels_in_box(small[box], inner[box], spacing, voxel_ml,
+                                        body_cx - box[2].start)
+    labels[box] = sub_labels
+    if airway is None:
+        return labels, None
+    airway_full[box] = airway
+    return labels, airway_full
+
+
+def _labels_in_box(small: np.ndarray, inner: np.ndarray, spacing: tuple[float, float, float],
+                   voxel_ml: float, body_cx: float) -> tuple[np.ndarray, np.ndarray | None]:
+    """_coarse_labels on the box around the inner air (arrays and body_cx in box coordinates)."""
+    airway = airway_mask(small, inner, spacing)
+    candidates = inner & ~airway if airway is not None else inner
     lungs, never = lung_components(candidates, voxel_ml, body_cx)  # never: bowel gas ...
     if airway is not None:
         never |= airway

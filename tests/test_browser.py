@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 CHROMIUM = Path("/usr/bin/chromium")
 PAGES = {"overview": "", "cohort_explorer": "cohort_explorer",
-         "patient_timeline": "patient_timeline"}
+         "patient_timeline": "patient_timeline", "model_comparison": "model_comparison"}
 
 pytestmark = pytest.mark.browser
 

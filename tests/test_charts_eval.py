@@ -44,7 +44,10 @@ def test_decision_chart_leaves_out_points_below_the_floor():
 def test_horizon_figure_renders_to_png():
     cal = pd.DataFrame({"model_id": "a", "model": "A", "mean_predicted": [0.1, 0.4],
                         "observed_fraction": [0.12, 0.35], "count": [10, 10]})
-    fig = charts_eval.horizon_figure(charts_eval.roc_chart(_roc(), 1),
+    n = 6000  # more rows than altair's default limit (5,000): ROC curves of several models
+    big_roc = pd.DataFrame({"model_id": "a", "model": "A", "fpr": np.linspace(0, 1, n),
+                            "tpr": np.sqrt(np.linspace(0, 1, n)), "threshold": 0.5})
+    fig = charts_eval.horizon_figure(charts_eval.roc_chart(big_roc, 1),
                                      charts_eval.calibration_chart(cal, 1),
                                      charts_eval.decision_chart(_decision(), 1))
     png = charts_eval.chart_png(fig, scale=1.0)

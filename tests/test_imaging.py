@@ -638,3 +638,44 @@ def test_real_ct_matches_simpleitk(real_series, kernel):
     assert result.report.removed_private_tags > 0
     assert "Lung_Dx" not in repr(result)
     assert result.pseudonymous_patient_id == pseudonymous_id(SECRET, "Lung_Dx-A0001")
+
+
+# ---------------------------------------------------------------------------------------------
+# round trips through the synthetic generator's writers
+# ---------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def small_phantom():
+    phantom_mod = pytest.importorskip("sscmort_core.synthetic.phantom")
+    return phantom_mod.make_phantom(ild_extent_pct=10.0, kernel="sharp", noise_hu=20.0,
+                                    slice_thickness_mm=5.0, seed=3, shape=(16, 64, 64))
+
+
+@pytest.mark.parametrize("order", ["shuffled", "reversed"])
+def test_synthetic_dicom_round_trip(tmp_path, small_phantom, order, caplog):
+    writer = pytest.importorskip("sscmort_core.synthetic.dicom")
+    ph = small_phantom
+    writer.write_dicom_series(ph, tmp_path / "ct", instance_order=order)
+    writer.write_localizer(tmp_path / "ct", phantom=ph)
+    caplog.set_level(logging.DEBUG, logger="sscmort")
+    result = read_volume(tmp_path / "ct", secret=SECRET)
+    np.testing.assert_array_equal(result.volume.hu, ph.hu)
+    assert result.volume.spacing_mm == pytest.approx(ph.spacing_mm, abs=1e-4)
+    assert result.volume.origin_mm == pytest.approx(ph.origin_mm[::-1], abs=1e-3)
+    rep = result.report
+    assert [s.reason_ignored for s in rep.ignored_series] == [
+        "a localizer (scout) image, not a CT volume"]
+    assert set(writer.DEFAULT_PHI) <= set(rep.removed_tags)
+    assert rep.removed_private_tags > 0
+    shown = repr(result) + str(rep) + caplog.text
+    for value in writer.DEFAULT_PHI.values():
+        assert len(value) < 5 or value not in shown  # (sex "F" and age "060Y" are too short)
+    assert result.pseudonymous_patient_id == pseudonymous_id(SECRET,
+                                                             writer.DEFAULT_PHI["PatientID"])
+
+
+def test_synthetic_nifti_round_trip(tmp_path, small_phantom):
+    writer = pytest.importorskip("sscmort_core.synthetic.dicom")
+    path = writer.write_nifti(small_phantom, tmp_path / "ct.nii.gz")
+    vol = read_volume(path).volume
+    np.testing.assert_array_equal(vol.hu, small_phantom.hu)
+    assert vol.spacing_mm == pytest.approx(small_phantom.spacing_mm)
