@@ -13,7 +13,6 @@ scan's id and volume sha256 match, so adding scans computes only the new ones.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import multiprocessing as mp
 import os
@@ -54,13 +53,16 @@ class ModelInputs:
 
 
 def sampling_version() -> str:
-    """Version of the input recipe: ours plus a digest of the lung and sampling code."""
+    """Version of the input recipe: ours, and the lung / sampling modules' own version
+    constants when they define them (``LUNG_MASK_VERSION``, ``SAMPLING_VERSION``).
+
+    Bump :data:`SAMPLING_VERSION` when the inputs change in a way those constants do not say
+    (it keys the cache and is written into every model card)."""
     from sscmort_core import lungs, sampling
 
-    h = hashlib.sha256()
-    for mod in (lungs, sampling):
-        h.update(Path(mod.__file__).read_bytes())
-    return f"{getattr(sampling, 'SAMPLING_VERSION', SAMPLING_VERSION)}-{h.hexdigest()[:10]}"
+    parts = [SAMPLING_VERSION, getattr(lungs, "LUNG_MASK_VERSION", None),
+             getattr(sampling, "SAMPLING_VERSION", None)]
+    return "-".join(str(p) for p in parts if p)
 
 
 def cache_key(k: int, size: int) -> str:

@@ -26,8 +26,9 @@ coarser input is used as is), which also lowers noise:
 5. labels return to the input grid by nearest-neighbour upsampling (each working voxel is
    an f x f block of input voxels, so volumes are unbiased; the outline is blocky at f).
 
-Deterministic (no random state). About 0.6 s of CPU for the 64 x 512 x 512 real CT and
-0.1 s for a 60 x 128 x 128 phantom, single-threaded.
+Steps 2-4 run inside the box around the air inside the body. Deterministic (no random
+state). About 0.45 s of CPU for the 64 x 512 x 512 real CT and 0.07 s for a 60 x 128 x 128
+phantom, single-threaded.
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ AIRWAY_GROWTH = 2.5  # stop following the airway when its area exceeds this x th
 DENSE_HU = -200.0  # dense lung (ILD) is grown into up to this density (fat is about -100) ...
 DENSE_REACH_MM = 20.0  # ... and this far from the aerated lung
 
-RIGHT, LEFT = 1, 2  # label values on the working grid
+RIGHT, LEFT, AIRWAY = 1, 2, 3  # label values on the working grid
 _IN_PLANE_4 = np.zeros((3, 3, 3), dtype=bool)
 _IN_PLANE_4[1] = ndi.generate_binary_structure(2, 1)  # 2-D 4-connectivity, slice by slice
 _GROW_STEP = np.zeros((3, 3, 3), dtype=bool)
@@ -158,10 +159,6 @@ def holes_in_plane(mask: np.ndarray) -> tuple[np.ndarray, int]:
 # ---------------------------------------------------------------------------------------------
 # airway
 # ---------------------------------------------------------------------------------------------
-def _blobs(mask2d: np.ndarray) -> tuple[np.ndarray, int]:
-    return ndi.label(mask2d)
-
-
 def _find_trachea(inner: np.ndarray, spacing: tuple[float, float, float]
                   ) -> tuple[int, np.ndarray] | None:
     """(z, blob mask) of the trachea in the top slices of the inner air, or None."""
@@ -173,7 +170,7 @@ def _find_trachea(inner: np.ndarray, spacing: tuple[float, float, float]
     centre_x, width = 0.5 * (xs[0] + xs[-1]), max(1, xs[-1] - xs[0])
     n_search = max(1, int(np.ceil(TRACHEA_SEARCH_MM / spacing[0])))
     for z in zs[::-1][:n_search]:
-        lab, n = _blobs(inner[z])
+        lab, n = ndi.label(inner[z])
         if n == 0:
             continue
         areas = np.bincount(lab.ravel(), minlength=n + 1)[1:] * pixel_mm2
@@ -232,7 +229,7 @@ def _dilate2d(mask2d: np.ndarray, r: int) -> np.ndarray:
 
 def _touching(mask2d: np.ndarray, near: np.ndarray) -> np.ndarray:
     """The 2-D components of ``mask2d`` that overlap ``near``."""
-    lab, n = _blobs(mask2d)
+    lab, n = ndi.label(mask2d)
     if n == 0:
         return np.zeros_like(mask2d)
     keep = np.zeros(n + 1, dtype=bool)
@@ -244,6 +241,12 @@ def _touching(mask2d: np.ndarray, near: np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------
 # lung components
 # ---------------------------------------------------------------------------------------------
+def mean_x(mask: np.ndarray) -> float:
+    """Mean x index of the voxels of a (z, y, x) mask (from column counts)."""
+    counts = np.count_nonzero(mask, axis=(0, 1))  # (x,)
+    return float(counts @ np.arange(mask.shape[2])) / max(1, int(counts.sum()))
+
+
 def _z_overlap(a: slice, b: slice) -> float:
     inter = min(a.stop, b.stop) - max(a.start, b.start)
     return max(0, inter) / max(1, a.stop - a.start)
@@ -325,7 +328,7 @@ def _grow_back(mask: np.ndarray, a: np.ndarray, b: np.ndarray, steps: int,
     """Geodesic in-plane dilation of two seeds within ``mask``; [right part, left part]."""
     ga = ndi.binary_dilation(a, structure=_IN_PLANE_4, iterations=steps, mask=mask)
     gb = ndi.binary_dilation(b, structure=_IN_PLANE_4, iterations=steps, mask=mask)
-    a_is_right = np.mean(np.nonzero(a)[2]) < np.mean(np.nonzero(b)[2])
+    a_is_right = mean_x(a) < mean_x(b)
     right, left = (ga, gb) if a_is_right else (gb, ga)
     x = np.arange(mask.shape[2])[None, None, :]
     undecided = mask & (right == left)  # both or neither
@@ -375,9 +378,11 @@ def _fill_holes_selective(m: np.ndarray, hu: np.ndarray, bad: np.ndarray,
     holes, n = holes_in_plane(m)
     if n == 0:
         return m
-    count = np.bincount(holes.ravel(), minlength=n + 1)
-    total = np.bincount(holes.ravel(), weights=hu.ravel(), minlength=n + 1)
-    n_bad = np.bincount(holes.ravel(), weights=bad.ravel(), minlength=n + 1)
+    inside = holes > 0
+    ids = holes[inside]  # (h,) hole label of each hole voxel
+    count = np.bincount(ids, minlength=n + 1)
+    total = np.bincount(ids, weights=hu[inside], minlength=n + 1)
+    n_bad = np.bincount(ids, weights=bad[inside], minlength=n + 1)
     mean = total / np.maximum(count, 1)
     fill = ((count * spacing[1] * spacing[2] <= SMALL_HOLE_MM2) | (mean <= HOLE_MAX_MEAN_HU))
     fill &= n_bad == 0
@@ -419,9 +424,7 @@ def _coarse_labels(small: np.ndarray, spacing: tuple[float, float, float]
     inner = inner_air(air)
     if not inner.any():
         raise EmptyMaskError("no lung found: there is no air inside the body")
-    body = ~air
-    body_cx = float(np.mean(np.nonzero(body[::2, ::2, ::2])[2])) * 2.0 if body.any() \
-        else small.shape[2] / 2.0
+    body_cx = mean_x(~air)  # the body's (and table's) mean x: about the midline
     # the rest works inside the box around the inner air (plus room for dense growth)
     pad = int(np.ceil(DENSE_REACH_MM / spacing[1])) + 2
     box = _bbox(inner, (0, pad, pad))
@@ -449,7 +452,7 @@ def _labels_in_box(small: np.ndarray, inner: np.ndarray, spacing: tuple[float, f
         other = lungs[1 - i] if len(lungs) == 2 else None
         filled.append(fill_lung(lung, small, never if other is None else never | other, spacing))
     labels = np.zeros(small.shape, dtype=np.int8)
-    centres = [float(np.mean(np.nonzero(f)[2])) for f in filled]  # mean x of each lung
+    centres = [mean_x(f) for f in filled]
     if len(filled) == 2:  # the one with smaller x is the patient's right lung
         sides = (RIGHT, LEFT) if centres[0] < centres[1] else (LEFT, RIGHT)
     else:
@@ -474,12 +477,14 @@ def segment_lungs(hu: np.ndarray, spacing_mm: tuple[float, float, float]) -> Lun
     small = block_mean(hu, f)  # (z, ceil(y/f), ceil(x/f))
     work_spacing = (spacing[0], spacing[1] * f, spacing[2] * f)
     labels, airway = _coarse_labels(small, work_spacing)
+    if airway is not None:
+        labels[airway] = AIRWAY  # one upsampling for all masks
     full = _upsample(labels, f, hu.shape)  # (z, y, x)
     voxel_ml = float(np.prod(spacing)) / 1000.0
     right, left = full == RIGHT, full == LEFT
     mask = right | left
+    n_right, n_left = int(np.count_nonzero(right)), int(np.count_nonzero(left))
     return LungMask(mask=mask, left=left, right=right,
-                    volume_ml=float(mask.sum()) * voxel_ml,
-                    left_volume_ml=float(left.sum()) * voxel_ml,
-                    right_volume_ml=float(right.sum()) * voxel_ml,
-                    airway=None if airway is None else _upsample(airway, f, hu.shape).copy())
+                    volume_ml=(n_right + n_left) * voxel_ml,
+                    left_volume_ml=n_left * voxel_ml, right_volume_ml=n_right * voxel_ml,
+                    airway=None if airway is None else full == AIRWAY)

@@ -13,7 +13,8 @@ from scipy import ndimage as ndi
 
 from sscmort_core.errors import EmptyMaskError
 
-HAA_RANGE_HU = (-600.0, -250.0)  # high-attenuation area, inclusive (Podolanczuk et al. 2016)
+# high-attenuation area, inclusive (Lederer et al. 2009; Podolanczuk et al. 2016, MESA)
+HAA_RANGE_HU = (-600.0, -250.0)
 # ILD estimate (see ild_mask): lung density after a grey opening, in this range
 ILD_RANGE_HU = (-700.0, -150.0)
 SMOOTH_MM = 8.0  # in-plane noise averaging before the opening
@@ -54,13 +55,17 @@ def _bbox(mask: np.ndarray) -> tuple[slice, slice, slice]:
 
 
 def moments(values: np.ndarray) -> tuple[float, float, float]:
-    """(mean, skewness, excess kurtosis) of a 1-D sample, population (biased) moments."""
+    """(mean, skewness, excess kurtosis) of a 1-D sample, population (biased) moments.
+
+    Raises ValueError for a sample with zero variance (both shape measures are undefined).
+    """
     v = values.astype(np.float64)
     mean = float(v.mean())
     d = v - mean
     m2 = float(np.mean(d * d))
     if m2 <= 0:
-        return mean, 0.0, -3.0
+        raise ValueError("the lung density has zero variance, so skewness and kurtosis are "
+                         "undefined (a constant image is not CT)")
     d2 = d * d
     m3 = float(np.mean(d2 * d))
     m4 = float(np.mean(d2 * d2))

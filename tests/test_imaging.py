@@ -35,7 +35,6 @@ from sscmort_core.imaging.deid import clean_free_text
 from sscmort_core.imaging.validate import check_hu_plausible, check_slice_positions
 from sscmort_core.imaging.volume import to_canonical
 
-REAL_CT = Path(__file__).resolve().parents[2] / "shared" / "data" / "real_ct"
 SECRET = b"0123456789abcdef0123456789abcdef"
 PHI = {"PatientName": "Doe^Jane", "PatientID": "MRN-4711-0815", "PatientBirthDate": "19580312",
        "InstitutionName": "Saint Example Hospital", "ReferringPhysicianName": "House^Gregory",
@@ -614,10 +613,9 @@ def test_check_slice_positions():
 # the real CT beside the repo
 # ---------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def real_series() -> dict[str, Path]:
-    if not REAL_CT.is_dir():
-        pytest.skip(f"real CT folder {REAL_CT} is absent (it lives in ../shared beside the repo)")
-    return {k: REAL_CT / f"philips_A0001_kernel_{k}" for k in "LB"}
+def real_series(real_ct: Path) -> dict[str, Path]:
+    """The two kernels; ``real_ct`` (conftest) skips when ../shared/data/real_ct is absent."""
+    return {k: real_ct / f"philips_A0001_kernel_{k}" for k in "LB"}
 
 
 @pytest.mark.parametrize("kernel", ["L", "B"])

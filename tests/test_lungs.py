@@ -17,7 +17,6 @@ from sscmort_core.errors import EmptyMaskError
 from sscmort_core.lungs import LungMask, QCTMetrics, block_mean, qct_metrics, segment_lungs
 from sscmort_core.qct import ild_mask, lung_opening, moments
 
-REAL_CT = Path(__file__).resolve().parents[2] / "shared" / "data" / "real_ct"
 QCT_KEYS = ["lung_volume_ml", "mean_lung_density_hu", "skewness", "kurtosis", "haa_pct",
             "ild_extent_pct"]
 
@@ -296,14 +295,14 @@ def test_phantom_ild_extent_rank_correlation_over_100_scans():
 # the real CT beside the repo
 # ---------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def real_lungs():
-    if not REAL_CT.is_dir():
-        pytest.skip(f"real CT folder {REAL_CT} is absent (it lives in ../shared beside the repo)")
+def real_lungs(real_ct: Path):
+    """Both kernels read, segmented and measured; ``real_ct`` (conftest) skips when
+    ../shared/data/real_ct is absent."""
     from sscmort_core.imaging import read_volume
 
     out = {}
     for kernel in "LB":
-        vol = read_volume(REAL_CT / f"philips_A0001_kernel_{kernel}").volume
+        vol = read_volume(real_ct / f"philips_A0001_kernel_{kernel}").volume
         lm = segment_lungs(vol.hu, vol.spacing_mm)
         out[kernel] = (vol, lm, qct_metrics(vol.hu, lm.mask, vol.spacing_mm))
     return out
@@ -331,3 +330,8 @@ def test_real_ct_mask_stays_inside_the_body(real_lungs):
     assert not lm.mask[:, :, :20].any() and not lm.mask[:, :, -20:].any()
     # almost all mask voxels are lung-like (vessels and nodules aside)
     assert np.mean(hu[lm.mask] < -500) > 0.9
+
+
+def test_constant_density_has_no_shape_moments():
+    with pytest.raises(ValueError, match="zero variance"):
+        moments(np.full(10, -850.0))

@@ -149,11 +149,13 @@ def series_problem(headers: Sequence[DicomHeader]) -> tuple[type[InputError], st
 def _summary(headers: Sequence[DicomHeader], reason: str | None,
              identifiers: Sequence[str]) -> SeriesSummary:
     desc, _ = deid.clean_free_text(headers[0].description, identifiers)
-    positions = [h.ds.get("ImagePositionPatient") for h in headers]
-    n_slices = len({tuple(np.round(p, 2)) for p in
-                    (_floats(v, 3) for v in positions if v is not None) if p is not None})
-    return SeriesSummary(desc, headers[0].modality or None, len(headers), max(1, n_slices),
-                         reason)
+    positions = set()  # distinct slice positions, to 0.01 mm
+    for h in headers:
+        p = _floats(h.ds.get("ImagePositionPatient"), 3)
+        if p is not None:
+            positions.add(tuple(np.round(p, 2)))
+    return SeriesSummary(desc, headers[0].modality or None, len(headers),
+                         max(1, len(positions)), reason)
 
 
 def choose_series(groups: Sequence[Sequence[DicomHeader]], source: Path,
