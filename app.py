@@ -19,8 +19,12 @@ PAGES = [
             url_path="patient_timeline"),
     st.Page("pages/upload_predict.py", title="Upload & predict", icon=":material/upload:",
             url_path="upload_predict"),
+    st.Page("pages/radiomics_shap.py", title="Radiomics & SHAP", icon=":material/insights:",
+            url_path="radiomics_shap"),
     st.Page("pages/model_comparison.py", title="Model comparison", icon=":material/compare:",
             url_path="model_comparison"),
+    st.Page("pages/models_jobs.py", title="Models & jobs", icon=":material/model_training:",
+            url_path="models_jobs"),
 ]
 
 st.navigation(PAGES).run()

@@ -7,9 +7,10 @@ import json
 import streamlit as st
 
 from pages._shared import page_setup, show_error
-from sscmort_core import jobs, registry
+from sscmort_core import jobs, registry, saliency
 from sscmort_core import store as st_store
 from sscmort_core.errors import SscmortError
+from sscmort_core.labels import HORIZONS_YEARS
 from sscmort_core.nets import UI_BACKBONES
 from sscmort_core.train import PROFILE_LABELS
 
@@ -56,6 +57,26 @@ for row in deep.itertuples():
             else:
                 st.success("The weights file matches its card and the store (sha256).")
         st.json(card, expanded=False)
+
+if not deep.empty:
+    st.subheader("Saliency preview")
+    c1, c2, c3 = st.columns(3)
+    sal_model = c1.selectbox("Deep model", deep["model_id"])
+    sal_scan = c2.selectbox("Scan", st_store.scans_frame(store)["scan_id"])
+    horizon = c3.radio("Horizon (years)", HORIZONS_YEARS, index=2, horizontal=True)
+    if st.button("Show saliency"):
+        try:
+            sal = saliency.explain_scan(store, sal_scan, sal_model, models_dir=models_dir,
+                                        horizon_years=int(horizon))
+        except SscmortError as err:
+            show_error(err)
+        else:
+            for col, (i, sl) in zip(st.columns(len(sal.slices)), enumerate(sal.slices)):
+                col.image(saliency.overlay_rgb(sal, i), width="stretch",
+                          caption=f"slice z = {sl.z_index}, attention {sl.attention:.2f}")
+            st.image(saliency.colorbar_rgb(), caption="overlay colour: 0 (left, no "
+                     "contribution) to 1 (right, strongest on the slices shown)")
+            st.caption(sal.legend)
 
 st.subheader("Start a training run")
 running = jobs.training_running(store)

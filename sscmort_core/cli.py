@@ -54,10 +54,12 @@ def _emit(args: argparse.Namespace, summary: dict[str, Any], text: str) -> None:
 
 # --- commands ------------------------------------------------------------------------------
 def cmd_demo(args: argparse.Namespace) -> None:
-    from sscmort_core.pipeline import build_demo
+    from sscmort_core.pipeline import DEMO_STAGES, build_demo
 
+    stages = [s for s in DEMO_STAGES if s not in (args.skip or ())]
     summary = build_demo(args.store, n_patients=args.patients, seed=args.seed,
-                         workers=args.workers, progress=_Progress(not args.quiet))
+                         workers=args.workers, progress=_Progress(not args.quiet),
+                         stages=stages, models_dir=args.models_dir)
     s = summary.to_json()
     _emit(args, s, f"demo store {s['store']}: {s['patients']} patients, {s['scans']} scans "
                    f"(synthetic); positives 1/3/5 y: {s['positives']}; censored: "
@@ -102,6 +104,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--patients", type=int, default=600, help="number of patients (600)")
     p.add_argument("--seed", type=int, default=0, help="random seed (0)")
     p.add_argument("--workers", type=int, default=None, help="worker processes (all cores)")
+    p.add_argument("--skip", nargs="*", choices=("radiomics", "tabular", "deep", "evaluate"),
+                   help="optional stages to leave out (default: run them all)")
+    p.add_argument("--models-dir", type=Path, default=None,
+                   help="model registry folder (default $SSCMORT_MODELS or models/)")
 
     p = sub.add_parser("bench", help="run the benchmarks (ratios against same-run baselines)")
     _add_common(p)
@@ -115,11 +121,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _register_more(sub: Any) -> None:
     """Commands contributed by later stages register here (see their modules)."""
-    from sscmort_core import cli_imaging
+    from sscmort_core import cli_deep, cli_evaluate, cli_imaging, cli_radiomics
 
-    cli_imaging.register(sub, COMMANDS, _add_store, _add_common)
-    from sscmort_core import cli_evaluate
-    cli_evaluate.register(sub, COMMANDS, _add_store, _add_common)
+    for module in (cli_imaging, cli_radiomics, cli_deep, cli_evaluate):
+        module.register(sub, COMMANDS, _add_store, _add_common)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -236,10 +236,32 @@ def feature_effect(df: pd.DataFrame, feature: str, horizon_years: int) -> Featur
                          cohens_d=d, auc=auc)
 
 
+def auc_columns(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """(p,) AUC of every column of x (n, p) as a score for y (n,) 0/1 (Mann-Whitney with
+    average ranks for ties, as roc_auc_score); NaN rows are left out per column; NaN where
+    a column lacks one of the classes."""
+    from scipy.stats import rankdata
+
+    y = np.asarray(y).astype(bool)
+    out = np.full(x.shape[1], np.nan)
+    finite = np.isfinite(x)
+    full = finite.all(axis=0)
+    groups = [(np.flatnonzero(full), np.ones(len(y), dtype=bool))]
+    groups += [(np.array([j]), finite[:, j]) for j in np.flatnonzero(~full)]
+    for cols, rows in groups:
+        if len(cols) == 0:
+            continue
+        yy = y[rows]
+        n1, n0 = int(yy.sum()), int((~yy).sum())
+        if n1 == 0 or n0 == 0:
+            continue
+        ranks = rankdata(x[np.ix_(rows, cols)], axis=0)  # (m, c) average ranks
+        out[cols] = (ranks[yy].sum(axis=0) - n1 * (n1 + 1) / 2) / (n1 * n0)
+    return out
+
+
 def feature_ranking(store: st.Store, param_hash: str, horizon_years: int) -> pd.DataFrame:
     """Every feature's univariable AUC at the horizon, strongest (|AUC - 0.5|) first."""
-    from sklearn.metrics import roc_auc_score
-
     long = st.radiomics_long_frame(store, param_hash)
     if long.empty:
         raise DataError(f"no radiomics features for parameter hash {param_hash}")
@@ -247,15 +269,11 @@ def feature_ranking(store: st.Store, param_hash: str, horizon_years: int) -> pd.
     scans = st.scans_frame(store).set_index("scan_id").loc[wide.index]
     lab = label_scans(scans["scan_date"], scans["death_date"], scans["last_followup_date"],
                       horizon_years)
-    y = lab.positive[lab.known].astype(int)
-    rows = []
-    for feat in wide.columns:
-        v = wide[feat].to_numpy(dtype=float)[lab.known]
-        ok = np.isfinite(v)
-        auc = float(roc_auc_score(y[ok], v[ok])) if len(np.unique(y[ok])) == 2 else None
-        rows.append({"feature": feat, "label": pretty_feature(feat), "auc": auc})
-    out = pd.DataFrame(rows)
-    out["strength"] = (out["auc"] - 0.5).abs()
+    auc = auc_columns(wide.to_numpy(dtype=float)[lab.known], lab.positive[lab.known])
+    out = pd.DataFrame({"feature": wide.columns.astype(str),
+                        "label": [pretty_feature(f) for f in wide.columns],
+                        "auc": [None if np.isnan(a) else float(a) for a in auc]})
+    out["strength"] = (out["auc"].astype(float) - 0.5).abs()
     return out.sort_values("strength", ascending=False, na_position="last").reset_index(drop=True)
 
 

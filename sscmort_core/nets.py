@@ -44,6 +44,7 @@ class NetConfig:
     n_slices: int  # K
     attention_dim: int = 128
     dropout: float = 0.1
+    pooling: str = "last"  # or "multiscale" (see SliceEncoder)
 
 
 @dataclass(frozen=True)
@@ -162,13 +163,32 @@ def create_backbone(backbone: str, image_size: int, *,
     return model, PretrainedSource("file", str(path), file_sha256(path))
 
 
-class SliceEncoder(nn.Module):
-    """Embeds single slices: (N, 3, S, S) -> (N, D); :meth:`feature_maps` for Grad-CAM."""
+POOLINGS: tuple[str, ...] = ("last", "multiscale")
 
-    def __init__(self, backbone: nn.Module) -> None:
+
+class SliceEncoder(nn.Module):
+    """Embeds single slices: (N, 3, S, S) -> (N, D).
+
+    ``pooling='last'``: global average of the last feature map (D = the backbone's width).
+    ``pooling='multiscale'``: global averages of every stage's feature map, concatenated
+    (timm ``forward_intermediates``; resnet18: D = 64 + 64 + 128 + 256 + 512 = 1024). Early
+    stages keep intensity and texture statistics that a frozen, randomly initialised backbone
+    loses by its last stage, so the quick profile uses it. :meth:`stage_maps` feeds Grad-CAM.
+    """
+
+    def __init__(self, backbone: nn.Module, pooling: str = "last") -> None:
         super().__init__()
+        if pooling not in POOLINGS:
+            raise ModelError(f"unknown pooling {pooling!r}; choose one of {POOLINGS}")
+        if pooling == "multiscale" and not hasattr(backbone, "forward_intermediates"):
+            raise ModelError(f"{type(backbone).__name__} has no forward_intermediates, so it "
+                             "cannot pool every stage; use pooling 'last'")
         self.backbone = backbone
-        self.dim = int(getattr(backbone, "num_features"))
+        self.pooling = pooling
+        if pooling == "multiscale":
+            self.dim = int(sum(f["num_chs"] for f in backbone.feature_info))
+        else:
+            self.dim = int(getattr(backbone, "num_features"))
         self.channels_last = False  # set on CUDA: inputs are then made channels_last too
 
     def feature_maps(self, x: torch.Tensor) -> torch.Tensor:
@@ -181,12 +201,21 @@ class SliceEncoder(nn.Module):
             tokens = fmap[:, n_prefix:]
             side = int(round(tokens.shape[1] ** 0.5))
             return tokens.transpose(1, 2).reshape(fmap.shape[0], -1, side, side)  # (N, C, h, w)
-        if fmap.ndim == 4 and fmap.shape[-1] == self.dim and fmap.shape[1] != self.dim:
+        width = int(getattr(self.backbone, "num_features"))
+        if fmap.ndim == 4 and fmap.shape[-1] == width and fmap.shape[1] != width:
             return fmap.permute(0, 3, 1, 2)  # Swin NHWC -> (N, C, h, w)
         return fmap
 
+    def stage_maps(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The maps this encoder pools: [(N, C_i, h_i, w_i), ...] (one for 'last')."""
+        if self.pooling == "last":
+            return [self.feature_maps(x)]
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return list(self.backbone.forward_intermediates(x, intermediates_only=True))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.feature_maps(x).mean(dim=(2, 3))  # (N, D)
+        return torch.cat([m.mean(dim=(2, 3)) for m in self.stage_maps(x)], dim=1)  # (N, D)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -222,14 +251,25 @@ class SliceHead(nn.Module):
 
     def __init__(self, dim: int, attention_dim: int, dropout: float) -> None:
         super().__init__()
+        # fixed per-feature standardisation (identity unless set from training embeddings)
+        self.register_buffer("emb_mean", torch.zeros(dim))
+        self.register_buffer("emb_std", torch.ones(dim))
         self.norm = nn.LayerNorm(dim)
         self.pool = AttentionPool(dim, attention_dim)
         self.drop = nn.Dropout(dropout)
         self.hazard = nn.Linear(dim, N_INTERVALS)
 
+    @torch.no_grad()
+    def set_input_stats(self, emb: torch.Tensor) -> None:
+        """Standardise each embedding feature with the mean and sd of ``emb`` (N, K, D)."""
+        flat = emb.reshape(-1, emb.shape[-1]).float()  # (N*K, D)
+        self.emb_mean.copy_(flat.mean(dim=0))
+        self.emb_std.copy_(flat.std(dim=0).clamp_min(1e-6))
+
     def forward(self, emb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, K, D) slice embeddings -> (hazard logits (B, J), attention (B, K))."""
-        pooled, weights = self.pool(self.norm(emb))
+        z = (emb - self.emb_mean.to(emb.dtype)) / self.emb_std.to(emb.dtype)
+        pooled, weights = self.pool(self.norm(z))
         return self.hazard(self.drop(pooled)).float(), weights
 
 
@@ -256,7 +296,7 @@ def build_net(config: NetConfig, *, pretrained: str | Path | None = None,
     """A :class:`SurvivalNet` with deterministic random parts (seeded) and its weight source."""
     torch.manual_seed(seed)
     backbone, source = create_backbone(config.backbone, config.image_size, pretrained=pretrained)
-    return SurvivalNet(SliceEncoder(backbone), config), source
+    return SurvivalNet(SliceEncoder(backbone, config.pooling), config), source
 
 
 class EnsembleNet(nn.Module):

@@ -10,19 +10,16 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import os
-import secrets
-import shutil
-import uuid
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
 from sscmort_core import store as st_store
-from sscmort_core.errors import DataError, InputError, StoreError
+from sscmort_core.errors import DataError, StoreError
 from sscmort_core.labels import HORIZONS_YEARS, label_scans
 from sscmort_core.lungs import LungMask, QCTMetrics, qct_metrics, segment_lungs
 
@@ -191,12 +188,20 @@ def check_demo_target(path: Path) -> None:
                              "replace it. Choose another --store path", path)
 
 
+DEMO_STAGES = ("radiomics", "tabular", "deep", "evaluate")
+
+
 def build_demo(path: str | Path, *, n_patients: int = 600, seed: int = 0,
-               workers: int | None = None, progress: ProgressFn = _no_progress) -> DemoSummary:
+               workers: int | None = None, progress: ProgressFn = _no_progress,
+               stages: Sequence[str] = DEMO_STAGES, models_dir: Path | None = None
+               ) -> DemoSummary:
     """Build the synthetic demo store at ``path`` (replacing an earlier synthetic one).
 
-    Everything is written to a temporary file next to ``path`` and moved into place only when
-    every stage succeeded, so a failure leaves no partial store behind.
+    Always: cohort, volumes, lungs and QCT. Then the optional ``stages`` in order: radiomics
+    extraction, radiomics and QCT models (with SHAP), the quick profile of the three deep
+    backbones, and the evaluation of every model. Everything is written to a temporary file
+    next to ``path`` and moved into place only when every stage succeeded, so a failure leaves
+    no partial store behind.
     """
     import time
 
@@ -221,6 +226,8 @@ def build_demo(path: str | Path, *, n_patients: int = 600, seed: int = 0,
             progress("store", 0, 1)
             _write_demo(store, cohort, measures, seed)
             progress("store", 1, 1)
+            _model_stages(store, stages, workers or default_workers(), seed, models_dir,
+                          progress)
             summary = _demo_summary(store, path, time.perf_counter() - t0)
         _remove_store_files(path)
         os.replace(tmp, path)
@@ -228,6 +235,34 @@ def build_demo(path: str | Path, *, n_patients: int = 600, seed: int = 0,
         _remove_store_files(tmp)
         raise
     return summary
+
+
+def _model_stages(store: st_store.Store, stages: Sequence[str], workers: int, seed: int,
+                  models_dir: Path | None, progress: ProgressFn) -> None:
+    unknown = set(stages) - set(DEMO_STAGES)
+    if unknown:
+        raise ValueError(f"unknown demo stages {sorted(unknown)}; choose from {DEMO_STAGES}")
+    from sscmort_core.registry import default_models_dir
+
+    models_dir = Path(models_dir) if models_dir is not None else default_models_dir()
+    if "radiomics" in stages:
+        from sscmort_core.radiomics import run_radiomics_stage
+
+        run_radiomics_stage(store, workers=workers, progress=progress)
+    if "tabular" in stages:
+        from sscmort_core.tabular import train_tabular
+
+        for kind in (("radiomics", "qct") if "radiomics" in stages else ("qct",)):
+            train_tabular(store, kind, models_dir=models_dir, seed=seed, progress=progress)
+    if "deep" in stages:
+        from sscmort_core.train import train_quick_backbones
+
+        train_quick_backbones(store, models_dir=models_dir, progress=progress, seed=seed,
+                              workers=workers)
+    if "evaluate" in stages:
+        from sscmort_core.evaluate_store import run_evaluation
+
+        run_evaluation(store, seed=seed, progress=progress)
 
 
 def _remove_store_files(path: Path) -> None:

@@ -414,6 +414,14 @@ def extract_stored_scan(job: _Job) -> RadiomicsOutcome:
     return RadiomicsOutcome(scan_id, out.features, out.reason, time.perf_counter() - t0)
 
 
+def _single_threaded_worker() -> None:
+    """Worker initialiser: one thread per worker process (SimpleITK would otherwise start a
+    thread per core in every worker, oversubscribing the cores the pool already fills)."""
+    import SimpleITK as sitk
+
+    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
+
+
 def _map(fn: Callable[[Any], Any], items: list[Any], workers: int) -> Iterator[Any]:
     """``fn`` over ``items`` in order, in ``workers`` processes (in-process for 1)."""
     if workers <= 1 or len(items) <= 1:
@@ -421,7 +429,7 @@ def _map(fn: Callable[[Any], Any], items: list[Any], workers: int) -> Iterator[A
             yield fn(item)
         return
     chunk = max(1, min(8, len(items) // (workers * 8) or 1))
-    with ProcessPoolExecutor(max_workers=workers) as pool:
+    with ProcessPoolExecutor(max_workers=workers, initializer=_single_threaded_worker) as pool:
         yield from pool.map(fn, items, chunksize=chunk)
 
 

@@ -223,10 +223,10 @@ def build_ensemble(card: ModelCard, state: Mapping[str, Any]):
     cfg = card.config
     net = NetConfig(backbone=card.backbone, image_size=int(cfg["image_size"]),
                     n_slices=int(cfg["n_slices"]), attention_dim=int(cfg["attention_dim"]),
-                    dropout=float(cfg["dropout"]))
+                    dropout=float(cfg["dropout"]), pooling=str(cfg.get("pooling", "last")))
     n_folds = int(cfg["folds"])
     n_enc = 1 if cfg.get("shared_encoder") else n_folds
-    encoders = [SliceEncoder(create_backbone(net.backbone, net.image_size)[0])
+    encoders = [SliceEncoder(create_backbone(net.backbone, net.image_size)[0], net.pooling)
                 for _ in range(n_enc)]
     heads = [SliceHead(encoders[0].dim, net.attention_dim, net.dropout) for _ in range(n_folds)]
     model = EnsembleNet(encoders, heads)

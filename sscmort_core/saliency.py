@@ -1,8 +1,10 @@
 """Grad-CAM saliency of a deep model on the slices its attention weighted most.
 
-For fold model f and horizon j, with last feature maps A (K, C, h, w) of the K input slices:
+For fold model f and horizon j, with feature maps A (K, C, h, w) of the K input slices:
 weights w_kc = mean over (h, w) of d risk_j / d A_kc; map_k = ReLU(sum_c w_kc A_kc)
-(Selvaraju et al., 2017). Maps and attention weights are averaged over the fold models; the
+(Selvaraju et al., 2017). An encoder that pools every stage (quick profile, 'multiscale')
+gets one map per stage, each scaled to a maximum of 1 and then averaged (a multi-layer fusion
+in the spirit of LayerCAM). Maps and attention weights are averaged over the fold models; the
 ``top`` slices by attention are kept, upsampled to the S x S input and scaled by one common
 maximum (so a faint slice stays faint). Stored as a small compressed array per
 (model, scan, horizon) in the store's explanation_arrays table.
@@ -66,28 +68,27 @@ def grad_cam(net: EnsembleNet, x: torch.Tensor, *, horizon_index: int, top: int 
              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(positions (T,), heatmaps (T, S, S) in [0, 1], attention (K,)) for one scan.
 
-    x: (1, K, 3, S, S) float in [0, 1]. Gradients flow only to the feature maps; the model's
-    weights are not changed.
+    x: (1, K, 3, S, S) float in [0, 1]. Grad-CAM needs d risk / d feature maps only, so the
+    backbone runs without a graph (once when the folds share it) and gradients stop at its
+    feature maps; the model's weights are not touched.
     """
     net.eval()
     k, s = x.shape[1], x.shape[-1]
     flat = x.reshape(k, *x.shape[2:])  # (K, 3, S, S)
-    cams, atts = [], []
-    with torch.enable_grad():
-        for f in range(len(net.heads)):
-            encoder, head = net.fold_net(f)
-            fmap = encoder.feature_maps(flat)  # (K, C, h, w)
-            if not fmap.requires_grad:
-                fmap = fmap.detach().requires_grad_(True)
-            emb = fmap.mean(dim=(2, 3)).reshape(1, k, -1)  # (1, K, D)
-            logits, att = head(emb)
+    cams, atts, maps = [], [], None
+    for f in range(len(net.heads)):
+        encoder, head = net.fold_net(f)
+        if maps is None or not net.shared_encoder:
+            with torch.no_grad():
+                maps = [m.float() for m in encoder.stage_maps(flat)]  # [(K, C_i, h_i, w_i)]
+        leaves = [m.detach().requires_grad_(True) for m in maps]
+        with torch.enable_grad():
+            emb = torch.cat([m.mean(dim=(2, 3)) for m in leaves], dim=1)  # (K, D)
+            logits, att = head(emb.reshape(1, k, -1))  # (1, K, D) in
             risk = cumulative_risk(logits)[0, horizon_index]
-            (grads,) = torch.autograd.grad(risk, fmap)  # (K, C, h, w)
-            weights = grads.mean(dim=(2, 3), keepdim=True)  # (K, C, 1, 1)
-            cam = F.relu((weights * fmap).sum(dim=1, keepdim=True))  # (K, 1, h, w)
-            cam = F.interpolate(cam.float(), size=(s, s), mode="bilinear", align_corners=False)
-            cams.append(cam[:, 0].detach())  # (K, S, S)
-            atts.append(att[0].detach().float())  # (K,)
+            grads = torch.autograd.grad(risk, leaves)  # [(K, C_i, h_i, w_i)]
+        cams.append(_fused_cam(leaves, grads, s))  # (K, S, S)
+        atts.append(att[0].detach().float())  # (K,)
     cam = torch.stack(cams).mean(dim=0).cpu().numpy()  # (K, S, S)
     attention = torch.stack(atts).mean(dim=0).cpu().numpy()  # (K,)
     positions = np.argsort(-attention, kind="stable")[:max(1, min(top, k))]
@@ -95,6 +96,20 @@ def grad_cam(net: EnsembleNet, x: torch.Tensor, *, horizon_index: int, top: int 
     peak = float(chosen.max())
     heat = chosen / peak if peak > 0 else np.zeros_like(chosen)
     return positions, heat.astype(np.float32), attention.astype(np.float32)
+
+
+def _fused_cam(maps: list[torch.Tensor], grads: tuple[torch.Tensor, ...],
+               size: int) -> torch.Tensor:
+    """Grad-CAM of each pooled stage, upsampled to S x S, each scaled to a maximum of 1 over
+    the K slices, then averaged over stages (one stage: plain Grad-CAM). -> (K, S, S)."""
+    fused = []
+    for fmap, grad in zip(maps, grads):
+        weights = grad.mean(dim=(2, 3), keepdim=True)  # (K, C, 1, 1)
+        cam = F.relu((weights * fmap.detach()).sum(dim=1, keepdim=True))  # (K, 1, h, w)
+        cam = F.interpolate(cam, size=(size, size), mode="bilinear", align_corners=False)
+        peak = cam.max()
+        fused.append(cam[:, 0] / peak if peak > 0 else cam[:, 0])  # (K, S, S)
+    return torch.stack(fused).mean(dim=0)
 
 
 def saliency_for_volume(hu: np.ndarray, lung_mask: np.ndarray, *, model_id: str,
@@ -199,3 +214,13 @@ def heatmap_on_slice(sal: Saliency, i: int, shape_yx: tuple[int, int]) -> np.nda
     u = (yy - cy + side / 2.0) / (side / size) - 0.5  # heatmap row of each voxel
     v = (xx - cx + side / 2.0) / (side / size) - 0.5
     return ndimage.map_coordinates(heat, [u, v], order=1, mode="constant", cval=0.0)
+
+
+def colorbar_rgb(width: int = 256, height: int = 14) -> np.ndarray:
+    """(height, width, 3) uint8 legend strip: the overlay's colours from 0 (left) to 1 (right)
+    blended over mid-grey exactly as :func:`overlay_rgb` blends them."""
+    from sscmort_core.render import render_slice
+
+    ramp = np.tile(np.linspace(0.0, 1.0, width, dtype=np.float32), (height, 1))  # (h, w)
+    grey = np.full((height, width), -600.0, dtype=np.float32)  # lung-window mid-grey (HU)
+    return render_slice(grey, heatmap=ramp)

@@ -4,9 +4,11 @@ Every scan gets an out-of-fold prediction (split 'oof'); the k fold models toget
 registered model (an ensemble for new scans). Two profiles (:data:`PROFILES`):
 
 * **quick** ("quick: frozen backbone"): 64 px, 8 slices. The backbone is frozen, so each slice
-  is embedded once per scan; attention pooling and the hazard head are trained on those
-  embeddings. Trains resnet18, densenet121 and swin_tiny on the 2,125-scan demo cohort on a
-  2-core CPU in minutes. End-to-end fine-tuning does not fit that budget.
+  is embedded once per scan (global averages of every stage's feature maps, "multiscale":
+  a frozen random-init backbone keeps intensity statistics in its early stages and loses them
+  by the last); attention pooling and the hazard head are trained on those embeddings. Trains
+  resnet18, densenet121 and swin_tiny on the ~2,100-scan demo cohort on a 2-core CPU in
+  minutes. End-to-end fine-tuning does not fit that budget.
 * **full** ("full: fine-tuned end to end"): 224 px, 16 slices, 5 folds, AdamW with warm-up and
   cosine decay, augmentation, early stopping on a patient-grouped validation split of the
   training folds, bf16 autocast and channels_last on CUDA. The paper-scale run, for a GPU.
@@ -80,6 +82,7 @@ class TrainConfig:
     val_fraction: float = 0.15  # of the training folds' patients, for early stopping
     attention_dim: int = 128
     dropout: float = 0.1
+    pooling: str = "last"  # slice embedding: last stage, or every stage ("multiscale")
     warmup_epochs: int = 1
     backbone_lr_scale: float = 0.1  # fine-tuning: backbone lr = lr * this
     embed_batch: int = 256  # slices per forward pass when embedding or predicting
@@ -87,9 +90,11 @@ class TrainConfig:
 
 
 PROFILES: dict[str, TrainConfig] = {
-    "quick": TrainConfig(profile="quick", image_size=64, n_slices=8, epochs=40, batch_size=64,
-                         lr=2e-3, weight_decay=1e-2, frozen_backbone=True, patience=8,
-                         augment=False, dropout=0.2, warmup_epochs=2),
+    # quick: head-only training on frozen multiscale embeddings overfits within a few epochs;
+    # lr / weight decay / dropout chosen on the demo cohort's resnet18 OOF AUC (BENCHMARKS.md)
+    "quick": TrainConfig(profile="quick", image_size=64, n_slices=8, epochs=30, batch_size=64,
+                         lr=5e-4, weight_decay=0.1, frozen_backbone=True, patience=8,
+                         augment=False, dropout=0.5, warmup_epochs=2, pooling="multiscale"),
     "full": TrainConfig(profile="full", image_size=224, n_slices=16, epochs=40, batch_size=4,
                         lr=3e-4, weight_decay=0.05, frozen_backbone=False, patience=6,
                         augment=True, dropout=0.2, warmup_epochs=2, embed_batch=64),
@@ -152,7 +157,8 @@ def train_backbone(store: st_store.Store, backbone: str, *, profile: str = "quic
     dev = select_device(device)
     _seed_everything(seed, dev.name)
     cohort = _cohort(store, cfg, folds, seed, workers, progress, cache_dir)
-    net_cfg = NetConfig(backbone, cfg.image_size, cfg.n_slices, cfg.attention_dim, cfg.dropout)
+    net_cfg = NetConfig(backbone, cfg.image_size, cfg.n_slices, cfg.attention_dim, cfg.dropout,
+                        cfg.pooling)
     net, source = build_net(net_cfg, pretrained=pretrained, seed=seed)
     run_dir = models_dir / ".runs" / _run_key(backbone, cfg, seed, folds, cohort.data_hash,
                                               source.describe())
@@ -334,8 +340,9 @@ def _run_fold(ctx: RunContext, cohort: _Cohort, fold: int, *, emb: np.ndarray | 
     train_idx, val_idx = trainval[~val_mask], trainval[val_mask]
     torch.manual_seed(ctx.seed * 1009 + fold)
     if emb is not None:
-        module: torch.nn.Module = SliceHead(emb.shape[-1], ctx.cfg.attention_dim,
-                                            ctx.cfg.dropout)
+        head = SliceHead(emb.shape[-1], ctx.cfg.attention_dim, ctx.cfg.dropout)
+        head.set_input_stats(torch.from_numpy(emb[train_idx]))  # training folds only
+        module: torch.nn.Module = head
         batches = EmbeddingBatches(emb)
     else:
         module = _fresh_copy(net_template)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import statistics
 import tempfile
 import time
@@ -74,6 +75,12 @@ def bench_synthetic(n: int, seed: int = 0) -> dict:
             "per_scan_total_s": statistics.mean(total)}
 
 
+def _cpu_seconds() -> float:
+    """User + system CPU time of this process and its finished children (worker pools)."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
 def bench_scaling(n_patients: int) -> dict:
     from sscmort_core import store as st
     from sscmort_core.pipeline import build_demo
@@ -87,9 +94,14 @@ def bench_scaling(n_patients: int) -> dict:
             for workers in (1, 2):
                 with s.transaction() as cur:
                     cur.execute("DELETE FROM radiomics_features")
+                load0, cpu0 = os.getloadavg()[0], _cpu_seconds()
                 r = run_radiomics_stage(s, workers=workers)
-                out[f"workers_{workers}"] = {"scans": r.n_extracted, "seconds": r.seconds,
-                                             "per_scan_s": r.seconds / max(1, r.n_extracted)}
+                cpu = _cpu_seconds() - cpu0
+                out[f"workers_{workers}"] = {
+                    "scans": r.n_extracted, "seconds": r.seconds,
+                    "per_scan_s": r.seconds / max(1, r.n_extracted),
+                    "cpu_s_per_scan": cpu / max(1, r.n_extracted),
+                    "load_avg_1min": [load0, os.getloadavg()[0]]}
     out["speedup"] = out["workers_1"]["seconds"] / out["workers_2"]["seconds"]
     return out
 

@@ -15,11 +15,13 @@ ARTIFACTS = REPO / "test-artifacts"
 
 @pytest.fixture(scope="session")
 def tiny_store_template(tmp_path_factory) -> Path:
-    """A 12-patient synthetic demo store, built once per session (seed 3, one worker)."""
+    """A 12-patient synthetic demo store, built once per session (seed 3, one worker): cohort,
+    volumes, lungs and QCT, plus the oracle reference model. Tests that need radiomics or
+    trained models run those stages on their own copy (they cost tens of seconds)."""
     from sscmort_core.pipeline import build_demo
 
     path = tmp_path_factory.mktemp("store") / "tiny.duckdb"
-    build_demo(path, n_patients=12, seed=3, workers=1)
+    build_demo(path, n_patients=12, seed=3, workers=1, stages=())
     return path
 
 
@@ -45,4 +47,8 @@ def artifacts_dir() -> Path:
 
 
 def pytest_configure(config):
+    """No test may download anything or write into the repository's models/ folder."""
+    import tempfile
+
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ["SSCMORT_MODELS"] = tempfile.mkdtemp(prefix="sscmort-test-models-")

@@ -51,14 +51,20 @@ def phi_series(tmp_path_factory):
 def test_demo_json_summary(tmp_path, capsys):
     path = tmp_path / "d.duckdb"
     code, out, _ = _run(capsys, "demo", "--patients", "4", "--seed", "2", "--workers", "1",
-                        "--store", str(path), "--json", "--quiet")
+                        "--store", str(path), "--json", "--quiet",
+                        "--skip", "tabular", "deep", "evaluate")
     assert code == 0
     s = json.loads(out)
     assert s["patients"] == 4 and s["synthetic"] is True and s["scans"] >= 4
     assert set(s["positives"]) == set(s["censored"]) == {"1", "3", "5"}
     assert s["positives"]["1"] <= s["positives"]["3"] <= s["positives"]["5"]
     with st.open_store(path, read_only=True) as store:
-        assert st.table_counts(store)["qct"] == s["scans"]
+        counts = st.table_counts(store)
+        assert counts["qct"] == s["scans"]
+        n_feat = store.con.execute(
+            "SELECT count(DISTINCT scan_id) FROM radiomics_features").fetchone()[0]
+        assert n_feat == s["scans"]  # the radiomics stage ran; the skipped ones did not
+        assert counts["models"] == 1  # only the oracle reference
     assert not list(tmp_path.glob(".*building*"))
 
 

@@ -1,6 +1,7 @@
 """Inference: device choice, batched vs naive, ensemble, warm cache, CLI predict, saliency.
 
-A tiny registered model (timm's test_resnet at 64 px, K = 3, two fold heads, random weights)
+A tiny registered model (timm's test_resnet at 64 px, K = 3, multiscale pooling as in the quick
+profile, two fold heads, random weights)
 and a tiny synthetic scan from the session's tiny store; no training needed.
 """
 
@@ -28,7 +29,8 @@ from sscmort_core.infer import (
 from sscmort_core.nets import EnsembleNet, NetConfig, SliceHead, build_net
 
 torch.set_num_threads(2)
-CFG = NetConfig("test_resnet", image_size=64, n_slices=3, attention_dim=8, dropout=0.0)
+CFG = NetConfig("test_resnet", image_size=64, n_slices=3, attention_dim=8, dropout=0.0,
+                pooling="multiscale")
 
 
 def _save_tiny(models_dir, seed):
@@ -39,7 +41,7 @@ def _save_tiny(models_dir, seed):
         models_dir, ens.state_dict(), backbone=CFG.backbone, profile="quick: frozen backbone",
         config={"image_size": CFG.image_size, "n_slices": CFG.n_slices,
                 "attention_dim": CFG.attention_dim, "dropout": CFG.dropout, "folds": 2,
-                "shared_encoder": True},
+                "shared_encoder": True, "pooling": CFG.pooling},
         data_hash="0" * 64, pretrained="random init", oof_auc={"1": None, "3": None, "5": None},
         n_scans=0, n_patients=0, synthetic=True)
 

@@ -86,6 +86,32 @@ def test_backbones_give_channel_first_maps(backbone):
     assert source.describe() == "random init"
 
 
+def test_multiscale_pooling_concatenates_every_stage():
+    model, _ = create_backbone("resnet18", 32)
+    enc = SliceEncoder(model, "multiscale").eval()
+    assert enc.dim == 64 + 64 + 128 + 256 + 512  # resnet18's stage widths
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        maps = enc.stage_maps(x)
+        emb = enc(x)
+    assert [m.shape[1] for m in maps] == [64, 64, 128, 256, 512]
+    assert emb.shape == (2, enc.dim)
+    # the last 512 features are the 'last' pooling's embedding
+    assert torch.allclose(emb[:, -512:], SliceEncoder(model, "last").eval()(x), atol=1e-5)
+    with pytest.raises(ModelError, match="unknown pooling"):
+        SliceEncoder(model, "max")
+
+
+def test_head_standardises_its_inputs():
+    head = SliceHead(4, 8, 0.0).eval()
+    emb = torch.randn(10, 3, 4) * torch.tensor([1.0, 10.0, 100.0, 1000.0]) + 5.0
+    head.set_input_stats(emb)
+    z = (emb - head.emb_mean) / head.emb_std
+    assert torch.allclose(z.reshape(-1, 4).mean(0), torch.zeros(4), atol=1e-4)
+    assert torch.allclose(z.reshape(-1, 4).std(0), torch.ones(4), atol=1e-4)
+    assert "emb_mean" in head.state_dict()  # saved with the model, used at inference
+
+
 def test_unknown_backbone_is_a_model_error():
     with pytest.raises(ModelError, match="no backbone"):
         create_backbone("not_a_real_net", 32)

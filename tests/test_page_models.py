@@ -51,7 +51,7 @@ def test_empty_registry(tiny_store, tmp_path, monkeypatch):
     assert any(RESEARCH_NOTICE in w.value for w in at.warning)
     assert any("No deep model is registered yet" in i.value for i in at.info)
     assert at.selectbox[0].options == ["resnet18", "densenet121",
-                                       "swin_tiny_patch4_window7_224"]
+                                       "swin_tiny_patch4_window7_224"]  # no deep model yet
 
 
 def test_model_card_and_weights_check(registered, monkeypatch):
@@ -73,6 +73,16 @@ def test_model_card_and_weights_check(registered, monkeypatch):
     assert any("does not match the model card" in e.value for e in at.error)
 
 
+def test_saliency_preview(registered, monkeypatch):
+    store_path, models_dir, card = registered
+    at = _run(store_path, models_dir, monkeypatch)
+    assert at.selectbox[0].value == card.model_id
+    next(b for b in at.button if b.label == "Show saliency").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert len(at.get("imgs")) >= 2  # overlays and the colour legend
+    assert any("not a causal explanation" in c.value for c in at.caption)
+
+
 def test_start_training_job_runs_in_the_app(tiny_store, tmp_path, monkeypatch):
     import sscmort_core.train as train_mod
     from sscmort_core import jobs
@@ -87,7 +97,7 @@ def test_start_training_job_runs_in_the_app(tiny_store, tmp_path, monkeypatch):
     monkeypatch.setattr(train_mod, "train_backbone", fake_train)
     at = _run(tiny_store, tmp_path, monkeypatch)
     at.selectbox[0].set_value("resnet18")
-    at.button[0].click().run()  # the form's submit button
+    next(b for b in at.button if b.label == "Start training").click().run()
     assert not at.exception, [e.value for e in at.exception]
     assert any("Started job" in s.value for s in at.success)
     deadline = time.monotonic() + 30

@@ -242,3 +242,23 @@ def test_cli_train_qct_is_idempotent(trained, tmp_path, capsys):
     bad, _ = _cli(["train", "--kind", "qct", "--store", str(path), "--folds", "50"])
     with pytest.raises(DataError, match="cannot fill 50"):
         commands["train"](bad)
+
+
+def test_auc_columns_matches_sklearn():
+    """The vectorised rank AUC of the feature browser against roc_auc_score (with ties and a
+    NaN, which leaves that row out of its column only)."""
+    from sklearn.metrics import roc_auc_score
+
+    from sscmort_core.explain_tabular import auc_columns
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(250, 4))
+    x[:, 1] = np.round(x[:, 1])  # heavy ties
+    x[7, 2] = np.nan
+    y = rng.random(250) < 0.3
+    got = auc_columns(x, y)
+    ok = np.isfinite(x[:, 2])
+    want = [roc_auc_score(y, x[:, 0]), roc_auc_score(y, x[:, 1]),
+            roc_auc_score(y[ok], x[ok, 2]), roc_auc_score(y, x[:, 3])]
+    np.testing.assert_allclose(got, want, rtol=1e-12)
+    assert np.isnan(auc_columns(x, np.zeros(250))).all()  # one class: undefined

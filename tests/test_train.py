@@ -163,3 +163,16 @@ def test_cli_train_deep_with_bce(tiny_store, tmp_path, inputs_cache, monkeypatch
     (m,) = summary["models"]
     assert m["pretrained"] == "random init" and m["device"] == "cpu"
     assert read_card(tmp_path / "m", m["model_id"]).config["loss"] == "bce"
+
+
+@pytest.mark.gpu
+def test_full_profile_on_cuda_bf16(tiny_store, tmp_path, inputs_cache):
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU: torch.cuda.is_available() is False on this machine")
+    with st_store.open_store(tiny_store) as s:
+        model_id = train_backbone(s, "test_resnet", profile="full", models_dir=tmp_path, folds=2,
+                                  workers=1, device="cuda", cache_dir=inputs_cache,
+                                  config_overrides={**TINY, "epochs": 1})
+    card = read_card(tmp_path, model_id)
+    assert card.config["device"] == "cuda"
+    assert all(v is None or 0.0 <= v <= 1.0 for v in card.oof_auc.values())
