@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import streamlit as st
 
-from pages._shared import get_store, show_error
+from pages._shared import page_setup, show_error
 from sscmort_core import charts_radiomics as charts
 from sscmort_core import explain_tabular as ex
 from sscmort_core import store as st_store
 from sscmort_core.errors import SscmortError
 from sscmort_core.labels import HORIZONS_YEARS
 
-store = get_store()
-st.title("Radiomics & SHAP")
+store = page_setup("Radiomics & SHAP")
 param_sets = st_store.radiomics_param_sets(store)
 models = ex.tabular_models(store)
 browse, summary, single = st.tabs(["Feature browser", "SHAP summary", "Scan explanation"])

@@ -15,11 +15,9 @@ matches the registry, and ``<model_id>.json``, the model card) and rows in the `
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import json
 import os
-import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -200,17 +198,29 @@ def _fit_estimator(z: np.ndarray, y: np.ndarray, groups: np.ndarray, algorithm: 
     if algorithm != "logistic":
         raise ValueError(f"unknown algorithm {algorithm!r}")
     splits = _inner_splits(y, groups, seed)
+    cv_kw, lr_kw = _l2_keywords()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         if splits is None:
             c = 0.1
         else:
             cv = LogisticRegressionCV(Cs=list(LOGISTIC_CS), cv=splits, scoring="neg_log_loss",
-                                      l1_ratios=(0.0,), max_iter=2000,
-                                      use_legacy_attributes=False).fit(z, y)
+                                      max_iter=2000, **cv_kw).fit(z, y)
             c = float(np.ravel(cv.C_)[0])
-        est = LogisticRegression(C=c, l1_ratio=0.0, max_iter=2000).fit(z, y)
+        est = LogisticRegression(C=c, max_iter=2000, **lr_kw).fit(z, y)
     return est, {"C": c}
+
+
+def _l2_keywords() -> tuple[dict[str, Any], dict[str, Any]]:
+    """Keywords for a pure L2 penalty in this scikit-learn: 1.8+ deprecates ``penalty`` for
+    ``l1_ratio(s)=0``; older versions are L2 by default (and warn about l1_ratio)."""
+    import inspect
+
+    from sklearn.linear_model import LogisticRegressionCV
+
+    if "use_legacy_attributes" in inspect.signature(LogisticRegressionCV).parameters:
+        return {"l1_ratios": (0.0,), "use_legacy_attributes": False}, {"l1_ratio": 0.0}
+    return {}, {}
 
 
 def fit_horizon(x: np.ndarray, y: np.ndarray, groups: np.ndarray, algorithm: str,
@@ -396,66 +406,8 @@ def predict_for_volume(store: st.Store, hu: np.ndarray, lung_mask: np.ndarray,
 
 
 # ---------------------------------------------------------------------------------------------
-# training
+# training (the cross-validation and registration live in sscmort_core.tabular_train)
 # ---------------------------------------------------------------------------------------------
-def data_hash(fm: FeatureMatrix, labels: Mapping[int, HorizonLabels]) -> str:
-    """sha256 (16 hex) of the scans, features, values and labels a model is trained on."""
-    h = hashlib.sha256()
-    h.update("\n".join(fm.scan_ids).encode())
-    h.update("\n".join(fm.feature_names).encode())
-    h.update(np.nan_to_num(fm.X, nan=-1.2345e300).astype("<f8").tobytes())
-    for hy in sorted(labels):
-        h.update(labels[hy].positive.astype(np.uint8).tobytes())
-        h.update(labels[hy].known.astype(np.uint8).tobytes())
-    return h.hexdigest()[:16]
-
-
-@dataclass(frozen=True)
-class _Trained:
-    model: TabularModel
-    oof_raw: np.ndarray  # (n, 3)
-    folds: np.ndarray  # (n,)
-    oof_auc: tuple[float | None, ...]
-
-
-def _auc(y: np.ndarray, score: np.ndarray) -> float | None:
-    from sklearn.metrics import roc_auc_score
-
-    if len(np.unique(y)) < 2:
-        return None
-    return float(roc_auc_score(y, score))
-
-
-def cv_splits(fold_of: np.ndarray, known: np.ndarray
-              ) -> list[tuple[int, np.ndarray, np.ndarray]]:
-    """(fold, train rows, test rows) for one horizon: train on the labelled (uncensored) scans
-    of the other folds, predict every scan of this fold (censored ones too: they get an
-    out-of-fold risk, they are only excluded from fitting and from binary metrics)."""
-    out = []
-    for f in range(int(fold_of.max()) + 1):
-        out.append((f, np.flatnonzero((fold_of != f) & known), np.flatnonzero(fold_of == f)))
-    return out
-
-
-def _cross_validate(fm: FeatureMatrix, labels: Mapping[int, HorizonLabels], fold_of: np.ndarray,
-                    algorithm: str, seed: int, tick: Callable[[], None]
-                    ) -> tuple[np.ndarray, tuple[HorizonModel, ...]]:
-    """(n, 3) OOF risks of every scan, and the final per-horizon models."""
-    oof = np.full((len(fm.scan_ids), len(HORIZONS_YEARS)), np.nan)
-    finals = []
-    for j, h in enumerate(HORIZONS_YEARS):
-        lab = labels[h]
-        for _, train, test in cv_splits(fold_of, lab.known):
-            m = fit_horizon(fm.X[train], lab.positive[train], fm.patient_ids[train], algorithm,
-                            h, seed)
-            oof[test, j] = m.risk(fm.X[test])
-            tick()
-        finals.append(fit_horizon(fm.X[lab.known], lab.positive[lab.known],
-                                  fm.patient_ids[lab.known], algorithm, h, seed))
-        tick()
-    return oof, tuple(finals)
-
-
 def train_tabular(store: st.Store, kind: str, *, models_dir: Path = DEFAULT_MODELS_DIR,
                   seed: int = 0, folds: int = 5, progress: ProgressFn = _no_progress,
                   param_hash: str | None = None) -> list[str]:
@@ -472,128 +424,8 @@ def train_tabular(store: st.Store, kind: str, *, models_dir: Path = DEFAULT_MODE
 
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    from sscmort_core.tabular_train import train
+
     with threadpool_limits(limits=1):
-        return _train(store, kind, models_dir=Path(models_dir), seed=seed, folds=folds,
-                      progress=progress, param_hash=param_hash)
-
-
-def _train(store: st.Store, kind: str, *, models_dir: Path, seed: int, folds: int,
-           progress: ProgressFn, param_hash: str | None) -> list[str]:
-    from sscmort_core.explain_tabular import shap_values
-    from sscmort_core.folds import grouped_folds
-
-    fm = feature_matrix(store, kind, param_hash=param_hash)
-    labels = horizon_labels(store, fm.scan_ids)
-    n_patients = len(np.unique(fm.patient_ids))
-    if n_patients < folds:
-        raise DataError(f"{n_patients} patients with {kind} features cannot fill {folds} "
-                        "cross-validation folds", store.path)
-    five = labels[HORIZONS_YEARS[-1]]
-    fold_of = grouped_folds(fm.patient_ids, folds, seed, stratify=five.positive & five.known)
-    dhash = data_hash(fm, labels)
-    params_text, pyr_version = _radiomics_provenance(store, fm)
-    algorithms = ALGORITHMS[kind]
-    per_algo = len(HORIZONS_YEARS) * (folds + 1) + 1
-    total, done = per_algo * len(algorithms), 0
-    stage = f"train {kind}"
-    progress(stage, 0, total)
-    ids = []
-    for algorithm in algorithms:
-        t1 = time.perf_counter()
-
-        def tick() -> None:
-            nonlocal done
-            done += 1
-            progress(stage, done, total)
-
-        oof, finals = _cross_validate(fm, labels, fold_of, algorithm, seed, tick)
-        config = {"algorithm": algorithm, "version": TABULAR_VERSION, "folds": folds,
-                  "seed": seed, "features": list(fm.feature_names), "param_hash": fm.param_hash,
-                  "gbm_params": dict(GBM_PARAMS) if algorithm == "gbm" else None,
-                  "logistic_cs": list(LOGISTIC_CS) if algorithm == "logistic" else None}
-        short = hashlib.sha256((json.dumps(config, sort_keys=True) + dhash).encode()).hexdigest()
-        model = TabularModel(model_id=f"{kind}-{algorithm}-v{TABULAR_VERSION}-{short[:8]}",
-                             kind=kind, algorithm=algorithm, label=model_label(kind, algorithm),
-                             feature_names=fm.feature_names, horizons=finals,
-                             param_hash=fm.param_hash, radiomics_params_text=params_text)
-        shap = shap_values(model, fm.X)
-        tick()
-        ids.append(_register(store, model, fm, labels, fold_of, oof, shap, config, dhash,
-                             pyr_version, models_dir, time.perf_counter() - t1))
-    progress(stage, total, total)
-    return ids
-
-
-def _radiomics_provenance(store: st.Store, fm: FeatureMatrix) -> tuple[str | None, str | None]:
-    if fm.kind != "radiomics":
-        return None, None
-    from sscmort_core.radiomics import load_params
-
-    params = load_params()
-    if params.param_hash != fm.param_hash:
-        raise DataError(f"radiomics features with parameter hash {fm.param_hash} were made with "
-                        "a parameter file that is no longer the repo's; models trained on them "
-                        "could not extract features for new scans", store.path)
-    sets = st.radiomics_param_sets(store)
-    version = sets.loc[sets["param_hash"] == fm.param_hash, "pyradiomics_version"]
-    return params.text, (str(version.iloc[0]) if len(version) else None)
-
-
-def _register(store: st.Store, model: TabularModel, fm: FeatureMatrix,
-              labels: Mapping[int, HorizonLabels], fold_of: np.ndarray, oof_raw: np.ndarray,
-              shap: Any, config: dict[str, Any], dhash: str, pyr_version: str | None,
-              models_dir: Path, seconds: float) -> str:
-    oof, adjusted = monotone(oof_raw)
-    horizons = []
-    for j, h in enumerate(HORIZONS_YEARS):
-        lab, hm = labels[h], model.horizons[j]
-        horizons.append({
-            "horizon_years": h, "n_scans_labelled": int(lab.known.sum()),
-            "n_positive": lab.n_positive, "n_censored_excluded": lab.n_censored,
-            "oof_auc": _auc(lab.y, oof[lab.known, j]), "final_model": hm.describe()})
-    synthetic = st.is_synthetic(store)
-    card = {
-        "model_id": model.model_id, "label": model.label, "kind": model.kind,
-        "algorithm": model.algorithm, "version": TABULAR_VERSION,
-        "created": dt.datetime.now().isoformat(timespec="seconds"),
-        "research_use_only": True, "synthetic": synthetic,
-        "features": list(model.feature_names), "n_features": len(model.feature_names),
-        "dropped_features": list(fm.dropped_features),
-        "param_hash": model.param_hash, "pyradiomics_version": pyr_version,
-        "data_hash": dhash, "n_scans": len(fm.scan_ids),
-        "n_patients": int(len(np.unique(fm.patient_ids))),
-        "scans_without_features": fm.n_scans_without,
-        "cv": {"folds": config["folds"], "seed": config["seed"], "grouped_by": "patient",
-               "stratified_by": "death within 5 years",
-               "censored": "excluded per horizon (label rule)"},
-        "horizons": horizons,
-        "monotone": {"rule": "running maximum of the 1-, 3-, 5-year risks of a scan",
-                     "oof_scans_adjusted": int(adjusted.sum()),
-                     "oof_max_adjustment": float(np.max(oof - oof_raw)) if len(oof) else 0.0},
-        "shap": {"explainer": shap.explainer, "output": "log-odds of the unadjusted model",
-                 "max_additivity_error": shap.max_additivity_error},
-        "training_seconds": round(seconds, 1)}
-    path, sha = save_model(model, card, models_dir)
-    card = {**card, "weights_file": path.name, "weights_sha256": sha}
-    preds = _prediction_rows(model.model_id, fm.scan_ids, oof, fold_of)
-    expl = shap.rows(model.model_id, fm.scan_ids, fm.feature_names, fm.X)
-    with store.transaction() as cur:
-        st.delete_model_outputs(cur, model.model_id)
-        st.upsert_model(cur, model_id=model.model_id, kind=model.kind, backbone=None,
-                        version=TABULAR_VERSION, config={**config, "label": model.label,
-                                                         "radiomics_params": model.radiomics_params_text},
-                        data_hash=dhash, weights_path=str(path), weights_sha256=sha, card=card,
-                        synthetic=synthetic)
-        st.insert_frame(cur, "predictions", preds)
-        st.insert_frame(cur, "explanations", expl)
-    return model.model_id
-
-
-def _prediction_rows(model_id: str, scan_ids: Sequence[str], risks: np.ndarray,
-                     fold_of: np.ndarray) -> pd.DataFrame:
-    n, k = risks.shape
-    return pd.DataFrame({
-        "model_id": model_id, "scan_id": np.repeat(np.asarray(scan_ids, dtype=object), k),
-        "horizon_years": np.tile(np.asarray(HORIZONS_YEARS), n),
-        "risk": risks.reshape(-1),  # (n * 3,) scan-major
-        "fold": np.repeat(fold_of, k), "split": "oof"})
+        return train(store, kind, models_dir=Path(models_dir), seed=seed, folds=folds,
+                     progress=progress, param_hash=param_hash)

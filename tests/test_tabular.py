@@ -20,6 +20,7 @@ from sscmort_core.explain_tabular import shap_values
 from sscmort_core.folds import grouped_folds
 from sscmort_core.labels import HORIZONS_YEARS, label_scans
 from sscmort_core.predictions import RiskPrediction
+from sscmort_core.tabular_train import cv_splits
 
 FAKE_FEATURES = ("original_firstorder_Mean", "original_firstorder_Median",
                  "original_firstorder_Skewness", "original_firstorder_Kurtosis",
@@ -86,7 +87,7 @@ def test_grouped_cv_never_shares_a_patient():
     for h in HORIZONS_YEARS:
         lab = label_scans(scans["scan_date"], scans["death_date"], scans["last_followup_date"], h)
         seen_test = []
-        for _, train, test in tab.cv_splits(fold_of, lab.known):
+        for _, train, test in cv_splits(fold_of, lab.known):
             assert not set(pid[train]) & set(pid[test])
             assert lab.known[train].all()  # censored scans never fit a model
             seen_test.append(test)
