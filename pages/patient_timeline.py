@@ -5,7 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from pages._shared import load_volume_with_lungs, page_setup, store_path
-from sscmort_core import charts, render
+from sscmort_core import charts, charts_radiomics, explain_tabular, render
 from sscmort_core import store as st_store
 from sscmort_core.errors import SscmortError
 
@@ -49,6 +49,26 @@ if scans["ild_extent_pct"].notna().any():
     right.altair_chart(charts.trend_chart(
         scans, "scan_date", {"lung_volume_ml": "Lung volume (mL)"},
         "Quantitative CT: lung volume", "mL"), width="stretch")
+
+risk = explain_tabular.risk_lines_frame(store, pid)
+if not risk.empty:
+    st.subheader("Predicted risk over the patient's scans")
+    models = sorted(risk["model"].unique())
+    default = [m for m in models if m.startswith("Oracle")] + \
+        [m for m in models if not m.startswith("Oracle")][:2]
+    shown = st.multiselect("Models", models, default=default)
+    if shown:
+        st.altair_chart(charts_radiomics.risk_lines_chart(risk[risk["model"].isin(shown)]),
+                        width="stretch")
+    st.caption("Out-of-fold predictions: each scan's risk comes from a model that never saw "
+               "this patient. The oracle line is the synthetic generator's true risk.")
+
+table = scans[["scan_id", "scan_date", "kernel", "ild_extent_pct", "lung_volume_ml"]].copy()
+table.insert(0, "explanation", [explain_tabular.explanation_link(s) for s in table["scan_id"]])
+st.dataframe(table, hide_index=True, width="stretch", column_config={
+    "explanation": st.column_config.LinkColumn("Explanation", display_text="SHAP"),
+    "ild_extent_pct": st.column_config.NumberColumn("ILD extent %", format="%.1f"),
+    "lung_volume_ml": st.column_config.NumberColumn("Lung volume (mL)", format="%.0f")})
 
 st.subheader("Slice viewer")
 labels = {f"{r.scan_date}  ({r.scan_id}, {r.kernel or 'kernel ?'})": r.scan_id

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import datetime as dt
 
+import pandas as pd
 import streamlit as st
 
 from pages._shared import page_setup, show_error
 from sscmort_core import charts, render
 from sscmort_core import store as st_store
 from sscmort_core.errors import SscmortError
-from sscmort_core.ingest import STAGES, analyse_upload, save_analysis, store_secret
+from sscmort_core.ingest import (STAGES, analyse_upload, predict_all, save_analysis,
+                                  store_secret)
+from sscmort_core.registry import default_models_dir
+from sscmort_core.saliency import colorbar_rgb, overlay_rgb, saliency_for_volume
 
 store = page_setup("Upload & predict")
 st.caption("Upload one chest CT: a zip of a DICOM series, several .dcm files, or one NIfTI / "
@@ -94,6 +98,41 @@ for i, (k, label) in enumerate(names.items()):
             st.altair_chart(charts.distribution_with_marker(cohort_qct[k].to_numpy(), q[k],
                                                             f"{label}: cohort", label),
                             width="stretch")
+
+st.subheader("Mortality risk from every registered model")
+with st.spinner("Running the models..."):
+    report = predict_all(store, analysis)
+for who, problem in report.problems:
+    st.error(f"{who}: {problem}")
+if report.predictions:
+    table = pd.DataFrame([p.as_row() for p in report.predictions])
+    st.dataframe(table.drop(columns=["model_id"]), hide_index=True, width="stretch",
+                 column_config={f"{h}-year risk": st.column_config.ProgressColumn(
+                     f"{h}-year risk", format="percent", min_value=0.0, max_value=1.0)
+                     for h in (1, 3, 5)})
+    st.caption(f"{len(report.predictions)} predictions in {report.seconds:.1f} s. Risks never "
+               "fall with the horizon. Models trained on the synthetic cohort say nothing "
+               "about real patients.")
+    deep = [p for p in report.predictions if p.kind == "deep"]
+    if deep:
+        s1, s2 = st.columns([1, 1])
+        model_id = s1.selectbox("Saliency of model", [p.model_id for p in deep],
+                                format_func=lambda m: next(p.label for p in deep
+                                                           if p.model_id == m))
+        horizon = s2.radio("Horizon", [1, 3, 5], index=2, horizontal=True,
+                           format_func=lambda h: f"{h} years")
+        sal = saliency_for_volume(vol.hu, analysis.lungs.mask, model_id=model_id,
+                                  models_dir=default_models_dir(), horizon_years=horizon)
+        cols = st.columns(len(sal.slices))
+        for i, (col, sl) in enumerate(zip(cols, sal.slices)):
+            col.image(overlay_rgb(sal, i, upscale=3), width="stretch",
+                      caption=f"slice {sl.z_index}, attention {sl.attention:.2f}")
+        st.image(colorbar_rgb(), caption="saliency: none (left) to strongest (right)",
+                 width=256)
+        st.caption(sal.legend)
+else:
+    st.info("No model is registered yet: train them on the Models & jobs page or with "
+            "`sscmort train`.")
 
 st.subheader("Save to cohort")
 patients = st_store.patients_frame(store)

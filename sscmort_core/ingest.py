@@ -218,3 +218,41 @@ def ingest_path(store: st_store.Store, path: Path, *, patient_id: str | None = N
     """CLI `ingest`: analyse ``path`` and store it."""
     analysis = analyse_path(path, secret=store_secret(store), progress=progress)
     return save_analysis(store, analysis, patient_id=patient_id, scan_date=scan_date)
+
+
+# ---------------------------------------------------------------------------------------------
+# risks of an analysed scan from every registered model
+# ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class RiskReport:
+    """Per-horizon risks from every registered model kind (tabular, deep, deep ensemble).
+
+    ``problems``: (model or kind, one readable sentence) for models that could not be used
+    (missing or tampered file...); the others still report.
+    """
+
+    predictions: tuple[Any, ...]  # RiskPrediction
+    problems: tuple[tuple[str, str], ...]
+    seconds: float
+
+
+def predict_all(store: st_store.Store, analysis: ScanAnalysis, *,
+                models_dir: Path | None = None, device: str = "auto") -> RiskReport:
+    """Risks of an analysed (not necessarily stored) scan from every registered model."""
+    from sscmort_core import infer, tabular
+    from sscmort_core.errors import SscmortError
+    from sscmort_core.registry import default_models_dir
+
+    models_dir = Path(models_dir) if models_dir is not None else default_models_dir()
+    vol, mask = analysis.volume, analysis.lungs.mask
+    t0 = time.perf_counter()
+    preds: list[Any] = []
+    problems: list[tuple[str, str]] = []
+    for name, fn in (("radiomics / QCT models", tabular.predict_for_volume),
+                     ("deep models", infer.predict_for_volume)):
+        try:
+            preds.extend(fn(store, vol.hu, mask, vol.spacing_mm, models_dir=models_dir,
+                            **({"device": device} if fn is infer.predict_for_volume else {})))
+        except SscmortError as err:
+            problems.append((name, str(err)))
+    return RiskReport(tuple(preds), tuple(problems), time.perf_counter() - t0)
