@@ -14,12 +14,10 @@ scan's id and volume sha256 match, so adding scans computes only the new ones.
 from __future__ import annotations
 
 import json
-import multiprocessing as mp
 import os
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -96,29 +94,6 @@ def _input_for_row(job: tuple[dict[str, Any], str, int, int]
         return str(row["scan_id"]), None, str(err)
 
 
-def _pool_context() -> mp.context.BaseContext:
-    # forkserver: safe from a multi-threaded parent (the app's job thread, torch's pools)
-    methods = mp.get_all_start_methods()
-    return mp.get_context("forkserver" if "forkserver" in methods else "spawn")
-
-
-def map_in_workers(fn: Callable[[Any], Any], items: Sequence[Any], workers: int,
-                   progress: ProgressFn, stage: str) -> Iterator[Any]:
-    """fn over items in order, in ``workers`` processes (in-process when workers <= 1)."""
-    total = len(items)
-    progress(stage, 0, total)
-    if workers <= 1 or total <= 1:
-        for i, item in enumerate(items, 1):
-            yield fn(item)
-            progress(stage, i, total)
-        return
-    chunk = max(1, min(8, total // (workers * 8) or 1))
-    with ProcessPoolExecutor(max_workers=workers, mp_context=_pool_context()) as pool:
-        for i, result in enumerate(pool.map(fn, items, chunksize=chunk), 1):
-            yield result
-            progress(stage, i, total)
-
-
 def default_cache_dir(store: st_store.Store) -> Path:
     return store.data_dir / "model_inputs"
 
@@ -166,6 +141,8 @@ def model_inputs(store: st_store.Store, *, k: int, size: int, workers: int = 1,
     jobs = [(r, str(store.data_dir), k, size) for r in todo]
     fresh: dict[str, np.ndarray] = {}
     failed: list[tuple[str, str]] = []
+    from sscmort_core.pipeline import map_in_workers
+
     results = map_in_workers(_input_for_row, jobs, workers, progress, STAGE) if jobs else ()
     for sid, arr, reason in results:
         if arr is None:

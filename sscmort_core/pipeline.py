@@ -21,7 +21,8 @@ import pandas as pd
 from sscmort_core import store as st_store
 from sscmort_core.errors import DataError, StoreError
 from sscmort_core.labels import HORIZONS_YEARS, label_scans
-from sscmort_core.lungs import LungMask, QCTMetrics, qct_metrics, segment_lungs
+from sscmort_core.lungs import QCTMetrics, qct_metrics, segment_lungs
+from sscmort_core.registry import file_sha256
 
 QCT_METHOD_VERSION = "qct-1"
 ProgressFn = Callable[[str, int, int], None]
@@ -53,14 +54,6 @@ class ScanVolume:
 def array_sha256(hu: np.ndarray) -> str:
     """sha256 of a volume's int16 voxels in C order (how regenerated volumes are checked)."""
     return hashlib.sha256(np.ascontiguousarray(hu, dtype=np.int16).tobytes()).hexdigest()
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _phantom_from_row(row: Mapping[str, Any]):
@@ -156,8 +149,19 @@ def _measure_synthetic(row: dict[str, Any]) -> _ScanMeasure:
                         q, float(lungs.left_volume_ml), float(lungs.right_volume_ml))
 
 
-def _map_workers(fn: Callable[[Any], Any], items: list[Any], workers: int,
-                 progress: ProgressFn, stage: str) -> Iterator[Any]:
+def _pool_context() -> Any:
+    """forkserver where available: safe from a multi-threaded parent (the app's job threads,
+    torch's thread pools); spawn elsewhere."""
+    import multiprocessing as mp
+
+    methods = mp.get_all_start_methods()
+    return mp.get_context("forkserver" if "forkserver" in methods else "spawn")
+
+
+def map_in_workers(fn: Callable[[Any], Any], items: Sequence[Any], workers: int,
+                   progress: ProgressFn, stage: str) -> Iterator[Any]:
+    """``fn`` over ``items`` in order, in ``workers`` processes (in-process when workers <= 1);
+    the workers never touch the store, the caller writes what they return."""
     total = len(items)
     progress(stage, 0, total)
     if workers <= 1 or total <= 1:
@@ -166,7 +170,7 @@ def _map_workers(fn: Callable[[Any], Any], items: list[Any], workers: int,
             progress(stage, i, total)
         return
     chunk = max(1, min(16, total // (workers * 8) or 1))
-    with ProcessPoolExecutor(max_workers=workers) as pool:
+    with ProcessPoolExecutor(max_workers=workers, mp_context=_pool_context()) as pool:
         for i, result in enumerate(pool.map(fn, items, chunksize=chunk), 1):
             yield result
             progress(stage, i, total)
@@ -220,7 +224,7 @@ def build_demo(path: str | Path, *, n_patients: int = 600, seed: int = 0,
         cohort = generate_cohort(n_patients=n_patients, seed=seed)
         progress("cohort", 1, 1)
         rows = cohort.scans.to_dict(orient="records")
-        measures = list(_map_workers(_measure_synthetic, rows, workers or default_workers(),
+        measures = list(map_in_workers(_measure_synthetic, rows, workers or default_workers(),
                                      progress, "volumes + lungs + QCT"))
         with st_store.open_store(tmp) as store:
             progress("store", 0, 1)

@@ -31,16 +31,17 @@ CARD_FORMAT = 1
 _ID_RE = re.compile(r"^deep-(?P<backbone>.+)-v(?P<version>\d+)$")
 
 
-def default_models_dir() -> Path:
-    return Path(os.environ.get("SSCMORT_MODELS", "models"))
-
-
 def file_sha256(path: Path) -> str:
+    """sha256 hex digest of a file, read in 1 MiB chunks (model weights, stored volumes)."""
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def default_models_dir() -> Path:
+    return Path(os.environ.get("SSCMORT_MODELS", "models"))
 
 
 def model_id_for(backbone: str, version: int) -> str:

@@ -15,7 +15,6 @@ matches the registry, and ``<model_id>.json``, the model card) and rows in the `
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import warnings
@@ -30,7 +29,7 @@ from sscmort_core import store as st
 from sscmort_core.errors import ChecksumMismatchError, DataError, ModelError
 from sscmort_core.labels import HORIZONS_YEARS, HorizonLabels, label_scans
 from sscmort_core.predictions import RiskPrediction
-from sscmort_core.registry import default_models_dir
+from sscmort_core.registry import default_models_dir, file_sha256
 
 DEFAULT_MODELS_DIR = default_models_dir()  # $SSCMORT_MODELS or models/, as for deep models
 TABULAR_VERSION = "1"
@@ -287,14 +286,6 @@ def model_label(kind: str, algorithm: str) -> str:
            f"v{TABULAR_VERSION}"
 
 
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def save_model(model: TabularModel, card: Mapping[str, Any], models_dir: Path) -> tuple[Path, str]:
     """Write ``<model_id>.joblib`` (atomically) and its card; return (path, sha256)."""
     import joblib
@@ -305,7 +296,7 @@ def save_model(model: TabularModel, card: Mapping[str, Any], models_dir: Path) -
     tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
     joblib.dump(model, tmp, compress=3)
     os.replace(tmp, path)
-    sha = _sha256_file(path)
+    sha = file_sha256(path)
     card_path = models_dir / f"{model.model_id}.json"
     card_path.write_text(json.dumps({**card, "weights_file": path.name, "weights_sha256": sha},
                                     indent=2, default=str), encoding="utf-8")
@@ -333,7 +324,7 @@ def load_model(store: st.Store, model_id: str, *,
     key = (str(path.resolve()), str(row["weights_sha256"]))
     if key in _LOADED:
         return _LOADED[key]
-    if _sha256_file(path) != row["weights_sha256"]:
+    if file_sha256(path) != row["weights_sha256"]:
         raise ChecksumMismatchError("model file does not match the sha256 in the registry; "
                                     "it was changed or replaced, so it is not loaded", path)
     model = joblib.load(path)

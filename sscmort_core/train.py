@@ -20,6 +20,7 @@ registered; a rerun with the same data and settings continues from there.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import hashlib
@@ -28,7 +29,7 @@ import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -166,7 +167,10 @@ def train_backbone(store: st_store.Store, backbone: str, *, profile: str = "quic
     ctx = RunContext(backbone, cfg, dev.torch, seed, folds, run_dir, progress, on_epoch)
     if cfg.frozen_backbone:
         emb = _cached_embeddings(ctx, net, cohort.inputs.x)
-        results = [_run_fold(ctx, cohort, f, emb=emb) for f in range(folds)]
+        # the head's small matrices gain nothing from more threads, and on a shared CPU
+        # extra threads spin-wait: one thread is the fastest and the most predictable
+        with _torch_threads(1 if dev.name == "cpu" else None):
+            results = [_run_fold(ctx, cohort, f, emb=emb) for f in range(folds)]
         heads = [_head_from_state(net, r.state) for r in results]
         ensemble = EnsembleNet([net.encoder.cpu()], heads)
     else:
@@ -285,28 +289,51 @@ def _cached_embeddings(ctx: RunContext, net: torch.nn.Module, x: np.ndarray) -> 
 def embed_slices(encoder: torch.nn.Module, x: np.ndarray, *, device: torch.device,
                  batch: int = 256, progress: ProgressFn = _no_progress,
                  stage: str = "slice embeddings") -> np.ndarray:
-    """(N, K, 3, S, S) uint8 inputs -> (N, K, D) float32 embeddings, batched over slices."""
+    """(N, K, 3, S, S) uint8 inputs -> (N, K, D) float32 embeddings, batched over slices.
+
+    channels_last on CUDA, and on CPU for convolutional backbones (densenet121 at 64 px and
+    256 slices a batch: about 1.8x faster on this machine's AVX-512 CPU); transformers
+    (a ``patch_embed``) stay channels-first. The encoder is returned to its layout after.
+    """
     n, k = x.shape[:2]
     flat = x.reshape(n * k, *x.shape[2:])  # (N*K, 3, S, S)
     encoder = encoder.to(device).eval()
     cuda = device.type == "cuda"
-    if cuda:
-        encoder = encoder.to(memory_format=torch.channels_last)
+    was_cl = getattr(encoder, "channels_last", False)
+    cl = cuda or not hasattr(getattr(encoder, "backbone", encoder), "patch_embed")
+    if cl:
+        encoder.to(memory_format=torch.channels_last)
+        encoder.channels_last = True
     out = None
     step = max(1, batch // k) * k  # whole scans per batch, for scan-level progress
     progress(stage, 0, n)
-    for start in range(0, n * k, step):
-        xb = torch.from_numpy(np.ascontiguousarray(flat[start:start + step])).to(device)
-        xb = xb.float().div_(255.0)  # (b, 3, S, S) in [0, 1]
-        if cuda:
-            xb = xb.contiguous(memory_format=torch.channels_last)
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
-            e = encoder(xb).float().cpu().numpy()  # (b, D)
-        if out is None:
-            out = np.empty((n * k, e.shape[1]), np.float32)
-        out[start:start + len(e)] = e
-        progress(stage, min(n, (start + step) // k), n)
+    try:
+        for start in range(0, n * k, step):
+            xb = torch.from_numpy(np.ascontiguousarray(flat[start:start + step])).to(device)
+            xb = xb.float().div_(255.0)  # (b, 3, S, S) in [0, 1]
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
+                e = encoder(xb).float().cpu().numpy()  # (b, D)
+            if out is None:
+                out = np.empty((n * k, e.shape[1]), np.float32)
+            out[start:start + len(e)] = e
+            progress(stage, min(n, (start + step) // k), n)
+    finally:
+        if cl and not was_cl and not cuda:
+            encoder.to(memory_format=torch.contiguous_format)
+            encoder.channels_last = False
     return out.reshape(n, k, -1)  # (N, K, D)
+
+
+@contextlib.contextmanager
+def _torch_threads(n: int | None) -> Iterator[None]:
+    """Temporarily run torch's CPU ops on ``n`` threads (None: unchanged)."""
+    before = torch.get_num_threads()
+    if n is not None:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _head_from_state(net: torch.nn.Module, state: Mapping[str, torch.Tensor]) -> SliceHead:
