@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from sscmort_core.errors import StoreLockedError
+from sscmort_core.errors import StoreError, StoreLockedError
 
 if TYPE_CHECKING:
     from sscmort_core.fit import EpochLog
@@ -174,6 +174,8 @@ def cli_train(args: argparse.Namespace) -> dict[str, Any]:
     overrides = {k: v for k, v in (("epochs", getattr(args, "epochs", None)),
                                    ("loss", getattr(args, "loss", None))) if v is not None}
     models_dir = Path(getattr(args, "models_dir", None) or default_models_dir())
+    if not Path(args.store).is_file():
+        raise StoreError("no store at this path; build one with `sscmort demo`", args.store)
     out = []
     with st_store.open_store(args.store) as store:
         for name in backbones:

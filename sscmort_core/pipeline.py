@@ -231,7 +231,7 @@ def build_demo(path: str | Path, *, n_patients: int = 600, seed: int = 0,
             _write_demo(store, cohort, measures, seed)
             progress("store", 1, 1)
             _model_stages(store, stages, workers or default_workers(), seed, models_dir,
-                          progress)
+                          progress, path.parent / f"{path.stem}_files" / "model_inputs")
             summary = _demo_summary(store, path, time.perf_counter() - t0)
         _remove_store_files(path)
         os.replace(tmp, path)
@@ -242,7 +242,7 @@ def build_demo(path: str | Path, *, n_patients: int = 600, seed: int = 0,
 
 
 def _model_stages(store: st_store.Store, stages: Sequence[str], workers: int, seed: int,
-                  models_dir: Path | None, progress: ProgressFn) -> None:
+                  models_dir: Path | None, progress: ProgressFn, input_cache: Path) -> None:
     unknown = set(stages) - set(DEMO_STAGES)
     if unknown:
         raise ValueError(f"unknown demo stages {sorted(unknown)}; choose from {DEMO_STAGES}")
@@ -261,8 +261,9 @@ def _model_stages(store: st_store.Store, stages: Sequence[str], workers: int, se
     if "deep" in stages:
         from sscmort_core.train import train_quick_backbones
 
+        # the cache belongs to the final store's folder, not the temporary build file's
         train_quick_backbones(store, models_dir=models_dir, progress=progress, seed=seed,
-                              workers=workers)
+                              workers=workers, cache_dir=input_cache)
     if "evaluate" in stages:
         from sscmort_core.evaluate_store import run_evaluation
 

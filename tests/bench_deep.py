@@ -133,8 +133,9 @@ def main() -> None:
     p.add_argument("--backbones", nargs="+",
                    default=["resnet18", "densenet121", "swin_tiny_patch4_window7_224"])
     p.add_argument("--real-ct", type=Path, default=None)
+    p.add_argument("--threads", type=int, default=None, help="torch threads (all cores)")
     args = p.parse_args()
-    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    torch.set_num_threads(args.threads or max(1, os.cpu_count() or 1))
     result: dict = {"cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads()}
     if args.train:
         result["train"] = bench_train(args.store, args.models_dir, args.backbones)

@@ -165,6 +165,17 @@ def test_cli_train_deep_with_bce(tiny_store, tmp_path, inputs_cache, monkeypatch
     assert read_card(tmp_path / "m", m["model_id"]).config["loss"] == "bce"
 
 
+def test_cli_train_needs_an_existing_store(tmp_path):
+    from sscmort_core.errors import StoreError
+
+    args = argparse.Namespace(store=tmp_path / "none.duckdb", backbone="resnet18",
+                              profile="quick", device="cpu", pretrained=None, seed=0, folds=2,
+                              models_dir=tmp_path / "m", json=True, quiet=True)
+    with pytest.raises(StoreError, match="no store"):
+        cli_train(args)
+    assert not (tmp_path / "none.duckdb").exists()  # nothing created
+
+
 @pytest.mark.gpu
 def test_full_profile_on_cuda_bf16(tiny_store, tmp_path, inputs_cache):
     if not torch.cuda.is_available():
