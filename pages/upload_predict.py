@@ -100,8 +100,12 @@ for i, (k, label) in enumerate(names.items()):
                             width="stretch")
 
 st.subheader("Mortality risk from every registered model")
-with st.spinner("Running the models..."):
-    report = predict_all(store, analysis)
+# Model runs and saliency are kept per upload: moving a slider must not rerun them.
+if st.session_state.get("risk_key") != key:
+    with st.spinner("Running the models..."):
+        st.session_state["risk_report"] = predict_all(store, analysis)
+    st.session_state["risk_key"], st.session_state["saliency"] = key, {}
+report = st.session_state["risk_report"]
 for who, problem in report.problems:
     st.error(f"{who}: {problem}")
 if report.predictions:
@@ -121,8 +125,12 @@ if report.predictions:
                                                            if p.model_id == m))
         horizon = s2.radio("Horizon", [1, 3, 5], index=2, horizontal=True,
                            format_func=lambda h: f"{h} years")
-        sal = saliency_for_volume(vol.hu, analysis.lungs.mask, model_id=model_id,
-                                  models_dir=default_models_dir(), horizon_years=horizon)
+        cached = st.session_state["saliency"]
+        if (model_id, horizon) not in cached:
+            cached[(model_id, horizon)] = saliency_for_volume(
+                vol.hu, analysis.lungs.mask, model_id=model_id,
+                models_dir=default_models_dir(), horizon_years=horizon)
+        sal = cached[(model_id, horizon)]
         cols = st.columns(len(sal.slices))
         for i, (col, sl) in enumerate(zip(cols, sal.slices)):
             col.image(overlay_rgb(sal, i, upscale=3), width="stretch",

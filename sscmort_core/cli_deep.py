@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
+from sscmort_core.cli import _Progress
 from sscmort_core.errors import StoreError, StoreLockedError
 
 if TYPE_CHECKING:
@@ -87,29 +88,9 @@ def register(sub: Any, commands: dict[str, Callable[[argparse.Namespace], None]]
 # `train --kind deep` (the subcommand is registered by cli_radiomics, which calls these through
 # sscmort_core.train; torch is imported only when they run)
 # ---------------------------------------------------------------------------------------------
-class TrainBars:
-    """tqdm bars on stderr: one per stage (a fold, or an epoch when fine-tuning), with the
+class TrainBars(_Progress):
+    """The CLI's progress bars (one per stage: a fold, or an epoch when fine-tuning), plus the
     last epoch's loss and validation AUC as the bar's postfix."""
-
-    def __init__(self, enabled: bool = True) -> None:
-        self.enabled = enabled
-        self._bars: dict[str, Any] = {}
-
-    def __call__(self, stage: str, done: int, total: int) -> None:
-        if not self.enabled:
-            return
-        import sys
-
-        from tqdm import tqdm
-
-        bar = self._bars.get(stage)
-        if bar is None:
-            bar = tqdm(total=total, desc=stage, file=sys.stderr, dynamic_ncols=True)
-            self._bars[stage] = bar
-        bar.n = done
-        bar.refresh()
-        if done >= total:
-            bar.close()
 
     def epoch(self, log: "EpochLog") -> None:
         if not self.enabled:

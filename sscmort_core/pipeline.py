@@ -91,20 +91,13 @@ def volume_from_row(row: Mapping[str, Any], data_dir: Path) -> ScanVolume:
             raise StoreError("stored volume does not match its recorded sha256", path)
         hu, spacing = load_stored_volume(path)
         return ScanVolume(scan_id, hu, spacing, bool(row["synthetic"]))
-    phantom = _phantom_from_row(_synthetic_row(row))
+    phantom = _phantom_from_row(row)
     if row.get("volume_sha256") and array_sha256(phantom.hu) != row["volume_sha256"]:
         raise StoreError(f"regenerated volume of {scan_id} does not match its recorded sha256 "
                          "(generator or numpy version changed); rebuild with `sscmort demo`",
                          data_dir)
     return ScanVolume(scan_id, phantom.hu, tuple(phantom.spacing_mm), True,
                       phantom.lung_mask, phantom.ild_mask)
-
-
-def _synthetic_row(row: Mapping[str, Any]) -> dict[str, Any]:
-    """The generator's view of a stored synthetic scan row."""
-    out = dict(row)
-    out.setdefault("true_ild_extent_pct", row.get("true_ild_extent_pct"))
-    return out
 
 
 # ---------------------------------------------------------------------------------------------
