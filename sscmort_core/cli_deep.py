@@ -47,7 +47,8 @@ def cmd_predict(args: argparse.Namespace) -> None:
     chosen = choose_models(available, args.model)
     analysis = analyse_path(Path(args.path), secret=None, progress=_Progress(not args.quiet))
     vp = predict_volume(analysis.volume.hu, analysis.lungs.mask, models=chosen,
-                        models_dir=models_dir, device=args.device)
+                        models_dir=models_dir, device=args.device,
+                        precision=getattr(args, "precision", "bf16"))
     rows = [{"model_id": p.model_id, "kind": p.kind, "label": p.label,
              "risk_1y": round(p.risk_1y, 4), "risk_3y": round(p.risk_3y, 4),
              "risk_5y": round(p.risk_5y, 4), "note": p.note} for p in vp.predictions]
@@ -55,6 +56,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
     ensemble = next((r for r in rows if r["kind"] == "ensemble"), None)
     summary: dict[str, Any] = {
         "input": str(args.path), "device": vp.device.name, "device_reason": vp.device.reason,
+        "precision": getattr(args, "precision", "bf16") if vp.device.name == "cuda" else "fp32",
         "registry": source, "models": models, "ensemble": ensemble,
         "predict_seconds": round(vp.seconds, 3),
         "total_seconds": round(time.perf_counter() - t0, 2),
@@ -68,6 +70,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
 def register(sub: Any, commands: dict[str, Callable[[argparse.Namespace], None]],
              add_store: Callable[[argparse.ArgumentParser], None],
              add_common: Callable[[argparse.ArgumentParser], None]) -> None:
+    from sscmort_core.fit import PRECISIONS
     from sscmort_core.infer import DEVICE_CHOICES
 
     p = sub.add_parser("predict", help="per-horizon mortality risk of a chest CT (DICOM "
@@ -79,6 +82,8 @@ def register(sub: Any, commands: dict[str, Callable[[argparse.Namespace], None]]
                    help="auto picks cuda, then mps, then cpu (default auto)")
     p.add_argument("--models-dir", type=Path, default=None,
                    help="model registry folder (default $SSCMORT_MODELS or models/)")
+    p.add_argument("--precision", choices=PRECISIONS, default="bf16",
+                   help="on CUDA: bf16 autocast (default) or fp32; the CPU always runs fp32")
     add_store(p)
     add_common(p)
     commands["predict"] = cmd_predict
@@ -114,6 +119,7 @@ def _add(parser: argparse.ArgumentParser, *flags: str, **kwargs: Any) -> None:
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``train --kind deep`` (skips flags the parser already has, e.g. --seed)."""
+    from sscmort_core.fit import PRECISIONS
     from sscmort_core.infer import DEVICE_CHOICES
     from sscmort_core.losses import LOSS_NAMES
     from sscmort_core.nets import UI_BACKBONES
@@ -139,6 +145,10 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
               "the study)")
     _add(parser, "--workers", type=int, default=None,
          help="worker processes for model inputs (all cores)")
+    _add(parser, "--batch-size", type=int, default=None,
+         help="deep: scans per training step (quick 64, full 16; lower it on a small GPU)")
+    _add(parser, "--precision", choices=PRECISIONS, default=None,
+         help="deep, on CUDA: bf16 autocast (default) or fp32; the CPU always runs fp32")
 
 
 def cli_train(args: argparse.Namespace) -> dict[str, Any]:
@@ -153,7 +163,10 @@ def cli_train(args: argparse.Namespace) -> dict[str, Any]:
     bars = TrainBars(not quiet)
     backbones = list(UI_BACKBONES) if args.backbone == "all" else [args.backbone]
     overrides = {k: v for k, v in (("epochs", getattr(args, "epochs", None)),
-                                   ("loss", getattr(args, "loss", None))) if v is not None}
+                                   ("loss", getattr(args, "loss", None)),
+                                   ("precision", getattr(args, "precision", None)),
+                                   ("batch_size", getattr(args, "batch_size", None)))
+                 if v is not None}
     models_dir = Path(getattr(args, "models_dir", None) or default_models_dir())
     if not Path(args.store).is_file():
         raise StoreError("no store at this path; build one with `sscmort demo`", args.store)

@@ -78,11 +78,22 @@ def atomic_save(obj: Any, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def autocast(ctx: RunContext) -> torch.autocast:
-    """bf16 autocast on CUDA; a disabled context elsewhere (fp32)."""
-    if ctx.cuda:
+PRECISIONS = ("bf16", "fp32")
+
+
+def device_autocast(device: torch.device | str, precision: str = "bf16") -> torch.autocast:
+    """bf16 autocast on CUDA when ``precision`` is bf16; a disabled context otherwise (fp32)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; choose one of {PRECISIONS}")
+    on_cuda = torch.device(device).type == "cuda"
+    if on_cuda and precision == "bf16":
         return torch.autocast("cuda", dtype=torch.bfloat16)
-    return torch.autocast("cpu", enabled=False)
+    return torch.autocast("cuda" if on_cuda else "cpu", enabled=False)
+
+
+def autocast(ctx: RunContext) -> torch.autocast:
+    """The run's precision on CUDA (bf16 autocast unless the config says fp32); fp32 elsewhere."""
+    return device_autocast(ctx.device, ctx.cfg.precision)
 
 
 def init_hazard_bias(module: torch.nn.Module, targets: SurvivalTargets) -> None:
@@ -115,7 +126,10 @@ class ImageBatches:
 
     def inputs(self, idx: np.ndarray, device: torch.device, train: bool,
                gen: torch.Generator | None) -> torch.Tensor:
-        xb = torch.from_numpy(np.ascontiguousarray(self.x[idx])).to(device)
+        xb = torch.from_numpy(np.ascontiguousarray(self.x[idx]))
+        if device.type == "cuda":
+            xb = xb.pin_memory()
+        xb = xb.to(device, non_blocking=True)
         xb = xb.float().div_(255.0)  # (B, K, 3, S, S)
         if train and self.augment:
             xb = augment_batch(xb, gen)
@@ -266,7 +280,9 @@ class Fit:
         self.module.train()
         order = idx[torch.randperm(len(idx), generator=gen).numpy()]
         n_batches = max(1, math.ceil(len(order) / cfg.batch_size))
-        total, seen = 0.0, 0
+        # summed on the device: one host sync per epoch, so the CPU can queue the next step's
+        # kernels while the GPU runs this one
+        total, seen = torch.zeros((), device=ctx.device), 0
         bar = f"{stage} epoch {epoch}/{cfg.epochs}"
         for b in range(n_batches):
             bidx = order[b * cfg.batch_size:(b + 1) * cfg.batch_size]
@@ -279,11 +295,11 @@ class Fit:
             if cfg.grad_clip:
                 torch.nn.utils.clip_grad_norm_(self.module.parameters(), cfg.grad_clip)
             self.opt.step()
-            total += loss.item() * len(bidx)
+            total += loss.detach() * len(bidx)
             seen += len(bidx)
             if not cfg.frozen_backbone:
                 ctx.progress(bar, b + 1, n_batches)
-        return total / max(1, seen)
+        return float(total) / max(1, seen)
 
     @torch.no_grad()
     def _validate(self, idx: np.ndarray) -> tuple[float, float | None]:

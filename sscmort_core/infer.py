@@ -25,6 +25,7 @@ import torch
 from sscmort_core import store as st_store
 from sscmort_core.dataset import input_for_volume
 from sscmort_core.errors import ModelError
+from sscmort_core.fit import device_autocast
 from sscmort_core.labels import HORIZONS_YEARS
 from sscmort_core.nets import EnsembleNet
 from sscmort_core.predictions import RiskPrediction
@@ -132,12 +133,14 @@ class DeepOutput:
 
 
 @torch.inference_mode()
-def predict_batch(loaded: LoadedModel, x: np.ndarray) -> DeepOutput:
-    """x: (B, K, 3, S, S) uint8 (or float in [0, 1]) -> :class:`DeepOutput`; one forward pass."""
+def predict_batch(loaded: LoadedModel, x: np.ndarray, precision: str = "bf16") -> DeepOutput:
+    """x: (B, K, 3, S, S) uint8 (or float in [0, 1]) -> :class:`DeepOutput`; one forward pass.
+
+    ``precision``: bf16 autocast on CUDA (default) or fp32; the CPU always runs fp32."""
     dev = torch.device(loaded.device)
     xt = torch.from_numpy(np.ascontiguousarray(x)).to(dev)
     xt = xt.float().div_(255.0) if xt.dtype == torch.uint8 else xt.float()  # (B, K, 3, S, S)
-    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=dev.type == "cuda"):
+    with device_autocast(dev, precision):
         fold_risk, attention = loaded.net(xt)  # (F, B, 3), (F, B, K)
     fold_risk = fold_risk.float().cpu().numpy()
     return DeepOutput(fold_risk.mean(axis=0), fold_risk,
@@ -220,7 +223,8 @@ def _note(card: ModelCard) -> str:
 
 def predict_volume(hu: np.ndarray, lung_mask: np.ndarray, *, models: dict[str, str | None],
                    models_dir: Path, device: str = "auto",
-                   cache: ModelCache = MODEL_CACHE) -> VolumePrediction:
+                   cache: ModelCache = MODEL_CACHE, precision: str = "bf16"
+                   ) -> VolumePrediction:
     """Per-horizon risks of one volume (hu, lung mask: (z, y, x)) from each model."""
     t0 = time.perf_counter()
     dev = select_device(device)
@@ -232,7 +236,7 @@ def predict_volume(hu: np.ndarray, lung_mask: np.ndarray, *, models: dict[str, s
         key = (int(cfg["n_slices"]), int(cfg["image_size"]))
         if key not in inputs:
             inputs[key] = input_for_volume(hu, lung_mask, k=key[0], size=key[1])[None]
-        out = predict_batch(loaded, inputs[key])  # (1, K, 3, S, S) -> (1, 3)
+        out = predict_batch(loaded, inputs[key], precision)  # (1, K, 3, S, S) -> (1, 3)
         outputs[model_id] = out
         preds.append(_risk_prediction(loaded.card.model_id, "deep", loaded.card.label,
                                       out.risk[0], _note(loaded.card)))

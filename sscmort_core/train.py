@@ -45,8 +45,10 @@ from sscmort_core.fit import (  # noqa: F401 (augment_batch, EpochLog: part of t
     Fit,
     ImageBatches,
     RunContext,
+    PRECISIONS,
     atomic_save,
     augment_batch,
+    device_autocast,
     init_hazard_bias,
     mean_auc,
     predict_risk,
@@ -88,6 +90,7 @@ class TrainConfig:
     backbone_lr_scale: float = 0.1  # fine-tuning: backbone lr = lr * this
     embed_batch: int = 256  # slices per forward pass when embedding or predicting
     grad_clip: float = 1.0
+    precision: str = "bf16"  # on CUDA: bf16 autocast, or fp32 (CPU always runs fp32)
 
 
 PROFILES: dict[str, TrainConfig] = {
@@ -96,7 +99,9 @@ PROFILES: dict[str, TrainConfig] = {
     "quick": TrainConfig(profile="quick", image_size=64, n_slices=8, epochs=30, batch_size=64,
                          lr=5e-4, weight_decay=0.1, frozen_backbone=True, patience=8,
                          augment=False, dropout=0.5, warmup_epochs=2, pooling="multiscale"),
-    "full": TrainConfig(profile="full", image_size=224, n_slices=16, epochs=40, batch_size=4,
+    # full: 16 scans (256 slices) a step; on an H100 that trains 1.8-2.3x more slices/s than
+    # 4 scans a step (launch-bound), with 16 GB peak for densenet121 in bf16 (BENCHMARKS.md)
+    "full": TrainConfig(profile="full", image_size=224, n_slices=16, epochs=40, batch_size=16,
                         lr=3e-4, weight_decay=0.05, frozen_backbone=False, patience=6,
                         augment=True, dropout=0.2, warmup_epochs=2, embed_batch=64),
 }
@@ -112,9 +117,16 @@ def profile_config(profile: str, **overrides: Any) -> TrainConfig:
     if profile not in PROFILES:
         raise ModelError(f"unknown profile {profile!r}; choose one of {sorted(PROFILES)}")
     try:
-        return dataclasses.replace(PROFILES[profile], **overrides)
+        cfg = dataclasses.replace(PROFILES[profile], **overrides)
     except TypeError as err:
         raise ModelError(f"bad training setting: {err}") from None
+    for name in ("epochs", "batch_size", "n_slices", "image_size"):
+        if int(getattr(cfg, name)) < 1:
+            raise ModelError(f"bad training setting: {name} must be at least 1, "
+                             f"got {getattr(cfg, name)}")
+    if cfg.precision not in PRECISIONS:
+        raise ModelError(f"unknown precision {cfg.precision!r}; choose one of {PRECISIONS}")
+    return cfg
 
 
 @dataclass(frozen=True)
@@ -278,7 +290,8 @@ def _cached_embeddings(ctx: RunContext, net: torch.nn.Module, x: np.ndarray) -> 
         if emb.shape[:2] == x.shape[:2]:
             return emb
     emb = embed_slices(net.encoder, x, device=ctx.device, batch=ctx.cfg.embed_batch,
-                       progress=ctx.progress, stage=f"{ctx.backbone}: slice embeddings")
+                       progress=ctx.progress, stage=f"{ctx.backbone}: slice embeddings",
+                       precision=ctx.cfg.precision)
     tmp = ctx.run_dir / f".embeddings.tmp-{os.getpid()}.npy"
     np.save(tmp, emb)
     os.replace(tmp, path)
@@ -288,7 +301,7 @@ def _cached_embeddings(ctx: RunContext, net: torch.nn.Module, x: np.ndarray) -> 
 @torch.inference_mode()
 def embed_slices(encoder: torch.nn.Module, x: np.ndarray, *, device: torch.device,
                  batch: int = 256, progress: ProgressFn = _no_progress,
-                 stage: str = "slice embeddings") -> np.ndarray:
+                 stage: str = "slice embeddings", precision: str = "bf16") -> np.ndarray:
     """(N, K, 3, S, S) uint8 inputs -> (N, K, D) float32 embeddings, batched over slices.
 
     channels_last on CUDA, and on CPU for convolutional backbones (densenet121 at 64 px and
@@ -311,7 +324,7 @@ def embed_slices(encoder: torch.nn.Module, x: np.ndarray, *, device: torch.devic
         for start in range(0, n * k, step):
             xb = torch.from_numpy(np.ascontiguousarray(flat[start:start + step])).to(device)
             xb = xb.float().div_(255.0)  # (b, 3, S, S) in [0, 1]
-            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
+            with device_autocast(device, precision):
                 e = encoder(xb).float().cpu().numpy()  # (b, D)
             if out is None:
                 out = np.empty((n * k, e.shape[1]), np.float32)

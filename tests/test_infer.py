@@ -204,6 +204,11 @@ def test_cuda_bf16_matches_cpu(models_dir, scan):
                          models_dir=models_dir, device="cpu", cache=ModelCache())
     gpu = predict_volume(vol.hu, lungs.mask, models={"deep-test_resnet-v1": None},
                          models_dir=models_dir, device="cuda", cache=ModelCache())
+    fp32 = predict_volume(vol.hu, lungs.mask, models={"deep-test_resnet-v1": None},
+                          models_dir=models_dir, device="cuda", cache=ModelCache(),
+                          precision="fp32")
     assert gpu.device.name == "cuda"
     np.testing.assert_allclose(gpu.outputs["deep-test_resnet-v1"].risk,
                                cpu.outputs["deep-test_resnet-v1"].risk, atol=2e-2)  # bf16
+    np.testing.assert_allclose(fp32.outputs["deep-test_resnet-v1"].risk,
+                               cpu.outputs["deep-test_resnet-v1"].risk, atol=2e-3)  # tf32 convs

@@ -139,6 +139,11 @@ def test_profiles():
         profile_config("huge")
     with pytest.raises(ModelError):
         profile_config("quick", no_such_field=1)
+    assert profile_config("full", precision="fp32").precision == "fp32"
+    with pytest.raises(ModelError, match="precision"):
+        profile_config("full", precision="fp16")
+    with pytest.raises(ModelError, match="batch_size must be at least 1"):
+        profile_config("full", batch_size=0)
 
 
 def test_cli_train_deep_with_bce(tiny_store, tmp_path, inputs_cache, monkeypatch, capsys):
