@@ -7,6 +7,7 @@ calling process writes results in transactions.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 import os
@@ -19,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from sscmort_core import store as st_store
-from sscmort_core.errors import DataError, StoreError
+from sscmort_core.errors import DataError, SscmortError, StoreError
 from sscmort_core.labels import HORIZONS_YEARS, label_scans
 from sscmort_core.lungs import QCTMetrics, qct_metrics, segment_lungs
 from sscmort_core.registry import file_sha256
@@ -130,16 +131,54 @@ class _ScanMeasure:
     qct: QCTMetrics
     left_volume_ml: float
     right_volume_ml: float
+    radiomics: Any = None  # RadiomicsOutcome when the job asked for radiomics
+    model_input: np.ndarray | None = None  # (K, 3, S, S) uint8 when the job asked for it
 
 
-def _measure_synthetic(row: dict[str, Any]) -> _ScanMeasure:
-    """Worker: regenerate one synthetic volume, segment its lungs and measure QCT."""
+@dataclass(frozen=True)
+class _DemoJob:
+    """One synthetic scan for the demo's single pass over the volumes: QCT always; radiomics
+    (with these parameters) and the deep models' input (K slices, S px) when asked."""
+
+    row: dict[str, Any]
+    radiomics_params: Any = None  # RadiomicsParams
+    input_shape: tuple[int, int] | None = None
+
+
+_WORKER_THREADS_SET = False
+
+
+def _measure_synthetic(job: _DemoJob) -> _ScanMeasure:
+    """Worker: regenerate one synthetic volume and segment its lungs once, then measure QCT
+    and, when the job asks, extract radiomics and sample the model input from the same voxels
+    and mask (the same results as the radiomics stage and ``dataset.model_inputs``, which would
+    each regenerate and segment the volume again)."""
+    global _WORKER_THREADS_SET
+    row = job.row
     phantom = _phantom_from_row(row)
-    lungs = segment_lungs(phantom.hu, tuple(phantom.spacing_mm))
-    q = qct_metrics(phantom.hu, lungs.mask, tuple(phantom.spacing_mm))
-    return _ScanMeasure(row["scan_id"], tuple(int(s) for s in phantom.hu.shape),
-                        tuple(float(s) for s in phantom.spacing_mm), array_sha256(phantom.hu),
-                        q, float(lungs.left_volume_ml), float(lungs.right_volume_ml))
+    spacing = tuple(float(s) for s in phantom.spacing_mm)
+    lungs = segment_lungs(phantom.hu, spacing)
+    q = qct_metrics(phantom.hu, lungs.mask, spacing)
+    rad = x = None
+    if job.radiomics_params is not None:
+        from sscmort_core.radiomics import _single_threaded_worker, extract_outcome
+
+        if not _WORKER_THREADS_SET:  # the pool already fills the cores
+            _single_threaded_worker()
+            _WORKER_THREADS_SET = True
+        rad = extract_outcome(str(row["scan_id"]), phantom.hu, lungs.mask, spacing,
+                              job.radiomics_params)
+    if job.input_shape is not None:
+        from sscmort_core.dataset import input_for_volume
+
+        k, size = job.input_shape
+        try:
+            x = input_for_volume(phantom.hu, lungs.mask, k=k, size=size)
+        except SscmortError:  # left out here; dataset.model_inputs retries and reports it
+            x = None
+    return _ScanMeasure(row["scan_id"], tuple(int(s) for s in phantom.hu.shape), spacing,
+                        array_sha256(phantom.hu), q, float(lungs.left_volume_ml),
+                        float(lungs.right_volume_ml), rad, x)
 
 
 def _pool_context() -> Any:
@@ -216,15 +255,28 @@ def build_demo(path: str | Path, *, n_patients: int = 600, seed: int = 0,
         progress("cohort", 0, 1)
         cohort = generate_cohort(n_patients=n_patients, seed=seed)
         progress("cohort", 1, 1)
-        rows = cohort.scans.to_dict(orient="records")
-        measures = list(map_in_workers(_measure_synthetic, rows, workers or default_workers(),
-                                     progress, "volumes + lungs + QCT"))
+        input_cache = path.parent / f"{path.stem}_files" / "model_inputs"
+        jobs, stage = _demo_jobs(cohort.scans.to_dict(orient="records"), stages)
+        measures, inputs, ok = _measure_all(jobs, workers or default_workers(), progress,
+                                            stage)
         with st_store.open_store(tmp) as store:
             progress("store", 0, 1)
             _write_demo(store, cohort, measures, seed)
+            if jobs and jobs[0].radiomics_params is not None:
+                from sscmort_core.radiomics import write_outcomes
+
+                with store.transaction() as cur:
+                    write_outcomes(cur, [m.radiomics for m in measures],
+                                   jobs[0].radiomics_params.param_hash)
+            if inputs is not None:
+                from sscmort_core.dataset import write_model_inputs
+
+                keep = [m for m, good in zip(measures, ok) if good]
+                write_model_inputs(input_cache, scan_ids=[m.scan_id for m in keep],
+                                   volume_sha256=[m.sha256 for m in keep], x=inputs[ok])
             progress("store", 1, 1)
             _model_stages(store, stages, workers or default_workers(), seed, models_dir,
-                          progress, path.parent / f"{path.stem}_files" / "model_inputs")
+                          progress, input_cache)
             summary = _demo_summary(store, path, time.perf_counter() - t0)
         _remove_store_files(path)
         os.replace(tmp, path)
@@ -234,11 +286,46 @@ def build_demo(path: str | Path, *, n_patients: int = 600, seed: int = 0,
     return summary
 
 
-def _model_stages(store: st_store.Store, stages: Sequence[str], workers: int, seed: int,
-                  models_dir: Path | None, progress: ProgressFn, input_cache: Path) -> None:
+def _demo_jobs(rows: list[dict[str, Any]], stages: Sequence[str]
+               ) -> tuple[list[_DemoJob], str]:
+    """The single pass's jobs and its progress label: radiomics and the quick profile's model
+    inputs ride along when their stages will run."""
     unknown = set(stages) - set(DEMO_STAGES)
     if unknown:
         raise ValueError(f"unknown demo stages {sorted(unknown)}; choose from {DEMO_STAGES}")
+    params = shape = None
+    label = "volumes + lungs + QCT"
+    if "radiomics" in stages:
+        from sscmort_core.radiomics import load_params
+
+        params = load_params()
+        label += " + radiomics"
+    if "deep" in stages:
+        from sscmort_core.train import quick_input_shape
+
+        shape = quick_input_shape()
+        label += " + model inputs"
+    return [_DemoJob(r, params, shape) for r in rows], label
+
+
+def _measure_all(jobs: list[_DemoJob], workers: int, progress: ProgressFn, stage: str
+                 ) -> tuple[list[_ScanMeasure], np.ndarray | None, np.ndarray]:
+    """Run the pass; model inputs are moved into one (N, K, 3, S, S) array as they arrive
+    (``ok``: which rows hold one)."""
+    measures: list[_ScanMeasure] = []
+    inputs, ok = None, np.zeros(len(jobs), bool)
+    for i, m in enumerate(map_in_workers(_measure_synthetic, jobs, workers, progress, stage)):
+        if m.model_input is not None:
+            if inputs is None:
+                inputs = np.empty((len(jobs), *m.model_input.shape), np.uint8)
+            inputs[i], ok[i] = m.model_input, True
+            m = dataclasses.replace(m, model_input=None)
+        measures.append(m)
+    return measures, inputs, ok
+
+
+def _model_stages(store: st_store.Store, stages: Sequence[str], workers: int, seed: int,
+                  models_dir: Path | None, progress: ProgressFn, input_cache: Path) -> None:
     from sscmort_core.registry import default_models_dir
 
     models_dir = Path(models_dir) if models_dir is not None else default_models_dir()
