@@ -416,6 +416,8 @@ def _register(store: st_store.Store, models_dir: Path, ensemble: EnsembleNet, co
     cfg = ctx.cfg
     config = {**dataclasses.asdict(cfg), "folds": ctx.folds, "seed": ctx.seed,
               "shared_encoder": cfg.frozen_backbone, "device": ctx.device.type,
+              # what ran: bf16 autocast exists on CUDA only
+              "precision": cfg.precision if ctx.cuda else "fp32",
               "best_epochs": [r.best_epoch for r in results],
               "input_shape": list(cohort.inputs.x.shape[1:]),
               "sampling_version": sampling_version(),

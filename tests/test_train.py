@@ -75,6 +75,7 @@ def test_quick_two_epoch_smoke(tiny_store, tmp_path, inputs_cache):
     card = read_card(tmp_path / "models", model_id)
     assert card.profile == "quick: frozen backbone" and card.random_init
     assert card.config["shared_encoder"] and card.config["epochs"] == 2
+    assert (card.config["device"], card.config["precision"]) == ("cpu", "fp32")
     assert set(card.oof_auc) == {"1", "3", "5"} and card.notes
     assert not (tmp_path / "models" / ".runs").exists() or not any(
         (tmp_path / "models" / ".runs").iterdir())
@@ -190,5 +191,5 @@ def test_full_profile_on_cuda_bf16(tiny_store, tmp_path, inputs_cache):
                                   workers=1, device="cuda", cache_dir=inputs_cache,
                                   config_overrides={**TINY, "epochs": 1})
     card = read_card(tmp_path, model_id)
-    assert card.config["device"] == "cuda"
+    assert card.config["device"] == "cuda" and card.config["precision"] == "bf16"
     assert all(v is None or 0.0 <= v <= 1.0 for v in card.oof_auc.values())
