@@ -145,15 +145,11 @@ class _DemoJob:
     input_shape: tuple[int, int] | None = None
 
 
-_WORKER_THREADS_SET = False
-
-
 def _measure_synthetic(job: _DemoJob) -> _ScanMeasure:
     """Worker: regenerate one synthetic volume and segment its lungs once, then measure QCT
     and, when the job asks, extract radiomics and sample the model input from the same voxels
     and mask (the same results as the radiomics stage and ``dataset.model_inputs``, which would
     each regenerate and segment the volume again)."""
-    global _WORKER_THREADS_SET
     row = job.row
     phantom = _phantom_from_row(row)
     spacing = tuple(float(s) for s in phantom.spacing_mm)
@@ -161,11 +157,8 @@ def _measure_synthetic(job: _DemoJob) -> _ScanMeasure:
     q = qct_metrics(phantom.hu, lungs.mask, spacing)
     rad = x = None
     if job.radiomics_params is not None:
-        from sscmort_core.radiomics import _single_threaded_worker, extract_outcome
+        from sscmort_core.radiomics import extract_outcome
 
-        if not _WORKER_THREADS_SET:  # the pool already fills the cores
-            _single_threaded_worker()
-            _WORKER_THREADS_SET = True
         rad = extract_outcome(str(row["scan_id"]), phantom.hu, lungs.mask, spacing,
                               job.radiomics_params)
     if job.input_shape is not None:
@@ -190,6 +183,14 @@ def _pool_context() -> Any:
     return mp.get_context("forkserver" if "forkserver" in methods else "spawn")
 
 
+def _worker_init() -> None:
+    """Pool initialiser: one SimpleITK thread per worker process (SimpleITK would otherwise
+    start a thread per core in every worker, oversubscribing the cores the pool fills)."""
+    import SimpleITK as sitk
+
+    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
+
+
 def map_in_workers(fn: Callable[[Any], Any], items: Sequence[Any], workers: int,
                    progress: ProgressFn, stage: str) -> Iterator[Any]:
     """``fn`` over ``items`` in order, in ``workers`` processes (in-process when workers <= 1);
@@ -202,7 +203,8 @@ def map_in_workers(fn: Callable[[Any], Any], items: Sequence[Any], workers: int,
             progress(stage, i, total)
         return
     chunk = max(1, min(16, total // (workers * 8) or 1))
-    with ProcessPoolExecutor(max_workers=workers, mp_context=_pool_context()) as pool:
+    with ProcessPoolExecutor(max_workers=workers, mp_context=_pool_context(),
+                             initializer=_worker_init) as pool:
         for i, result in enumerate(pool.map(fn, items, chunksize=chunk), 1):
             yield result
             progress(stage, i, total)

@@ -20,12 +20,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -418,29 +416,6 @@ def extract_stored_scan(job: _Job) -> RadiomicsOutcome:
     return RadiomicsOutcome(scan_id, out.features, out.reason, time.perf_counter() - t0)
 
 
-def _single_threaded_worker() -> None:
-    """Worker initialiser: one thread per worker process (SimpleITK would otherwise start a
-    thread per core in every worker, oversubscribing the cores the pool already fills)."""
-    import SimpleITK as sitk
-
-    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
-
-
-def _map(fn: Callable[[Any], Any], items: list[Any], workers: int) -> Iterator[Any]:
-    """``fn`` over ``items`` in order, in ``workers`` processes (in-process for 1)."""
-    if workers <= 1 or len(items) <= 1:
-        for item in items:
-            yield fn(item)
-        return
-    chunk = max(1, min(8, len(items) // (workers * 8) or 1))
-    with ProcessPoolExecutor(max_workers=workers, initializer=_single_threaded_worker) as pool:
-        yield from pool.map(fn, items, chunksize=chunk)
-
-
-def default_workers() -> int:
-    return max(1, os.cpu_count() or 1)
-
-
 def run_radiomics_stage(store: Any, *, workers: int | None = None,
                         progress: ProgressFn = _no_progress,
                         params: RadiomicsParams | None = None,
@@ -456,6 +431,7 @@ def run_radiomics_stage(store: Any, *, workers: int | None = None,
     worker function (tests).
     """
     from sscmort_core import store as st
+    from sscmort_core.pipeline import default_workers, map_in_workers
 
     params = params or load_params()
     t0 = time.perf_counter()
@@ -464,12 +440,12 @@ def run_radiomics_stage(store: Any, *, workers: int | None = None,
     todo = [r for r in rows if r["scan_id"] not in done]
     n_workers = max(1, workers or default_workers())
     jobs = [_Job(row=r, data_dir=str(store.data_dir), params=params) for r in todo]
-    progress(STAGE, 0, len(jobs))
     failures: list[RadiomicsFailure] = []
     pending: list[RadiomicsOutcome] = []
     n_ok, n_features, worker_seconds = 0, 0, 0.0
     try:
-        for i, out in enumerate(_map(extract_fn or extract_stored_scan, jobs, n_workers), 1):
+        for out in map_in_workers(extract_fn or extract_stored_scan, jobs, n_workers, progress,
+                                  STAGE):
             pending.append(out)
             worker_seconds += out.seconds
             if out.features is None:
@@ -480,7 +456,6 @@ def run_radiomics_stage(store: Any, *, workers: int | None = None,
             if len(pending) >= WRITE_BATCH_SCANS:
                 _write(store, pending, params)
                 pending = []
-            progress(STAGE, i, len(jobs))
     finally:
         if pending:
             _write(store, pending, params)
