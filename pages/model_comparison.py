@@ -45,7 +45,7 @@ def _evaluate(model_ids: list[str]) -> None:
     st.rerun()
 
 
-missing = ev.models_without_metrics(store, chosen)
+missing = [m for m in chosen if not choices[m].has_metrics]
 if recompute:
     _evaluate(chosen)
 if missing:
@@ -62,7 +62,15 @@ def _paired(_store: st_store.Store, version: str, model_ids: tuple[str, ...], ho
     return ev.paired_tests(_store, list(model_ids), horizon, n_boot=boot)
 
 
-labels = ev.model_labels(store)
+@st.cache_data(show_spinner="Curves...", max_entries=32)
+def _curves(_store: st_store.Store, version: str, model_ids: tuple[str, ...],
+            horizon: int) -> ev.HorizonCurves:
+    """Cached per store contents (``version``), models and horizon: a widget change reruns
+    the page without reloading and relabelling every prediction."""
+    return ev.horizon_curves(_store, list(model_ids), horizon)
+
+
+labels = {m: c.label for m, c in choices.items()}
 table = ev.metrics_table(store, chosen)
 st.subheader("Metrics")
 if table["AUC"].notna().any():
@@ -82,13 +90,16 @@ version = ev.data_version(store, chosen)
 for tab, h in zip(st.tabs([f"{h} year{'s' if h > 1 else ''}" for h in HORIZONS_YEARS]),
                   HORIZONS_YEARS):
     with tab:
-        roc = ev.roc_frames(store, chosen, h)
+        try:
+            curves = _curves(store, version, tuple(chosen), h)
+        except SscmortError as err:  # e.g. a scan's dates contradict each other
+            show_error(err)
+            continue
+        roc, cal, dec = curves.roc, curves.calibration, curves.decision
         for label, reason in roc.unavailable:
             st.info(f"{label}: no curve at {h} y, {reason}.")
         if roc.empty:
             continue
-        cal = ev.calibration_frames(store, chosen, h)
-        dec = ev.decision_frames(store, chosen, h)
         charts = [charts_eval.roc_chart(roc.frame, h, ev.reported_aucs(h))]
         charts += [charts_eval.calibration_chart(cal.frame, h)] if not cal.empty else []
         charts += [charts_eval.decision_chart(dec.frame, h)] if not dec.empty else []
@@ -102,7 +113,11 @@ for tab, h in zip(st.tabs([f"{h} year{'s' if h > 1 else ''}" for h in HORIZONS_Y
         if len(chosen) < 2:
             continue
         st.markdown(f"**Paired tests at {h} y** (on the scans both models predicted)")
-        tests = _paired(store, version, tuple(chosen), h, n_boot)
+        try:
+            tests = _paired(store, version, tuple(chosen), h, n_boot)
+        except SscmortError as err:
+            show_error(err)
+            continue
         st.dataframe(ev.paired_tests_frame(tests, labels), hide_index=True, width="stretch",
                      column_config={c: st.column_config.NumberColumn(c, format="%.3g") for c in (
                          "AUC A", "AUC B", "AUC A - B", "diff CI low", "diff CI high",

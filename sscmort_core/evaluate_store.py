@@ -273,12 +273,6 @@ def model_choices(store: st_store.Store) -> list[ModelChoice]:
     return sorted(out, key=lambda c: (c.kind == ORACLE_KIND, c.kind, c.label))
 
 
-def models_without_metrics(store: st_store.Store, model_ids: Sequence[str]) -> list[str]:
-    """Those of ``model_ids`` with no metric rows stored yet."""
-    have = set(st_store.metrics_for_models(store, list(model_ids))["model_id"])
-    return [m for m in model_ids if m not in have]
-
-
 def data_version(store: st_store.Store, model_ids: Sequence[str]) -> str:
     """A short token that changes when the models' OOF predictions or metrics change (for
     app-side caches of the page's computations)."""
@@ -343,10 +337,19 @@ class CurveSet:
         return self.frame.empty
 
 
+@dataclass(frozen=True)
+class _CurveInputs:
+    """What the curves of one horizon are drawn from, loaded once."""
+
+    horizon: int
+    labels: dict[str, str]
+    usable: list[HorizonData]  # models with enough events, in the order asked
+    unavailable: tuple[tuple[str, str], ...]  # (label, reason)
+    metrics: pd.DataFrame  # stored metric rows of the models (AUC CIs for the ROC legend)
+
+
 def _curve_inputs(store: st_store.Store, model_ids: Sequence[str], horizon: int,
-                  min_events: int
-                  ) -> tuple[dict[str, str], list[HorizonData], list[tuple[str, str]]]:
-    """(labels, usable data per model in order, unavailable (label, reason))."""
+                  min_events: int) -> _CurveInputs:
     ids = check_model_ids(store, model_ids)
     labels = model_labels(store)
     data = load_horizon_data(store, ids, (horizon,))
@@ -358,7 +361,8 @@ def _curve_inputs(store: st_store.Store, model_ids: Sequence[str], horizon: int,
             usable.append(d)
         else:
             unavailable.append((labels[m], reason))
-    return labels, usable, unavailable
+    return _CurveInputs(horizon, labels, usable, tuple(unavailable),
+                        st_store.metrics_for_models(store, ids))
 
 
 def _thin_roc(fpr: NDArray[np.float64], tpr: NDArray[np.float64]) -> NDArray[np.bool_]:
@@ -370,9 +374,9 @@ def _thin_roc(fpr: NDArray[np.float64], tpr: NDArray[np.float64]) -> NDArray[np.
     return keep
 
 
-def _auc_legend(store: st_store.Store, d: HorizonData, label: str) -> str:
-    stored = st_store.metrics_for_models(store, [d.model_id])
-    row = stored.loc[(stored["horizon_years"] == d.horizon_years) & (stored["metric"] == "auc")]
+def _auc_legend(stored: pd.DataFrame, d: HorizonData, label: str) -> str:
+    row = stored.loc[(stored["model_id"] == d.model_id)
+                     & (stored["horizon_years"] == d.horizon_years) & (stored["metric"] == "auc")]
     lab = d.labelled
     if len(row) and pd.notna(row["value"].iloc[0]) and pd.notna(row["ci_low"].iloc[0]):
         r = row.iloc[0]
@@ -380,42 +384,69 @@ def _auc_legend(store: st_store.Store, d: HorizonData, label: str) -> str:
     return f"{label}: AUC {auc(d.y[lab], d.risk[lab]):.3f} [CI not computed yet]"
 
 
-def roc_frames(store: st_store.Store, model_ids: Sequence[str], horizon: int, *,
-               min_events: int = DEFAULT_MIN_EVENTS) -> CurveSet:
-    """ROC curves of ``model_ids`` at ``horizon`` on each model's labelled scans; the legend
-    carries AUC [95% CI] from the stored metrics (point AUC only if not computed yet)."""
-    labels, usable, unavailable = _curve_inputs(store, model_ids, horizon, min_events)
+def _roc(inp: _CurveInputs) -> CurveSet:
     parts = []
-    for d in usable:
+    for d in inp.usable:
         lab = d.labelled
         roc = roc_curve_points(d.y[lab], d.risk[lab])
         keep = _thin_roc(roc.fpr, roc.tpr)
         parts.append(pd.DataFrame({
-            "model_id": d.model_id, "model": _auc_legend(store, d, labels[d.model_id]),
+            "model_id": d.model_id, "model": _auc_legend(inp.metrics, d, inp.labels[d.model_id]),
             "fpr": roc.fpr[keep], "tpr": roc.tpr[keep],
             "threshold": np.where(np.isinf(roc.thresholds[keep]), np.nan, roc.thresholds[keep])}))
-    return CurveSet("roc", horizon, _concat(parts, ["model_id", "model", "fpr", "tpr",
-                                                    "threshold"]), tuple(unavailable))
+    return CurveSet("roc", inp.horizon, _concat(parts, ["model_id", "model", "fpr", "tpr",
+                                                        "threshold"]), inp.unavailable)
+
+
+def _calibration(inp: _CurveInputs, n_bins: int) -> CurveSet:
+    parts, unavailable = [], list(inp.unavailable)
+    for d in inp.usable:
+        lab = d.labelled
+        try:
+            rel = calibration_curve(d.y[lab], d.risk[lab], n_bins=n_bins)
+        except MetricInputError as err:
+            unavailable.append((inp.labels[d.model_id], str(err)))
+            continue
+        parts.append(pd.DataFrame({
+            "model_id": d.model_id, "model": inp.labels[d.model_id],
+            "mean_predicted": rel.mean_predicted, "observed_fraction": rel.observed_fraction,
+            "count": rel.count}))
+    return CurveSet("calibration", inp.horizon, _concat(parts, [
+        "model_id", "model", "mean_predicted", "observed_fraction", "count"]), tuple(unavailable))
+
+
+def _decision(inp: _CurveInputs, thresholds: NDArray[np.float64]) -> CurveSet:
+    parts, unavailable = [], list(inp.unavailable)
+    for d in inp.usable:
+        lab = d.labelled
+        try:
+            dc = decision_curve(d.y[lab], d.risk[lab], thresholds)
+        except MetricInputError as err:
+            unavailable.append((inp.labels[d.model_id], str(err)))
+            continue
+        if not parts:
+            for name, nb in (("Treat all", dc.net_benefit_treat_all),
+                             ("Treat none", dc.net_benefit_treat_none)):
+                parts.append(pd.DataFrame({"model_id": None, "model": name,
+                                           "threshold": dc.thresholds, "net_benefit": nb}))
+        parts.append(pd.DataFrame({"model_id": d.model_id, "model": inp.labels[d.model_id],
+                                   "threshold": dc.thresholds,
+                                   "net_benefit": dc.net_benefit_model}))
+    return CurveSet("decision", inp.horizon, _concat(parts, [
+        "model_id", "model", "threshold", "net_benefit"]), tuple(unavailable))
+
+
+def roc_frames(store: st_store.Store, model_ids: Sequence[str], horizon: int, *,
+               min_events: int = DEFAULT_MIN_EVENTS) -> CurveSet:
+    """ROC curves of ``model_ids`` at ``horizon`` on each model's labelled scans; the legend
+    carries AUC [95% CI] from the stored metrics (point AUC only if not computed yet)."""
+    return _roc(_curve_inputs(store, model_ids, horizon, min_events))
 
 
 def calibration_frames(store: st_store.Store, model_ids: Sequence[str], horizon: int, *,
                        n_bins: int = 10, min_events: int = DEFAULT_MIN_EVENTS) -> CurveSet:
     """Reliability curves (``n_bins`` quantile bins of predicted risk) at ``horizon``."""
-    labels, usable, unavailable = _curve_inputs(store, model_ids, horizon, min_events)
-    parts = []
-    for d in usable:
-        lab = d.labelled
-        try:
-            rel = calibration_curve(d.y[lab], d.risk[lab], n_bins=n_bins)
-        except MetricInputError as err:
-            unavailable.append((labels[d.model_id], str(err)))
-            continue
-        parts.append(pd.DataFrame({
-            "model_id": d.model_id, "model": labels[d.model_id],
-            "mean_predicted": rel.mean_predicted, "observed_fraction": rel.observed_fraction,
-            "count": rel.count}))
-    return CurveSet("calibration", horizon, _concat(parts, [
-        "model_id", "model", "mean_predicted", "observed_fraction", "count"]), tuple(unavailable))
+    return _calibration(_curve_inputs(store, model_ids, horizon, min_events), n_bins)
 
 
 def decision_frames(store: st_store.Store, model_ids: Sequence[str], horizon: int, *,
@@ -424,25 +455,22 @@ def decision_frames(store: st_store.Store, model_ids: Sequence[str], horizon: in
     """Net benefit per threshold probability at ``horizon``, with treat-all and treat-none
     computed on the first usable model's labelled scans (the same scans for every model with
     OOF predictions for the whole cohort)."""
-    labels, usable, unavailable = _curve_inputs(store, model_ids, horizon, min_events)
-    parts = []
-    for d in usable:
-        lab = d.labelled
-        try:
-            dc = decision_curve(d.y[lab], d.risk[lab], thresholds)
-        except MetricInputError as err:
-            unavailable.append((labels[d.model_id], str(err)))
-            continue
-        if not parts:
-            for name, nb in (("Treat all", dc.net_benefit_treat_all),
-                             ("Treat none", dc.net_benefit_treat_none)):
-                parts.append(pd.DataFrame({"model_id": None, "model": name,
-                                           "threshold": dc.thresholds, "net_benefit": nb}))
-        parts.append(pd.DataFrame({"model_id": d.model_id, "model": labels[d.model_id],
-                                   "threshold": dc.thresholds,
-                                   "net_benefit": dc.net_benefit_model}))
-    return CurveSet("decision", horizon, _concat(parts, [
-        "model_id", "model", "threshold", "net_benefit"]), tuple(unavailable))
+    return _decision(_curve_inputs(store, model_ids, horizon, min_events), thresholds)
+
+
+@dataclass(frozen=True, eq=False)
+class HorizonCurves:
+    roc: CurveSet
+    calibration: CurveSet
+    decision: CurveSet
+
+
+def horizon_curves(store: st_store.Store, model_ids: Sequence[str], horizon: int, *,
+                   min_events: int = DEFAULT_MIN_EVENTS) -> HorizonCurves:
+    """ROC, calibration and decision curves at ``horizon`` from one load of the predictions
+    (what the Model comparison page draws per tab)."""
+    inp = _curve_inputs(store, model_ids, horizon, min_events)
+    return HorizonCurves(_roc(inp), _calibration(inp, 10), _decision(inp, DECISION_THRESHOLDS))
 
 
 def _concat(parts: list[pd.DataFrame], columns: list[str]) -> pd.DataFrame:
@@ -585,7 +613,8 @@ __all__ = [
     "HorizonData", "HorizonMetrics", "MetricValue", "ModelChoice", "NoPredictionsError",
     "PairedTest", "ReportedAUC", "UnknownModelError", "best_models", "calibration_frames",
     "check_model_ids", "data_version", "decision_frames", "evaluate_horizon",
+    "HorizonCurves", "horizon_curves",
     "load_horizon_data", "metrics_rows", "metrics_table", "model_choices", "model_label",
-    "model_labels", "models_without_metrics", "paired_test", "paired_tests", "paired_tests_frame",
+    "model_labels", "paired_test", "paired_tests", "paired_tests_frame",
     "reported_aucs", "roc_frames", "run_evaluation", "too_few_events",
 ]

@@ -100,7 +100,7 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE TABLE metrics (
         model_id VARCHAR NOT NULL, horizon_years INTEGER NOT NULL, metric VARCHAR NOT NULL,
         value DOUBLE, ci_low DOUBLE, ci_high DOUBLE,
-        n_scans INTEGER, n_patients INTEGER, n_events INTEGER, note VARCHAR,
+        n_scans INTEGER, n_patients INTEGER, n_events INTEGER,
         created_at TIMESTAMP NOT NULL DEFAULT current_timestamp,
         PRIMARY KEY (model_id, horizon_years, metric)
     );
@@ -120,6 +120,10 @@ MIGRATIONS: tuple[str, ...] = (
         progress DOUBLE NOT NULL DEFAULT 0, message VARCHAR, params JSON, error VARCHAR,
         started_at TIMESTAMP NOT NULL DEFAULT current_timestamp, finished_at TIMESTAMP
     );
+    """,
+    # --- 2: why a metric could not be computed (e.g. too few events) -------------------------
+    """
+    ALTER TABLE metrics ADD COLUMN note VARCHAR;
     """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -43,6 +43,23 @@ def test_reopen_is_idempotent(tmp_path):
             st.SCHEMA_VERSION
 
 
+def test_store_of_the_first_schema_is_migrated(tmp_path):
+    """A store written at schema version 1 (before metrics had a note) gains the column."""
+    import duckdb
+
+    p = tmp_path / "v1.duckdb"
+    con = duckdb.connect(str(p))
+    con.execute("CREATE TABLE schema_version (version INTEGER PRIMARY KEY, "
+                "applied_at TIMESTAMP NOT NULL DEFAULT current_timestamp)")
+    con.execute(st.MIGRATIONS[0])
+    con.execute("INSERT INTO schema_version (version) VALUES (1)")
+    con.close()
+    with st.open_store(p) as s:
+        assert st.schema_version(s.con) == st.SCHEMA_VERSION >= 2
+        cols = {r[0] for r in s.con.execute("DESCRIBE metrics").fetchall()}
+        assert set(st.METRIC_COLUMNS) <= cols
+
+
 def test_newer_schema_is_refused(tmp_path):
     p = tmp_path / "s.duckdb"
     with st.open_store(p) as s:
