@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage as ndi
 
-from sscmort_core.errors import EmptyMaskError
+from sscmort_core.errors import EmptyMaskError, ImplausibleHUError
 
 # high-attenuation area, inclusive (Lederer et al. 2009; Podolanczuk et al. 2016, MESA)
 HAA_RANGE_HU = (-600.0, -250.0)
@@ -57,14 +57,15 @@ def _bbox(mask: np.ndarray) -> tuple[slice, slice, slice]:
 def moments(values: np.ndarray) -> tuple[float, float, float]:
     """(mean, skewness, excess kurtosis) of a 1-D sample, population (biased) moments.
 
-    Raises ValueError for a sample with zero variance (both shape measures are undefined).
+    Raises ImplausibleHUError (an input error: one clear line on CLI and pages) for a
+    sample with zero variance (both shape measures are undefined).
     """
     v = values.astype(np.float64)
     mean = float(v.mean())
     d = v - mean
     m2 = float(np.mean(d * d))
     if m2 <= 0:
-        raise ValueError("the lung density has zero variance, so skewness and kurtosis are "
+        raise ImplausibleHUError("the lung density has zero variance, so skewness and kurtosis are "
                          "undefined (a constant image is not CT)")
     d2 = d * d
     m3 = float(np.mean(d2 * d))

@@ -333,5 +333,7 @@ def test_real_ct_mask_stays_inside_the_body(real_lungs):
 
 
 def test_constant_density_has_no_shape_moments():
-    with pytest.raises(ValueError, match="zero variance"):
+    from sscmort_core.errors import InputError
+
+    with pytest.raises(InputError, match="zero variance"):
         moments(np.full(10, -850.0))
