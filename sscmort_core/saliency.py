@@ -165,24 +165,25 @@ def from_payload(model_id: str, payload: bytes, meta: dict) -> Saliency:
 
 
 def explain_scan(store: st_store.Store, scan_id: str, model_id: str, *, models_dir: Path,
-                 device: str = "auto", horizon_years: int = 5, top: int = 3,
-                 recompute: bool = False) -> Saliency:
-    """Saliency of a stored scan: read from the store, else computed and written there."""
+                 device: str = "auto", horizon_years: int = 5, top: int = 3) -> Saliency:
+    """Saliency of a stored scan: read from the store when it was computed with these weights
+    and ``top``, else computed and written there."""
     from sscmort_core.lungs import segment_lungs
     from sscmort_core.pipeline import load_scan_volume
 
     kind = saliency_kind(horizon_years)
-    hit = None if recompute else st_store.explanation_array(store, model_id, scan_id, kind)
-    if hit is not None:
+    row = st_store.model_row(store, model_id)
+    sha = row.get("weights_sha256") if row else None
+    hit = st_store.explanation_array(store, model_id, scan_id, kind)
+    if hit is not None and (hit[1].get("weights_sha256"), hit[1].get("top")) == (sha, top):
         return from_payload(model_id, *hit)
-    row = st_store.deep_models_frame(store).set_index("model_id")
-    sha = row.loc[model_id, "weights_sha256"] if model_id in row.index else None
     vol = load_scan_volume(store, scan_id)
     lungs = segment_lungs(vol.hu, vol.spacing_mm)
     sal = saliency_for_volume(vol.hu, lungs.mask, model_id=model_id, models_dir=models_dir,
                               device=device, horizon_years=horizon_years, top=top,
                               expected_sha256=sha)
     payload, meta = to_payload(sal)
+    meta = {**meta, "weights_sha256": sha, "top": top}
     with store.transaction() as cur:
         st_store.put_explanation_array(cur, model_id, scan_id, kind, payload, meta)
     return sal

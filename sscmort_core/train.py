@@ -444,7 +444,9 @@ def _register(store: st_store.Store, models_dir: Path, ensemble: EnsembleNet, co
     try:
         with store.transaction() as cur:
             register_in_store(cur, card, models_dir)
-            st_store.delete_predictions(cur, card.model_id)
+            # a re-used id (emptied models folder) must not keep the old model's metrics
+            # or cached saliency
+            st_store.delete_model_outputs(cur, card.model_id)
             st_store.insert_frame(cur, "predictions", pd.concat(rows, ignore_index=True))
     except BaseException:
         from sscmort_core.registry import delete_model

@@ -169,15 +169,23 @@ def test_cli_predict_nifti_json(registered_store, models_dir, scan, tmp_path, ca
     assert e["model_id"] == DEEP_ENSEMBLE_ID and e["risk_1y"] <= e["risk_3y"] <= e["risk_5y"]
 
 
-def test_saliency_grad_cam_round_trip(registered_store, models_dir, scan):
+def test_saliency_grad_cam_round_trip(registered_store, models_dir, scan, monkeypatch):
     from sscmort_core import saliency
 
     scan_id, vol, lungs = scan
     with st_store.open_store(registered_store) as s:
         sal = saliency.explain_scan(s, scan_id, "deep-test_resnet-v1", models_dir=models_dir,
                                     device="cpu", horizon_years=3, top=2)
+
+        def must_not_recompute(*a, **k):
+            raise AssertionError("recomputed instead of read from the store")
+
+        monkeypatch.setattr(saliency, "saliency_for_volume", must_not_recompute)
         again = saliency.explain_scan(s, scan_id, "deep-test_resnet-v1",
-                                      models_dir=models_dir, horizon_years=3)  # from the store
+                                      models_dir=models_dir, horizon_years=3, top=2)
+        with pytest.raises(AssertionError, match="recomputed"):  # another top: not the cache
+            saliency.explain_scan(s, scan_id, "deep-test_resnet-v1", models_dir=models_dir,
+                                  horizon_years=3, top=3)
     assert len(sal.slices) == 2 and sal.horizon_years == 3
     assert sal.slices[0].attention >= sal.slices[1].attention
     for sl in sal.slices:
