@@ -127,9 +127,13 @@ if report.predictions:
                            format_func=lambda h: f"{h} years")
         cached = st.session_state["saliency"]
         if (model_id, horizon) not in cached:
-            cached[(model_id, horizon)] = saliency_for_volume(
-                vol.hu, analysis.lungs.mask, model_id=model_id,
-                models_dir=default_models_dir(), horizon_years=horizon)
+            try:  # the model may have been retrained or removed since the prediction
+                cached[(model_id, horizon)] = saliency_for_volume(
+                    vol.hu, analysis.lungs.mask, model_id=model_id,
+                    models_dir=default_models_dir(), horizon_years=horizon)
+            except SscmortError as err:
+                show_error(err)
+                st.stop()
         sal = cached[(model_id, horizon)]
         cols = st.columns(len(sal.slices))
         for i, (col, sl) in enumerate(zip(cols, sal.slices)):

@@ -8,14 +8,19 @@ from typing import Any, Callable
 from sscmort_core.errors import StoreError
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+def _int_at_least(low: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
+        return value
+    return parse
+
+
+_positive_int = _int_at_least(1)
 
 
 def _fmt(value: float | None, digits: int = 3) -> str:
@@ -67,7 +72,7 @@ def register(sub: Any, commands: dict[str, Callable[[argparse.Namespace], None]]
                         "predictions)")
     p.add_argument("--n-boot", type=_positive_int, default=2000,
                    help="patient-level bootstrap resamples for the AUC CI (2000)")
-    p.add_argument("--seed", type=int, default=0, help="bootstrap seed (0)")
+    p.add_argument("--seed", type=_int_at_least(0), default=0, help="bootstrap seed (0)")
     add_store(p)
     add_common(p)
     commands["evaluate"] = cmd_evaluate

@@ -48,6 +48,8 @@ def cmd_radiomics(args: argparse.Namespace) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
+    if args.folds < 2:  # every kind: checked before any work starts
+        raise DataError(f"--folds must be at least 2, got {args.folds}")
     if args.kind == "deep":
         _deep_train(args)
         return
@@ -56,8 +58,6 @@ def cmd_train(args: argparse.Namespace) -> None:
     from sscmort_core.store import open_store
     from sscmort_core.tabular import train_tabular
 
-    if args.folds < 2:
-        raise DataError(f"--folds must be at least 2, got {args.folds}")
     with open_store(_existing_store(args.store)) as store:
         ids = train_tabular(store, args.kind, models_dir=args.models_dir, seed=args.seed,
                             folds=args.folds, progress=_Progress(not args.quiet))

@@ -17,6 +17,7 @@ import time
 import traceback
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
 from sscmort_core import store as st_store
@@ -77,8 +78,9 @@ def start_job(store: st_store.Store, kind: str, params: dict[str, Any],
         except SscmortError as err:
             _fail(store, job_id, str(err))
         except Exception as err:  # a bug: keep the last frame for the job history
-            last = traceback.format_exception(err)[-1].strip()
-            _fail(store, job_id, f"{type(err).__name__}: {err} ({last})")
+            frames = traceback.extract_tb(err.__traceback__)
+            where = f" (at {Path(frames[-1].filename).name}:{frames[-1].lineno})" if frames else ""
+            _fail(store, job_id, f"{type(err).__name__}: {err}{where}")
         finally:
             with _LOCK:
                 _THREADS.pop(job_id, None)

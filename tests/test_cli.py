@@ -8,6 +8,7 @@ import logging
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -170,3 +171,18 @@ def test_qct_on_the_real_ct(real_ct, capsys):
     q = json.loads(out)
     assert 2500 <= q["lung_volume_ml"] <= 8000
     assert -950 <= q["mean_lung_density_hu"] <= -600
+
+
+@pytest.mark.parametrize("argv, message", [
+    (("train", "--kind", "deep", "--folds", "1"), "--folds must be at least 2"),
+    (("evaluate", "--seed", "-1"), "must be at least 0"),
+])
+def test_bad_numbers_exit_2_with_one_line(tiny_store, capsys, argv, message):
+    before = Path(tiny_store).read_bytes()
+    try:
+        code, _, err = _run(capsys, *argv, "--store", str(tiny_store))
+    except SystemExit as exit_:  # argparse rejects the value itself
+        code, err = exit_.code, capsys.readouterr().err
+    assert code == 2 and message in err
+    assert "Traceback" not in err
+    assert Path(tiny_store).read_bytes() == before  # the store is unchanged

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 
 import pytest
@@ -77,7 +78,10 @@ def test_bug_fails_the_job_with_type_and_message(store):
     job_id = jobs.start_job(store, "test", {}, work)
     jobs.wait(job_id, 30)
     info = jobs.job_info(store, job_id)
-    assert info.status == "failed" and info.error.startswith("ZeroDivisionError")
+    assert info.status == "failed"
+    # type, message and where it was raised (this file's line), said once
+    assert re.fullmatch(r"ZeroDivisionError: division by zero \(at test_jobs\.py:\d+\)",
+                        info.error), info.error
 
 
 def test_stale_running_rows_are_marked_interrupted(store):
