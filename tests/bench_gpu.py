@@ -12,8 +12,8 @@ GPU machine needs neither the DICOM files nor SimpleITK.
 each UI backbone and each precision (bf16 autocast, fp32) trains the full profile for a few
 epochs on patient-grouped folds through the real :func:`train_backbone`, and reads the
 training throughput (slices/s, steady state) from the per-batch progress callback: batches 2..n
-of each epoch, so the first batch (cuDNN autotuning, allocator warm-up) and validation are left
-out. Then, with the bf16-trained ensemble of each backbone on CUDA, the predict latency on the
+of each epoch, so the first batch (allocator warm-up, lazy initialisation) and validation are
+left out. Training runs as `train_backbone` sets it up: seeded, deterministic cuDNN, no autotuning. Then, with the bf16-trained ensemble of each backbone on CUDA, the predict latency on the
 real series (median of 20 warm runs) in bf16 and fp32, a naive per-slice unbatched fp32 loop in
 the same run, and the batch throughput over 32 scans. Prints one JSON document (also written
 to DIR/bench_gpu.json).
@@ -155,7 +155,6 @@ def run(real_inputs: Path, work: Path, patients: int, epochs: int, folds: int,
     from sscmort_core.pipeline import build_demo
 
     work.mkdir(parents=True, exist_ok=True)
-    torch.backends.cudnn.benchmark = True
     result: dict = {"gpu": torch.cuda.get_device_name(0) if device == "cuda" else None,
                     "torch": torch.__version__,
                     "cpu_count": os.cpu_count(), "patients": patients, "epochs": epochs,

@@ -89,7 +89,7 @@ def bench_scaling(n_patients: int) -> dict:
     out = {}
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "scaling.duckdb"
-        build_demo(path, n_patients=n_patients, seed=1, workers=2)
+        build_demo(path, n_patients=n_patients, seed=1, workers=2, stages=())
         with st.open_store(path) as s:
             for workers in (1, 2):
                 with s.transaction() as cur:

@@ -7,7 +7,6 @@ import json
 import logging
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -126,7 +125,11 @@ def test_ingest_keeps_no_phi_anywhere(tmp_path, phi_series, capsys, caplog):
         volume = s.data_dir / row["volume_path"]
         dump = "\n".join(str(s.query_df(f"SELECT * FROM {t}").to_dict())
                          for t in ("patients", "scans", "qct", "meta"))
-    haystacks = {"store file": store_path.read_bytes(), "volume": volume.read_bytes(),
+    import gzip
+
+    assert volume.name.endswith(".nii.gz")  # searched decompressed: gzip bytes hide text
+    haystacks = {"store file": store_path.read_bytes(),
+                 "volume": gzip.decompress(volume.read_bytes()),
                  "stdout+stderr": (out + err).encode(), "logs": caplog.text.encode(),
                  "tables": dump.encode()}
     for keyword, value in PHI.items():
@@ -141,9 +144,20 @@ def test_ingest_same_patient_twice_reuses_the_pseudonym(tmp_path, phi_series, ca
                         "--scan-date", "2019-01-01")
     assert code == 0
     first = json.loads(out)
+    assert first["new_patient"] is True
     code, _, err = _run(capsys, "ingest", str(phi_series), "--store", str(store_path),
                         "--scan-date", "2019-01-01")
     assert code == 2 and "already in the store" in _one_error_line(err)
+    # a later, different scan of the same person (same identifying tags): same pseudonym
+    row = generate_cohort(n_patients=3, seed=11).scans.to_dict(orient="records")[1]
+    later = tmp_path / "later"
+    write_dicom_series(phantom_for_scan(row), later, phi=PHI)
+    code, out, err = _run(capsys, "ingest", str(later), "--store", str(store_path), "--json",
+                          "--scan-date", "2020-06-01")
+    assert code == 0, err
+    second = json.loads(out)
+    assert second["patient_id"] == first["patient_id"] and second["new_patient"] is False
+    assert second["scan_id"] != first["scan_id"]
 
 
 def test_ingest_bad_input_exits_2_and_changes_nothing(tiny_store, tmp_path, capsys):

@@ -8,7 +8,14 @@ import pytest
 
 from sscmort_core import store as st
 from sscmort_core.dataset import _input_for_row, model_inputs
-from sscmort_core.pipeline import DEMO_STAGES, _demo_jobs, _measure_synthetic, build_demo
+from sscmort_core.lungs import qct_metrics, segment_lungs
+from sscmort_core.pipeline import (
+    DEMO_STAGES,
+    _demo_jobs,
+    _measure_synthetic,
+    build_demo,
+    volume_from_row,
+)
 from sscmort_core.radiomics import _Job, extract_stored_scan, load_params, run_radiomics_stage
 
 
@@ -16,15 +23,18 @@ def test_one_pass_matches_the_separate_stages(tiny_store):
     params = load_params()
     with st.open_store(tiny_store, read_only=True) as store:
         rows = st.scan_rows(store)[:3]
-        data_dir = str(store.data_dir)
-        stored_qct = st.qct_frame(store).set_index("scan_id")
+        store_dir = store.data_dir
+        data_dir = str(store_dir)
     jobs, label = _demo_jobs(rows, DEMO_STAGES)
     assert label == "volumes + lungs + QCT + radiomics + model inputs"
     for job in jobs:
         m = _measure_synthetic(job)
         assert m.sha256 == job.row["volume_sha256"]
-        assert m.qct.to_dict()["ild_extent_pct"] == pytest.approx(
-            stored_qct.loc[m.scan_id, "ild_extent_pct"], abs=1e-9)
+        vol = volume_from_row(job.row, store_dir)  # the separate path: regenerate, segment
+        lungs = segment_lungs(vol.hu, vol.spacing_mm)
+        assert m.qct.to_dict() == pytest.approx(
+            qct_metrics(vol.hu, lungs.mask, vol.spacing_mm).to_dict(), abs=1e-9)
+        assert m.left_volume_ml == pytest.approx(lungs.left_volume_ml)
         ref = extract_stored_scan(_Job(row=job.row, data_dir=data_dir, params=params))
         assert m.radiomics.reason is None and ref.reason is None
         assert m.radiomics.features.names == ref.features.names

@@ -643,14 +643,14 @@ def test_real_ct_matches_simpleitk(real_series, kernel):
 # ---------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def small_phantom():
-    phantom_mod = pytest.importorskip("sscmort_core.synthetic.phantom")
+    from sscmort_core.synthetic import phantom as phantom_mod
     return phantom_mod.make_phantom(ild_extent_pct=10.0, kernel="sharp", noise_hu=20.0,
                                     slice_thickness_mm=5.0, seed=3, shape=(16, 64, 64))
 
 
 @pytest.mark.parametrize("order", ["shuffled", "reversed"])
 def test_synthetic_dicom_round_trip(tmp_path, small_phantom, order, caplog):
-    writer = pytest.importorskip("sscmort_core.synthetic.dicom")
+    from sscmort_core.synthetic import dicom as writer
     ph = small_phantom
     writer.write_dicom_series(ph, tmp_path / "ct", instance_order=order)
     writer.write_localizer(tmp_path / "ct", phantom=ph)
@@ -672,7 +672,7 @@ def test_synthetic_dicom_round_trip(tmp_path, small_phantom, order, caplog):
 
 
 def test_synthetic_nifti_round_trip(tmp_path, small_phantom):
-    writer = pytest.importorskip("sscmort_core.synthetic.dicom")
+    from sscmort_core.synthetic import dicom as writer
     path = writer.write_nifti(small_phantom, tmp_path / "ct.nii.gz")
     vol = read_volume(path).volume
     np.testing.assert_array_equal(vol.hu, small_phantom.hu)

@@ -251,7 +251,7 @@ def test_lung_opening_matches_a_slow_reference():
 # synthetic phantoms (acceptance checks)
 # ---------------------------------------------------------------------------------------------
 def _cohort_rows(n: int, seed: int) -> list[dict]:
-    cohort_mod = pytest.importorskip("sscmort_core.synthetic.cohort")
+    from sscmort_core.synthetic import cohort as cohort_mod
     rows = cohort_mod.generate_cohort(n_patients=max(20, n // 2), seed=seed).scans
     rows = rows.to_dict(orient="records")
     pick = np.random.default_rng(seed).choice(len(rows), size=min(n, len(rows)), replace=False)
@@ -259,7 +259,7 @@ def _cohort_rows(n: int, seed: int) -> list[dict]:
 
 
 def _phantom_results(n: int, seed: int) -> tuple[list[float], list[float], list[float]]:
-    phantom_mod = pytest.importorskip("sscmort_core.synthetic.phantom")
+    from sscmort_core.synthetic import phantom as phantom_mod
     dices, est, true = [], [], []
     for row in _cohort_rows(n, seed):
         ph = phantom_mod.phantom_for_scan(row)
