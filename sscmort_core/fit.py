@@ -146,21 +146,23 @@ def augment_batch(x: torch.Tensor, gen: torch.Generator | None) -> torch.Tensor:
     b, k, c, s, _ = x.shape
     dev = x.device
 
-    def u(lo: float, hi: float) -> torch.Tensor:
-        return lo + (hi - lo) * torch.rand(b, generator=gen).to(dev)
+    r = torch.rand(7, b, generator=gen).to(dev)  # every draw of the batch: one copy
 
-    angle = u(-math.pi / 18, math.pi / 18)
-    scale = u(0.9, 1.1)
-    flip = torch.where(torch.rand(b, generator=gen).to(dev) < 0.5, -1.0, 1.0)
+    def u(i: int, lo: float, hi: float) -> torch.Tensor:
+        return lo + (hi - lo) * r[i]
+
+    angle = u(0, -math.pi / 18, math.pi / 18)
+    scale = u(1, 0.9, 1.1)
+    flip = torch.where(r[2] < 0.5, -1.0, 1.0)
     cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
-    theta = torch.stack([torch.stack([cos * flip, -sin, u(-0.05, 0.05)], dim=1),
-                         torch.stack([sin * flip, cos, u(-0.05, 0.05)], dim=1)], dim=1)  # (B,2,3)
+    theta = torch.stack([torch.stack([cos * flip, -sin, u(3, -0.05, 0.05)], dim=1),
+                         torch.stack([sin * flip, cos, u(4, -0.05, 0.05)], dim=1)], dim=1)  # (B,2,3)
     theta = theta.repeat_interleave(k, dim=0)  # (B*K, 2, 3)
     flat = x.reshape(b * k, c, s, s)  # (B*K, 3, S, S)
     grid = F.affine_grid(theta, list(flat.shape), align_corners=False)
     out = F.grid_sample(flat, grid, padding_mode="zeros", align_corners=False)
-    gain = u(0.95, 1.05).repeat_interleave(k)[:, None, None, None]
-    shift = u(-0.03, 0.03).repeat_interleave(k)[:, None, None, None]
+    gain = u(5, 0.95, 1.05).repeat_interleave(k)[:, None, None, None]
+    shift = u(6, -0.03, 0.03).repeat_interleave(k)[:, None, None, None]
     return (out * gain + shift).clamp_(0.0, 1.0).reshape(b, k, c, s, s)  # (B, K, 3, S, S)
 
 
@@ -280,6 +282,8 @@ class Fit:
         self.module.train()
         order = idx[torch.randperm(len(idx), generator=gen).numpy()]
         n_batches = max(1, math.ceil(len(order) / cfg.batch_size))
+        # every scan's targets on the device once per epoch; each step indexes them there
+        on_device = BatchTargets.of(self.targets, np.arange(len(self.targets)), ctx.device)
         # summed on the device: one host sync per epoch, so the CPU can queue the next step's
         # kernels while the GPU runs this one
         total, seen = torch.zeros((), device=ctx.device), 0
@@ -289,7 +293,8 @@ class Fit:
             xb = self.batches.inputs(bidx, ctx.device, True, gen)
             with autocast(ctx):
                 logits, _ = self.module(xb)
-            loss = self.loss(logits.float(), BatchTargets.of(self.targets, bidx, ctx.device))
+            yb = on_device.take(torch.as_tensor(bidx).to(ctx.device))
+            loss = self.loss(logits.float(), yb)
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.grad_clip:

@@ -121,3 +121,8 @@ class BatchTargets:
 
         return cls(t(targets.died_in), t(targets.informative), t(targets.positive),
                    t(targets.known))
+
+    def take(self, idx: torch.Tensor) -> "BatchTargets":
+        """Rows ``idx`` (a tensor on the same device): no host copy per training step."""
+        return BatchTargets(self.died_in[idx], self.informative[idx], self.positive[idx],
+                            self.known[idx])

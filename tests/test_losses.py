@@ -114,3 +114,8 @@ def test_loss_fn_dispatch():
     assert float(loss_fn("bce")(logits, bt)) > 0
     with pytest.raises(ValueError):
         loss_fn("hinge")
+    # rows taken on the device equal rows gathered from the numpy targets
+    idx = np.array([4, 0, 2])
+    part, ref = bt.take(torch.as_tensor(idx)), BatchTargets.of(t, idx)
+    for name in ("died_in", "informative", "positive", "known"):
+        assert torch.equal(getattr(part, name), getattr(ref, name))
