@@ -110,7 +110,7 @@ def register(sub: Any, commands: dict[str, Callable[[argparse.Namespace], None]]
              add_common: Callable[[argparse.ArgumentParser], None]) -> None:
     from sscmort_core.registry import default_models_dir
 
-    models_dir = default_models_dir()  # = sscmort_core.tabular.DEFAULT_MODELS_DIR
+    models_dir = default_models_dir()
     p = sub.add_parser("radiomics", help="extract pyradiomics lung features for every stored "
                                          "scan not yet extracted with the current parameters")
     add_store(p)

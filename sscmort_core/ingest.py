@@ -248,11 +248,14 @@ def predict_all(store: st_store.Store, analysis: ScanAnalysis, *,
     t0 = time.perf_counter()
     preds: list[Any] = []
     problems: list[tuple[str, str]] = []
-    for name, fn in (("radiomics / QCT models", tabular.predict_for_volume),
-                     ("deep models", infer.predict_for_volume)):
-        try:
-            preds.extend(fn(store, vol.hu, mask, vol.spacing_mm, models_dir=models_dir,
-                            **({"device": device} if fn is infer.predict_for_volume else {})))
-        except SscmortError as err:
-            problems.append((name, str(err)))
+    tab_preds, tab_problems = tabular.predict_for_volume(
+        store, vol.hu, mask, vol.spacing_mm, models_dir=models_dir,
+        qct=analysis.qct.to_dict())  # measured at ingest: not again
+    preds.extend(tab_preds)
+    problems.extend(tab_problems)
+    try:
+        preds.extend(infer.predict_for_volume(store, vol.hu, mask, vol.spacing_mm,
+                                              models_dir=models_dir, device=device))
+    except SscmortError as err:
+        problems.append(("deep models", str(err)))
     return RiskReport(tuple(preds), tuple(problems), time.perf_counter() - t0)

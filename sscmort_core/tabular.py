@@ -26,12 +26,11 @@ import numpy as np
 import pandas as pd
 
 from sscmort_core import store as st
-from sscmort_core.errors import ChecksumMismatchError, DataError, ModelError
+from sscmort_core.errors import ChecksumMismatchError, DataError, ModelError, SscmortError
 from sscmort_core.labels import HORIZONS_YEARS, HorizonLabels, label_scans
 from sscmort_core.predictions import RiskPrediction
 from sscmort_core.registry import default_models_dir, file_sha256
 
-DEFAULT_MODELS_DIR = default_models_dir()  # $SSCMORT_MODELS or models/, as for deep models
 TABULAR_VERSION = "1"
 KINDS: tuple[str, ...] = ("radiomics", "qct")
 ALGORITHMS: dict[str, tuple[str, ...]] = {"radiomics": ("logistic", "gbm"), "qct": ("logistic",)}
@@ -307,10 +306,12 @@ _LOADED: dict[tuple[str, str], TabularModel] = {}
 
 
 def load_model(store: st.Store, model_id: str, *,
-               models_dir: Path = DEFAULT_MODELS_DIR) -> TabularModel:
-    """Load a registered tabular model; its file must match the sha256 in the registry."""
+               models_dir: Path | None = None) -> TabularModel:
+    """Load a registered tabular model; its file must match the sha256 in the registry
+    (``models_dir``: default $SSCMORT_MODELS or models/, resolved at call time)."""
     import joblib
 
+    models_dir = Path(models_dir) if models_dir is not None else default_models_dir()
     row = st.model_row(store, model_id)
     if row is None:
         raise ModelError(f"no model {model_id!r} in the registry", store.path)
@@ -343,17 +344,20 @@ def tabular_model_ids(store: st.Store, kinds: Sequence[str] = KINDS) -> list[str
 # prediction for new data
 # ---------------------------------------------------------------------------------------------
 def predict_tabular(store: st.Store, model_id: str, features: Mapping[str, float], *,
-                    models_dir: Path = DEFAULT_MODELS_DIR) -> RiskPrediction:
+                    models_dir: Path | None = None) -> RiskPrediction:
     """Per-horizon risk of one scan from its features (names as in the model card).
 
     Missing features are imputed with the training medians and named in the note; more than
     :data:`MAX_MISSING_SHARE` of them missing is a ModelError.
     """
-    model = load_model(store, model_id, models_dir=models_dir)
+    return _predict(load_model(store, model_id, models_dir=models_dir), features)
+
+
+def _predict(model: TabularModel, features: Mapping[str, float]) -> RiskPrediction:
     x, missing = model.vector(features)
     if missing > MAX_MISSING_SHARE * len(model.feature_names):
         raise ModelError(f"{missing} of the {len(model.feature_names)} features model "
-                         f"{model_id} needs are missing")
+                         f"{model.model_id} needs are missing")
     risks, adjusted = monotone(model.raw_risks(x))
     notes = []
     if missing:
@@ -361,45 +365,52 @@ def predict_tabular(store: st.Store, model_id: str, features: Mapping[str, float
     if adjusted[0]:
         notes.append("risks made monotone across horizons (running maximum)")
     r = risks[0]
-    return RiskPrediction(model_id=model_id, kind=model.kind, label=model.label,
+    return RiskPrediction(model_id=model.model_id, kind=model.kind, label=model.label,
                           risk_1y=float(r[0]), risk_3y=float(r[1]), risk_5y=float(r[2]),
                           monotone_adjusted=bool(adjusted[0]), note="; ".join(notes) or None)
 
 
 def predict_for_volume(store: st.Store, hu: np.ndarray, lung_mask: np.ndarray,
-                       spacing_mm: Sequence[float], *,
-                       models_dir: Path = DEFAULT_MODELS_DIR) -> list[RiskPrediction]:
-    """Risks from every registered radiomics and QCT model for one volume.
+                       spacing_mm: Sequence[float], *, models_dir: Path | None = None,
+                       qct: Mapping[str, float] | None = None
+                       ) -> tuple[list[RiskPrediction], list[tuple[str, str]]]:
+    """Risks from every registered radiomics and QCT model for one volume, and (model id,
+    reason) for each model that could not be used (missing or changed file, failed
+    extraction): one bad model never hides the others.
 
-    hu: (z, y, x) HU; lung_mask: (z, y, x) bool; spacing_mm: (z, y, x). Radiomics features are
+    hu: (z, y, x) HU; lung_mask: (z, y, x) bool; spacing_mm: (z, y, x). ``qct``: the volume's
+    QCT metrics when the caller has them (else measured here). Radiomics features are
     extracted once per parameter set the models were trained with (the card keeps the file).
     """
     from sscmort_core.lungs import qct_metrics
     from sscmort_core.radiomics import extract_features, params_from_text
 
     out: list[RiskPrediction] = []
+    problems: list[tuple[str, str]] = []
     feats_by_hash: dict[str, dict[str, float]] = {}
-    qct: dict[str, float] | None = None
     for model_id in tabular_model_ids(store):
-        model = load_model(store, model_id, models_dir=models_dir)
-        if model.kind == "qct":
-            if qct is None:
-                qct = {k: float(v) for k, v in qct_metrics(
-                    hu, lung_mask, tuple(spacing_mm)).to_dict().items()}
-            out.append(predict_tabular(store, model_id, qct, models_dir=models_dir))
-            continue
-        key = str(model.param_hash)
-        if key not in feats_by_hash:
-            params = params_from_text(model.radiomics_params_text or "", f"model {model_id}")
-            feats_by_hash[key] = extract_features(hu, lung_mask, spacing_mm, params).as_dict()
-        out.append(predict_tabular(store, model_id, feats_by_hash[key], models_dir=models_dir))
-    return out
+        try:
+            model = load_model(store, model_id, models_dir=models_dir)
+            if model.kind == "qct":
+                if qct is None:
+                    qct = qct_metrics(hu, lung_mask, tuple(spacing_mm)).to_dict()
+                out.append(_predict(model, {k: float(v) for k, v in qct.items()}))
+                continue
+            key = str(model.param_hash)
+            if key not in feats_by_hash:
+                params = params_from_text(model.radiomics_params_text or "", f"model {model_id}")
+                feats_by_hash[key] = extract_features(hu, lung_mask, spacing_mm,
+                                                      params).as_dict()
+            out.append(_predict(model, feats_by_hash[key]))
+        except SscmortError as err:
+            problems.append((model_id, str(err)))
+    return out, problems
 
 
 # ---------------------------------------------------------------------------------------------
 # training (the cross-validation and registration live in sscmort_core.tabular_train)
 # ---------------------------------------------------------------------------------------------
-def train_tabular(store: st.Store, kind: str, *, models_dir: Path = DEFAULT_MODELS_DIR,
+def train_tabular(store: st.Store, kind: str, *, models_dir: Path | None = None,
                   seed: int = 0, folds: int = 5, progress: ProgressFn = _no_progress,
                   param_hash: str | None = None) -> list[str]:
     """Train, cross-validate, explain and register the tabular models of ``kind``.
@@ -418,5 +429,5 @@ def train_tabular(store: st.Store, kind: str, *, models_dir: Path = DEFAULT_MODE
     from sscmort_core.tabular_train import train
 
     with threadpool_limits(limits=1):
-        return train(store, kind, models_dir=Path(models_dir), seed=seed, folds=folds,
-                     progress=progress, param_hash=param_hash)
+        return train(store, kind, models_dir=Path(models_dir or default_models_dir()),
+                     seed=seed, folds=folds, progress=progress, param_hash=param_hash)

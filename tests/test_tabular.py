@@ -207,9 +207,24 @@ def test_predict_tabular_and_for_volume(trained):
         assert isinstance(one, RiskPrediction) and one.kind == "qct"
         assert one.risk_1y <= one.risk_3y <= one.risk_5y
         vol = load_scan_volume(s, scan_id)
-        preds = tab.predict_for_volume(s, vol.hu, segment_lungs(vol.hu, vol.spacing_mm).mask,
-                                       vol.spacing_mm, models_dir=trained.models_dir)
+        mask = segment_lungs(vol.hu, vol.spacing_mm).mask
+        preds, problems = tab.predict_for_volume(s, vol.hu, mask, vol.spacing_mm,
+                                                 models_dir=trained.models_dir)
+        # one model's file gone: it is named, the others still predict
+        rad_id = next(i for i in trained.ids if i.startswith("radiomics-"))
+        gone = trained.models_dir / f"{rad_id}.joblib"
+        saved = gone.read_bytes()
+        gone.unlink()
+        tab._LOADED.clear()
+        try:
+            some, missing = tab.predict_for_volume(s, vol.hu, mask, vol.spacing_mm,
+                                                   models_dir=trained.models_dir)
+        finally:
+            gone.write_bytes(saved)
+    assert problems == []
     assert sorted(p.kind for p in preds) == ["qct", "radiomics", "radiomics"]
+    assert [m for m, _ in missing] == [rad_id] and "missing" in missing[0][1]
+    assert sorted(p.kind for p in some) == ["qct", "radiomics"]
     got = next(p for p in preds if p.model_id == qct_id)
     # QCT of the same regenerated volume, segmented the same way as at build time
     assert got.risk_5y == pytest.approx(one.risk_5y, rel=1e-6)
