@@ -45,32 +45,39 @@ def get_store() -> st_store.Store:
         raise  # unreachable: st.stop() raises
 
 
-def banners(store: st_store.Store | None) -> None:  # noqa: D401
+def banners(synthetic: bool) -> None:
     """The research-use notice on every page, and the synthetic banner where it applies."""
     st.warning(RESEARCH_NOTICE, icon=":material/science:")
-    if store is not None and st_store.is_synthetic(store):
+    if synthetic:
         st.info(SYNTHETIC_NOTICE, icon=":material/smart_toy:")
 
 
-def sidebar(store: st_store.Store) -> None:
+def sidebar(summary: st_store.CohortSummary) -> None:
     """Store path, synthetic flag and counts in the sidebar."""
     with st.sidebar:
         st.caption("Cohort store")
         st.code(str(store_path()), language=None)
-        summary = st_store.cohort_summary(store)
-        if st_store.is_synthetic(store):
+        if summary.synthetic_patients:
             st.markdown(":orange-badge[SYNTHETIC DATA]")
         st.caption(f"{summary.patients:,} patients, {summary.scans:,} scans")
         st.caption(RESEARCH_NOTICE)
 
 
 def page_setup(title: str) -> st_store.Store:
-    """Every page starts here: the store, the sidebar, the banners and the title."""
+    """Every page starts here: the store, the sidebar, the banners and the title. The store's
+    headline counts are read once per run; the page gets them from :func:`cohort_summary`."""
     store = get_store()
-    sidebar(store)
-    banners(store)
+    summary = st_store.cohort_summary(store)
+    st.session_state["_cohort_summary"] = summary  # this run's: page_setup runs first
+    sidebar(summary)
+    banners(summary.synthetic_patients > 0)
     st.title(title)
     return store
+
+
+def cohort_summary() -> st_store.CohortSummary:
+    """The counts :func:`page_setup` read at the top of this run."""
+    return st.session_state["_cohort_summary"]
 
 
 def show_error(err: SscmortError) -> None:

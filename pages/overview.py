@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import streamlit as st
 
-from pages._shared import page_setup
+from pages._shared import cohort_summary, page_setup
 from sscmort_core import charts, cohort
 from sscmort_core import store as st_store
 
 store = page_setup("Overview")
 
-summary = st_store.cohort_summary(store)
+summary = cohort_summary()
 if summary.scans == 0:
     st.info("The store holds no scans yet. Build the demo cohort with `sscmort demo`.")
     st.stop()
