@@ -138,13 +138,14 @@ def load_horizon_data(store: st_store.Store, model_ids: Sequence[str],
     scans = scans.loc[scans["scan_id"].isin(set(preds["scan_id"]))].reset_index(drop=True)
     horizons = tuple(horizons)
     outcome = scans[["scan_id", "patient_id"]].copy()
+    dates = scans.set_index("scan_id")  # so a date error names the scan
     if len(scans):
         outcome["time_years"], outcome["event"] = time_to_event_years(
-            scans["scan_date"], scans["death_date"], scans["last_followup_date"])
+            dates["scan_date"], dates["death_date"], dates["last_followup_date"])
     else:
         outcome["time_years"], outcome["event"] = np.array([], float), np.array([], bool)
     for h in horizons:
-        lab = label_scans(scans["scan_date"], scans["death_date"], scans["last_followup_date"], h)
+        lab = label_scans(dates["scan_date"], dates["death_date"], dates["last_followup_date"], h)
         outcome[f"y_{h}"] = np.where(lab.known, lab.positive.astype(float), np.nan)
     joined = preds.merge(outcome, on="scan_id", how="inner")
     out: dict[tuple[str, int], HorizonData] = {}

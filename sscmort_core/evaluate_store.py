@@ -274,12 +274,13 @@ def model_choices(store: st_store.Store) -> list[ModelChoice]:
 
 
 def data_version(store: st_store.Store, model_ids: Sequence[str]) -> str:
-    """A short token that changes when the models' OOF predictions or metrics change (for
-    app-side caches of the page's computations)."""
+    """A short token that changes when the store file, the models' OOF predictions or
+    metrics, or any outcome date change (for app-side caches of the page's computations)."""
     summary = st_store.oof_prediction_summary(store, list(model_ids))
     metrics = st_store.metrics_for_models(store, list(model_ids))
     stamp = metrics["created_at"].max() if len(metrics) else None
-    return json.dumps([summary.round(9).to_dict(orient="records"), str(stamp)], default=str)
+    return json.dumps([str(store.path), summary.round(9).to_dict(orient="records"), str(stamp),
+                       st_store.outcome_fingerprint(store)], default=str)
 
 
 @dataclass(frozen=True)

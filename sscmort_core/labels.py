@@ -112,6 +112,14 @@ def _to_datetime(values: Sequence[object] | pd.Series | np.ndarray) -> pd.Dateti
     return pd.DatetimeIndex(pd.to_datetime(pd.Series(values, dtype="object"), errors="raise"))
 
 
+def _row_name(values: object, i: int) -> str:
+    """How an error names row ``i``: by its index label when the dates come as a pandas Series
+    indexed by scan id (what callers with a scans frame pass), else by position."""
+    if isinstance(values, pd.Series) and not isinstance(values.index, pd.RangeIndex):
+        return f"scan {values.index[i]}"
+    return f"row {i}"
+
+
 def label_scans(
     scan_dates: Sequence[object] | pd.Series | np.ndarray,
     death_dates: Sequence[object] | pd.Series | np.ndarray,
@@ -120,7 +128,8 @@ def label_scans(
 ) -> HorizonLabels:
     """Vectorised :func:`label_scan` (same rule, same errors) over arrays of dates.
 
-    Missing death dates are None/NaT. Raises DataError naming the first offending row.
+    Missing death dates are None/NaT. Raises DataError naming the first offending row (by
+    scan id when the dates are Series indexed by scan id).
     """
     t = _to_datetime(scan_dates)
     d = _to_datetime(death_dates)
@@ -130,21 +139,25 @@ def label_scans(
     if horizon_years <= 0:
         raise ValueError(f"horizon must be a positive number of years, got {horizon_years}")
     if t.isna().any():
-        raise DataError(f"scan date is missing in row {int(np.flatnonzero(t.isna())[0])}")
+        raise DataError(f"{_row_name(scan_dates, int(np.flatnonzero(t.isna())[0]))}: "
+                        "scan date is missing")
     end = t + pd.DateOffset(years=horizon_years)  # pandas clips 29 Feb to 28 Feb like add_years
     has_death = ~d.isna()
     bad_death = has_death & (d <= t)
     if bad_death.any():
         i = int(np.flatnonzero(bad_death)[0])
-        raise DataError(f"row {i}: death date {d[i].date()} is not after scan date {t[i].date()}")
+        raise DataError(f"{_row_name(scan_dates, i)}: death date {d[i].date()} is not after "
+                        f"scan date {t[i].date()}")
     no_info = ~has_death & f.isna()
     if no_info.any():
         i = int(np.flatnonzero(no_info)[0])
-        raise DataError(f"row {i}: neither a death date nor a last follow-up date")
+        raise DataError(f"{_row_name(scan_dates, i)}: neither a death date nor a last "
+                        "follow-up date")
     bad_fu = ~has_death & (f < t)
     if bad_fu.any():
         i = int(np.flatnonzero(bad_fu)[0])
-        raise DataError(f"row {i}: last follow-up {f[i].date()} is before scan date {t[i].date()}")
+        raise DataError(f"{_row_name(scan_dates, i)}: last follow-up {f[i].date()} is before "
+                        f"scan date {t[i].date()}")
     positive = np.asarray(has_death & (d <= end))
     known = np.asarray(has_death | (f >= end))
     return HorizonLabels(horizon_years=horizon_years, positive=positive, known=known)

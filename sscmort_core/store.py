@@ -681,6 +681,16 @@ def _in_clause(column: str, values: Sequence[str]) -> str:
     return f"{column} IN ({', '.join('?' for _ in values)})" if values else "false"
 
 
+def outcome_fingerprint(store: Store) -> str:
+    """A token that changes when any scan date, death date or follow-up date changes (with
+    :func:`oof_prediction_summary`, what app-side caches of labelled metrics are keyed on)."""
+    row = store.cursor().execute(
+        """SELECT (SELECT count(*) FROM scans), (SELECT sum(hash(scan_id, scan_date)) FROM scans),
+                  (SELECT sum(hash(patient_id, death_date, last_followup_date))
+                   FROM patients)""").fetchone()
+    return ":".join(str(v) for v in row)
+
+
 def oof_prediction_summary(store: Store, model_ids: Sequence[str] | None = None) -> pd.DataFrame:
     """Per model and horizon: count and risk sum of out-of-fold predictions.
 

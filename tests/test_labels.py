@@ -3,6 +3,7 @@
 import datetime as dt
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from sscmort_core.errors import DataError
@@ -85,6 +86,12 @@ def test_vectorised_matches_scalar_rule_on_random_dates():
 def test_vectorised_names_the_bad_row():
     with pytest.raises(DataError, match="row 1"):
         label_scans([T, T], [None, T - dt.timedelta(days=1)], [T, T], 1)
+    # dates indexed by scan id (a scans frame's columns): the error names the scan
+    ids = ["S-a", "S-b"]
+    with pytest.raises(DataError, match="^scan S-b: death date"):
+        label_scans(pd.Series([T, T], index=ids),
+                    pd.Series([None, T - dt.timedelta(days=1)], index=ids),
+                    pd.Series([T, T], index=ids), 1)
 
 
 def test_time_to_event():

@@ -101,3 +101,15 @@ def test_overview_shows_best_model_per_horizon(page_store, monkeypatch):
     metrics = {m.label: m.value for m in at.metric}
     assert {"1-year AUC", "3-year AUC", "5-year AUC"} <= set(metrics)
     assert any(c.value.startswith("Deep: resnet18 v1 [95% CI") for c in at.caption)
+
+
+def test_contradictory_dates_are_one_error_per_tab_not_a_traceback(page_store, monkeypatch):
+    with st.open_store(page_store) as s:
+        scan = st.scans_frame(s).iloc[0]
+        s.con.execute("UPDATE patients SET death_date = ? WHERE patient_id = ?",
+                      [scan["scan_date"] - __import__("datetime").timedelta(days=1),
+                       scan["patient_id"]])
+    at = _open(page_store, monkeypatch)  # asserts no exception
+    errors = [e.value for e in at.error]
+    assert errors and all("is not after scan date" in e for e in errors), errors
+    assert any(f"scan {scan['scan_id']}" in e for e in errors)
