@@ -1,22 +1,18 @@
 """CLI commands of the radiomics and tabular-model stages: ``radiomics`` and ``train``.
 
 ``train --kind radiomics|qct`` trains the tabular models here; ``--kind deep`` hands over to
-``sscmort_core.train.cli_train(args)`` (deep training), whose module may add its own options
-through ``add_train_arguments(parser)``.
+:func:`sscmort_core.cli_deep.cli_train`; ``cli_deep.add_train_arguments`` adds its options
+(backbone, profile, device...) to the same ``train`` parser.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
-import importlib.util
 import sys
 from pathlib import Path
 from typing import Any, Callable
 
 from sscmort_core.errors import DataError, StoreError
-
-DEEP_MODULE = "sscmort_core.train"
 
 
 def _existing_store(path: Path) -> Path:
@@ -72,37 +68,10 @@ def cmd_train(args: argparse.Namespace) -> None:
           "\n".join(lines))
 
 
-def _deep_module() -> Any | None:
-    if importlib.util.find_spec(DEEP_MODULE) is None:
-        return None
-    return importlib.import_module(DEEP_MODULE)
-
-
 def _deep_train(args: argparse.Namespace) -> None:
-    module = _deep_module()
-    if module is None or not hasattr(module, "cli_train"):
-        raise DataError("deep training is not available in this installation "
-                        f"({DEEP_MODULE}.cli_train is missing)")
-    module.cli_train(args)
+    from sscmort_core.cli_deep import cli_train
 
-
-class _TrainParser(argparse.ArgumentParser):
-    """The ``train`` subparser: deep training's own options
-    (``sscmort_core.train.add_train_arguments(parser)``) are added when ``train`` is parsed,
-    not when the CLI starts, so the other commands never pay for importing torch."""
-
-    _deep_added = False
-
-    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
-        if not self._deep_added:
-            self._deep_added = True
-            try:
-                deep = _deep_module()
-            except ImportError:  # deep training's dependencies missing: --kind deep says so
-                deep = None
-            if deep is not None and hasattr(deep, "add_train_arguments"):
-                deep.add_train_arguments(self)
-        return super().parse_known_args(args, namespace)
+    cli_train(args)
 
 
 def register(sub: Any, commands: dict[str, Callable[[argparse.Namespace], None]],
@@ -118,7 +87,7 @@ def register(sub: Any, commands: dict[str, Callable[[argparse.Namespace], None]]
     p.add_argument("--workers", type=int, default=None, help="worker processes (all cores)")
     commands["radiomics"] = cmd_radiomics
 
-    p = sub.add_parser("train", conflict_handler="resolve",
+    p = sub.add_parser("train",
                        help="train and register models: radiomics / QCT (tabular) or deep")
     p.add_argument("--kind", choices=("radiomics", "qct", "deep"), required=True,
                    help="radiomics: logistic + gradient boosting on radiomics features; "
@@ -129,5 +98,7 @@ def register(sub: Any, commands: dict[str, Callable[[argparse.Namespace], None]]
                    help=f"model registry folder (default {models_dir})")
     p.add_argument("--seed", type=int, default=0, help="random seed (0)")
     p.add_argument("--folds", type=int, default=5, help="patient-grouped CV folds (5)")
-    p.__class__ = _TrainParser  # argparse has no per-subparser class; this adds behaviour only
+    from sscmort_core.cli_deep import add_train_arguments
+
+    add_train_arguments(p)  # --backbone, --profile, --device... (skips the flags above)
     commands["train"] = cmd_train

@@ -35,19 +35,16 @@ import numpy as np
 import torch
 
 from sscmort_core import store as st_store
-from sscmort_core.cli_deep import add_train_arguments, cli_train  # noqa: F401 (cli_radiomics)
 from sscmort_core.dataset import ModelInputs, model_inputs, sampling_version
 from sscmort_core.errors import DataError, ModelError
-from sscmort_core.fit import (  # noqa: F401 (augment_batch, EpochLog: part of the API)
+from sscmort_core.fit import (
     EmbeddingBatches,
     EpochFn,
-    EpochLog,
     Fit,
     ImageBatches,
     RunContext,
     PRECISIONS,
     atomic_save,
-    augment_batch,
     device_autocast,
     init_hazard_bias,
     mean_auc,

@@ -18,15 +18,9 @@ from sscmort_core.dataset import model_inputs
 from sscmort_core.errors import ModelError
 from sscmort_core.labels import HORIZONS_YEARS
 from sscmort_core.registry import read_card
-from sscmort_core.train import (
-    PROFILES,
-    EpochLog,
-    add_train_arguments,
-    augment_batch,
-    cli_train,
-    profile_config,
-    train_backbone,
-)
+from sscmort_core.cli_deep import add_train_arguments, cli_train
+from sscmort_core.fit import EpochLog, augment_batch
+from sscmort_core.train import PROFILES, profile_config, train_backbone
 
 torch.set_num_threads(2)
 TINY = {"image_size": 32, "n_slices": 3, "epochs": 2, "batch_size": 8}
