@@ -74,7 +74,8 @@ labels = {m: c.label for m, c in choices.items()}
 table = ev.metrics_table(store, chosen)
 st.subheader("Metrics")
 if table["AUC"].notna().any():
-    st.altair_chart(charts_eval.auc_summary_chart(table), width="content")
+    st.altair_chart(charts_eval.auc_summary_chart(table, ev.STUDY_REPORTED_AUCS),
+                    width="content")
 st.dataframe(
     table.drop(columns=["model_id"]), hide_index=True, width="stretch",
     column_config={c: st.column_config.NumberColumn(c, format="%.3f") for c in (

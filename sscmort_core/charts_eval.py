@@ -115,9 +115,10 @@ def decision_chart(frame: pd.DataFrame, horizon_years: int,
         width=_WIDTH, height=_height(_n_models(frame)))
 
 
-def auc_summary_chart(table: pd.DataFrame) -> alt.LayerChart:
+def auc_summary_chart(table: pd.DataFrame, references: Sequence[ReportedAUC] = ()) -> alt.LayerChart:
     """AUC with 95% CI per model and horizon (rows of ``metrics_table`` with an AUC), the
-    study's reported deep AUC per horizon as a black tick and its radiomics range as a band."""
+    study's reported deep AUC per horizon (table rows of kind "reported") as a black tick and
+    each reported range in ``references`` (``ReportedAUC`` with ``is_range``) as a band."""
     models = table.loc[(table["kind"] != "reported") & table["AUC"].notna()].copy()
     reported = table.loc[table["kind"] == "reported"]
     deep = reported.loc[reported["AUC"].notna()]
@@ -125,11 +126,11 @@ def auc_summary_chart(table: pd.DataFrame) -> alt.LayerChart:
     lowest = pd.concat([models["AUC"], models["AUC CI low"]]).min()
     auc_scale = alt.Scale(domain=[min(0.5, float(np.floor(lowest * 10) / 10)), 1.0])
     layers: list[alt.Chart] = []
-    rng = reported.loc[reported["AUC"].isna(), "note"].str.extract(
-        r"range (?P<low>[\d.]+)-(?P<high>[\d.]+)").dropna().astype(float).drop_duplicates()
-    if len(rng):
-        band = pd.DataFrame({"low": rng["low"].iloc[0], "high": rng["high"].iloc[0],
-                             "what": "Study reported: radiomics range"}, index=[0])
+    ranges = [r for r in references if r.is_range]
+    if ranges:
+        band = pd.DataFrame({"low": [r.auc_low for r in ranges],
+                             "high": [r.auc_high for r in ranges],
+                             "what": [f"Study reported: {r.group} range" for r in ranges]})
         layers.append(alt.Chart(band).mark_rect(color="#bdbdbd", opacity=0.35).encode(
             y=alt.Y("low:Q", scale=auc_scale), y2="high:Q", tooltip=["what:N", "low:Q", "high:Q"]))
     models["horizon"] = models["horizon (years)"].astype(str) + " y"

@@ -52,3 +52,20 @@ def test_horizon_figure_renders_to_png():
                                      charts_eval.decision_chart(_decision(), 1))
     png = charts_eval.chart_png(fig, scale=1.0)
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_auc_summary_draws_the_reported_range_from_the_references():
+    from sscmort_core.eval_inputs import STUDY_REPORTED_AUCS
+
+    table = pd.DataFrame({
+        "model_id": ["m", "m", None], "model": ["M", "M", "Study (reported): deep"],
+        "kind": ["deep", "deep", "reported"], "horizon (years)": [1, 3, 1],
+        "AUC": [0.7, 0.65, 0.769], "AUC CI low": [0.6, 0.55, None],
+        "AUC CI high": [0.8, 0.75, None], "events": [20, 30, None], "note": [None, None, "x"]})
+    spec = charts_eval.auc_summary_chart(table, STUDY_REPORTED_AUCS).to_dict()
+    rects = [layer for layer in spec["layer"] if layer["mark"]["type"] == "rect"]
+    assert len(rects) == 1
+    values = spec["datasets"][rects[0]["data"]["name"]]
+    assert values == [{"low": 0.682, "high": 0.723, "what": "Study reported: radiomics range"}]
+    no_refs = charts_eval.auc_summary_chart(table).to_dict()
+    assert not [la for la in no_refs["layer"] if la["mark"]["type"] == "rect"]
