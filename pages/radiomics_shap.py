@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+
+import pandas as pd
 import streamlit as st
 
 from pages._shared import page_setup, show_error
@@ -15,6 +18,26 @@ store = page_setup("Radiomics & SHAP")
 param_sets = st_store.radiomics_param_sets(store)
 models = ex.tabular_models(store)
 browse, summary, single = st.tabs(["Feature browser", "SHAP summary", "Scan explanation"])
+# every tab body runs on every rerun: the cohort-wide frames are cached per store contents
+VERSION = json.dumps([str(store.path), param_sets.to_dict(orient="records"),
+                      [(m.model_id, str(m.created)) for m in models],
+                      st_store.outcome_fingerprint(store)], default=str)
+
+
+@st.cache_data(max_entries=16, show_spinner="Ranking the features...")
+def _ranking(_store: st_store.Store, version: str, param_hash: str, horizon: int):
+    return ex.feature_ranking(_store, param_hash, horizon)
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def _feature_frame(_store: st_store.Store, version: str, param_hash: str, feature: str,
+                   horizon: int):
+    return ex.feature_outcome_frame(_store, param_hash, feature, horizon)
+
+
+@st.cache_data(max_entries=16, show_spinner="SHAP summary...")
+def _shap_frame(_store: st_store.Store, version: str, model_id: str, horizon: int):
+    return ex.shap_summary_frame(_store, model_id, horizon)
 
 
 def _horizon(key: str, where) -> int:
@@ -31,12 +54,12 @@ def _feature_browser() -> None:
     param_hash = c1.selectbox("Parameter set (hash; pyradiomics version, scans)", hashes,
                               format_func=lambda h: _param_label(h), key="fb_params")
     horizon = _horizon("fb_horizon", c2)
-    ranking = ex.feature_ranking(store, param_hash, horizon)
-    labels = {r.feature: f"{r.label} (AUC {r.auc:.2f})" if r.auc is not None else r.label
+    ranking = _ranking(store, VERSION, param_hash, horizon)
+    labels = {r.feature: f"{r.label} (AUC {r.auc:.2f})" if pd.notna(r.auc) else r.label
               for r in ranking.itertuples()}
     feature = st.selectbox("Feature (strongest univariable association first)", list(labels),
                            format_func=labels.get, key="fb_feature")
-    df = ex.feature_outcome_frame(store, param_hash, feature, horizon)
+    df = _feature_frame(store, VERSION, param_hash, feature, horizon)
     eff = ex.feature_effect(df, feature, horizon)
     m = st.columns(4)
     m[0].metric("Died / alive", f"{eff.n_died} / {eff.n_alive}")
@@ -69,11 +92,11 @@ def _shap_summary() -> None:
     c1, c2 = st.columns([2, 1])
     model = _pick_model("sum_model", c1)
     horizon = _horizon("sum_horizon", c2)
-    df = ex.shap_summary_frame(store, model.model_id, horizon)
+    df = _shap_frame(store, VERSION, model.model_id, horizon)
     auc = model.oof_auc[HORIZONS_YEARS.index(horizon)]
     st.altair_chart(charts.shap_beeswarm_chart(
         df, f"{model.label}: top features, {horizon}-year risk"), width="stretch")
-    st.caption(f"Out-of-fold AUC at {horizon} years: {'n/a' if auc is None else f'{auc:.3f}'}. "
+    st.caption(f"Out-of-fold AUC at {horizon} years: {'n/a' if pd.isna(auc) else f'{auc:.3f}'}. "
                f"{df['scan_id'].nunique():,} scans shown. SHAP values explain the model's "
                "log-odds before risks are made monotone across horizons.")
 
