@@ -1,8 +1,9 @@
 """Radiomics stage: pyradiomics features inside the lung mask, and the batch over the store.
 
 The parameters live in a versioned YAML file (:data:`PARAMS_PATH`, with the reasons for every
-setting); features are stored with the hash of its parsed content and the pyradiomics version,
-so a later change of either never mixes with earlier features.
+setting); features are stored under one hash of its parsed content, the pyradiomics version
+and sscmort's own pre-processing version (:data:`PREPROCESS_VERSION`), so a later change of any
+of them never mixes with earlier features: the stage extracts again, training refuses a mix.
 
 * :func:`load_params` -> :class:`RadiomicsParams`
 * :func:`extract_features` (one volume + mask) -> :class:`RadiomicsFeatures`
@@ -82,8 +83,16 @@ class RadiomicsParams:
         return tuple(self.pyradiomics.get("featureClass", {}))
 
 
+# Bump when the pre-processing before pyradiomics changes (block averaging, resegmentation,
+# the bin-edge patch): features of another version must not mix with these.
+PREPROCESS_VERSION = "1"
+
+
 def params_hash(content: Mapping[str, Any]) -> str:
-    canonical = json.dumps(content, sort_keys=True, separators=(",", ":"), default=str)
+    """Hash of the parsed parameters together with what else decides the feature values."""
+    keyed = {"params": content, "pyradiomics": pyradiomics_version(),
+             "sscmort_preprocess": PREPROCESS_VERSION}
+    canonical = json.dumps(keyed, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
 
 

@@ -47,6 +47,14 @@ def test_hash_ignores_comments_but_not_settings(params):
     assert changed.param_hash != params.param_hash
 
 
+def test_hash_changes_with_pyradiomics_or_preprocessing_version(params, monkeypatch):
+    monkeypatch.setattr(rad, "pyradiomics_version", lambda: "99.0")
+    assert rad.params_from_text(params.text).param_hash != params.param_hash
+    monkeypatch.undo()
+    monkeypatch.setattr(rad, "PREPROCESS_VERSION", "2")
+    assert rad.params_from_text(params.text).param_hash != params.param_hash
+
+
 @pytest.mark.parametrize("text, needle", [
     ("setting: [1, 2", "not valid YAML"),
     ("colour: red\n", "unknown top-level keys"),
