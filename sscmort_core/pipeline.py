@@ -186,8 +186,10 @@ def _pool_context() -> Any:
 def _worker_init() -> None:
     """Pool initialiser: one SimpleITK thread per worker process (SimpleITK would otherwise
     start a thread per core in every worker, oversubscribing the cores the pool fills)."""
-    import SimpleITK as sitk
-
+    try:
+        import SimpleITK as sitk
+    except ImportError:  # nothing to limit (an initialiser error would break the whole pool)
+        return
     sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
 
 
