@@ -12,6 +12,7 @@ import streamlit as st
 
 from sscmort_core import store as st_store
 from sscmort_core.errors import SscmortError
+from sscmort_core.scans import load_scan_with_lungs
 
 RESEARCH_NOTICE = "Research use only: not for clinical decisions."
 SYNTHETIC_NOTICE = ("Synthetic cohort: every patient, scan and outcome shown here was generated "
@@ -88,8 +89,5 @@ def show_error(err: SscmortError) -> None:
 @st.cache_data(max_entries=6, show_spinner="Loading the scan...")
 def load_volume_with_lungs(path: str, scan_id: str):
     """(ScanVolume, LungMask) of a stored scan, cached per store file and scan."""
-    from sscmort_core.lungs import segment_lungs
-    from sscmort_core.pipeline import load_scan_volume
-
-    vol = load_scan_volume(_open(path), scan_id)
-    return vol, segment_lungs(vol.hu, vol.spacing_mm)
+    scan = load_scan_with_lungs(_open(path), scan_id)
+    return scan.volume, scan.lungs

@@ -5,8 +5,8 @@ from __future__ import annotations
 import streamlit as st
 
 from pages._shared import page_setup
-from sscmort_core import charts, cohort
 from sscmort_core import store as st_store
+from sscmort_core.views import charts, cohort
 
 store = page_setup("Cohort explorer")
 

@@ -5,11 +5,14 @@ from __future__ import annotations
 import streamlit as st
 
 from pages._shared import page_setup, show_error
-from sscmort_core import charts_eval
-from sscmort_core import evaluate_store as ev
 from sscmort_core import store as st_store
 from sscmort_core.errors import SscmortError
 from sscmort_core.labels import HORIZONS_YEARS
+from sscmort_core.pipeline import evaluate
+from sscmort_core.pipeline.eval_data import ORACLE_KIND
+from sscmort_core.views import comparison as ev
+from sscmort_core.views import eval_charts as charts_eval
+from sscmort_core.views import study
 
 store = page_setup("Model comparison")
 st.caption("Every model is scored on its out-of-fold predictions. Censored scans are left out "
@@ -21,8 +24,8 @@ choices = {c.model_id: c for c in ev.model_choices(store)}
 if not choices:
     st.info("No model has out-of-fold predictions yet: train one first (`sscmort train`).")
     st.stop()
-others = [m for m, c in choices.items() if c.kind != ev.ORACLE_KIND]
-default = others[:4] + [m for m, c in choices.items() if c.kind == ev.ORACLE_KIND]
+others = [m for m, c in choices.items() if c.kind != ORACLE_KIND]
+default = others[:4] + [m for m, c in choices.items() if c.kind == ORACLE_KIND]
 chosen = st.multiselect("Models to compare (any kind or version)", list(choices),
                         default=default, format_func=lambda m: choices[m].label)
 if not chosen:
@@ -37,7 +40,7 @@ with st.expander("Settings"):
 def _evaluate(model_ids: list[str]) -> None:
     bar = st.progress(0.0, text="Computing metrics...")
     try:
-        ev.run_evaluation(store, model_ids=model_ids, n_boot=n_boot, progress=lambda _s, d, t:
+        evaluate.run_evaluation(store, model_ids=model_ids, n_boot=n_boot, progress=lambda _s, d, t:
                           bar.progress(d / max(t, 1), text=f"Computing metrics: {d}/{t}"))
     except SscmortError as err:
         show_error(err)
@@ -57,9 +60,9 @@ if missing:
 
 @st.cache_data(show_spinner="Paired tests (DeLong and patient bootstrap)...", max_entries=32)
 def _paired(_store: st_store.Store, version: str, model_ids: tuple[str, ...], horizon: int,
-            boot: int) -> list[ev.PairedTest]:
+            boot: int) -> list[evaluate.PairedTest]:
     """Cached per store contents (``version`` from ev.data_version), models, horizon, n_boot."""
-    return ev.paired_tests(_store, list(model_ids), horizon, n_boot=boot)
+    return evaluate.paired_tests(_store, list(model_ids), horizon, n_boot=boot)
 
 
 @st.cache_data(show_spinner="Curves...", max_entries=32)
@@ -74,7 +77,7 @@ labels = {m: c.label for m, c in choices.items()}
 table = ev.metrics_table(store, chosen)
 st.subheader("Metrics")
 if table["AUC"].notna().any():
-    st.altair_chart(charts_eval.auc_summary_chart(table, ev.STUDY_REPORTED_AUCS),
+    st.altair_chart(charts_eval.auc_summary_chart(table, study.STUDY_REPORTED_AUCS),
                     width="content")
 st.dataframe(
     table.drop(columns=["model_id"]), hide_index=True, width="stretch",
@@ -84,7 +87,7 @@ st.dataframe(
 st.download_button("Download the table (CSV)", table.to_csv(index=False),
                    file_name="sscmort_model_comparison.csv", mime="text/csv",
                    icon=":material/download:")
-st.caption(f'Rows of kind "reported" are the AUCs published by the study ({ev.STUDY}) on '
+st.caption(f'Rows of kind "reported" are the AUCs published by the study ({study.STUDY}) on '
            "its own registry cohort, for reference; they are not computed here.")
 
 version = ev.data_version(store, chosen)
@@ -101,7 +104,7 @@ for tab, h in zip(st.tabs([f"{h} year{'s' if h > 1 else ''}" for h in HORIZONS_Y
             st.info(f"{label}: no curve at {h} y, {reason}.")
         if roc.empty:
             continue
-        charts = [charts_eval.roc_chart(roc.frame, h, ev.reported_aucs(h))]
+        charts = [charts_eval.roc_chart(roc.frame, h, study.reported_aucs(h))]
         charts += [charts_eval.calibration_chart(cal.frame, h)] if not cal.empty else []
         charts += [charts_eval.decision_chart(dec.frame, h)] if not dec.empty else []
         left, right = st.columns(2)

@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
-import json
-
 import streamlit as st
 
 from pages._shared import page_setup, show_error
-from sscmort_core import jobs, registry, saliency
 from sscmort_core import store as st_store
+from sscmort_core.cards import default_models_dir
+from sscmort_core.deep import registry, saliency
+from sscmort_core.deep.config import PROFILE_LABELS, UI_BACKBONES
 from sscmort_core.errors import SscmortError
 from sscmort_core.labels import HORIZONS_YEARS
-from sscmort_core.nets import UI_BACKBONES
-from sscmort_core.train import PROFILE_LABELS
+from sscmort_core.pipeline import jobs
+from sscmort_core.views import render
+from sscmort_core.views.models import model_card, registry_frame
 
 store = page_setup("Models & jobs")
-models_dir = registry.default_models_dir()
+models_dir = default_models_dir()
 jobs.mark_interrupted(store)  # rows of jobs whose app process is gone
 
 st.subheader("Registry")
@@ -24,30 +25,29 @@ st.caption(f"Model files live in `{models_dir}` (set SSCMORT_MODELS to change it
            "out-of-fold predictions of patient-grouped cross-validation.")
 models = st_store.models_frame(store)
 if not models.empty:
-    st.dataframe(registry.registry_frame(models, models_dir), hide_index=True, width="stretch",
+    st.dataframe(registry_frame(models, models_dir), hide_index=True, width="stretch",
                  column_config={f"OOF AUC {h}y": st.column_config.NumberColumn(format="%.3f")
-                                for h in (1, 3, 5)})
+                                for h in HORIZONS_YEARS})
 deep = models[models["kind"] == "deep"]
 if deep.empty:
     st.info("No deep model is registered yet: start a training run below, or run "
             "`sscmort train --kind deep --backbone resnet18 --profile quick`.")
 for row in deep.itertuples():
-    card = json.loads(row.card) if row.card else {}
-    with st.expander(f"Model card: {card.get('label', row.model_id)}"):
-        if card.get("pretrained") == "random init":
+    card = model_card(row)
+    with st.expander(f"Model card: {card.label}"):
+        if card.random_init:
             st.warning("Random init: no pretrained weights were available, so this backbone "
                        "started from random weights" + (" and stayed frozen" if
-                       card.get("config", {}).get("shared_encoder") else "") +
+                       card.config.get("shared_encoder") else "") +
                        ". Expect lower discrimination than the study's ImageNet-pretrained "
                        "models.", icon=":material/warning:")
         c1, c2, c3 = st.columns(3)
-        c1.metric("Profile", str(card.get("profile", "?")).split(":")[0])
-        c2.metric("Scans / patients", f"{card.get('n_scans', '?')} / "
-                                      f"{card.get('n_patients', '?')}")
-        c3.metric("Folds", card.get("config", {}).get("folds", "?"))
-        st.write(f"**Profile:** {card.get('profile')}  \n**Pretrained:** "
-                 f"{card.get('pretrained')}  \n**Weights sha256:** `{row.weights_sha256}`  \n"
-                 f"**Data hash:** `{row.data_hash}`  \n**Created:** {card.get('created')}")
+        c1.metric("Profile", str(card.profile or "?").split(":")[0])
+        c2.metric("Scans / patients", f"{card.n_scans or '?'} / {card.n_patients or '?'}")
+        c3.metric("Folds", card.config.get("folds", "?"))
+        st.write(f"**Profile:** {card.profile}  \n**Pretrained:** "
+                 f"{card.pretrained}  \n**Weights sha256:** `{row.weights_sha256}`  \n"
+                 f"**Data hash:** `{row.data_hash}`  \n**Created:** {card.created}")
         if st.button("Verify weights file", key=f"verify-{row.model_id}"):
             try:
                 registry.load_weights(models_dir, row.model_id,
@@ -56,7 +56,7 @@ for row in deep.itertuples():
                 show_error(err)
             else:
                 st.success("The weights file matches its card and the store (sha256).")
-        st.json(card, expanded=False)
+        st.json(card.to_json(), expanded=False)
 
 if not deep.empty:
     st.subheader("Saliency preview")
@@ -72,9 +72,9 @@ if not deep.empty:
             show_error(err)
         else:
             for col, (i, sl) in zip(st.columns(len(sal.slices)), enumerate(sal.slices)):
-                col.image(saliency.overlay_rgb(sal, i), width="stretch",
+                col.image(render.overlay_rgb(sal, i), width="stretch",
                           caption=f"slice z = {sl.z_index}, attention {sl.attention:.2f}")
-            st.image(saliency.colorbar_rgb(), caption="overlay colour: 0 (left, no "
+            st.image(render.colorbar_rgb(), caption="overlay colour: 0 (left, no "
                      "contribution) to 1 (right, strongest on the slices shown)")
             st.caption(sal.legend)
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import streamlit as st
 
 from pages._shared import cohort_summary, page_setup
-from sscmort_core import charts, cohort
 from sscmort_core import store as st_store
+from sscmort_core.views import charts, cohort
 
 store = page_setup("Overview")
 
@@ -43,7 +43,7 @@ with right:
                                       "Scan dates over time"), width="stretch")
 
 st.subheader("Best model per horizon")
-from sscmort_core.evaluate_store import best_models  # noqa: E402  (this section only)
+from sscmort_core.views.comparison import best_models
 
 best = best_models(store)
 if not best:

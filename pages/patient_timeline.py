@@ -5,9 +5,11 @@ from __future__ import annotations
 import streamlit as st
 
 from pages._shared import load_volume_with_lungs, page_setup, store_path
-from sscmort_core import charts, charts_radiomics, explain_tabular, render
 from sscmort_core import store as st_store
 from sscmort_core.errors import SscmortError
+from sscmort_core.views import charts, render
+from sscmort_core.views import radiomics as explain_tabular
+from sscmort_core.views import radiomics_charts as charts_radiomics
 
 store = page_setup("Patient timeline")
 

@@ -8,11 +8,11 @@ import pandas as pd
 import streamlit as st
 
 from pages._shared import page_setup, show_error
-from sscmort_core import charts_radiomics as charts
-from sscmort_core import explain_tabular as ex
 from sscmort_core import store as st_store
 from sscmort_core.errors import SscmortError
 from sscmort_core.labels import HORIZONS_YEARS
+from sscmort_core.views import radiomics as ex
+from sscmort_core.views import radiomics_charts as charts
 
 store = page_setup("Radiomics & SHAP")
 param_sets = st_store.radiomics_param_sets(store)

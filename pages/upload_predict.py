@@ -8,13 +8,15 @@ import pandas as pd
 import streamlit as st
 
 from pages._shared import page_setup, show_error
-from sscmort_core import charts, render
 from sscmort_core import store as st_store
+from sscmort_core.cards import default_models_dir
+from sscmort_core.deep.saliency import saliency_for_volume
 from sscmort_core.errors import SscmortError
-from sscmort_core.ingest import (STAGES, analyse_upload, predict_all, save_analysis,
-                                  store_secret)
-from sscmort_core.registry import default_models_dir
-from sscmort_core.saliency import colorbar_rgb, overlay_rgb, saliency_for_volume
+from sscmort_core.labels import HORIZONS_YEARS
+from sscmort_core.pipeline.ingest import STAGES, analyse_upload, save_analysis, store_secret
+from sscmort_core.pipeline.predict import predict_all
+from sscmort_core.views import charts, render
+from sscmort_core.views.render import colorbar_rgb, overlay_rgb
 
 store = page_setup("Upload & predict")
 st.caption("Upload one chest CT: a zip of a DICOM series, several .dcm files, or one NIfTI / "
@@ -113,7 +115,7 @@ if report.predictions:
     st.dataframe(table.drop(columns=["model_id"]), hide_index=True, width="stretch",
                  column_config={f"{h}-year risk": st.column_config.ProgressColumn(
                      f"{h}-year risk", format="percent", min_value=0.0, max_value=1.0)
-                     for h in (1, 3, 5)})
+                     for h in HORIZONS_YEARS})
     st.caption(f"{len(report.predictions)} predictions in {report.seconds:.1f} s. Risks never "
                "fall with the horizon. Models trained on the synthetic cohort say nothing "
                "about real patients.")
@@ -123,8 +125,8 @@ if report.predictions:
         model_id = s1.selectbox("Saliency of model", [p.model_id for p in deep],
                                 format_func=lambda m: next(p.label for p in deep
                                                            if p.model_id == m))
-        horizon = s2.radio("Horizon", [1, 3, 5], index=2, horizontal=True,
-                           format_func=lambda h: f"{h} years")
+        horizon = s2.radio("Horizon", HORIZONS_YEARS, index=len(HORIZONS_YEARS) - 1,
+                           horizontal=True, format_func=lambda h: f"{h} year" + "s" * (h > 1))
         cached = st.session_state["saliency"]
         if (model_id, horizon) not in cached:
             try:  # the model may have been retrained or removed since the prediction

@@ -146,3 +146,15 @@ class NonFiniteHUError(ImplausibleHUError):
 
 class EmptyMaskError(InputError):
     """A lung mask has no voxels, so nothing can be measured or sampled from it."""
+
+
+class RadiomicsParamsError(SscmortError):
+    """The radiomics parameter file is missing, unreadable or not valid for pyradiomics."""
+
+
+class UnknownModelError(ModelError):
+    """A model id asked for is not registered in the store."""
+
+
+class NoPredictionsError(ModelError):
+    """No registered model has out-of-fold predictions to evaluate."""

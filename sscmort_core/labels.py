@@ -1,4 +1,4 @@
-"""The one label rule (DESIGN.md "Labels"), used by every stage that needs outcomes.
+"""The one label rule (../shared/DESIGN.md "Labels"), used by every stage that needs outcomes.
 
 For a scan taken on date ``t`` with death date ``d`` (or none) and last follow-up date ``f``,
 and a horizon of ``h`` whole years:

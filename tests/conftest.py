@@ -18,7 +18,7 @@ def tiny_store_template(tmp_path_factory) -> Path:
     """A 12-patient synthetic demo store, built once per session (seed 3, one worker): cohort,
     volumes, lungs and QCT, plus the oracle reference model. Tests that need radiomics or
     trained models run those stages on their own copy (they cost tens of seconds)."""
-    from sscmort_core.pipeline import build_demo
+    from sscmort_core.pipeline.demo import build_demo
 
     path = tmp_path_factory.mktemp("store") / "tiny.duckdb"
     build_demo(path, n_patients=12, seed=3, workers=1, stages=())

@@ -1,14 +1,18 @@
-"""Metrics for a model at a horizon (DESIGN.md "Evaluation"). Pure functions over NumPy arrays.
+"""Metrics for a model at a horizon (../shared/DESIGN.md "Evaluation"). Pure functions over
+NumPy arrays.
 
 Each public metric checks its inputs (named :class:`~sscmort_core.errors.MetricInputError`
 subclasses), then calls a computation helper, and returns a float or a frozen dataclass.
 
-* discrimination: :func:`roc_curve_points`, :func:`auc`, :func:`delong_test`
+* discrimination: :func:`roc_curve_points`, :func:`auc` (:func:`auc_or_none`),
+  :func:`delong_test`
 * patient-level bootstrap: :func:`auc_with_ci`, :func:`paired_bootstrap_auc_difference`
 * calibration: :func:`calibration_curve`, :func:`calibration_intercept_slope`,
   :func:`brier_score`, :func:`decision_curve`
 * survival: :func:`concordance_index` (Harrell), :func:`time_dependent_auc` (Uno, IPCW)
-* one call per model and horizon: :func:`evaluate_model`, :func:`compare_models`
+* paired comparison of two models: :func:`compare_models` (DeLong + bootstrap)
+
+May import: errors, numpy, scipy. Never the store: callers pass arrays in.
 """
 
 from __future__ import annotations
@@ -25,19 +29,24 @@ from sscmort_core.evaluation.calibration import (
     calibration_intercept_slope,
     decision_curve,
 )
-from sscmort_core.evaluation.discrimination import auc, delong_test, roc_curve_points
+from sscmort_core.evaluation.discrimination import (
+    auc,
+    auc_columns,
+    auc_or_none,
+    delong_test,
+    roc_curve_points,
+)
+from sscmort_core.evaluation.paired import compare_models
 from sscmort_core.evaluation.results import (
     AUCDifference,
     AUCResult,
     CalibrationResult,
     DecisionCurve,
     DeLongResult,
-    ModelEvaluation,
     PairedComparison,
     ReliabilityCurve,
     RocCurve,
 )
-from sscmort_core.evaluation.summary import compare_models, evaluate_model
 from sscmort_core.evaluation.survival import (
     censoring_survival_left,
     concordance_index,
@@ -51,11 +60,12 @@ __all__ = [
     "CalibrationResult",
     "DeLongResult",
     "DecisionCurve",
-    "ModelEvaluation",
     "PairedComparison",
     "ReliabilityCurve",
     "RocCurve",
     "auc",
+    "auc_columns",
+    "auc_or_none",
     "auc_with_ci",
     "brier_score",
     "calibration_curve",
@@ -66,7 +76,6 @@ __all__ = [
     "concordance_index",
     "decision_curve",
     "delong_test",
-    "evaluate_model",
     "paired_bootstrap_auc_difference",
     "roc_curve_points",
     "time_dependent_auc",

@@ -11,8 +11,9 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy import stats
+from scipy.stats import rankdata
 
-from sscmort_core.errors import MetricInputError
+from sscmort_core.errors import MetricInputError, SingleClassError
 from sscmort_core.evaluation._checks import (
     check_finite,
     check_scored_labels,
@@ -45,6 +46,14 @@ def auc(y: ArrayLike, score: ArrayLike) -> float:
     return _auc_from_ranks(y_arr, s_arr, n_pos, n_neg)
 
 
+def auc_or_none(y: ArrayLike, score: ArrayLike) -> float | None:
+    """:func:`auc`, or None where it is not defined (``y`` lacks positives or negatives)."""
+    try:
+        return auc(y, score)
+    except SingleClassError:
+        return None
+
+
 def delong_test(y: ArrayLike, score_a: ArrayLike, score_b: ArrayLike) -> DeLongResult:
     """DeLong, DeLong & Clarke-Pearson (1988) test of ``AUC(a) == AUC(b)`` on the same scans.
 
@@ -61,6 +70,28 @@ def delong_test(y: ArrayLike, score_a: ArrayLike, score_b: ArrayLike) -> DeLongR
             f"the DeLong test needs at least 2 positives and 2 negatives, got {n_pos} and {n_neg}"
         )
     return _delong_from_components(_delong_components(y_arr, np.vstack([a_arr, b_arr])))
+
+
+def auc_columns(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """(p,) AUC of every column of x (n, p) as a score for y (n,) 0/1 (Mann-Whitney with
+    average ranks for ties, as roc_auc_score); NaN rows are left out per column; NaN where
+    a column lacks one of the classes."""
+    y = np.asarray(y).astype(bool)
+    out = np.full(x.shape[1], np.nan)
+    finite = np.isfinite(x)
+    full = finite.all(axis=0)
+    groups = [(np.flatnonzero(full), np.ones(len(y), dtype=bool))]
+    groups += [(np.array([j]), finite[:, j]) for j in np.flatnonzero(~full)]
+    for cols, rows in groups:
+        if len(cols) == 0:
+            continue
+        yy = y[rows]
+        n1, n0 = int(yy.sum()), int((~yy).sum())
+        if n1 == 0 or n0 == 0:
+            continue
+        ranks = rankdata(x[np.ix_(rows, cols)], axis=0)  # (m, c) average ranks
+        out[cols] = (ranks[yy].sum(axis=0) - n1 * (n1 + 1) / 2) / (n1 * n0)
+    return out
 
 
 # --- computation ---------------------------------------------------------------------------------

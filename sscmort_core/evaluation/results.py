@@ -154,26 +154,6 @@ class DecisionCurve:
         _freeze_arrays(self)
 
 
-@dataclass(frozen=True, eq=False)
-class ModelEvaluation:
-    """Everything the Model comparison page shows for one model at one horizon.
-
-    ``c_index`` and ``time_dependent_auc`` are ``None`` unless survival times were given.
-    ``n_censored`` counts scans excluded from the binary metrics as censored at this horizon.
-    """
-
-    auc: AUCResult
-    roc: RocCurve
-    reliability: ReliabilityCurve
-    calibration: CalibrationResult
-    brier: float
-    decision: DecisionCurve
-    c_index: float | None
-    time_dependent_auc: float | None
-    horizon: float | None
-    n_censored: int
-
-
 @dataclass(frozen=True)
 class PairedComparison:
     """Two models on the same scans: DeLong test and patient-level paired bootstrap."""

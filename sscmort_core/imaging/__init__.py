@@ -7,6 +7,8 @@ Public API (the pipeline wires these):
 * :func:`extract_zip_safely`, :func:`pseudonymous_id`, :data:`IDENTIFYING_KEYWORDS`
 * :func:`save_volume` / :func:`load_stored_volume` for the store's de-identified copy
 * :func:`to_sitk_image` for SimpleITK-based stages (radiomics)
+
+May import: errors, pydicom, SimpleITK, numpy. Identifying values never leave this package.
 """
 
 from sscmort_core.imaging.archive import extract_zip_safely

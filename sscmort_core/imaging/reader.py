@@ -9,8 +9,8 @@ from __future__ import annotations
 import gzip
 import logging
 import os
-import struct
 import re
+import struct
 import tempfile
 from pathlib import Path
 from typing import Sequence

@@ -1,7 +1,7 @@
 """The de-identified CT volume and the ingest report: small frozen types, plus geometry helpers.
 
-Conventions (STYLE.md): NumPy arrays are ``(z, y, x)``; SimpleITK sizes, origins and spacings are
-``(x, y, z)``. :class:`Volume` keeps ``spacing_mm`` in array order ``(z, y, x)`` and ``origin_mm``
+Conventions (../shared/STYLE.md): NumPy arrays are ``(z, y, x)``; SimpleITK sizes, origins and
+spacings are ``(x, y, z)``. :class:`Volume` keeps ``spacing_mm`` in array order ``(z, y, x)`` and ``origin_mm``
 in patient order ``(x, y, z)`` (DICOM LPS, millimetres), as SimpleITK does.
 
 Every volume leaving :mod:`sscmort_core.imaging` is in *canonical orientation*: array index

@@ -3,6 +3,9 @@
 Everything made here is fictitious and is marked synthetic wherever it is stored or shown.
 The cohort generator is cheap (no volumes); a scan's volume is regenerated on demand from
 its row by :func:`phantom_for_scan`.
+
+May import: numpy, scipy, pydicom (DICOM writing). It knows nothing of the store: the
+pipeline writes what it makes.
 """
 
 from sscmort_core.synthetic.cohort import (

@@ -1,7 +1,7 @@
 """Synthetic SSc-ILD registry: patients, scans and lung-function tests, deterministic from a seed.
 
-Generative story (DESIGN.md "Synthetic cohort"); time ``tau`` is in years since a patient's
-first scan (their registry entry):
+Generative story (../shared/DESIGN.md "Synthetic cohort"); time ``tau`` is in years since a
+patient's first scan (their registry entry):
 
 1. Patient covariates: sex, age, antibody, subtype (correlated with antibody), progressor
    status, a baseline ILD extent ``E0`` (% of lung) and, for progressors, a growth rate.
@@ -14,7 +14,7 @@ first scan (their registry entry):
                     + b_DLCO (DLCO(tau) - 60) / 10 + b_prog progressor + b_male male
                     + b_diffuse diffuse + b_antibody + frailty
 
-   with ``exp(b_E) = 1.2`` (HR 1.2 per +5% extent, DESIGN.md); extent > 20% is extensive
+   with ``exp(b_E) = 1.2`` (HR 1.2 per +5% extent, ../shared/DESIGN.md); extent > 20% is extensive
    disease (:data:`EXTENSIVE_EXTENT_PCT`, Goh staging) and carries its risk through ``b_E``.
 
    integrated on a fine grid into the cumulative hazard ``H``; death is at ``H^-1(Exp(1))``.
@@ -35,7 +35,7 @@ decreases with the horizon because ``H`` never decreases.
 
 Every number that shapes the cohort lives in :class:`CohortParameters`; the defaults are
 calibrated (see the comments there) so that 600 patients give about 2,125 scans and
-1/3/5-year positive counts near the study's 181/326/428 (DESIGN.md).
+1/3/5-year positive counts near the study's 181/326/428 (../shared/DESIGN.md).
 """
 
 from __future__ import annotations
@@ -48,6 +48,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from sscmort_core.labels import HORIZONS_YEARS
 from sscmort_core.synthetic.protocol import KERNELS, ScannerModel, scanners_in_service
 
 DAYS_PER_YEAR = 365.25
@@ -103,7 +104,7 @@ class CohortParameters:
     dlco_visit_noise_pct: float = 7.0
     # hazard: log hazard ratios
     baseline_hazard_per_year: float = 0.0054  # at extent 10%, age 56, DLCO 60, reference rest
-    log_hr_per_5pct_extent: float = math.log(1.2)  # DESIGN.md: HR ~1.2 per +5% extent
+    log_hr_per_5pct_extent: float = math.log(1.2)  # ../shared/DESIGN.md: HR ~1.2 per +5% extent
     log_hr_per_year_age: float = math.log(1.05)
     log_hr_per_10pct_dlco: float = math.log(0.80)  # low DLCO raises the hazard
     log_hr_progressor: float = math.log(1.8)
@@ -421,7 +422,7 @@ def _scans_frame(rng: np.random.Generator, pt: _Patients, lat: _Latent, rows: np
     h_now = _interp_rows(grid, cum, rows, tau)
     risks = {f"true_risk_{h}y": np.clip(1.0 - np.exp(-(_interp_rows(grid, cum, rows, tau + h)
                                                         - h_now)), 0.0, 1.0)
-             for h in (1, 3, 5)}
+             for h in HORIZONS_YEARS}
     protocols = _scan_protocols(rng, scan_days)
     frame = pd.DataFrame({
         "scan_id": [f"SYN-S{i + 1:06d}" for i in range(len(rows))],

@@ -1,0 +1,121 @@
+"""Benchmarks (``sscmort bench`` / ``make bench``): each result is a ratio against a named
+baseline measured in the same run, plus peak traced memory. Never asserted in unit tests.
+"""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+import tracemalloc
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from sscmort_core.pipeline.ingest import ingest_path
+from sscmort_core.store import open_store
+from sscmort_core.synthetic.cohort import generate_cohort
+from sscmort_core.synthetic.phantom import phantom_for_scan
+
+DEFAULT_REAL_CT = Path(__file__).resolve().parents[3] / "shared" / "data" / "real_ct"
+
+
+@dataclass(frozen=True)
+class BenchResult:
+    name: str
+    seconds: float  # median over repeats
+    baseline: str | None
+    baseline_seconds: float | None
+    ratio: float | None  # seconds / baseline_seconds
+    peak_traced_mb: float | None
+    repeats: int
+    detail: str = ""
+
+    def to_json(self) -> dict[str, object]:
+        return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in asdict(self).items()}
+
+
+def _median_time(fn: Callable[[], object], repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def _peak_mb(fn: Callable[[], object]) -> float:
+    tracemalloc.start()
+    try:
+        fn()
+        return tracemalloc.get_traced_memory()[1] / 2**20
+    finally:
+        tracemalloc.stop()
+
+
+def baseline_threshold_mask(series_dir: Path) -> np.ndarray:
+    """The baseline: SimpleITK ImageSeriesReader, then a plain threshold (< -320 HU) and the
+    two largest connected components that do not touch the volume border."""
+    import SimpleITK as sitk
+
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(series_dir)))
+    img = reader.Execute()
+    air = sitk.BinaryThreshold(img, -2000, -320, 1, 0)
+    cc = sitk.ConnectedComponent(air)
+    arr = sitk.GetArrayViewFromImage(cc)
+    border = np.unique(np.concatenate([arr[0].ravel(), arr[-1].ravel(), arr[:, 0].ravel(),
+                                       arr[:, -1].ravel(), arr[:, :, 0].ravel(),
+                                       arr[:, :, -1].ravel()]))
+    labels, counts = np.unique(arr[arr > 0], return_counts=True)
+    keep = [lab for lab, _ in sorted(zip(labels, counts), key=lambda x: -x[1])
+            if lab not in border][:2]
+    return np.isin(arr, keep)
+
+
+def bench_ingest_real(series_dir: Path, repeats: int = 5) -> BenchResult:
+    """Whole ingest of a real DICOM series (read, validate, de-identify, segment, QCT, store)
+    against :func:`baseline_threshold_mask` on the same series."""
+    def ingest_once() -> None:
+        with tempfile.TemporaryDirectory() as tmp, open_store(Path(tmp) / "b.duckdb") as s:
+            ingest_path(s, series_dir, scan_date=None)
+
+    ingest_once()  # warm imports and caches
+    base = _median_time(lambda: baseline_threshold_mask(series_dir), repeats)
+    ours = _median_time(ingest_once, repeats)
+    return BenchResult(f"ingest {series_dir.name}", ours,
+                       "SimpleITK series read + threshold + largest components", base,
+                       ours / base, _peak_mb(ingest_once), repeats)
+
+
+def bench_phantom(n: int = 20) -> BenchResult:
+    """Generating one synthetic volume (median of n), against writing it as NIfTI."""
+    rows = generate_cohort(n_patients=max(4, n // 3), seed=0).scans.to_dict(orient="records")[:n]
+    def make_all() -> None:
+        for r in rows:
+            phantom_for_scan(r)
+
+    gen_t = _median_time(make_all, 1) / len(rows)
+    ph = phantom_for_scan(rows[0])
+    import SimpleITK as sitk
+
+    with tempfile.TemporaryDirectory() as tmp:
+        img = sitk.GetImageFromArray(ph.hu)
+        write_t = _median_time(lambda: sitk.WriteImage(img, f"{tmp}/v.nii.gz", True), 3)
+    return BenchResult("generate one synthetic volume", gen_t,
+                       "write the same volume as compressed NIfTI", write_t, gen_t / write_t,
+                       _peak_mb(lambda: phantom_for_scan(rows[0])), len(rows),
+                       f"shape {tuple(ph.hu.shape)}")
+
+
+def run_benchmarks(real_ct: Path | None = DEFAULT_REAL_CT, only: tuple[str, ...] = ()
+                   ) -> list[BenchResult]:
+    out = []
+    if not only or "phantom" in only:
+        out.append(bench_phantom())
+    if (not only or "ingest" in only) and real_ct is not None and real_ct.is_dir():
+        for series in sorted(p for p in real_ct.iterdir() if p.is_dir()):
+            out.append(bench_ingest_real(series))
+    return out

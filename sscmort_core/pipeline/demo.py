@@ -1,0 +1,301 @@
+"""The synthetic demo store: cohort -> volumes -> lungs -> QCT (+ radiomics and model inputs in
+the same pass) -> radiomics / QCT models -> quick deep backbones -> evaluation.
+
+Heavy per-scan work runs in worker processes that never touch the store; the calling process
+writes results in transactions, to a temporary file moved into place only when every stage
+succeeded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+
+from sscmort_core import store as st_store
+from sscmort_core.cards import default_models_dir
+from sscmort_core.deep.config import quick_input_shape
+from sscmort_core.deep.inputs import input_for_volume, write_model_inputs
+from sscmort_core.errors import DataError, SscmortError, StoreError
+from sscmort_core.labels import HORIZONS_YEARS, label_scans
+from sscmort_core.lungs import QCTMetrics, qct_method_version, qct_metrics
+from sscmort_core.pipeline import DEMO_STAGES
+from sscmort_core.pipeline.evaluate import run_evaluation
+from sscmort_core.radiomics.features import extract_outcome, load_params
+from sscmort_core.radiomics.stage import run_radiomics_stage, write_outcomes
+from sscmort_core.scans import scan_with_lungs_from_row
+from sscmort_core.synthetic.cohort import generate_cohort
+from sscmort_core.tabular.train import train_tabular
+from sscmort_core.util.hashing import array_sha256
+from sscmort_core.util.progress import ProgressFn, no_progress
+from sscmort_core.util.workers import default_workers, map_in_workers
+
+
+# ---------------------------------------------------------------------------------------------
+# the synthetic demo cohort
+# ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class DemoSummary:
+    patients: int
+    scans: int
+    positives: dict[str, int]
+    censored: dict[str, int]
+    qct_scans: int
+    synthetic: bool
+    store: str
+    seconds: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {"patients": self.patients, "scans": self.scans, "positives": self.positives,
+                "censored": self.censored, "qct_scans": self.qct_scans,
+                "synthetic": self.synthetic, "store": self.store,
+                "seconds": round(self.seconds, 1)}
+
+
+@dataclass(frozen=True)
+class _ScanMeasure:
+    scan_id: str
+    shape: tuple[int, int, int]
+    spacing_mm: tuple[float, float, float]
+    sha256: str
+    qct: QCTMetrics
+    left_volume_ml: float
+    right_volume_ml: float
+    radiomics: Any = None  # RadiomicsOutcome when the job asked for radiomics
+    model_input: np.ndarray | None = None  # (K, 3, S, S) uint8 when the job asked for it
+
+
+@dataclass(frozen=True)
+class _DemoJob:
+    """One synthetic scan for the demo's single pass over the volumes: QCT always; radiomics
+    (with these parameters) and the deep models' input (K slices, S px) when asked."""
+
+    row: dict[str, Any]
+    radiomics_params: Any = None  # RadiomicsParams
+    input_shape: tuple[int, int] | None = None
+
+
+def _measure_synthetic(job: _DemoJob) -> _ScanMeasure:
+    """Worker: regenerate one synthetic volume and segment its lungs once, then measure QCT
+    and, when the job asks, extract radiomics and sample the model input from the same voxels
+    and mask (the same results as the radiomics stage and ``deep.inputs.model_inputs``, which
+    would each regenerate and segment the volume again)."""
+    row = job.row
+    scan = scan_with_lungs_from_row(row, Path("."))  # synthetic: regenerated, no file read
+    hu, lungs, spacing = scan.volume.hu, scan.lungs, scan.volume.spacing_mm
+    q = qct_metrics(hu, lungs.mask, spacing)
+    rad = x = None
+    if job.radiomics_params is not None:
+        rad = extract_outcome(str(row["scan_id"]), hu, lungs.mask, spacing,
+                              job.radiomics_params)
+    if job.input_shape is not None:
+        k, size = job.input_shape
+        try:
+            x = input_for_volume(hu, lungs.mask, k=k, size=size)
+        except SscmortError:  # left out here; deep.inputs.model_inputs retries and reports it
+            x = None
+    return _ScanMeasure(row["scan_id"], tuple(int(s) for s in hu.shape), spacing,
+                        array_sha256(hu), q, float(lungs.left_volume_ml),
+                        float(lungs.right_volume_ml), rad, x)
+
+
+def check_demo_target(path: Path) -> None:
+    """Refuse a target that is a directory, unwritable, locked, or holds non-synthetic data."""
+    if path.exists() and path.is_dir():
+        raise StoreError("is a directory, not a store file", path)
+    parent = path.parent if str(path.parent) else Path(".")
+    if parent.exists() and not os.access(parent, os.W_OK):
+        raise StoreError(f"folder {parent} is not writable", path)
+    if path.exists():
+        with st_store.open_store(path) as existing:  # raises StoreLockedError if held
+            counts = st_store.cohort_summary(existing)
+        n_real = counts.patients - counts.synthetic_patients
+        if n_real:
+            raise StoreError(f"holds {n_real} non-synthetic patients; `demo` will not "
+                             "replace it. Choose another --store path", path)
+
+
+
+
+
+def build_demo(path: str | Path, *, n_patients: int = 600, seed: int = 0,
+               workers: int | None = None, progress: ProgressFn = no_progress,
+               stages: Sequence[str] = DEMO_STAGES, models_dir: Path | None = None
+               ) -> DemoSummary:
+    """Build the synthetic demo store at ``path`` (replacing an earlier synthetic one).
+
+    Always: cohort, volumes, lungs and QCT. Then the optional ``stages`` in order: radiomics
+    extraction, radiomics and QCT models (with SHAP), the quick profile of the three deep
+    backbones, and the evaluation of every model. Everything is written to a temporary file
+    next to ``path`` and moved into place only when every stage succeeded, so a failure leaves
+    no partial store behind.
+    """
+    t0 = time.perf_counter()
+    path = Path(path)
+    if n_patients < 1:
+        raise DataError(f"--patients must be at least 1, got {n_patients}")
+    check_demo_target(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.building-{os.getpid()}")
+    _remove_store_files(tmp)
+    try:
+        progress("cohort", 0, 1)
+        cohort = generate_cohort(n_patients=n_patients, seed=seed)
+        progress("cohort", 1, 1)
+        input_cache = path.parent / f"{path.stem}_files" / "model_inputs"
+        jobs, stage = _demo_jobs(cohort.scans.to_dict(orient="records"), stages)
+        measures, inputs, ok = _measure_all(jobs, workers or default_workers(), progress,
+                                            stage)
+        with st_store.open_store(tmp) as store:
+            progress("store", 0, 1)
+            _write_demo(store, cohort, measures, seed)
+            if jobs and jobs[0].radiomics_params is not None:
+                with store.transaction() as cur:
+                    write_outcomes(cur, [m.radiomics for m in measures],
+                                   jobs[0].radiomics_params.param_hash)
+            if inputs is not None:
+                keep = [m for m, good in zip(measures, ok) if good]
+                write_model_inputs(input_cache, scan_ids=[m.scan_id for m in keep],
+                                   volume_sha256=[m.sha256 for m in keep], x=inputs[ok])
+            progress("store", 1, 1)
+            _model_stages(store, stages, workers or default_workers(), seed, models_dir,
+                          progress, input_cache)
+            summary = _demo_summary(store, path, time.perf_counter() - t0)
+        _remove_store_files(path)
+        os.replace(tmp, path)
+    except BaseException:
+        _remove_store_files(tmp)
+        raise
+    return summary
+
+
+def _demo_jobs(rows: list[dict[str, Any]], stages: Sequence[str]
+               ) -> tuple[list[_DemoJob], str]:
+    """The single pass's jobs and its progress label: radiomics and the quick profile's model
+    inputs ride along when their stages will run."""
+    unknown = set(stages) - set(DEMO_STAGES)
+    if unknown:
+        raise ValueError(f"unknown demo stages {sorted(unknown)}; choose from {DEMO_STAGES}")
+    params = shape = None
+    label = "volumes + lungs + QCT"
+    if "radiomics" in stages:
+        params = load_params()
+        label += " + radiomics"
+    if "deep" in stages:
+        shape = quick_input_shape()
+        label += " + model inputs"
+    return [_DemoJob(r, params, shape) for r in rows], label
+
+
+def _measure_all(jobs: list[_DemoJob], workers: int, progress: ProgressFn, stage: str
+                 ) -> tuple[list[_ScanMeasure], np.ndarray | None, np.ndarray]:
+    """Run the pass; model inputs are moved into one (N, K, 3, S, S) array as they arrive
+    (``ok``: which rows hold one)."""
+    measures: list[_ScanMeasure] = []
+    inputs, ok = None, np.zeros(len(jobs), bool)
+    for i, m in enumerate(map_in_workers(_measure_synthetic, jobs, workers, progress, stage)):
+        if m.model_input is not None:
+            if inputs is None:
+                inputs = np.empty((len(jobs), *m.model_input.shape), np.uint8)
+            inputs[i], ok[i] = m.model_input, True
+            m = dataclasses.replace(m, model_input=None)
+        measures.append(m)
+    return measures, inputs, ok
+
+
+def _model_stages(store: st_store.Store, stages: Sequence[str], workers: int, seed: int,
+                  models_dir: Path | None, progress: ProgressFn, input_cache: Path) -> None:
+    models_dir = Path(models_dir) if models_dir is not None else default_models_dir()
+    if "radiomics" in stages:
+        run_radiomics_stage(store, workers=workers, progress=progress)
+    if "tabular" in stages:
+        for kind in (("radiomics", "qct") if "radiomics" in stages else ("qct",)):
+            train_tabular(store, kind, models_dir=models_dir, seed=seed, progress=progress)
+    if "deep" in stages:
+        from sscmort_core.deep.train import train_quick_backbones  # heavy: torch
+
+        # the cache belongs to the final store's folder, not the temporary build file's
+        train_quick_backbones(store, models_dir=models_dir, progress=progress, seed=seed,
+                              workers=workers, cache_dir=input_cache)
+    if "evaluate" in stages:
+        run_evaluation(store, seed=seed, progress=progress)
+
+
+def _remove_store_files(path: Path) -> None:
+    for p in (path, path.with_name(path.name + ".wal")):
+        if p.exists():
+            p.unlink()
+
+
+def _write_demo(store: st_store.Store, cohort: Any, measures: list[_ScanMeasure],
+                seed: int) -> None:
+    pts = cohort.patients.copy()
+    pts["source"], pts["synthetic"] = "synthetic", True
+    scans = cohort.scans.copy()
+    geo = pd.DataFrame([{
+        "scan_id": m.scan_id, "shape_z": m.shape[0], "shape_y": m.shape[1],
+        "shape_x": m.shape[2], "spacing_z_mm": m.spacing_mm[0],
+        "spacing_y_mm": m.spacing_mm[1], "spacing_x_mm": m.spacing_mm[2],
+        "volume_sha256": m.sha256, "voxel_sha256": m.sha256} for m in measures])
+    scans = scans.merge(geo, on="scan_id", how="left", validate="one_to_one")
+    scans["series_description"] = "SYNTHETIC CHEST CT"
+    scans["volume_path"] = None
+    scans["source"], scans["synthetic"] = "synthetic", True
+    truth = scans.merge(pts[["patient_id", "progressor"]], on="patient_id")
+    clinical = cohort.clinical.copy()
+    clinical["source"], clinical["synthetic"] = "synthetic", True
+    qct = pd.DataFrame([{**m.qct.to_dict(), "scan_id": m.scan_id,
+                         "left_volume_ml": m.left_volume_ml,
+                         "right_volume_ml": m.right_volume_ml,
+                         "method_version": qct_method_version()} for m in measures])
+    with store.transaction() as cur:
+        st_store.insert_frame(cur, "patients", pts)
+        st_store.insert_frame(cur, "scans", scans)
+        st_store.insert_frame(cur, "synthetic_truth", truth)
+        st_store.insert_frame(cur, "clinical", clinical)
+        st_store.insert_frame(cur, "qct", qct)
+        _register_oracle(cur, truth, seed)
+        st_store.set_meta(cur, "demo_seed", str(seed))
+        st_store.set_meta(cur, "built_at", dt.datetime.now().isoformat(timespec="seconds"))
+
+
+ORACLE_MODEL_ID = "oracle"
+
+
+def _register_oracle(cur: Any, truth: pd.DataFrame, seed: int) -> None:
+    """The generator's true risks as a reference "model": the best AUC any model could reach
+    on this synthetic cohort. Registered like any model so every page can compare with it."""
+    st_store.upsert_model(
+        cur, model_id=ORACLE_MODEL_ID, kind="oracle", backbone=None, version="1",
+        config={"source": "synthetic generator hazard", "seed": seed}, data_hash=None,
+        weights_path=None, weights_sha256=None,
+        card={"kind": "oracle", "label": "Oracle (generator's true risk; achievable ceiling)",
+              "description": "True 1/3/5-year risk of each synthetic scan under the generator's "
+                             "own hazard. Not a model: the ceiling any model could reach.",
+              "synthetic": True}, synthetic=True)
+    rows = []
+    for h in HORIZONS_YEARS:
+        rows.append(pd.DataFrame({"model_id": ORACLE_MODEL_ID, "scan_id": truth["scan_id"],
+                                  "horizon_years": h, "risk": truth[f"true_risk_{h}y"],
+                                  "fold": None, "split": "oof"}))
+    st_store.insert_frame(cur, "predictions", pd.concat(rows, ignore_index=True))
+
+
+def _demo_summary(store: st_store.Store, path: Path, seconds: float) -> DemoSummary:
+    scans = st_store.scans_frame(store)
+    positives, censored = {}, {}
+    for h in HORIZONS_YEARS:
+        lab = label_scans(scans["scan_date"], scans["death_date"], scans["last_followup_date"], h)
+        positives[str(h)] = lab.n_positive
+        censored[str(h)] = lab.n_censored
+    counts = st_store.table_counts(store)
+    return DemoSummary(patients=counts["patients"], scans=counts["scans"], positives=positives,
+                       censored=censored, qct_scans=counts["qct"],
+                       synthetic=st_store.is_synthetic(store), store=str(path), seconds=seconds)

@@ -1,0 +1,94 @@
+"""Risks of one analysed scan (stored or not) from every registered model, whatever its kind:
+radiomics and QCT models, each deep backbone, the deep ensemble. The one entry point for the
+upload page and ``sscmort predict``; models load through the one process-wide cache
+(:data:`sscmort_core.util.cache.MODEL_CACHE`).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from sscmort_core import store as st_store
+from sscmort_core.cards import default_models_dir
+from sscmort_core.errors import SscmortError
+from sscmort_core.lungs import qct_metrics
+from sscmort_core.pipeline.ingest import ScanAnalysis
+from sscmort_core.predictions import RiskPrediction
+from sscmort_core.radiomics.features import extract_features, params_from_text
+from sscmort_core.tabular.io import load_model, tabular_model_ids
+from sscmort_core.tabular.model import predict_features
+
+
+def tabular_predictions(store: st_store.Store, hu: np.ndarray, lung_mask: np.ndarray,
+                       spacing_mm: Sequence[float], *, models_dir: Path | None = None,
+                       qct: Mapping[str, float] | None = None
+                       ) -> tuple[list[RiskPrediction], list[tuple[str, str]]]:
+    """Risks from every registered radiomics and QCT model for one volume, and (model id,
+    reason) for each model that could not be used (missing or changed file, failed
+    extraction): one bad model never hides the others.
+
+    hu: (z, y, x) HU; lung_mask: (z, y, x) bool; spacing_mm: (z, y, x). ``qct``: the volume's
+    QCT metrics when the caller has them (else measured here). Radiomics features are
+    extracted once per parameter set the models were trained with (the card keeps the file).
+    """
+    out: list[RiskPrediction] = []
+    problems: list[tuple[str, str]] = []
+    feats_by_hash: dict[str, dict[str, float]] = {}
+    for model_id in tabular_model_ids(store):
+        try:
+            model = load_model(store, model_id, models_dir=models_dir)
+            if model.kind == "qct":
+                if qct is None:
+                    qct = qct_metrics(hu, lung_mask, tuple(spacing_mm)).to_dict()
+                out.append(predict_features(model, {k: float(v) for k, v in qct.items()}))
+                continue
+            key = str(model.param_hash)
+            if key not in feats_by_hash:
+                params = params_from_text(model.radiomics_params_text or "", f"model {model_id}")
+                feats_by_hash[key] = extract_features(hu, lung_mask, spacing_mm,
+                                                      params).as_dict()
+            out.append(predict_features(model, feats_by_hash[key]))
+        except SscmortError as err:
+            problems.append((model_id, str(err)))
+    return out, problems
+
+
+@dataclass(frozen=True)
+class RiskReport:
+    """Per-horizon risks from every registered model kind (tabular, deep, deep ensemble).
+
+    ``problems``: (model or kind, one readable sentence) for models that could not be used
+    (missing or tampered file...); the others still report.
+    """
+
+    predictions: tuple[Any, ...]  # RiskPrediction
+    problems: tuple[tuple[str, str], ...]
+    seconds: float
+
+
+def predict_all(store: st_store.Store, analysis: ScanAnalysis, *,
+                models_dir: Path | None = None, device: str = "auto") -> RiskReport:
+    """Risks of an analysed (not necessarily stored) scan from every registered model."""
+    models_dir = Path(models_dir) if models_dir is not None else default_models_dir()
+    vol, mask = analysis.volume, analysis.lungs.mask
+    t0 = time.perf_counter()
+    preds: list[Any] = []
+    problems: list[tuple[str, str]] = []
+    tab_preds, tab_problems = tabular_predictions(
+        store, vol.hu, mask, vol.spacing_mm, models_dir=models_dir,
+        qct=analysis.qct.to_dict())  # measured at ingest: not again
+    preds.extend(tab_preds)
+    problems.extend(tab_problems)
+    try:
+        from sscmort_core.deep.infer import predict_for_volume  # heavy: torch
+
+        preds.extend(predict_for_volume(store, vol.hu, mask, vol.spacing_mm,
+                                        models_dir=models_dir, device=device))
+    except SscmortError as err:
+        problems.append(("deep models", str(err)))
+    return RiskReport(tuple(preds), tuple(problems), time.perf_counter() - t0)

@@ -1,0 +1,93 @@
+"""The DuckDB cohort store: schema and migrations (:mod:`.schema`), opening and locking
+(:mod:`.db`), then every query, by area: the cohort (:mod:`.cohort`), derived features
+(:mod:`.features`), models and their outputs (:mod:`.models`), background jobs (:mod:`.jobs`).
+
+All SQL of sscmort lives in this package, with bound parameters. Callers use the names
+re-exported here (``from sscmort_core import store as st_store``).
+
+May import: errors and the standard library, duckdb, numpy, pandas. Never a stage.
+"""
+
+from __future__ import annotations
+
+from sscmort_core.store.cohort import (  # noqa: F401
+    CohortSummary,
+    clinical_frame,
+    cohort_summary,
+    extend_followup,
+    is_synthetic,
+    outcome_fingerprint,
+    patient_row,
+    patients_frame,
+    scan_row,
+    scan_rows,
+    scan_with_voxels,
+    scans_frame,
+    table_counts,
+    truth_frame,
+)
+from sscmort_core.store.db import (  # noqa: F401
+    DEFAULT_STORE_PATH,
+    Store,
+    get_meta,
+    in_clause,
+    insert_frame,
+    migrate,
+    one_row,
+    open_store,
+    schema_version,
+    set_meta,
+    to_python,
+)
+from sscmort_core.store.features import (  # noqa: F401
+    clear_radiomics_failures,
+    qct_frame,
+    radiomics_extracted_scan_ids,
+    radiomics_failures_frame,
+    radiomics_feature_by_scan,
+    radiomics_feature_count,
+    radiomics_long_frame,
+    radiomics_param_sets,
+    record_radiomics_failures,
+    scans_missing_qct,
+)
+from sscmort_core.store.jobs import (  # noqa: F401
+    finish_job,
+    insert_job,
+    job_row,
+    jobs_frame,
+    running_job_ids,
+    update_job_progress,
+)
+from sscmort_core.store.models import (  # noqa: F401
+    auc_rows_with_models,
+    deep_models_frame,
+    delete_metrics,
+    delete_model_outputs,
+    delete_predictions,
+    explained_scan_ids,
+    explanation_array,
+    explanations_frame,
+    metrics_for_models,
+    metrics_frame,
+    model_row,
+    models_frame,
+    oof_prediction_summary,
+    patient_predictions_frame,
+    predictions_frame,
+    put_explanation_array,
+    upsert_model,
+)
+from sscmort_core.store.schema import (  # noqa: F401
+    CLINICAL_COLUMNS,
+    EXPLANATION_COLUMNS,
+    METRIC_COLUMNS,
+    MIGRATIONS,
+    PATIENT_COLUMNS,
+    PREDICTION_COLUMNS,
+    QCT_COLUMNS,
+    RADIOMICS_COLUMNS,
+    SCAN_COLUMNS,
+    SCHEMA_VERSION,
+    TRUTH_COLUMNS,
+)

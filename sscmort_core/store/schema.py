@@ -1,0 +1,156 @@
+"""The store's schema: ordered migrations and the columns each bulk insert writes.
+
+Never edit a released migration; append a new one (index i, 1-based, brings the schema from
+version i-1 to version i).
+"""
+
+from __future__ import annotations
+
+# Ordered migrations: index i (1-based) brings the schema from version i-1 to version i.
+# Never edit a released migration; append a new one.
+MIGRATIONS: tuple[str, ...] = (
+    # --- 1: the initial schema --------------------------------------------------------------
+    """
+    CREATE TABLE meta (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL);
+    CREATE TABLE patients (
+        patient_id VARCHAR PRIMARY KEY,
+        sex VARCHAR, birth_year INTEGER, subtype VARCHAR, antibody VARCHAR,
+        death_date DATE, last_followup_date DATE,
+        source VARCHAR NOT NULL, synthetic BOOLEAN NOT NULL,
+        created_at TIMESTAMP NOT NULL DEFAULT current_timestamp
+    );
+    CREATE TABLE scans (
+        scan_id VARCHAR PRIMARY KEY,
+        patient_id VARCHAR NOT NULL REFERENCES patients (patient_id),
+        scan_date DATE NOT NULL,
+        scanner VARCHAR, kernel VARCHAR, series_description VARCHAR,
+        slice_thickness_mm DOUBLE,
+        spacing_z_mm DOUBLE, spacing_y_mm DOUBLE, spacing_x_mm DOUBLE,
+        shape_z INTEGER, shape_y INTEGER, shape_x INTEGER,
+        volume_path VARCHAR, volume_sha256 VARCHAR, voxel_sha256 VARCHAR,
+        volume_seed BIGINT, noise_hu DOUBLE,
+        source VARCHAR NOT NULL, synthetic BOOLEAN NOT NULL,
+        created_at TIMESTAMP NOT NULL DEFAULT current_timestamp
+    );
+    CREATE INDEX scans_patient ON scans (patient_id);
+    CREATE TABLE synthetic_truth (
+        scan_id VARCHAR PRIMARY KEY REFERENCES scans (scan_id),
+        true_ild_extent_pct DOUBLE NOT NULL,
+        true_risk_1y DOUBLE NOT NULL, true_risk_3y DOUBLE NOT NULL, true_risk_5y DOUBLE NOT NULL,
+        progressor BOOLEAN
+    );
+    CREATE TABLE clinical (
+        patient_id VARCHAR NOT NULL REFERENCES patients (patient_id),
+        date DATE NOT NULL,
+        fvc_pct_pred DOUBLE, dlco_pct_pred DOUBLE,
+        source VARCHAR NOT NULL, synthetic BOOLEAN NOT NULL
+    );
+    CREATE INDEX clinical_patient ON clinical (patient_id);
+    CREATE TABLE qct (
+        scan_id VARCHAR PRIMARY KEY REFERENCES scans (scan_id),
+        lung_volume_ml DOUBLE, mean_lung_density_hu DOUBLE, skewness DOUBLE, kurtosis DOUBLE,
+        haa_pct DOUBLE, ild_extent_pct DOUBLE, left_volume_ml DOUBLE, right_volume_ml DOUBLE,
+        method_version VARCHAR NOT NULL,
+        created_at TIMESTAMP NOT NULL DEFAULT current_timestamp
+    );
+    CREATE TABLE radiomics_features (
+        scan_id VARCHAR NOT NULL REFERENCES scans (scan_id),
+        param_hash VARCHAR NOT NULL, feature VARCHAR NOT NULL, value DOUBLE,
+        pyradiomics_version VARCHAR NOT NULL,
+        PRIMARY KEY (scan_id, param_hash, feature)
+    );
+    CREATE TABLE radiomics_failures (
+        scan_id VARCHAR NOT NULL, param_hash VARCHAR NOT NULL, reason VARCHAR NOT NULL,
+        created_at TIMESTAMP NOT NULL DEFAULT current_timestamp,
+        PRIMARY KEY (scan_id, param_hash)
+    );
+    CREATE TABLE models (
+        model_id VARCHAR PRIMARY KEY,
+        kind VARCHAR NOT NULL, backbone VARCHAR, version VARCHAR NOT NULL,
+        config JSON, data_hash VARCHAR, weights_path VARCHAR, weights_sha256 VARCHAR,
+        card JSON, synthetic BOOLEAN NOT NULL,
+        created_at TIMESTAMP NOT NULL DEFAULT current_timestamp
+    );
+    CREATE TABLE predictions (
+        model_id VARCHAR NOT NULL, scan_id VARCHAR NOT NULL, horizon_years INTEGER NOT NULL,
+        risk DOUBLE NOT NULL, fold INTEGER, split VARCHAR NOT NULL,
+        PRIMARY KEY (model_id, scan_id, horizon_years, split)
+    );
+    CREATE TABLE metrics (
+        model_id VARCHAR NOT NULL, horizon_years INTEGER NOT NULL, metric VARCHAR NOT NULL,
+        value DOUBLE, ci_low DOUBLE, ci_high DOUBLE,
+        n_scans INTEGER, n_patients INTEGER, n_events INTEGER,
+        created_at TIMESTAMP NOT NULL DEFAULT current_timestamp,
+        PRIMARY KEY (model_id, horizon_years, metric)
+    );
+    CREATE TABLE explanations (
+        model_id VARCHAR NOT NULL, scan_id VARCHAR NOT NULL, horizon_years INTEGER NOT NULL,
+        kind VARCHAR NOT NULL, feature VARCHAR NOT NULL, value DOUBLE, feature_value DOUBLE,
+        base_value DOUBLE,
+        PRIMARY KEY (model_id, scan_id, horizon_years, kind, feature)
+    );
+    CREATE TABLE explanation_arrays (
+        model_id VARCHAR NOT NULL, scan_id VARCHAR NOT NULL, kind VARCHAR NOT NULL,
+        payload BLOB NOT NULL, meta JSON,
+        PRIMARY KEY (model_id, scan_id, kind)
+    );
+    CREATE TABLE jobs (
+        job_id VARCHAR PRIMARY KEY, kind VARCHAR NOT NULL, status VARCHAR NOT NULL,
+        progress DOUBLE NOT NULL DEFAULT 0, message VARCHAR, params JSON, error VARCHAR,
+        started_at TIMESTAMP NOT NULL DEFAULT current_timestamp, finished_at TIMESTAMP
+    );
+    """,
+    # --- 2: why a metric could not be computed (e.g. too few events) -------------------------
+    """
+    ALTER TABLE metrics ADD COLUMN note VARCHAR;
+    """,
+)
+
+
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+PATIENT_COLUMNS = ("patient_id", "sex", "birth_year", "subtype", "antibody", "death_date",
+                   "last_followup_date", "source", "synthetic")
+
+
+SCAN_COLUMNS = ("scan_id", "patient_id", "scan_date", "scanner", "kernel", "series_description",
+                "slice_thickness_mm", "spacing_z_mm", "spacing_y_mm", "spacing_x_mm",
+                "shape_z", "shape_y", "shape_x", "volume_path", "volume_sha256", "voxel_sha256",
+                "volume_seed",
+                "noise_hu", "source", "synthetic")
+
+
+TRUTH_COLUMNS = ("scan_id", "true_ild_extent_pct", "true_risk_1y", "true_risk_3y",
+                 "true_risk_5y", "progressor")
+
+
+CLINICAL_COLUMNS = ("patient_id", "date", "fvc_pct_pred", "dlco_pct_pred", "source",
+                    "synthetic")
+
+
+QCT_COLUMNS = ("scan_id", "lung_volume_ml", "mean_lung_density_hu", "skewness", "kurtosis",
+               "haa_pct", "ild_extent_pct", "left_volume_ml", "right_volume_ml",
+               "method_version")
+
+
+PREDICTION_COLUMNS = ("model_id", "scan_id", "horizon_years", "risk", "fold", "split")
+
+
+METRIC_COLUMNS = ("model_id", "horizon_years", "metric", "value", "ci_low", "ci_high",
+                  "n_scans", "n_patients", "n_events", "note")
+
+
+EXPLANATION_COLUMNS = ("model_id", "scan_id", "horizon_years", "kind", "feature", "value",
+                       "feature_value", "base_value")
+
+
+RADIOMICS_COLUMNS = ("scan_id", "param_hash", "feature", "value", "pyradiomics_version")
+
+
+_TABLE_COLUMNS: dict[str, tuple[str, ...]] = {
+    "patients": PATIENT_COLUMNS, "scans": SCAN_COLUMNS, "synthetic_truth": TRUTH_COLUMNS,
+    "clinical": CLINICAL_COLUMNS, "qct": QCT_COLUMNS, "predictions": PREDICTION_COLUMNS,
+    "metrics": METRIC_COLUMNS, "explanations": EXPLANATION_COLUMNS,
+    "radiomics_features": RADIOMICS_COLUMNS,
+}

@@ -1,0 +1,251 @@
+"""Training of the tabular models: patient-grouped CV, OOF risks, final fits, SHAP, registry.
+
+:func:`train_tabular` is the entry point (it limits BLAS / OpenMP to one thread); see
+:mod:`sscmort_core.tabular.model` for the models themselves.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+from threadpoolctl import threadpool_limits
+
+from sscmort_core import store as st
+from sscmort_core.cards import ModelCard, default_models_dir
+from sscmort_core.errors import DataError
+from sscmort_core.evaluation import auc_or_none
+from sscmort_core.folds import grouped_folds
+from sscmort_core.labels import HORIZONS_YEARS, HorizonLabels
+from sscmort_core.radiomics.features import load_params
+from sscmort_core.tabular.explain import ShapValues, shap_values
+from sscmort_core.tabular.io import feature_matrix, horizon_labels, save_model
+from sscmort_core.tabular.model import (
+    ALGORITHMS,
+    GBM_PARAMS,
+    KINDS,
+    LOGISTIC_CS,
+    TABULAR_VERSION,
+    FeatureMatrix,
+    HorizonModel,
+    TabularModel,
+    fit_horizon,
+    model_label,
+    monotone,
+)
+from sscmort_core.util.progress import ProgressFn, no_progress
+
+
+def train_tabular(store: st.Store, kind: str, *, models_dir: Path | None = None,
+                  seed: int = 0, folds: int = 5, progress: ProgressFn = no_progress
+                  ) -> list[str]:
+    """Train, cross-validate, explain and register the tabular models of ``kind``.
+
+    Returns the registered model ids. Each model's registry row, OOF predictions and SHAP
+    values are written in one transaction (a model trained again on the same data and settings
+    replaces itself). Raises DataError without features or with too few patients for ``folds``.
+
+    Runs single-threaded (BLAS / OpenMP limited to one thread): these fits are small, and on a
+    shared machine thread synchronisation made them several times slower, not faster.
+    """
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    with threadpool_limits(limits=1):
+        return _train(store, kind, models_dir=Path(models_dir or default_models_dir()),
+                      seed=seed, folds=folds, progress=progress)
+
+
+@dataclass(frozen=True)
+class _Data:
+    """What every algorithm of one kind is trained on."""
+
+    fm: FeatureMatrix
+    labels: Mapping[int, HorizonLabels]
+    fold_of: np.ndarray  # (n,) fold of each scan
+    data_hash: str
+    params_text: str | None
+    pyradiomics_version: str | None
+
+
+def _training_data(store: st.Store, kind: str, folds: int, seed: int) -> _Data:
+    fm = feature_matrix(store, kind)
+    labels = horizon_labels(store, fm.scan_ids)
+    n_patients = len(np.unique(fm.patient_ids))
+    if n_patients < folds:
+        raise DataError(f"{n_patients} patients with {kind} features cannot fill {folds} "
+                        "cross-validation folds", store.path)
+    five = labels[HORIZONS_YEARS[-1]]
+    fold_of = grouped_folds(fm.patient_ids, folds, seed, stratify=five.positive & five.known)
+    params_text, pyr_version = _radiomics_provenance(store, fm)
+    return _Data(fm, labels, fold_of, data_hash(fm, labels), params_text, pyr_version)
+
+
+def _train(store: st.Store, kind: str, *, models_dir: Path, seed: int, folds: int,
+           progress: ProgressFn) -> list[str]:
+    data = _training_data(store, kind, folds, seed)
+    algorithms = ALGORITHMS[kind]
+    per_algo = len(HORIZONS_YEARS) * (folds + 1) + 1
+    total, done = per_algo * len(algorithms), 0
+    stage = f"train {kind}"
+    progress(stage, 0, total)
+
+    def tick() -> None:
+        nonlocal done
+        done += 1
+        progress(stage, done, total)
+
+    ids = []
+    for algorithm in algorithms:
+        t1 = time.perf_counter()
+        oof, finals = _cross_validate(data.fm, data.labels, data.fold_of, algorithm, seed, tick)
+        config = {"algorithm": algorithm, "version": TABULAR_VERSION, "folds": folds,
+                  "seed": seed, "features": list(data.fm.feature_names),
+                  "param_hash": data.fm.param_hash,
+                  "gbm_params": dict(GBM_PARAMS) if algorithm == "gbm" else None,
+                  "logistic_cs": list(LOGISTIC_CS) if algorithm == "logistic" else None}
+        short = hashlib.sha256((json.dumps(config, sort_keys=True) + data.data_hash).encode())
+        model = TabularModel(model_id=f"{kind}-{algorithm}-v{TABULAR_VERSION}-"
+                                      f"{short.hexdigest()[:8]}",
+                             kind=kind, algorithm=algorithm, label=model_label(kind, algorithm),
+                             feature_names=data.fm.feature_names, horizons=finals,
+                             param_hash=data.fm.param_hash,
+                             radiomics_params_text=data.params_text)
+        shap = shap_values(model, data.fm.X)
+        tick()
+        ids.append(_register(store, model, data, oof, shap, config, models_dir,
+                             time.perf_counter() - t1))
+    progress(stage, total, total)
+    return ids
+
+
+def data_hash(fm: FeatureMatrix, labels: Mapping[int, HorizonLabels]) -> str:
+    """sha256 (16 hex) of the scans, features, values and labels a model is trained on."""
+    h = hashlib.sha256()
+    h.update("\n".join(fm.scan_ids).encode())
+    h.update("\n".join(fm.feature_names).encode())
+    h.update(np.nan_to_num(fm.X, nan=-1.2345e300).astype("<f8").tobytes())
+    for hy in sorted(labels):
+        h.update(labels[hy].positive.astype(np.uint8).tobytes())
+        h.update(labels[hy].known.astype(np.uint8).tobytes())
+    return h.hexdigest()[:16]
+
+
+def cv_splits(fold_of: np.ndarray, known: np.ndarray
+              ) -> list[tuple[int, np.ndarray, np.ndarray]]:
+    """(fold, train rows, test rows) for one horizon: train on the labelled (uncensored) scans
+    of the other folds, predict every scan of this fold (censored ones too: they get an
+    out-of-fold risk, they are only excluded from fitting and from binary metrics)."""
+    out = []
+    for f in range(int(fold_of.max()) + 1):
+        out.append((f, np.flatnonzero((fold_of != f) & known), np.flatnonzero(fold_of == f)))
+    return out
+
+
+def _cross_validate(fm: FeatureMatrix, labels: Mapping[int, HorizonLabels], fold_of: np.ndarray,
+                    algorithm: str, seed: int, tick: Callable[[], None]
+                    ) -> tuple[np.ndarray, tuple[HorizonModel, ...]]:
+    """(n, 3) OOF risks of every scan, and the final per-horizon models."""
+    oof = np.full((len(fm.scan_ids), len(HORIZONS_YEARS)), np.nan)
+    finals = []
+    for j, h in enumerate(HORIZONS_YEARS):
+        lab = labels[h]
+        for _, train, test in cv_splits(fold_of, lab.known):
+            m = fit_horizon(fm.X[train], lab.positive[train], fm.patient_ids[train], algorithm,
+                            h, seed)
+            oof[test, j] = m.risk(fm.X[test])
+            tick()
+        finals.append(fit_horizon(fm.X[lab.known], lab.positive[lab.known],
+                                  fm.patient_ids[lab.known], algorithm, h, seed))
+        tick()
+    return oof, tuple(finals)
+
+
+def _radiomics_provenance(store: st.Store, fm: FeatureMatrix) -> tuple[str | None, str | None]:
+    if fm.kind != "radiomics":
+        return None, None
+    params = load_params()
+    if params.param_hash != fm.param_hash:
+        raise DataError(f"radiomics features with parameter hash {fm.param_hash} were made with "
+                        "a parameter file that is no longer the repo's; models trained on them "
+                        "could not extract features for new scans", store.path)
+    sets = st.radiomics_param_sets(store)
+    version = sets.loc[sets["param_hash"] == fm.param_hash, "pyradiomics_version"]
+    return params.text, (str(version.iloc[0]) if len(version) else None)
+
+
+def _model_card(model: TabularModel, data: _Data, oof_raw: np.ndarray, shap: ShapValues,
+                config: Mapping[str, Any], synthetic: bool, seconds: float) -> ModelCard:
+    """The model card (JSON beside the model file, and the models table's ``card``)."""
+    fm, labels = data.fm, data.labels
+    oof, adjusted = monotone(oof_raw)
+    horizons = []
+    for j, h in enumerate(HORIZONS_YEARS):
+        lab, hm = labels[h], model.horizons[j]
+        horizons.append({
+            "horizon_years": h, "n_scans_labelled": int(lab.known.sum()),
+            "n_positive": lab.n_positive, "n_censored_excluded": lab.n_censored,
+            "oof_auc": auc_or_none(lab.y, oof[lab.known, j]), "final_model": hm.describe()})
+    extra = {
+        "dropped_features": list(fm.dropped_features), "n_features": len(model.feature_names),
+        "pyradiomics_version": data.pyradiomics_version,
+        "scans_without_features": fm.n_scans_without,
+        "cv": {"folds": config["folds"], "seed": config["seed"], "grouped_by": "patient",
+               "stratified_by": "death within 5 years",
+               "censored": "excluded per horizon (label rule)"},
+        "horizons": horizons,
+        "monotone": {"rule": "running maximum of the 1-, 3-, 5-year risks of a scan",
+                     "oof_scans_adjusted": int(adjusted.sum()),
+                     "oof_max_adjustment": float(np.max(oof - oof_raw)) if len(oof) else 0.0},
+        "shap": {"explainer": shap.explainer, "output": "log-odds of the unadjusted model",
+                 "max_additivity_error": shap.max_additivity_error},
+        "training_seconds": round(seconds, 1)}
+    return ModelCard(
+        model_id=model.model_id, kind=model.kind, label=model.label, version=TABULAR_VERSION,
+        created=dt.datetime.now().isoformat(timespec="seconds"), data_hash=data.data_hash,
+        synthetic=synthetic, oof_auc={h["horizon_years"]: h["oof_auc"] for h in horizons},
+        n_scans=len(fm.scan_ids), n_patients=int(len(np.unique(fm.patient_ids))),
+        algorithm=model.algorithm, features=tuple(model.feature_names),
+        param_hash=model.param_hash, extra=extra)
+
+
+def _register(store: st.Store, model: TabularModel, data: _Data, oof_raw: np.ndarray,
+              shap: ShapValues, config: dict[str, Any], models_dir: Path,
+              seconds: float) -> str:
+    """Save the model file and card, then register the model, its OOF risks (monotone) and
+    SHAP values in one transaction (replacing an earlier registration of the same id)."""
+    synthetic = st.is_synthetic(store)
+    card = save_model(model, _model_card(model, data, oof_raw, shap, config, synthetic,
+                                         seconds), models_dir)
+    fm = data.fm
+    preds = _prediction_rows(model.model_id, fm.scan_ids, monotone(oof_raw)[0], data.fold_of)
+    expl = shap.rows(model.model_id, fm.scan_ids, fm.feature_names, fm.X)
+    registry_config = {**config, "label": model.label,
+                       "radiomics_params": model.radiomics_params_text}
+    with store.transaction() as cur:
+        st.delete_model_outputs(cur, model.model_id)
+        st.upsert_model(cur, model_id=model.model_id, kind=model.kind, backbone=None,
+                        version=TABULAR_VERSION, config=registry_config,
+                        data_hash=data.data_hash,
+                        weights_path=str(Path(models_dir) / str(card.weights_file)),
+                        weights_sha256=card.weights_sha256, card=card.to_json(),
+                        synthetic=synthetic)
+        st.insert_frame(cur, "predictions", preds)
+        st.insert_frame(cur, "explanations", expl)
+    return model.model_id
+
+
+def _prediction_rows(model_id: str, scan_ids: Sequence[str], risks: np.ndarray,
+                     fold_of: np.ndarray) -> pd.DataFrame:
+    n, k = risks.shape
+    return pd.DataFrame({
+        "model_id": model_id, "scan_id": np.repeat(np.asarray(scan_ids, dtype=object), k),
+        "horizon_years": np.tile(np.asarray(HORIZONS_YEARS), n),
+        "risk": risks.reshape(-1),  # (n * 3,) scan-major
+        "fold": np.repeat(fold_of, k), "split": "oof"})

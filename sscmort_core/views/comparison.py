@@ -1,0 +1,346 @@
+"""Page data of the Model comparison page and the Overview's best model: which models can be
+compared, their curves per horizon, the paired tests and the metrics table.
+
+Reads the metrics :func:`sscmort_core.pipeline.evaluate.run_evaluation` stored, and the OOF
+predictions with their labels (:func:`sscmort_core.pipeline.eval_data.load_horizon_data`).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+from numpy.typing import NDArray
+
+from sscmort_core import store as st_store
+from sscmort_core.errors import MetricInputError
+from sscmort_core.evaluation import auc, calibration_curve, decision_curve, roc_curve_points
+from sscmort_core.labels import HORIZONS_YEARS
+from sscmort_core.pipeline.eval_data import (
+    DEFAULT_MIN_EVENTS,
+    ORACLE_KIND,
+    HorizonData,
+    check_model_ids,
+    load_horizon_data,
+    too_few_events,
+)
+from sscmort_core.pipeline.evaluate import PairedTest
+from sscmort_core.views.names import model_label
+from sscmort_core.views.study import STUDY, ReportedAUC, reported_aucs
+
+# Threshold probabilities of the decision curve: mortality risks worth acting on lie low.
+DECISION_THRESHOLDS: NDArray[np.float64] = np.round(np.linspace(0.01, 0.60, 60), 2)
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    """A model the comparison page can offer (it has OOF predictions)."""
+
+    model_id: str
+    label: str
+    kind: str
+    has_metrics: bool
+
+
+def model_labels(store: st_store.Store) -> dict[str, str]:
+    """Readable label of every registered model; a label shared by several models gets the
+    model id appended so the pages can tell them apart."""
+    models = st_store.models_frame(store)
+    labels = {str(r["model_id"]): model_label(r) for _, r in models.iterrows()}
+    values = list(labels.values())
+    return {m: f"{lab} [{m}]" if values.count(lab) > 1 else lab for m, lab in labels.items()}
+
+
+def model_choices(store: st_store.Store) -> list[ModelChoice]:
+    """Registered models with OOF predictions, sorted by kind with the oracle last."""
+    models = st_store.models_frame(store)
+    counts = st_store.oof_prediction_summary(store).groupby("model_id")["n_predictions"].sum()
+    evaluated = set(st_store.metrics_frame(store)["model_id"])
+    labels = model_labels(store)
+    out = [ModelChoice(str(r["model_id"]), labels[r["model_id"]], str(r["kind"]),
+                       r["model_id"] in evaluated)
+           for _, r in models.iterrows() if r["model_id"] in counts.index]
+    return sorted(out, key=lambda c: (c.kind == ORACLE_KIND, c.kind, c.label))
+
+
+def data_version(store: st_store.Store, model_ids: Sequence[str]) -> str:
+    """A short token that changes when the store file, the models' OOF predictions or
+    metrics, or any outcome date change (for app-side caches of the page's computations)."""
+    summary = st_store.oof_prediction_summary(store, list(model_ids))
+    metrics = st_store.metrics_for_models(store, list(model_ids))
+    stamp = metrics["created_at"].max() if len(metrics) else None
+    return json.dumps([str(store.path), summary.round(9).to_dict(orient="records"), str(stamp),
+                       st_store.outcome_fingerprint(store)], default=str)
+
+
+@dataclass(frozen=True)
+class BestModel:
+    """The model with the highest stored AUC at a horizon (the oracle excluded)."""
+
+    horizon_years: int
+    model_id: str
+    label: str
+    kind: str
+    auc: float
+    ci_low: float | None
+    ci_high: float | None
+    n_scans: int
+    n_events: int
+
+
+def best_models(store: st_store.Store) -> list[BestModel]:
+    """Per horizon with any computed AUC, the best non-oracle model (ties: higher CI low)."""
+    rows = st_store.auc_rows_with_models(store)
+    rows = rows.loc[rows["kind"] != ORACLE_KIND]
+    out = []
+    for h, part in rows.groupby("horizon_years", sort=True):
+        best = part.sort_values(["value", "ci_low", "model_id"],
+                                ascending=[False, False, True]).iloc[0]
+        out.append(BestModel(
+            horizon_years=int(h), model_id=str(best["model_id"]), label=model_label(best),
+            kind=str(best["kind"]), auc=float(best["value"]),
+            ci_low=st_store.to_python(best["ci_low"]), ci_high=st_store.to_python(best["ci_high"]),
+            n_scans=int(best["n_scans"]), n_events=int(best["n_events"])))
+    return out
+
+
+@dataclass(frozen=True, eq=False)
+class CurveSet:
+    """Curves of several models at one horizon, long format, for one chart.
+
+    ``frame`` always has columns ``model_id`` and ``model`` (the legend text), then per kind:
+    roc: ``fpr``, ``tpr``, ``threshold``; calibration: ``mean_predicted``,
+    ``observed_fraction``, ``count``; decision: ``threshold``, ``net_benefit`` (with reference
+    rows ``model_id`` None, ``model`` "Treat all" / "Treat none"). ``unavailable`` lists
+    (model label, reason) for models drawn nowhere, e.g. too few events at this horizon.
+    """
+
+    kind: str
+    horizon_years: int
+    frame: pd.DataFrame
+    unavailable: tuple[tuple[str, str], ...]
+
+    @property
+    def empty(self) -> bool:
+        return self.frame.empty
+
+
+@dataclass(frozen=True)
+class _CurveInputs:
+    """What the curves of one horizon are drawn from, loaded once."""
+
+    horizon: int
+    labels: dict[str, str]
+    usable: list[HorizonData]  # models with enough events, in the order asked
+    unavailable: tuple[tuple[str, str], ...]  # (label, reason)
+    metrics: pd.DataFrame  # stored metric rows of the models (AUC CIs for the ROC legend)
+
+
+def _curve_inputs(store: st_store.Store, model_ids: Sequence[str], horizon: int,
+                  min_events: int) -> _CurveInputs:
+    ids = check_model_ids(store, model_ids)
+    labels = model_labels(store)
+    data = load_horizon_data(store, ids, (horizon,))
+    usable, unavailable = [], []
+    for m in ids:
+        d = data[(m, horizon)]
+        reason = too_few_events(d.n_labelled, d.n_events, horizon, min_events)
+        if reason is None:
+            usable.append(d)
+        else:
+            unavailable.append((labels[m], reason))
+    return _CurveInputs(horizon, labels, usable, tuple(unavailable),
+                        st_store.metrics_for_models(store, ids))
+
+
+def _thin_roc(fpr: NDArray[np.float64], tpr: NDArray[np.float64]) -> NDArray[np.bool_]:
+    """Keep the corners of an ROC step curve (drops points inside straight runs, as
+    ``sklearn.metrics.roc_curve(drop_intermediate=True)``); the area is unchanged."""
+    keep = np.ones(len(fpr), dtype=bool)
+    if len(fpr) > 2:
+        keep[1:-1] = (np.diff(fpr, 2) != 0) | (np.diff(tpr, 2) != 0)
+    return keep
+
+
+def _auc_legend(stored: pd.DataFrame, d: HorizonData, label: str) -> str:
+    row = stored.loc[(stored["model_id"] == d.model_id)
+                     & (stored["horizon_years"] == d.horizon_years) & (stored["metric"] == "auc")]
+    lab = d.labelled
+    if len(row) and pd.notna(row["value"].iloc[0]) and pd.notna(row["ci_low"].iloc[0]):
+        r = row.iloc[0]
+        return f"{label}: AUC {r['value']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}]"
+    return f"{label}: AUC {auc(d.y[lab], d.risk[lab]):.3f} [CI not computed yet]"
+
+
+def _roc(inp: _CurveInputs) -> CurveSet:
+    parts = []
+    for d in inp.usable:
+        lab = d.labelled
+        roc = roc_curve_points(d.y[lab], d.risk[lab])
+        keep = _thin_roc(roc.fpr, roc.tpr)
+        parts.append(pd.DataFrame({
+            "model_id": d.model_id, "model": _auc_legend(inp.metrics, d, inp.labels[d.model_id]),
+            "fpr": roc.fpr[keep], "tpr": roc.tpr[keep],
+            "threshold": np.where(np.isinf(roc.thresholds[keep]), np.nan, roc.thresholds[keep])}))
+    return CurveSet("roc", inp.horizon, _concat(parts, ["model_id", "model", "fpr", "tpr",
+                                                        "threshold"]), inp.unavailable)
+
+
+def _calibration(inp: _CurveInputs, n_bins: int) -> CurveSet:
+    parts, unavailable = [], list(inp.unavailable)
+    for d in inp.usable:
+        lab = d.labelled
+        try:
+            rel = calibration_curve(d.y[lab], d.risk[lab], n_bins=n_bins)
+        except MetricInputError as err:
+            unavailable.append((inp.labels[d.model_id], str(err)))
+            continue
+        parts.append(pd.DataFrame({
+            "model_id": d.model_id, "model": inp.labels[d.model_id],
+            "mean_predicted": rel.mean_predicted, "observed_fraction": rel.observed_fraction,
+            "count": rel.count}))
+    return CurveSet("calibration", inp.horizon, _concat(parts, [
+        "model_id", "model", "mean_predicted", "observed_fraction", "count"]), tuple(unavailable))
+
+
+def _decision(inp: _CurveInputs, thresholds: NDArray[np.float64]) -> CurveSet:
+    parts, unavailable = [], list(inp.unavailable)
+    for d in inp.usable:
+        lab = d.labelled
+        try:
+            dc = decision_curve(d.y[lab], d.risk[lab], thresholds)
+        except MetricInputError as err:
+            unavailable.append((inp.labels[d.model_id], str(err)))
+            continue
+        if not parts:
+            for name, nb in (("Treat all", dc.net_benefit_treat_all),
+                             ("Treat none", dc.net_benefit_treat_none)):
+                parts.append(pd.DataFrame({"model_id": None, "model": name,
+                                           "threshold": dc.thresholds, "net_benefit": nb}))
+        parts.append(pd.DataFrame({"model_id": d.model_id, "model": inp.labels[d.model_id],
+                                   "threshold": dc.thresholds,
+                                   "net_benefit": dc.net_benefit_model}))
+    return CurveSet("decision", inp.horizon, _concat(parts, [
+        "model_id", "model", "threshold", "net_benefit"]), tuple(unavailable))
+
+
+def roc_frames(store: st_store.Store, model_ids: Sequence[str], horizon: int, *,
+               min_events: int = DEFAULT_MIN_EVENTS) -> CurveSet:
+    """ROC curves of ``model_ids`` at ``horizon`` on each model's labelled scans; the legend
+    carries AUC [95% CI] from the stored metrics (point AUC only if not computed yet)."""
+    return _roc(_curve_inputs(store, model_ids, horizon, min_events))
+
+
+def calibration_frames(store: st_store.Store, model_ids: Sequence[str], horizon: int, *,
+                       n_bins: int = 10, min_events: int = DEFAULT_MIN_EVENTS) -> CurveSet:
+    """Reliability curves (``n_bins`` quantile bins of predicted risk) at ``horizon``."""
+    return _calibration(_curve_inputs(store, model_ids, horizon, min_events), n_bins)
+
+
+def decision_frames(store: st_store.Store, model_ids: Sequence[str], horizon: int, *,
+                    thresholds: NDArray[np.float64] = DECISION_THRESHOLDS,
+                    min_events: int = DEFAULT_MIN_EVENTS) -> CurveSet:
+    """Net benefit per threshold probability at ``horizon``, with treat-all and treat-none
+    computed on the first usable model's labelled scans (the same scans for every model with
+    OOF predictions for the whole cohort)."""
+    return _decision(_curve_inputs(store, model_ids, horizon, min_events), thresholds)
+
+
+@dataclass(frozen=True, eq=False)
+class HorizonCurves:
+    roc: CurveSet
+    calibration: CurveSet
+    decision: CurveSet
+
+
+def horizon_curves(store: st_store.Store, model_ids: Sequence[str], horizon: int, *,
+                   min_events: int = DEFAULT_MIN_EVENTS) -> HorizonCurves:
+    """ROC, calibration and decision curves at ``horizon`` from one load of the predictions
+    (what the Model comparison page draws per tab)."""
+    inp = _curve_inputs(store, model_ids, horizon, min_events)
+    return HorizonCurves(_roc(inp), _calibration(inp, 10), _decision(inp, DECISION_THRESHOLDS))
+
+
+def _concat(parts: list[pd.DataFrame], columns: list[str]) -> pd.DataFrame:
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=columns)
+
+
+def paired_tests_frame(tests: Sequence[PairedTest], labels: dict[str, str]) -> pd.DataFrame:
+    """One display row per pair: AUCs, difference with its bootstrap CI, both p-values."""
+    rows = []
+    for t in tests:
+        c = t.comparison
+        rows.append({
+            "model A": labels.get(t.model_a, t.model_a),
+            "model B": labels.get(t.model_b, t.model_b),
+            "AUC A": None if c is None else c.delong.auc_a,
+            "AUC B": None if c is None else c.delong.auc_b,
+            "AUC A - B": None if c is None else c.delong.auc_diff,
+            "diff CI low": None if c is None else c.bootstrap.ci_low,
+            "diff CI high": None if c is None else c.bootstrap.ci_high,
+            "DeLong p": None if c is None else c.delong.p_value,
+            "bootstrap p": None if c is None else c.bootstrap.p_value,
+            "scans": t.n_scans, "patients": t.n_patients, "events": t.n_events,
+            "note": t.note or ""})
+    return pd.DataFrame(rows)
+
+
+TABLE_COLUMNS: tuple[str, ...] = (
+    "horizon (years)", "model", "kind", "model_id", "AUC", "AUC CI low", "AUC CI high",
+    "Brier", "calibration slope", "calibration intercept", "C-index", "time-dependent AUC",
+    "scans", "patients", "events", "note")
+_TABLE_METRICS = {"auc": "AUC", "brier": "Brier", "calibration_slope": "calibration slope",
+                  "calibration_intercept": "calibration intercept", "c_index": "C-index",
+                  "td_auc": "time-dependent AUC"}
+
+
+def metrics_table(store: st_store.Store, model_ids: Sequence[str], *,
+                  horizons: Sequence[int] = HORIZONS_YEARS,
+                  include_reference: bool = True) -> pd.DataFrame:
+    """Stored metrics of ``model_ids`` as one row per horizon and model (columns
+    :data:`TABLE_COLUMNS`; scans/patients/events are those of the AUC row), then the study's
+    reported AUCs as rows of kind "reported". Models not evaluated yet get a row whose note
+    says so."""
+    ids = check_model_ids(store, model_ids)
+    labels = model_labels(store)
+    kinds = st_store.models_frame(store).set_index("model_id")["kind"].to_dict()
+    stored = st_store.metrics_for_models(store, list(ids))
+    rows = []
+    for h in horizons:
+        for m in ids:
+            part = stored.loc[(stored["model_id"] == m) & (stored["horizon_years"] == h)]
+            rows.append(_table_row(h, m, labels[m], kinds[m], part.set_index("metric")))
+        if include_reference:
+            rows.extend(_reference_row(r, h) for r in reported_aucs(h))
+    return pd.DataFrame(rows, columns=list(TABLE_COLUMNS))
+
+
+def _table_row(h: int, model_id: str, label: str, kind: str,
+               part: pd.DataFrame) -> dict[str, object]:
+    row: dict[str, object] = {"horizon (years)": h, "model": label, "kind": kind,
+                              "model_id": model_id}
+    if part.empty:
+        return row | {"note": "not evaluated yet"}
+    for metric, column in _TABLE_METRICS.items():
+        row[column] = st_store.to_python(part["value"].get(metric, np.nan))
+    auc_row = part.loc["auc"] if "auc" in part.index else None
+    if auc_row is not None:
+        row |= {"AUC CI low": st_store.to_python(auc_row["ci_low"]),
+                "AUC CI high": st_store.to_python(auc_row["ci_high"]),
+                "scans": st_store.to_python(auc_row["n_scans"]),
+                "patients": st_store.to_python(auc_row["n_patients"]),
+                "events": st_store.to_python(auc_row["n_events"])}
+    notes = [str(n) for n in dict.fromkeys(part["note"].dropna())]
+    row["note"] = "; ".join(notes)
+    return row
+
+
+def _reference_row(r: ReportedAUC, h: int) -> dict[str, object]:
+    note = (f"reported range {r.auc_low:.3f}-{r.auc_high:.3f} over radiomics models and "
+            "horizons" if r.is_range else "reported point estimate") + f"; {STUDY}"
+    return {"horizon (years)": h, "model": r.label, "kind": "reported", "model_id": None,
+            "AUC": None if r.is_range else r.auc_low, "scans": r.n_scans,
+            "events": r.n_events, "note": note}

@@ -1,0 +1,170 @@
+"""Altair charts of the Model comparison page (pure: frames in, charts or PNG bytes out).
+
+Inputs are the frames of :mod:`sscmort_core.evaluate_store` (:class:`CurveSet` frames and the
+:func:`~sscmort_core.evaluate_store.metrics_table`). A model keeps its colour across charts:
+colours follow the order in which models first appear in a frame (``model_id`` column).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import altair as alt
+import numpy as np
+import pandas as pd
+
+from sscmort_core.views.study import ReportedAUC
+
+PALETTE: tuple[str, ...] = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b",
+                            "#e377c2", "#17becf", "#bcbd22", "#7f7f7f")
+_LEGEND = alt.Legend(orient="bottom", direction="vertical", labelLimit=520, title=None)
+_WIDTH = 420
+_PLOT_HEIGHT = 280
+
+
+def _height(n_legend_rows: int) -> int:
+    """Total height with room for the title, the x axis and a bottom legend: Streamlit fits
+    the whole chart (legend included) into ``height``."""
+    return _PLOT_HEIGHT + 80 + 20 * n_legend_rows
+
+
+def _n_models(frame: pd.DataFrame) -> int:
+    return int(frame["model_id"].dropna().nunique())
+
+
+def _colour(frame: pd.DataFrame) -> alt.Color:
+    """Colour by the legend text, in order of first appearance, from :data:`PALETTE`."""
+    models = frame.loc[frame["model_id"].notna(), ["model_id", "model"]].drop_duplicates(
+        "model_id")
+    domain = models["model"].tolist()
+    rng = [PALETTE[i % len(PALETTE)] for i in range(len(domain))]
+    return alt.Color("model:N", scale=alt.Scale(domain=domain, range=rng), legend=_LEGEND)
+
+
+def _diagonal(label: str, upto: float = 1.0) -> alt.Chart:
+    line = pd.DataFrame({"x": [0.0, upto], "y": [0.0, upto], "what": label})
+    return alt.Chart(line).mark_line(color="#9e9e9e", strokeDash=[5, 4]).encode(
+        x="x:Q", y="y:Q", tooltip=["what:N"])
+
+
+def roc_chart(frame: pd.DataFrame, horizon_years: int,
+              references: Sequence[ReportedAUC] = ()) -> alt.LayerChart:
+    """ROC overlay (``fpr``, ``tpr`` per ``model``; legend text carries AUC [95% CI]) with the
+    chance line and, in the lower right, the study's reported AUCs at this horizon."""
+    lines = alt.Chart(frame).mark_line(interpolate="linear", strokeWidth=2).encode(
+        x=alt.X("fpr:Q", title="1 - specificity (false-positive rate)",
+                scale=alt.Scale(domain=[0, 1])),
+        y=alt.Y("tpr:Q", title="Sensitivity (true-positive rate)",
+                scale=alt.Scale(domain=[0, 1])),
+        color=_colour(frame), order="fpr:Q",
+        tooltip=["model:N", alt.Tooltip("fpr:Q", format=".3f"),
+                 alt.Tooltip("tpr:Q", format=".3f"), alt.Tooltip("threshold:Q", format=".3f")])
+    layers: list[alt.Chart] = [_diagonal("chance (AUC 0.5)"), lines]
+    if references:
+        text = pd.DataFrame({"x": 0.98, "y": [0.04 + 0.07 * i for i in range(len(references))],
+                             "text": [_reference_text(r) for r in references]})
+        layers.append(alt.Chart(text).mark_text(align="right", fontSize=11, color="#424242")
+                      .encode(x="x:Q", y="y:Q", text="text:N"))
+    return alt.layer(*layers).properties(
+        title=f"ROC at {horizon_years} year{'s' if horizon_years != 1 else ''}",
+        width=_WIDTH, height=_height(_n_models(frame)))
+
+
+def _reference_text(r: ReportedAUC) -> str:
+    value = f"{r.auc_low:.3f}-{r.auc_high:.3f}" if r.is_range else f"{r.auc_low:.3f}"
+    return f"Study reported, {r.group}: AUC {value}"
+
+
+def calibration_chart(frame: pd.DataFrame, horizon_years: int) -> alt.LayerChart:
+    """Reliability curves: observed fraction of deaths against mean predicted risk per bin."""
+    top = float(max(frame["mean_predicted"].max(), frame["observed_fraction"].max(), 0.05))
+    domain = [0.0, min(1.0, round(top * 1.1 + 0.005, 2))]
+    curve = alt.Chart(frame).mark_line(point=True).encode(
+        x=alt.X("mean_predicted:Q", title="Mean predicted risk", scale=alt.Scale(domain=domain)),
+        y=alt.Y("observed_fraction:Q", title="Observed fraction died",
+                scale=alt.Scale(domain=domain)),
+        color=_colour(frame),
+        tooltip=["model:N", alt.Tooltip("mean_predicted:Q", format=".3f"),
+                 alt.Tooltip("observed_fraction:Q", format=".3f"), "count:Q"])
+    return alt.layer(_diagonal("perfect calibration", domain[1]), curve).properties(
+        title=f"Calibration at {horizon_years} year{'s' if horizon_years != 1 else ''}",
+        width=_WIDTH, height=_height(_n_models(frame)))
+
+
+def decision_chart(frame: pd.DataFrame, horizon_years: int,
+                   floor: float = -0.05) -> alt.LayerChart:
+    """Net benefit per threshold probability; treat-all (dashed) and treat-none (solid grey)
+    as references. Points below ``floor`` are left out so treat-all does not swamp the axis."""
+    shown = frame.loc[frame["net_benefit"] >= floor]
+    models = shown.loc[shown["model_id"].notna()]
+    refs = shown.loc[shown["model_id"].isna()]
+    top = float(max(shown["net_benefit"].max(), 0.01))
+    y = alt.Y("net_benefit:Q", title="Net benefit", scale=alt.Scale(domain=[floor, top * 1.1]))
+    x = alt.X("threshold:Q", title="Threshold probability of death")
+    tooltip = ["model:N", alt.Tooltip("threshold:Q", format=".2f"),
+               alt.Tooltip("net_benefit:Q", format=".4f")]
+    ref_lines = alt.Chart(refs).mark_line(color="#757575").encode(
+        x=x, y=y, strokeDash=alt.StrokeDash("model:N", legend=alt.Legend(
+            orient="top-right", title=None, fillColor="white"),
+            scale=alt.Scale(domain=["Treat all", "Treat none"], range=[[5, 4], [1, 0]])),
+        tooltip=tooltip)
+    lines = alt.Chart(models).mark_line(strokeWidth=2).encode(
+        x=x, y=y, color=_colour(models), tooltip=tooltip)
+    return alt.layer(ref_lines, lines).resolve_scale(color="independent").properties(
+        title=f"Decision curve at {horizon_years} year{'s' if horizon_years != 1 else ''}",
+        width=_WIDTH, height=_height(_n_models(frame)))
+
+
+def auc_summary_chart(table: pd.DataFrame, references: Sequence[ReportedAUC] = ()) -> alt.LayerChart:
+    """AUC with 95% CI per model and horizon (rows of ``metrics_table`` with an AUC), the
+    study's reported deep AUC per horizon (table rows of kind "reported") as a black tick and
+    each reported range in ``references`` (``ReportedAUC`` with ``is_range``) as a band."""
+    models = table.loc[(table["kind"] != "reported") & table["AUC"].notna()].copy()
+    reported = table.loc[table["kind"] == "reported"]
+    deep = reported.loc[reported["AUC"].notna()]
+    x = alt.X("horizon:N", title="Horizon", sort=None, axis=alt.Axis(labelAngle=0))
+    lowest = pd.concat([models["AUC"], models["AUC CI low"]]).min()
+    auc_scale = alt.Scale(domain=[min(0.5, float(np.floor(lowest * 10) / 10)), 1.0])
+    layers: list[alt.Chart] = []
+    ranges = [r for r in references if r.is_range]
+    if ranges:
+        band = pd.DataFrame({"low": [r.auc_low for r in ranges],
+                             "high": [r.auc_high for r in ranges],
+                             "what": [f"Study reported: {r.group} range" for r in ranges]})
+        layers.append(alt.Chart(band).mark_rect(color="#bdbdbd", opacity=0.35).encode(
+            y=alt.Y("low:Q", scale=auc_scale), y2="high:Q", tooltip=["what:N", "low:Q", "high:Q"]))
+    models["horizon"] = models["horizon (years)"].astype(str) + " y"
+    models["model_id"] = models["model_id"].astype(str)
+    colour = _colour(models)
+    offset = alt.XOffset("model:N")
+    layers.append(alt.Chart(models).mark_rule(strokeWidth=2).encode(
+        x=x, xOffset=offset, y=alt.Y("AUC CI low:Q", title="AUC (95% CI)", scale=auc_scale),
+        y2="AUC CI high:Q", color=colour))
+    layers.append(alt.Chart(models).mark_point(filled=True, size=70).encode(
+        x=x, xOffset=offset, y=alt.Y("AUC:Q", scale=auc_scale), color=colour,
+        tooltip=["model:N", "horizon:N", alt.Tooltip("AUC:Q", format=".3f"),
+                 alt.Tooltip("AUC CI low:Q", format=".3f"),
+                 alt.Tooltip("AUC CI high:Q", format=".3f"), "events:Q"]))
+    if len(deep):
+        d = deep.assign(horizon=deep["horizon (years)"].astype(str) + " y",
+                        what="Study reported: deep")
+        layers.append(alt.Chart(d).mark_tick(color="black", thickness=3, size=40).encode(
+            x=x, y=alt.Y("AUC:Q", scale=auc_scale),
+            tooltip=["what:N", alt.Tooltip("AUC:Q", format=".3f")]))
+    return alt.layer(*layers).properties(
+        title="AUC by horizon (black tick: study's deep AUC; grey band: its radiomics range)",
+        width=640, height=_height(_n_models(models)))
+
+
+def horizon_figure(*charts: alt.TopLevelMixin) -> alt.HConcatChart:
+    """Charts of one horizon side by side (for the PNG download); colours kept per chart."""
+    return alt.hconcat(*charts).resolve_scale(color="independent", strokeDash="independent")
+
+
+def chart_png(chart: alt.TopLevelMixin, scale: float = 2.0) -> bytes:
+    """The chart rendered to PNG bytes with vl-convert (no browser, no network)."""
+    import vl_convert
+
+    with alt.data_transformers.disable_max_rows():  # ROC curves of many models pass 5,000 rows
+        spec = chart.to_json()
+    return vl_convert.vegalite_to_png(spec, scale=scale)

@@ -1,0 +1,36 @@
+"""Page data of the Models & jobs page: the registry as one table, and a model's card."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from sscmort_core.cards import ModelCard
+from sscmort_core.deep.registry import WEIGHTS_SUFFIX
+from sscmort_core.labels import HORIZONS_YEARS
+
+
+def registry_frame(models: pd.DataFrame, models_dir: Path) -> pd.DataFrame:
+    """One row per registered model (the store's models frame): label, kind, backbone,
+    version, profile, pretrained source, OOF AUC per horizon, created, and whether a deep
+    model's weights file is present in ``models_dir``."""
+    rows = []
+    for r in models.itertuples():
+        card = ModelCard.from_store(r.card, model_id=r.model_id, kind=r.kind, version=r.version)
+        rows.append({
+            "model_id": r.model_id, "kind": r.kind, "backbone": r.backbone,
+            "version": r.version, "label": card.label, "profile": card.profile,
+            "pretrained": card.pretrained,
+            **{f"OOF AUC {h}y": card.auc(h) for h in HORIZONS_YEARS},
+            "created": r.created_at,
+            "weights on disk": (Path(models_dir) / f"{r.model_id}{WEIGHTS_SUFFIX}").is_file()
+            if r.kind == "deep" else None})
+    return pd.DataFrame(rows)
+
+
+def model_card(row: pd.Series | object) -> ModelCard:
+    """The card of one models-table row (``itertuples`` row or Series)."""
+    get = row.get if hasattr(row, "get") else lambda k: getattr(row, k)
+    return ModelCard.from_store(get("card"), model_id=str(get("model_id")), kind=str(get("kind")),
+                                version=get("version"))

@@ -1,0 +1,98 @@
+"""Altair charts of the Radiomics & SHAP page and the timeline's risk lines (pure builders)."""
+
+from __future__ import annotations
+
+import altair as alt
+import pandas as pd
+
+from sscmort_core.views.radiomics import Waterfall
+
+OUTCOME_COLOURS = alt.Scale(domain=["died", "alive", "censored"],
+                            range=["#c0392b", "#2e86c1", "#b3b6b7"])
+
+
+def feature_by_outcome_chart(df: pd.DataFrame, feature_label: str,
+                             horizon_years: int) -> alt.Chart:
+    """Box plots of a feature by outcome at the horizon (censored shown, grey, for context).
+
+    df: :func:`sscmort_core.explain_tabular.feature_outcome_frame`."""
+    return alt.Chart(df.dropna(subset=["value"])).mark_boxplot(extent="min-max", size=40).encode(
+        x=alt.X("outcome:N", title=f"Outcome within {horizon_years} y",
+                sort=["died", "alive", "censored"]),
+        y=alt.Y("value:Q", title=feature_label, scale=alt.Scale(zero=False)),
+        color=alt.Color("outcome:N", scale=OUTCOME_COLOURS, legend=None),
+    ).properties(height=300, title=f"{feature_label} by outcome ({horizon_years}-year horizon)")
+
+
+def feature_by_group_chart(df: pd.DataFrame, feature_label: str, group: str) -> alt.Chart:
+    """Box plots of a feature by ``group`` ("kernel" or "scanner"): acquisition sensitivity."""
+    return alt.Chart(df.dropna(subset=["value"])).mark_boxplot(extent="min-max").encode(
+        y=alt.Y(f"{group}:N", title=group.capitalize()),
+        x=alt.X("value:Q", title=feature_label, scale=alt.Scale(zero=False)),
+        color=alt.Color(f"{group}:N", legend=None),
+    ).properties(height=max(120, 45 * df[group].nunique()),
+                 title=f"{feature_label} by {group}")
+
+
+def shap_beeswarm_chart(df: pd.DataFrame, title: str) -> alt.Chart:
+    """Beeswarm-like SHAP summary: one dot per scan and feature, jittered within its row,
+    coloured by the feature's value rank (blue low, red high).
+
+    df: :func:`sscmort_core.explain_tabular.shap_summary_frame`."""
+    order = df.drop_duplicates("label").sort_values("order")["label"].tolist()
+    n = len(order)
+    return alt.Chart(df).mark_circle(size=14, opacity=0.7).encode(
+        x=alt.X("value:Q", title="SHAP value (log-odds of death; right = higher risk)"),
+        y=alt.Y("label:N", sort=order, title=None),
+        yOffset=alt.YOffset("jitter:Q", scale=alt.Scale(domain=[-0.5, 0.5])),
+        color=alt.Color("value_rank:Q", title="Feature value (rank)",
+                        scale=alt.Scale(scheme="redblue", reverse=True, domain=[0, 1])),
+        tooltip=["label", "scan_id", alt.Tooltip("value:Q", format=".3f"),
+                 alt.Tooltip("feature_value:Q", format=".4g")],
+    ).properties(height=max(200, 26 * n), title=title)
+
+
+def shap_waterfall_chart(w: Waterfall) -> alt.LayerChart:
+    """From the base value (top) to the scan's log-odds (bottom), one bar per feature."""
+    steps = w.steps.copy()
+    steps["direction"] = steps["value"].map(lambda v: "raises risk" if v > 0 else "lowers risk")
+    steps["text"] = steps["value"].map(lambda v: f"{v:+.3f}")
+    order = steps["label"].tolist()
+    bars = alt.Chart(steps).mark_bar().encode(
+        y=alt.Y("label:N", sort=order, title=None),
+        x=alt.X("start:Q", title="log-odds of death", scale=alt.Scale(zero=False)),
+        x2="end:Q",
+        color=alt.Color("direction:N", scale=alt.Scale(domain=["raises risk", "lowers risk"],
+                                                       range=["#c0392b", "#2e86c1"]),
+                        title=None),
+        tooltip=["label", alt.Tooltip("value:Q", format="+.4f"),
+                 alt.Tooltip("feature_value:Q", format=".4g")])
+    text = alt.Chart(steps).mark_text(align="left", dx=4, fontSize=10).encode(
+        y=alt.Y("label:N", sort=order), x=alt.X("end:Q"), text="text:N")
+    marks = pd.DataFrame({"x": [w.base_value, w.output_logit],
+                          "what": [f"base {w.base_value:.2f} (risk {w.base_risk:.1%})",
+                                   f"this scan {w.output_logit:.2f} (risk {w.output_risk:.1%})"]})
+    rules = alt.Chart(marks).mark_rule(strokeDash=[4, 3]).encode(
+        x="x:Q", color=alt.Color("what:N", title=None,
+                                 scale=alt.Scale(range=["#7f8c8d", "#111111"])),
+        tooltip=["what"])
+    return alt.layer(bars, text, rules).resolve_scale(color="independent").properties(
+        height=max(200, 28 * len(steps)),
+        title=f"Why {w.scan_id}: {w.horizon_years}-year risk")
+
+
+def risk_lines_chart(df: pd.DataFrame, title: str = "Predicted risk per scan "
+                     "(out-of-fold)") -> alt.Chart:
+    """Risk over scan dates, one line per model and horizon (dash = horizon).
+
+    df: :func:`sscmort_core.explain_tabular.risk_lines_frame`."""
+    return alt.Chart(df).mark_line(point=True).encode(
+        x=alt.X("scan_date:T", title="Scan date"),
+        y=alt.Y("risk:Q", title="Risk of death", scale=alt.Scale(domain=[0, 1]),
+                axis=alt.Axis(format="%")),
+        color=alt.Color("model:N", title="Model"),
+        strokeDash=alt.StrokeDash("horizon:N", title="Horizon",
+                                  sort=["1-year", "3-year", "5-year"]),
+        tooltip=["model", "horizon", alt.Tooltip("scan_date:T"), "scan_id",
+                 alt.Tooltip("risk:Q", format=".1%")],
+    ).properties(height=280, title=title)

@@ -1,0 +1,130 @@
+"""Real-browser smoke test: `streamlit run` on a free localhost port, every page in headless
+Chromium (Debian's, driven by Playwright), no Streamlit exception, a screenshot per page."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+CHROMIUM = Path("/usr/bin/chromium")
+PAGES = {"overview": "", "cohort_explorer": "cohort_explorer",
+         "patient_timeline": "patient_timeline", "model_comparison": "model_comparison"}
+
+pytestmark = pytest.mark.browser
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_healthy(url: str, proc: subprocess.Popen, timeout_s: float = 90) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"streamlit exited early with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(url + "/_stcore/health", timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.5)
+    raise TimeoutError("streamlit did not become healthy")
+
+
+@pytest.fixture()
+def running_app(tiny_store, tmp_path):
+    port = _free_port()
+    env = dict(os.environ, SSCMORT_STORE=str(tiny_store))
+    log = open(tmp_path / "streamlit.log", "w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", str(REPO / "app.py"),
+         "--server.port", str(port), "--server.address", "127.0.0.1",
+         "--server.headless", "true", "--browser.gatherUsageStats", "false"],
+        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_healthy(url, proc)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+def _wait_idle(page, timeout_ms: int = 90_000) -> None:
+    """Wait until the app has rendered and the script is no longer running."""
+    page.wait_for_selector('[data-testid="stApp"]', timeout=timeout_ms)
+    page.wait_for_selector('[data-testid="stMainBlockContainer"] h1', timeout=timeout_ms)
+    deadline = time.monotonic() + timeout_ms / 1000
+    quiet_since = None
+    while time.monotonic() < deadline:
+        running = page.locator('[data-testid="stStatusWidget"]').count() > 0
+        if running:
+            quiet_since = None
+        elif quiet_since is None:
+            quiet_since = time.monotonic()
+        elif time.monotonic() - quiet_since > 2.0:
+            return
+        time.sleep(0.25)
+    raise TimeoutError("app kept running")
+
+
+def test_every_page_renders_in_chromium(running_app, artifacts_dir):
+    if not CHROMIUM.exists():
+        pytest.skip("Debian chromium is not installed (`make install-dev` installs it as root)")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True,
+            args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update",
+                  "--disable-sync"])
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            for name, path in PAGES.items():
+                page.goto(f"{running_app}/{path}")
+                _wait_idle(page)
+                assert page.locator('[data-testid="stException"]').count() == 0, name
+                body = page.inner_text("body")
+                assert "Research use only" in body, name
+                assert "Synthetic cohort" in body, name
+                page.wait_for_selector('[data-testid="stVegaLiteChart"]', timeout=90_000)
+                page.screenshot(path=str(artifacts_dir / f"{name}.png"), full_page=True)
+            _upload_real_ct(page, running_app, artifacts_dir)
+        finally:
+            browser.close()
+
+
+def _upload_real_ct(page, url: str, artifacts_dir: Path) -> None:
+    """Upload the real CT's 64 DICOM files through the page, as a user would."""
+    real = REPO.parent / "shared" / "data" / "real_ct" / "philips_A0001_kernel_L"
+    page.goto(f"{url}/upload_predict")
+    _wait_idle(page)
+    assert "Waiting for a scan" in page.inner_text("body")
+    if not real.is_dir():
+        return  # the synthetic upload is covered by the AppTest; nothing more to do here
+    files = sorted(str(p) for p in real.glob("*.dcm"))
+    page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(files)
+    page.wait_for_selector('[data-testid="stImage"]', timeout=180_000)
+    _wait_idle(page)
+    assert page.locator('[data-testid="stException"]').count() == 0
+    body = page.inner_text("body")
+    assert "Identifying tags removed" in body and "Lung volume" in body
+    page.screenshot(path=str(artifacts_dir / "upload_predict.png"), full_page=True)
+    image = page.locator('[data-testid="stImage"]').first
+    image.scroll_into_view_if_needed()
+    image.screenshot(path=str(artifacts_dir / "upload_predict_lungs.png"))

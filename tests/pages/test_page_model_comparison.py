@@ -1,0 +1,115 @@
+"""AppTest of the Model comparison page on the tiny store with the oracle and a noisy model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from pages._shared import RESEARCH_NOTICE, SYNTHETIC_NOTICE
+from sscmort_core import store as st
+from sscmort_core.pipeline import evaluate as ev
+from tests.pipeline.test_evaluate import add_noisy_model
+
+APP = str(Path(__file__).resolve().parents[2] / "app.py")
+PAGE = "pages/model_comparison.py"
+
+
+def _open(store_path, monkeypatch) -> AppTest:
+    monkeypatch.setenv("SSCMORT_STORE", str(store_path))
+    at = AppTest.from_file(APP, default_timeout=180)
+    at.run()
+    at.switch_page(PAGE)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def _chart_specs(at: AppTest) -> list[dict]:
+    return [json.loads(c.proto.spec) for c in at.get("vega_lite_chart")]
+
+
+def _titles(spec: dict) -> list[str]:
+    """Titles of a chart and of its layers / concatenated parts."""
+    out = [spec.get("title")] if isinstance(spec.get("title"), str) else []
+    for part in spec.get("layer", []) + spec.get("hconcat", []):
+        out += _titles(part)
+    return out
+
+
+@pytest.fixture()
+def page_store(tiny_store):
+    add_noisy_model(tiny_store)
+    return tiny_store
+
+
+def test_page_offers_to_compute_then_draws_rocs_table_and_downloads(page_store, monkeypatch):
+    at = _open(page_store, monkeypatch)
+    assert at.title[0].value == "Model comparison"
+    assert any(RESEARCH_NOTICE in w.value for w in at.warning)
+    assert any(SYNTHETIC_NOTICE in i.value for i in at.info)
+    assert any("not computed yet" in w.value for w in at.warning)
+    compute = [b for b in at.button if b.label.startswith("Compute metrics for 2 model")]
+    assert compute, [b.label for b in at.button]
+    compute[0].click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert not any("not computed yet" in w.value for w in at.warning)
+
+    table = at.dataframe[0].value
+    titles = [t for spec in _chart_specs(at) for t in _titles(spec)]
+    # curves are drawn where the metrics could be computed (same too-few-events rule)
+    noisy = table.loc[table["kind"] == "deep"]  # the only deep model here
+    drawable = noisy.loc[noisy["AUC"].notna(), "horizon (years)"].tolist()
+    assert drawable, "the tiny cohort should have enough events at some horizon"
+    for h in drawable:
+        assert any(t.startswith(f"ROC at {h} year") for t in titles)
+        assert any(t.startswith(f"Calibration at {h} year") for t in titles)
+        assert any(t.startswith(f"Decision curve at {h} year") for t in titles)
+    for h in sorted({1, 3, 5} - set(drawable)):  # says so instead of drawing
+        assert any(f"no curve at {h} y, too few" in i.value for i in at.info)
+
+    assert "reported" in set(table["kind"])
+    assert (table.loc[(table["kind"] == "reported") & (table["horizon (years)"] == 3), "AUC"]
+            .dropna().tolist() == [0.801])
+    oracle = table.loc[table["kind"] == "oracle", "model"]
+    assert oracle.str.startswith("Oracle (generator's true risk").all()
+    labels = [d.proto.label for d in at.get("download_button")]
+    assert "Download the table (CSV)" in labels
+    assert labels.count("Download these charts (PNG)") == len(drawable)
+    # paired tests: one row (noisy vs oracle) per drawable horizon
+    assert len(at.dataframe) == 1 + len(drawable)
+    assert all(len(df.value) == 1 for df in at.dataframe[1:])
+
+
+def test_page_without_models_says_so(tiny_store, monkeypatch):
+    with st.open_store(tiny_store) as s:
+        with s.transaction() as cur:
+            cur.execute("DELETE FROM predictions")
+    at = _open(tiny_store, monkeypatch)
+    assert any("No model has out-of-fold predictions" in i.value for i in at.info)
+
+
+def test_overview_shows_best_model_per_horizon(page_store, monkeypatch):
+    with st.open_store(page_store) as s:
+        ev.run_evaluation(s, n_boot=200, min_events=1)
+    monkeypatch.setenv("SSCMORT_STORE", str(page_store))
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    metrics = {m.label: m.value for m in at.metric}
+    assert {"1-year AUC", "3-year AUC", "5-year AUC"} <= set(metrics)
+    assert any(c.value.startswith("Deep: resnet18 v1 [95% CI") for c in at.caption)
+
+
+def test_contradictory_dates_are_one_error_per_tab_not_a_traceback(page_store, monkeypatch):
+    with st.open_store(page_store) as s:
+        scan = st.scans_frame(s).iloc[0]
+        s.con.execute("UPDATE patients SET death_date = ? WHERE patient_id = ?",
+                      [scan["scan_date"] - __import__("datetime").timedelta(days=1),
+                       scan["patient_id"]])
+    at = _open(page_store, monkeypatch)  # asserts no exception
+    errors = [e.value for e in at.error]
+    assert errors and all("is not after scan date" in e for e in errors), errors
+    assert any(f"scan {scan['scan_id']}" in e for e in errors)

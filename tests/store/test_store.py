@@ -1,0 +1,139 @@
+"""Store: schema, migrations, one writer, transactions, per-thread cursors."""
+
+import datetime as dt
+import subprocess
+import sys
+import threading
+
+import duckdb
+import pandas as pd
+import pytest
+
+from sscmort_core import store as st
+from sscmort_core.errors import SchemaTooNewError, StoreError
+
+EXPECTED_TABLES = {"meta", "patients", "scans", "synthetic_truth", "clinical", "qct",
+                   "radiomics_features", "radiomics_failures", "models", "predictions",
+                   "metrics", "explanations", "explanation_arrays", "jobs", "schema_version"}
+
+
+def _patients(n=3):
+    return pd.DataFrame({
+        "patient_id": [f"P{i}" for i in range(n)], "sex": "F", "birth_year": 1960,
+        "subtype": "diffuse", "antibody": "scl70", "death_date": None,
+        "last_followup_date": dt.date(2020, 1, 1), "source": "test", "synthetic": True})
+
+
+def test_new_store_has_every_table_and_current_version(tmp_path):
+    with st.open_store(tmp_path / "s.duckdb") as s:
+        tables = {r[0] for r in s.con.execute(
+            "SELECT table_name FROM information_schema.tables").fetchall()}
+        assert EXPECTED_TABLES <= tables
+        assert st.schema_version(s.con) == st.SCHEMA_VERSION
+
+
+def test_reopen_is_idempotent(tmp_path):
+    p = tmp_path / "s.duckdb"
+    with st.open_store(p) as s:
+        with s.transaction() as cur:
+            st.insert_frame(cur, "patients", _patients())
+    with st.open_store(p) as s:
+        assert st.table_counts(s)["patients"] == 3
+        assert s.con.execute("SELECT count(*) FROM schema_version").fetchone()[0] == \
+            st.SCHEMA_VERSION
+
+
+def test_store_of_the_first_schema_is_migrated(tmp_path):
+    """A store written at schema version 1 (before metrics had a note) gains the column."""
+    import duckdb
+
+    p = tmp_path / "v1.duckdb"
+    con = duckdb.connect(str(p))
+    con.execute("CREATE TABLE schema_version (version INTEGER PRIMARY KEY, "
+                "applied_at TIMESTAMP NOT NULL DEFAULT current_timestamp)")
+    con.execute(st.MIGRATIONS[0])
+    con.execute("INSERT INTO schema_version (version) VALUES (1)")
+    con.close()
+    with st.open_store(p) as s:
+        assert st.schema_version(s.con) == st.SCHEMA_VERSION >= 2
+        cols = {r[0] for r in s.con.execute("DESCRIBE metrics").fetchall()}
+        assert set(st.METRIC_COLUMNS) <= cols
+
+
+def test_newer_schema_is_refused(tmp_path):
+    p = tmp_path / "s.duckdb"
+    with st.open_store(p) as s:
+        s.con.execute("INSERT INTO schema_version (version) VALUES (?)", [st.SCHEMA_VERSION + 5])
+    with pytest.raises(SchemaTooNewError, match="never migrates a store down"):
+        st.open_store(p)
+
+
+def test_failed_transaction_leaves_nothing(tmp_path):
+    with st.open_store(tmp_path / "s.duckdb") as s:
+        bad = pd.concat([_patients(2), _patients(1)])  # duplicate primary key P0
+        with pytest.raises(duckdb.ConstraintException):
+            with s.transaction() as cur:
+                st.insert_frame(cur, "patients", bad)
+        assert st.table_counts(s)["patients"] == 0
+
+
+def test_directory_path_is_refused(tmp_path):
+    with pytest.raises(StoreError, match="is a directory"):
+        st.open_store(tmp_path)
+
+
+def test_path_below_a_file_is_refused(tmp_path):
+    blocker = tmp_path / "afile"
+    blocker.write_text("x")
+    with pytest.raises(StoreError, match="not a directory"):
+        st.open_store(blocker / "s.duckdb")
+
+
+def test_second_writer_process_gets_store_locked_error_and_file_stays_intact(tmp_path):
+    p = tmp_path / "s.duckdb"
+    with st.open_store(p) as s:
+        with s.transaction() as cur:
+            st.insert_frame(cur, "patients", _patients())
+        code = ("import sys\nfrom sscmort_core.store import open_store\n"
+                "from sscmort_core.errors import StoreLockedError\n"
+                f"try:\n    open_store({str(p)!r})\nexcept StoreLockedError as e:\n"
+                "    print(e); sys.exit(3)\n")
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             timeout=120)
+        assert out.returncode == 3, out.stderr
+        assert str(p) in out.stdout and "another process" in out.stdout
+    with st.open_store(p) as s:
+        assert st.table_counts(s)["patients"] == 3
+
+
+def test_each_thread_gets_its_own_cursor(tmp_path):
+    with st.open_store(tmp_path / "s.duckdb") as s:
+        with s.transaction() as cur:
+            st.insert_frame(cur, "patients", _patients(50))
+        seen, errors = [], []
+
+        def work():
+            try:
+                for _ in range(20):
+                    seen.append(s.cursor().execute("SELECT count(*) FROM patients").fetchone()[0])
+                seen.append(id(s.cursor()))
+            except Exception as err:  # pragma: no cover - reported below
+                errors.append(err)
+
+        threads = [threading.Thread(target=work) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not errors
+        counts = [x for x in seen if x == 50]
+        assert len(counts) == 80
+        cursor_ids = {x for x in seen if x != 50}
+        assert len(cursor_ids) == 4 and id(s.con) not in cursor_ids
+
+
+def test_insert_frame_names_missing_columns(tmp_path):
+    with st.open_store(tmp_path / "s.duckdb") as s:
+        with pytest.raises(ValueError, match="missing columns"):
+            with s.transaction() as cur:
+                st.insert_frame(cur, "patients", _patients().drop(columns=["sex"]))

@@ -1,0 +1,68 @@
+"""Cohort facts (filters, Kaplan-Meier vs lifelines) and slice rendering."""
+
+import datetime as dt
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from sscmort_core.views import cohort, render
+
+
+def _patients():
+    return pd.DataFrame({
+        "patient_id": ["a", "b", "c", "d"], "sex": ["F", "M", "F", "F"],
+        "subtype": ["diffuse", "limited", "limited", "diffuse"],
+        "antibody": ["scl70", "centromere", "scl70", "rnapol3"],
+        "age_at_first_scan": [40, 55, 70, np.nan], "baseline_fvc": [90, 60, 75, 80],
+        "baseline_dlco": [70, 40, 45, np.nan]})
+
+
+def test_filters_combine_and_keep_unknown_values_in_ranges():
+    p = _patients()
+    out = cohort.filter_patients(p, cohort.PatientFilter(sexes=("F",), age_range=(35, 60)))
+    # c is 70 (out of range); d has no age and is kept rather than silently dropped
+    assert list(out["patient_id"]) == ["a", "d"]
+    assert len(cohort.filter_patients(p, cohort.PatientFilter())) == 4
+
+
+def test_kaplan_meier_matches_hand_computation_and_logrank():
+    # Group A: times 1, 2, 3 (events at 1 and 3); by hand S(1)=2/3, S(3)=2/3*0=0... with the
+    # censoring at 2: at t=3 one at risk, one death -> S=0.
+    km = cohort.kaplan_meier(np.array([1.0, 2.0, 3.0, 1.5, 2.5, 4.0]),
+                             np.array([True, False, True, False, True, False]),
+                             np.array(["A", "A", "A", "B", "B", "B"]))
+    a = km.groups[0]
+    assert a.name == "A" and a.n == 3 and a.events == 2
+    surv = dict(zip(a.curve["time_years"], a.curve["survival"]))
+    assert surv[1.0] == pytest.approx(2 / 3) and surv[3.0] == pytest.approx(0.0)
+    assert list(a.at_risk["at_risk"]) == [3, 3, 1, 0, 0]  # at 0, 1, 3, 5, 10 years
+    assert km.logrank_p is not None and 0 < km.logrank_p <= 1
+
+
+def test_single_group_has_no_logrank():
+    km = cohort.kaplan_meier(np.array([1.0, 2.0]), np.array([True, False]), np.array(["x", "x"]))
+    assert km.logrank_p is None
+
+
+def test_horizon_counts_add_up():
+    t = dt.date(2015, 1, 1)
+    scans = pd.DataFrame({"scan_date": [t, t, t],
+                          "death_date": [dt.date(2015, 6, 1), None, None],
+                          "last_followup_date": [dt.date(2015, 6, 1), dt.date(2021, 1, 1),
+                                                 dt.date(2017, 1, 1)]})
+    counts = {c.horizon_years: c for c in cohort.horizon_counts(scans)}
+    assert (counts[1].positive, counts[1].negative, counts[1].censored) == (1, 2, 0)
+    assert (counts[5].positive, counts[5].negative, counts[5].censored) == (1, 1, 1)
+
+
+def test_window_and_outline():
+    hu = np.array([[-1600.0, -600.0, 150.0]])
+    # lung window level -600 width 1500: -1350 -> 0, -600 -> middle, +150 -> 255
+    assert render.window_to_uint8(hu, -600, 1500).tolist() == [[0, 128, 255]]
+    mask = np.zeros((7, 7), bool)
+    mask[2:5, 2:5] = True
+    edge = render.outline(mask)
+    assert edge.sum() == 8 and not edge[3, 3]
+    rgb = render.render_slice(np.zeros((7, 7)), outlines=((mask, (0, 200, 255)),), upscale=2)
+    assert rgb.shape == (14, 14, 3) and tuple(rgb[4, 4]) == (0, 200, 255)

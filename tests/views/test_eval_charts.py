@@ -1,0 +1,71 @@
+"""Chart builders of the Model comparison page: hand-made frames in, Vega-Lite / PNG out."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from sscmort_core.views import eval_charts as charts_eval
+from sscmort_core.views.study import reported_aucs
+
+
+def _roc() -> pd.DataFrame:
+    return pd.DataFrame({"model_id": ["a"] * 3 + ["b"] * 3,
+                         "model": ["A: AUC 0.750 [0.700, 0.800]"] * 3 + ["B: AUC 0.6"] * 3,
+                         "fpr": [0, 0.5, 1] * 2, "tpr": [0, 0.9, 1, 0, 0.6, 1],
+                         "threshold": [np.nan, 0.3, 0.1] * 2})
+
+
+def _decision() -> pd.DataFrame:
+    t = np.array([0.1, 0.2, 0.3])
+    return pd.DataFrame({"model_id": [None] * 6 + ["a"] * 3,
+                         "model": ["Treat all"] * 3 + ["Treat none"] * 3 + ["A"] * 3,
+                         "threshold": np.tile(t, 3),
+                         "net_benefit": [0.05, -0.02, -0.30, 0, 0, 0, 0.06, 0.03, 0.01]})
+
+
+def test_roc_chart_keeps_legend_text_colours_and_study_reference():
+    spec = charts_eval.roc_chart(_roc(), 3, reported_aucs(3)).to_dict()
+    colour = spec["layer"][1]["encoding"]["color"]["scale"]
+    assert colour["domain"] == ["A: AUC 0.750 [0.700, 0.800]", "B: AUC 0.6"]
+    assert colour["range"] == list(charts_eval.PALETTE[:2])
+    texts = [v for ds in spec["datasets"].values() for row in ds for k, v in row.items()
+             if k == "text"]
+    assert texts == ["Study reported, deep: AUC 0.801",
+                     "Study reported, radiomics: AUC 0.682-0.723"]
+
+
+def test_decision_chart_leaves_out_points_below_the_floor():
+    spec = charts_eval.decision_chart(_decision(), 3, floor=-0.05).to_dict()
+    values = [row["net_benefit"] for ds in spec["datasets"].values() for row in ds]
+    assert min(values) == -0.02  # treat-all at t=0.3 (-0.30) is dropped
+
+
+def test_horizon_figure_renders_to_png():
+    cal = pd.DataFrame({"model_id": "a", "model": "A", "mean_predicted": [0.1, 0.4],
+                        "observed_fraction": [0.12, 0.35], "count": [10, 10]})
+    n = 6000  # more rows than altair's default limit (5,000): ROC curves of several models
+    big_roc = pd.DataFrame({"model_id": "a", "model": "A", "fpr": np.linspace(0, 1, n),
+                            "tpr": np.sqrt(np.linspace(0, 1, n)), "threshold": 0.5})
+    fig = charts_eval.horizon_figure(charts_eval.roc_chart(big_roc, 1),
+                                     charts_eval.calibration_chart(cal, 1),
+                                     charts_eval.decision_chart(_decision(), 1))
+    png = charts_eval.chart_png(fig, scale=1.0)
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_auc_summary_draws_the_reported_range_from_the_references():
+    from sscmort_core.views.study import STUDY_REPORTED_AUCS
+
+    table = pd.DataFrame({
+        "model_id": ["m", "m", None], "model": ["M", "M", "Study (reported): deep"],
+        "kind": ["deep", "deep", "reported"], "horizon (years)": [1, 3, 1],
+        "AUC": [0.7, 0.65, 0.769], "AUC CI low": [0.6, 0.55, None],
+        "AUC CI high": [0.8, 0.75, None], "events": [20, 30, None], "note": [None, None, "x"]})
+    spec = charts_eval.auc_summary_chart(table, STUDY_REPORTED_AUCS).to_dict()
+    rects = [layer for layer in spec["layer"] if layer["mark"]["type"] == "rect"]
+    assert len(rects) == 1
+    values = spec["datasets"][rects[0]["data"]["name"]]
+    assert values == [{"low": 0.682, "high": 0.723, "what": "Study reported: radiomics range"}]
+    no_refs = charts_eval.auc_summary_chart(table).to_dict()
+    assert not [la for la in no_refs["layer"] if la["mark"]["type"] == "rect"]
