@@ -16,6 +16,7 @@ from sscmort_core.labels import HORIZONS_YEARS
 from sscmort_core.pipeline.ingest import STAGES, analyse_upload, save_analysis, store_secret
 from sscmort_core.pipeline.predict import predict_all
 from sscmort_core.views import charts, render
+from sscmort_core.views.names import QCT_LABELS, ingest_report_lines
 from sscmort_core.views.render import colorbar_rgb, overlay_rgb
 
 store = page_setup("Upload & predict")
@@ -60,16 +61,8 @@ c2.metric("Slices", f"{vol.hu.shape[0]} x {vol.hu.shape[1]} x {vol.hu.shape[2]}"
 c3.metric("Spacing (mm)", " x ".join(f"{s:.2f}" for s in vol.spacing_mm[::-1]))
 st.write(f"Series: **{rep.chosen_series.description or 'no description'}**, kernel "
          f"{vol.kernel or 'unknown'}, scanner {vol.manufacturer or '?'} {vol.model or ''}.")
-if rep.ignored_series:
-    st.write("Other series ignored: " + "; ".join(
-        f"{s.description or 'unnamed'} ({s.n_slices} images: {s.reason_ignored})"
-        for s in rep.ignored_series))
-if rep.skipped_files:
-    st.write(f"{len(rep.skipped_files)} files skipped: " + "; ".join(
-        f"{f.name} ({f.reason})" for f in rep.skipped_files[:10]))
-st.write(f"Identifying tags removed ({len(rep.removed_tags)}): "
-         f"{', '.join(rep.removed_tags) or 'none present'}; private tags dropped: "
-         f"{rep.removed_private_tags}.")
+for line in ingest_report_lines(rep):
+    st.write(line)
 for w in rep.warnings:
     st.warning(w)
 
@@ -89,11 +82,8 @@ with left:
 st.subheader("Quantitative CT against the cohort")
 cohort_qct = st_store.qct_frame(store)
 q = analysis.qct.to_dict()
-names = {"lung_volume_ml": "Lung volume (mL)", "mean_lung_density_hu": "Mean lung density (HU)",
-         "haa_pct": "High-attenuation area (%)", "ild_extent_pct": "ILD extent (%)",
-         "skewness": "Histogram skewness", "kurtosis": "Histogram kurtosis (excess)"}
 cols = st.columns(3)
-for i, (k, label) in enumerate(names.items()):
+for i, (k, label) in enumerate(QCT_LABELS.items()):
     with cols[i % 3]:
         st.metric(label, f"{q[k]:,.1f}")
         if not cohort_qct.empty:

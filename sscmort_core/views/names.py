@@ -25,3 +25,27 @@ def model_label(row: Mapping[str, Any] | pd.Series) -> str:
         parts.append(backbone)
     parts.append(f"v{row.get('version')}" if row.get("version") else str(row.get("model_id")))
     return " ".join(parts)
+
+
+# QCT metrics as the pages name them (units in the label)
+QCT_LABELS: dict[str, str] = {
+    "lung_volume_ml": "Lung volume (mL)", "mean_lung_density_hu": "Mean lung density (HU)",
+    "haa_pct": "High-attenuation area (%)", "ild_extent_pct": "ILD extent (%)",
+    "skewness": "Histogram skewness", "kurtosis": "Histogram kurtosis (excess)"}
+
+
+def ingest_report_lines(report: Any) -> list[str]:
+    """What an :class:`~sscmort_core.imaging.volume.IngestReport` says, as sentences: other
+    series ignored, files skipped, identifying tags removed (names only, never values)."""
+    lines = []
+    if report.ignored_series:
+        lines.append("Other series ignored: " + "; ".join(
+            f"{s.description or 'unnamed'} ({s.n_slices} images: {s.reason_ignored})"
+            for s in report.ignored_series))
+    if report.skipped_files:
+        lines.append(f"{len(report.skipped_files)} files skipped: " + "; ".join(
+            f"{f.name} ({f.reason})" for f in report.skipped_files[:10]))
+    lines.append(f"Identifying tags removed ({len(report.removed_tags)}): "
+                 f"{', '.join(report.removed_tags) or 'none present'}; private tags dropped: "
+                 f"{report.removed_private_tags}.")
+    return lines

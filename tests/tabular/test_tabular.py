@@ -277,3 +277,17 @@ def test_auc_columns_matches_sklearn():
             roc_auc_score(y[ok], x[ok, 2]), roc_auc_score(y, x[:, 3])]
     np.testing.assert_allclose(got, want, rtol=1e-12)
     assert np.isnan(auc_columns(x, np.zeros(250))).all()  # one class: undefined
+
+
+def test_model_files_name_the_stable_class_path(trained):
+    """joblib files record ``sscmort_core.tabular.TabularModel`` (the path before the package
+    was split), so files written by any version load with this one."""
+    import pickle
+    import pickletools
+
+    with st.open_store(trained.path, read_only=True) as s:
+        model = tab_io.load_model(s, trained.ids[-1], models_dir=trained.models_dir)
+    data = pickle.dumps(model, protocol=4)
+    strings = [arg for op, arg, _ in pickletools.genops(data) if isinstance(arg, str)]
+    assert "sscmort_core.tabular" in strings and "sscmort_core.tabular.model" not in strings
+    assert pickle.loads(data).model_id == model.model_id
