@@ -6,12 +6,12 @@ import streamlit as st
 
 from pages._shared import page_setup, show_error
 from sscmort_core import store as st_store
-from sscmort_core.cards import default_models_dir
 from sscmort_core.deep import registry, saliency
 from sscmort_core.deep.config import PROFILE_LABELS, UI_BACKBONES
 from sscmort_core.errors import SscmortError
 from sscmort_core.labels import HORIZONS_YEARS
 from sscmort_core.pipeline import jobs
+from sscmort_core.util.paths import default_models_dir
 from sscmort_core.views import render
 from sscmort_core.views.models import model_card, registry_frame
 

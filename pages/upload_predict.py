@@ -9,12 +9,12 @@ import streamlit as st
 
 from pages._shared import page_setup, show_error
 from sscmort_core import store as st_store
-from sscmort_core.cards import default_models_dir
 from sscmort_core.deep.saliency import saliency_for_volume
 from sscmort_core.errors import SscmortError
 from sscmort_core.labels import HORIZONS_YEARS
 from sscmort_core.pipeline.ingest import STAGES, analyse_upload, save_analysis, store_secret
 from sscmort_core.pipeline.predict import predict_all
+from sscmort_core.util.paths import default_models_dir
 from sscmort_core.views import charts, render
 from sscmort_core.views.names import QCT_LABELS, ingest_report_lines
 from sscmort_core.views.render import colorbar_rgb, overlay_rgb

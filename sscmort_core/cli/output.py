@@ -1,8 +1,8 @@
 """What every command shares: progress bars on stderr, the JSON / text summary on stdout, the
 common options, argument types, and the "store must exist" check.
 
-May import: the ground floor, util, store (its path default only). Never a stage: the command
-modules import what they run.
+May import: errors and util only (no pandas, duckdb or torch: ``sscmort --help`` stays
+quick). The command modules import what they run inside their command functions.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any, Callable
 from tqdm import tqdm
 
 from sscmort_core.errors import StoreError
-from sscmort_core.store import DEFAULT_STORE_PATH
+from sscmort_core.util.paths import DEFAULT_STORE_PATH
 
 EXIT_BAD_INPUT = 2
 Command = Callable[[argparse.Namespace], None]

@@ -12,15 +12,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sscmort_core import store as st_store
-from sscmort_core.cards import default_models_dir
 from sscmort_core.cli.output import Command, Progress, add_common, add_models_dir, add_store, emit
 from sscmort_core.deep.config import DEVICE_CHOICES, PRECISIONS
 from sscmort_core.errors import StoreLockedError
+from sscmort_core.util.paths import default_models_dir
 
 
 def _registry(store_path: Path, models_dir: Path) -> tuple[dict[str, str | None], str]:
     """Models the store registered (and their sha256), or the cards on disk without a store."""
+    from sscmort_core import store as st_store  # heavy: duckdb, pandas
     from sscmort_core.deep.infer import available_models  # heavy: torch
 
     if not Path(store_path).is_file():

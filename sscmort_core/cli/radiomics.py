@@ -9,11 +9,11 @@ from typing import Any
 
 from sscmort_core.cli.output import Command, Progress, add_common, add_store, emit, existing_store
 from sscmort_core.errors import DataError
-from sscmort_core.store import open_store
 
 
 def cmd_radiomics(args: argparse.Namespace) -> None:
     from sscmort_core.radiomics.stage import run_radiomics_stage  # heavy: SimpleITK
+    from sscmort_core.store import open_store  # heavy: duckdb, pandas
 
     if args.workers is not None and args.workers < 1:
         raise DataError(f"--workers must be at least 1, got {args.workers}")

@@ -36,7 +36,7 @@ import pandas as pd
 import torch
 
 from sscmort_core import store as st_store
-from sscmort_core.cards import ModelCard, default_models_dir
+from sscmort_core.cards import ModelCard
 from sscmort_core.deep.config import PROFILE_LABELS, UI_BACKBONES, TrainConfig, profile_config
 from sscmort_core.deep.fit import (
     EmbeddingBatches,
@@ -58,6 +58,7 @@ from sscmort_core.deep.registry import delete_model, register_in_store, save_mod
 from sscmort_core.errors import DataError
 from sscmort_core.folds import grouped_folds
 from sscmort_core.labels import HORIZONS_YEARS
+from sscmort_core.util.paths import default_models_dir
 from sscmort_core.util.progress import ProgressFn, no_progress
 
 

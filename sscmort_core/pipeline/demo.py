@@ -20,7 +20,6 @@ import numpy as np
 import pandas as pd
 
 from sscmort_core import store as st_store
-from sscmort_core.cards import default_models_dir
 from sscmort_core.deep.config import quick_input_shape
 from sscmort_core.deep.inputs import input_for_volume, write_model_inputs
 from sscmort_core.errors import DataError, SscmortError, StoreError
@@ -34,6 +33,7 @@ from sscmort_core.scans import scan_with_lungs_from_row
 from sscmort_core.synthetic.cohort import generate_cohort
 from sscmort_core.tabular.train import train_tabular
 from sscmort_core.util.hashing import array_sha256
+from sscmort_core.util.paths import default_models_dir
 from sscmort_core.util.progress import ProgressFn, no_progress
 from sscmort_core.util.workers import default_workers, map_in_workers
 

@@ -14,7 +14,6 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from sscmort_core import store as st_store
-from sscmort_core.cards import default_models_dir
 from sscmort_core.errors import SscmortError
 from sscmort_core.lungs import qct_metrics
 from sscmort_core.pipeline.ingest import ScanAnalysis
@@ -22,6 +21,7 @@ from sscmort_core.predictions import RiskPrediction
 from sscmort_core.radiomics.features import extract_features, params_from_text
 from sscmort_core.tabular.io import load_model, tabular_model_ids
 from sscmort_core.tabular.model import predict_features
+from sscmort_core.util.paths import default_models_dir
 
 
 def tabular_predictions(store: st_store.Store, hu: np.ndarray, lung_mask: np.ndarray,

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from sscmort_core import store as st
-from sscmort_core.cards import ModelCard, default_models_dir, write_card_file
+from sscmort_core.cards import ModelCard, write_card_file
 from sscmort_core.errors import ChecksumMismatchError, DataError, ModelError
 from sscmort_core.labels import HORIZONS_YEARS, HorizonLabels, label_scans
 from sscmort_core.predictions import RiskPrediction
@@ -30,6 +30,7 @@ from sscmort_core.tabular.model import (
 )
 from sscmort_core.util.cache import MODEL_CACHE, ModelCache
 from sscmort_core.util.hashing import file_sha256
+from sscmort_core.util.paths import default_models_dir
 
 
 def current_param_hash() -> str:

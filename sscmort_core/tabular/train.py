@@ -19,7 +19,7 @@ import pandas as pd
 from threadpoolctl import threadpool_limits
 
 from sscmort_core import store as st
-from sscmort_core.cards import ModelCard, default_models_dir
+from sscmort_core.cards import ModelCard
 from sscmort_core.errors import DataError
 from sscmort_core.evaluation import auc_or_none
 from sscmort_core.folds import grouped_folds
@@ -40,6 +40,7 @@ from sscmort_core.tabular.model import (
     model_label,
     monotone,
 )
+from sscmort_core.util.paths import default_models_dir
 from sscmort_core.util.progress import ProgressFn, no_progress
 
 
