@@ -13,6 +13,7 @@ import streamlit as st
 from sscmort_core import store as st_store
 from sscmort_core.errors import SscmortError
 from sscmort_core.scans import load_scan_with_lungs
+from sscmort_core.util.logs import configure_logging
 
 RESEARCH_NOTICE = "Research use only: not for clinical decisions."
 SYNTHETIC_NOTICE = ("Synthetic cohort: every patient, scan and outcome shown here was generated "
@@ -25,6 +26,7 @@ def store_path() -> Path:
 
 @st.cache_resource(show_spinner=False)
 def _open(path: str) -> st_store.Store:
+    configure_logging(Path(path))  # library warnings into the store's log file, not the page
     return st_store.open_store(path)
 
 

@@ -14,12 +14,12 @@ May import: anything in sscmort_core (the top of the house).
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 
 from sscmort_core.cli import demo, evaluate, imaging, predict, radiomics, train
 from sscmort_core.cli.output import EXIT_BAD_INPUT, Command
 from sscmort_core.errors import SscmortError
+from sscmort_core.util.logs import configure_logging
 
 FAMILIES = (demo, imaging, radiomics, train, predict, evaluate)
 
@@ -36,9 +36,9 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Command]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     parser, commands = build_parser()
     args = parser.parse_args(argv)
+    configure_logging(getattr(args, "store", None))
     try:
         commands[args.command](args)
     except SscmortError as err:

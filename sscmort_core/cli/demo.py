@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,8 @@ def cmd_demo(args: argparse.Namespace) -> None:
                          workers=args.workers, progress=Progress(not args.quiet),
                          stages=stages, models_dir=args.models_dir)
     s = summary.to_json()
+    for note in summary.notes:
+        print(f"note: {note}", file=sys.stderr)
     emit(args, s, f"demo store {s['store']}: {s['patients']} patients, {s['scans']} scans "
                   f"(synthetic); positives 1/3/5 y: {s['positives']}; censored: "
                   f"{s['censored']}; {s['seconds']} s")

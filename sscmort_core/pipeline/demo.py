@@ -51,12 +51,35 @@ class DemoSummary:
     synthetic: bool
     store: str
     seconds: float
+    notes: tuple[str, ...] = ()  # stages skipped, and why
 
     def to_json(self) -> dict[str, Any]:
         return {"patients": self.patients, "scans": self.scans, "positives": self.positives,
                 "censored": self.censored, "qct_scans": self.qct_scans,
                 "synthetic": self.synthetic, "store": self.store,
-                "seconds": round(self.seconds, 1)}
+                "seconds": round(self.seconds, 1), "notes": list(self.notes)}
+
+
+DEMO_FOLDS = 5  # patient-grouped CV folds of the demo's models
+
+
+def plan_stages(stages: Sequence[str], n_patients: int) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The stages a cohort of ``n_patients`` can run, in order, and a note per stage left out
+    (checked before the long work: a model stage needs a patient for every CV fold)."""
+    unknown = set(stages) - set(DEMO_STAGES)
+    if unknown:
+        raise ValueError(f"unknown demo stages {sorted(unknown)}; choose from {DEMO_STAGES}")
+    keep, notes = [], []
+    for stage in DEMO_STAGES:
+        if stage not in stages:
+            continue
+        if stage in ("tabular", "deep") and n_patients < DEMO_FOLDS:
+            notes.append(f"{stage} models skipped: {n_patients} patients cannot fill "
+                         f"{DEMO_FOLDS} cross-validation folds (use --patients {DEMO_FOLDS} "
+                         "or more)")
+            continue
+        keep.append(stage)
+    return tuple(keep), tuple(notes)
 
 
 @dataclass(frozen=True)
@@ -142,6 +165,7 @@ def build_demo(path: str | Path, *, n_patients: int = 600, seed: int = 0,
     if n_patients < 1:
         raise DataError(f"--patients must be at least 1, got {n_patients}")
     check_demo_target(path)
+    stages, notes = plan_stages(stages, n_patients)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.building-{os.getpid()}")
     _remove_store_files(tmp)
@@ -167,7 +191,8 @@ def build_demo(path: str | Path, *, n_patients: int = 600, seed: int = 0,
             progress("store", 1, 1)
             _model_stages(store, stages, workers or default_workers(), seed, models_dir,
                           progress, input_cache)
-            summary = _demo_summary(store, path, time.perf_counter() - t0)
+            summary = dataclasses.replace(
+                _demo_summary(store, path, time.perf_counter() - t0), notes=notes)
         _remove_store_files(path)
         os.replace(tmp, path)
     except BaseException:
@@ -180,9 +205,6 @@ def _demo_jobs(rows: list[dict[str, Any]], stages: Sequence[str]
                ) -> tuple[list[_DemoJob], str]:
     """The single pass's jobs and its progress label: radiomics and the quick profile's model
     inputs ride along when their stages will run."""
-    unknown = set(stages) - set(DEMO_STAGES)
-    if unknown:
-        raise ValueError(f"unknown demo stages {sorted(unknown)}; choose from {DEMO_STAGES}")
     params = shape = None
     label = "volumes + lungs + QCT"
     if "radiomics" in stages:
