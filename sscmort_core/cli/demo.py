@@ -34,7 +34,8 @@ def cmd_bench(args: argparse.Namespace) -> None:
     lines = [f"{r['name']}: {r['seconds']:.3f} s" + (
         f" = {r['ratio']:.2f} x {r['baseline']} ({r['baseline_seconds']:.3f} s)"
         if r["ratio"] is not None else "") + (
-        f"; peak traced {r['peak_traced_mb']:.0f} MB" if r["peak_traced_mb"] else "")
+        f"; peak traced {r['peak_traced_mb']:.0f} MB" if r["peak_traced_mb"] else "") + (
+        f"; {r['detail']}" if r["detail"] else "")
         for r in results]
     emit(args, {"results": results}, "\n".join(lines))
 
@@ -56,5 +57,6 @@ def register(sub: Any, commands: dict[str, Command]) -> None:
     p.add_argument("--real-ct", type=Path, default=None,
                    help="folder of real CT series (default ../shared/data/real_ct beside the "
                         "checkout)")
-    p.add_argument("--only", nargs="*", help="names of benchmarks to run")
+    p.add_argument("--only", nargs="*", choices=("phantom", "ingest", "cli"),
+                   help="benchmarks to run (default all)")
     commands["bench"] = cmd_bench

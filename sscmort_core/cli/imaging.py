@@ -28,7 +28,7 @@ def cmd_ingest(args: argparse.Namespace) -> None:
 
 
 def cmd_qct(args: argparse.Namespace) -> None:
-    from sscmort_core.pipeline.ingest import analyse_path  # heavy: SimpleITK, pydicom
+    from sscmort_core.pipeline.analyse import analyse_path  # heavy: SimpleITK, pydicom
 
     analysis = analyse_path(Path(args.path), secret=None, progress=Progress(not args.quiet))
     q = analysis.qct.to_dict()

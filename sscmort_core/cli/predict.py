@@ -35,7 +35,7 @@ def _registry(store_path: Path, models_dir: Path) -> tuple[dict[str, str | None]
 
 def cmd_predict(args: argparse.Namespace) -> None:
     from sscmort_core.deep.infer import choose_models, predict_volume  # heavy: torch
-    from sscmort_core.pipeline.ingest import analyse_path  # heavy: SimpleITK, pydicom
+    from sscmort_core.pipeline.analyse import analyse_path  # heavy: SimpleITK, pydicom
 
     t0 = time.perf_counter()
     models_dir = Path(args.models_dir or default_models_dir())

@@ -1,9 +1,7 @@
-"""The per-scan chain for user-supplied CT: read -> validate -> de-identify -> lungs -> QCT
--> store (risks: :mod:`sscmort_core.pipeline.predict`). The CLI and the upload page call
-only this.
-
-Identifying DICOM values never leave :mod:`sscmort_core.imaging`: this module sees the
-de-identified :class:`Volume`, the report (tag names only) and a pseudonymous patient id.
+"""Store an analysed scan (:mod:`sscmort_core.pipeline.analyse`): de-identified volume file,
+patient (new or existing, pseudonymous), scan and QCT rows in one transaction. The CLI's
+``ingest`` and the upload page's "save to cohort" call only this; risks are
+:mod:`sscmort_core.pipeline.predict`'s.
 """
 
 from __future__ import annotations
@@ -13,41 +11,32 @@ import logging
 import os
 import re
 import secrets
-import tempfile
-import time
 import uuid
 from dataclasses import dataclass
-from pathlib import Path, PurePath
-from typing import Any, Sequence
+from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
 from sscmort_core import store as st_store
-from sscmort_core.errors import DataError, InputError, UnsupportedFormatError
-from sscmort_core.imaging import ReadResult, read_dicom_files, read_volume, save_volume
-from sscmort_core.imaging.volume import IngestReport, Volume
-from sscmort_core.lungs import LungMask, QCTMetrics, qct_method_version, qct_metrics, segment_lungs
-from sscmort_core.util.hashing import array_sha256, file_sha256
+from sscmort_core.errors import DataError
+from sscmort_core.imaging import save_volume
+from sscmort_core.imaging.volume import STORED_SUFFIX
+from sscmort_core.lungs import QCTMetrics, qct_method_version
+from sscmort_core.pipeline.analyse import (  # noqa: F401  (re-exported for callers)
+    STAGES,
+    ScanAnalysis,
+    analyse_path,
+    analyse_upload,
+)
+from sscmort_core.util.hashing import file_sha256
 from sscmort_core.util.progress import ProgressFn, no_progress
 
 log = logging.getLogger("sscmort")
 
+
 SECRET_FILE = "pseudonym.secret"
 PATIENT_ID_PATTERN = re.compile(r"^[A-Za-z0-9._-]{1,40}$")
-STAGES = ("read and validate", "de-identify", "segment lungs", "quantitative CT")
-
-
-@dataclass(frozen=True)
-class ScanAnalysis:
-    """An analysed, de-identified scan not yet stored."""
-
-    volume: Volume
-    report: IngestReport
-    pseudonymous_patient_id: str | None
-    lungs: LungMask
-    qct: QCTMetrics
-    voxel_sha256: str
-    stage_seconds: tuple[tuple[str, float], ...]
 
 
 @dataclass(frozen=True)
@@ -80,67 +69,6 @@ def store_secret(store: st_store.Store) -> bytes:
     return key
 
 
-def analyse_path(path: Path, *, secret: bytes | None,
-                 progress: ProgressFn = no_progress) -> ScanAnalysis:
-    """Read, validate, de-identify, segment and measure one input (folder, zip or file)."""
-    return _analyse(lambda: read_volume(Path(path), secret=secret), progress)
-
-
-def analyse_upload(files: Sequence[tuple[str, bytes]], *, secret: bytes | None,
-                   progress: ProgressFn = no_progress) -> ScanAnalysis:
-    """Like :func:`analyse_path` for uploaded (name, bytes) pairs: one zip / NIfTI / NRRD / MHA
-    file, or several DICOM files. Works in a temporary folder that is always removed."""
-    if not files:
-        raise UnsupportedFormatError("no file was uploaded")
-    with tempfile.TemporaryDirectory(prefix="sscmort-upload-") as tmp:
-        paths = []
-        for i, (name, data) in enumerate(files):
-            safe = PurePath(name).name or f"file{i}"
-            target = Path(tmp) / f"{i:05d}_{safe}" if len(files) > 1 else Path(tmp) / safe
-            target.write_bytes(data)
-            paths.append(target)
-        if len(paths) == 1:
-            return _analyse(lambda: _named(read_volume, paths[0], files[0][0], secret), progress)
-        return _analyse(lambda: read_dicom_files(paths, secret=secret,
-                                                 source=Path(f"upload of {len(paths)} files")),
-                        progress)
-
-
-def _named(reader: Any, path: Path, shown: str, secret: bytes | None) -> ReadResult:
-    """Run ``reader`` and re-label errors with the uploaded name instead of the temp path."""
-    try:
-        return reader(path, secret=secret)
-    except InputError as err:
-        raise type(err)(err.reason, PurePath(shown).name) from None
-
-
-def _analyse(read: Any, progress: ProgressFn) -> ScanAnalysis:
-    times = []
-    total = len(STAGES)
-
-    def report(stage: str, done: int) -> None:
-        progress(f"ingest: {stage}", done, total)
-
-    report(STAGES[0], 0)
-    t = time.perf_counter()
-    result: ReadResult = read()
-    times.append((STAGES[0], time.perf_counter() - t))
-    report(STAGES[1], 1)  # de-identification happened inside the reader
-    times.append((STAGES[1], 0.0))
-    vol = result.volume
-    t = time.perf_counter()
-    report(STAGES[2], 2)
-    lungs = segment_lungs(vol.hu, vol.spacing_mm)
-    times.append((STAGES[2], time.perf_counter() - t))
-    t = time.perf_counter()
-    report(STAGES[3], 3)
-    q = qct_metrics(vol.hu, lungs.mask, vol.spacing_mm)
-    times.append((STAGES[3], time.perf_counter() - t))
-    report("done", total)
-    return ScanAnalysis(vol, result.report, result.pseudonymous_patient_id, lungs, q,
-                        array_sha256(vol.hu), tuple(times))
-
-
 def _resolve_patient(store: st_store.Store, analysis: ScanAnalysis, patient_id: str | None
                      ) -> tuple[str, dict[str, Any] | None]:
     if patient_id is not None:
@@ -169,7 +97,7 @@ def save_analysis(store: st_store.Store, analysis: ScanAnalysis, *,
         raise DataError(f"scan date {scan_date} is not before patient {pid}'s recorded death "
                         f"({existing['death_date']})")
     scan_id = f"S-{uuid.uuid4().hex[:12]}"
-    rel = Path("volumes") / f"{scan_id}.nii.gz"
+    rel = Path("volumes") / f"{scan_id}{STORED_SUFFIX}"
     target = store.data_dir / rel
     target.parent.mkdir(parents=True, exist_ok=True)
     save_volume(vol, target)

@@ -16,7 +16,7 @@ import numpy as np
 from sscmort_core import store as st_store
 from sscmort_core.errors import SscmortError
 from sscmort_core.lungs import qct_metrics
-from sscmort_core.pipeline.ingest import ScanAnalysis
+from sscmort_core.pipeline.analyse import ScanAnalysis
 from sscmort_core.predictions import RiskPrediction
 from sscmort_core.radiomics.features import extract_features, params_from_text
 from sscmort_core.tabular.io import load_model, tabular_model_ids
