@@ -1,6 +1,6 @@
 """Deep-model inference: device choice, a warm model cache, batched ensemble prediction.
 
-A registered deep model is the ensemble of its k fold models (:class:`~sscmort_core.nets.
+A registered deep model is the ensemble of its k fold models (:class:`~sscmort_core.deep.nets.
 EnsembleNet`); its risk is the mean of the fold risks. Across several deep models the
 "deep ensemble" is the mean of the models' risks. Means of non-decreasing risk vectors are
 non-decreasing, so every prediction stays monotone over the horizons.

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from sscmort_core import store as st_store
+from sscmort_core.cards import ModelCard
 from sscmort_core.deep.config import quick_input_shape
 from sscmort_core.deep.inputs import input_for_volume, write_model_inputs
 from sscmort_core.errors import DataError, SscmortError, StoreError
@@ -298,10 +299,12 @@ def _register_oracle(cur: Any, truth: pd.DataFrame, seed: int) -> None:
         cur, model_id=ORACLE_MODEL_ID, kind="oracle", backbone=None, version="1",
         config={"source": "synthetic generator hazard", "seed": seed}, data_hash=None,
         weights_path=None, weights_sha256=None,
-        card={"kind": "oracle", "label": "Oracle (generator's true risk; achievable ceiling)",
-              "description": "True 1/3/5-year risk of each synthetic scan under the generator's "
-                             "own hazard. Not a model: the ceiling any model could reach.",
-              "synthetic": True}, synthetic=True)
+        card=ModelCard(
+            model_id=ORACLE_MODEL_ID, kind="oracle", version="1", synthetic=True,
+            label="Oracle (generator's true risk; achievable ceiling)",
+            description="True 1/3/5-year risk of each synthetic scan under the generator's own "
+                        "hazard. Not a model: the ceiling any model could reach.").to_json(),
+        synthetic=True)
     rows = []
     for h in HORIZONS_YEARS:
         rows.append(pd.DataFrame({"model_id": ORACLE_MODEL_ID, "scan_id": truth["scan_id"],

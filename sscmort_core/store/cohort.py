@@ -89,7 +89,7 @@ def scan_row(store: Store, scan_id: str) -> dict[str, Any] | None:
 
 
 def scan_rows(store: Store, scan_ids: Sequence[str] | None = None) -> list[dict[str, Any]]:
-    """Scan rows with what :func:`sscmort_core.pipeline.volume_from_row` needs (plain dicts)."""
+    """Scan rows with what :func:`sscmort_core.scans.volume_from_row` needs (plain dicts)."""
     where, params = "", []
     if scan_ids is not None:
         where = f"WHERE {in_clause('s.scan_id', scan_ids)}"
