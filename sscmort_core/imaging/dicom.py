@@ -159,6 +159,17 @@ def _summary(headers: Sequence[DicomHeader], reason: str | None,
                          max(1, len(positions)), reason)
 
 
+def group_series(headers: Sequence[DicomHeader]) -> list[list[DicomHeader]]:
+    """Headers grouped by (SeriesInstanceUID, is a localizer), each group and the groups in
+    file-name order (a stable order: the choice never depends on how the files were listed)."""
+    groups: dict[tuple[str, bool], list[DicomHeader]] = defaultdict(list)
+    for h in headers:
+        groups[h.series_key].append(h)
+    group_list = [sorted(g, key=lambda h: h.name) for g in groups.values()]
+    group_list.sort(key=lambda g: g[0].name)
+    return group_list
+
+
 def choose_series(groups: Sequence[Sequence[DicomHeader]], source: Path,
                   ) -> tuple[list[DicomHeader], list[tuple[Sequence[DicomHeader], str]]]:
     """Pick the axial CT series with the most files; return it and (ignored, reason) pairs.
@@ -299,12 +310,7 @@ def read_dicom_series(files: Sequence[tuple[Path, str]], *, source: Path, source
         hint = f" ({len(skipped)} files, e.g. {skipped[0].name}: {skipped[0].reason})" if skipped \
             else ""
         raise UnsupportedFormatError(f"no DICOM image files found{hint}", source)
-    groups: dict[tuple[str, bool], list[DicomHeader]] = defaultdict(list)
-    for h in headers:
-        groups[h.series_key].append(h)
-    group_list = [sorted(g, key=lambda h: h.name) for g in groups.values()]
-    group_list.sort(key=lambda g: g[0].name)
-    chosen, ignored = choose_series(group_list, source)
+    chosen, ignored = choose_series(group_series(headers), source)
     geom = stack_geometry(chosen, source)
     pixels.check_pixel_sizes([(h.name, h.ds) for h in chosen], geom.rows, geom.columns, source)
     integral = pixels.integral_rescale([h.ds for h in chosen])
