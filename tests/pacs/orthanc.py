@@ -4,12 +4,14 @@ and storage folder, authentication on, stopped afterwards. Tests skip, saying wh
 binary or the plugin is missing (``make test`` installs both when root and apt-get are there).
 
 Accounts: ``sscmort`` may do anything; ``viewer`` may only read (a Lua filter answers 403 to
-its writes, as a read-only PACS account would). ``https=True`` serves TLS with a self-signed
-certificate made by ``openssl`` for 127.0.0.1.
+its writes, as a read-only PACS account would).
 
-Also here: two small localhost servers for the failures Orthanc will not produce on demand
-(:func:`truncating_proxy` cuts each multipart answer in half; :func:`silent_server` accepts
-connections and never answers), and :func:`upload_folder` (STOW-RS through sscmort's client).
+Also here: small localhost servers for what Orthanc will not do on demand, each forwarding to
+the real Orthanc: :func:`truncating_proxy` cuts each multipart answer in half;
+:func:`tls_proxy` serves it over TLS with a self-signed certificate (``openssl``) for
+127.0.0.1 (Debian's Orthanc 1.10.1 dies with SIGSEGV on its first HTTPS connection, so TLS is
+terminated in front of it); :func:`silent_server` accepts connections and never answers. And
+:func:`upload_folder` (STOW-RS through sscmort's client).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import http.server
 import json
 import shutil
 import socket
+import ssl
 import subprocess
 import threading
 import time
@@ -70,17 +73,16 @@ class Orthanc:
     rest: str
     folder: Path
     process: subprocess.Popen
-    ca_file: Path | None = None
 
-    def credentials(self, user: str = USER, password: str = PASSWORD) -> PacsCredentials:
-        return PacsCredentials(user, password, None, self.ca_file, "test")
+    def credentials(self, user: str = USER, password: str = PASSWORD,
+                    ca_file: Path | None = None) -> PacsCredentials:
+        return PacsCredentials(user, password, None, ca_file, "test")
 
     def client(self, **kw) -> PacsClient:
         return PacsClient(self.url, self.credentials(), **kw)
 
     def rest_get(self, path: str) -> object:
-        r = requests.get(self.rest + path, auth=(USER, PASSWORD), timeout=30,
-                         verify=str(self.ca_file) if self.ca_file else True)
+        r = requests.get(self.rest + path, auth=(USER, PASSWORD), timeout=30)
         r.raise_for_status()
         return r.json()
 
@@ -97,19 +99,19 @@ class Orthanc:
                 self.process.wait(timeout=10)
 
 
-def _self_signed(folder: Path) -> Path:
-    """cert + key in one PEM (what Orthanc's SslCertificate wants) for 127.0.0.1."""
+def self_signed(folder: Path) -> tuple[Path, Path]:
+    """(certificate, key) PEM files of a self-signed certificate for 127.0.0.1."""
     if shutil.which("openssl") is None:
         pytest.skip("openssl is not installed: cannot make a test certificate")
+    folder.mkdir(parents=True, exist_ok=True)
     key, cert = folder / "key.pem", folder / "cert.pem"
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
                     "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
                     "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
-    (folder / "server.pem").write_text(cert.read_text() + key.read_text())
-    return cert
+    return cert, key
 
 
-def start_orthanc(folder: Path, *, https: bool = False) -> Orthanc:
+def start_orthanc(folder: Path) -> Orthanc:
     reason = missing_reason()
     if reason:
         pytest.skip(reason)
@@ -128,17 +130,12 @@ def start_orthanc(folder: Path, *, https: bool = False) -> Orthanc:
         "HttpCompressionEnabled": False, "StorageCompression": False,
         "HttpThreadsCount": 8, "ConcurrentJobs": 1, "SaveJobs": False,
     }
-    ca = None
-    if https:
-        ca = _self_signed(folder)
-        config.update({"SslEnabled": True, "SslCertificate": str(folder / "server.pem")})
     (folder / "orthanc.json").write_text(json.dumps(config, indent=2))
     log = open(folder / "orthanc.log", "wb")
     proc = subprocess.Popen([str(ORTHANC), str(folder / "orthanc.json")], stdout=log,
                             stderr=subprocess.STDOUT, cwd=folder)
-    scheme = "https" if https else "http"
-    rest = f"{scheme}://127.0.0.1:{port}"
-    server = Orthanc(f"{rest}/dicom-web", rest, folder, proc, ca)
+    rest = f"http://127.0.0.1:{port}"
+    server = Orthanc(f"{rest}/dicom-web", rest, folder, proc)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -154,8 +151,8 @@ def start_orthanc(folder: Path, *, https: bool = False) -> Orthanc:
 
 
 @contextlib.contextmanager
-def running_orthanc(folder: Path, *, https: bool = False) -> Iterator[Orthanc]:
-    server = start_orthanc(folder, https=https)
+def running_orthanc(folder: Path) -> Iterator[Orthanc]:
+    server = start_orthanc(folder)
     try:
         yield server
     finally:
@@ -174,44 +171,75 @@ def upload_folder(server: Orthanc, folder: Path) -> int:
 # failures on demand
 # ---------------------------------------------------------------------------------------------
 @contextlib.contextmanager
-def _serve(handler: type[http.server.BaseHTTPRequestHandler]) -> Iterator[str]:
+def _serve(handler: type[http.server.BaseHTTPRequestHandler],
+           tls: tuple[Path, Path] | None = None) -> Iterator[str]:
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     httpd.daemon_threads = True
+    scheme = "http"
+    if tls is not None:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(str(tls[0]), str(tls[1]))
+        httpd.socket = context.wrap_socket(httpd.socket, server_side=True)
+        scheme = "https"
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+        yield f"{scheme}://127.0.0.1:{httpd.server_address[1]}"
     finally:
         httpd.shutdown()
         httpd.server_close()
         thread.join(timeout=10)
 
 
-@contextlib.contextmanager
-def truncating_proxy(target: str) -> Iterator[str]:
-    """A localhost proxy to ``target`` (an Orthanc root) that forwards each GET, and sends back
-    multipart answers cut to half their length (with a matching Content-Length, so only the
-    missing closing boundary shows it). Yields the proxy's root URL."""
+def _forwarder(target: str, cut_multipart: bool) -> type[http.server.BaseHTTPRequestHandler]:
+    """A handler that forwards GET and POST to ``target`` (an Orthanc root) and sends the
+    answer back, multipart answers cut to half their length when ``cut_multipart`` (with a
+    matching Content-Length, so only the missing closing boundary shows it)."""
 
     class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
         def log_message(self, *args: object) -> None:
             pass
 
-        def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+        def _forward(self, method: str) -> None:
             headers = {k: v for k, v in self.headers.items()
-                       if k.lower() in ("accept", "authorization")}
-            r = requests.get(target + self.path, headers=headers, timeout=60, verify=False)
-            body = r.content
-            if r.headers.get("Content-Type", "").startswith("multipart/"):
-                body = body[: len(body) // 2]
+                       if k.lower() in ("accept", "authorization", "content-type")}
+            body = self.rfile.read(int(self.headers.get("Content-Length", 0) or 0))
+            r = requests.request(method, target + self.path, headers=headers, data=body or None,
+                                 timeout=60)
+            out = r.content
+            if cut_multipart and r.headers.get("Content-Type", "").startswith("multipart/"):
+                out = out[: len(out) // 2]
             self.send_response(r.status_code)
             self.send_header("Content-Type", r.headers.get("Content-Type", "text/plain"))
-            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Content-Length", str(len(out)))
             self.end_headers()
-            self.wfile.write(body)
+            self.wfile.write(out)
 
-    with _serve(Handler) as url:
+        def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+            self._forward("GET")
+
+        def do_POST(self) -> None:  # noqa: N802
+            self._forward("POST")
+
+    return Handler
+
+
+@contextlib.contextmanager
+def truncating_proxy(target: str) -> Iterator[str]:
+    """A localhost proxy to ``target`` that cuts each multipart answer in half. Yields its
+    root URL."""
+    with _serve(_forwarder(target, cut_multipart=True)) as url:
         yield url
+
+
+@contextlib.contextmanager
+def tls_proxy(target: str, folder: Path) -> Iterator[tuple[str, Path]]:
+    """``target`` served over TLS (self-signed for 127.0.0.1). Yields (root URL, CA file)."""
+    cert, key = self_signed(folder)
+    with _serve(_forwarder(target, cut_multipart=False), tls=(cert, key)) as url:
+        yield url, cert
 
 
 @contextlib.contextmanager
