@@ -50,14 +50,18 @@ def lung_segments(lung_mask: np.ndarray, ild_mask: np.ndarray | None) -> list[Se
 
 
 def _geometry(volume: Volume, array: np.ndarray, frame_of_reference_uid: str) -> hd.Volume:
+    """``array`` (z, y, x, S) placed in patient space by an explicit affine: array axis 0 (z)
+    steps spacing_z along the volume's z axis, axis 1 (y) and axis 2 (x) likewise, from the
+    origin. (``hd.Volume.from_attributes`` would stack frames along -(row x column), the
+    opposite of the canonical z, so it is not used.)"""
     d = np.asarray(volume.direction, dtype=np.float64).reshape(3, 3)  # columns: x, y, z axes
     dz, dy, dx = volume.spacing_mm
-    return hd.Volume.from_attributes(
-        array=array, image_position=[float(v) for v in volume.origin_mm],
-        image_orientation=[float(v) for v in (*d[:, 0], *d[:, 1])],
-        pixel_spacing=[float(dy), float(dx)], spacing_between_slices=float(dz),
-        coordinate_system="PATIENT", frame_of_reference_uid=frame_of_reference_uid,
-        channels={"SegmentNumber": list(range(1, array.shape[-1] + 1))})  # (z, y, x, S)
+    affine = np.eye(4)
+    affine[:3, 0], affine[:3, 1], affine[:3, 2] = dz * d[:, 2], dy * d[:, 1], dx * d[:, 0]
+    affine[:3, 3] = volume.origin_mm
+    return hd.Volume(array=array, affine=affine, coordinate_system="PATIENT",
+                     frame_of_reference_uid=frame_of_reference_uid,
+                     channels={"SegmentNumber": list(range(1, array.shape[-1] + 1))})
 
 
 def segmentation(source_images: Sequence[Dataset], volume: Volume, segments: Sequence[Segment],

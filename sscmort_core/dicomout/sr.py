@@ -47,7 +47,7 @@ def _qct_group(qct: QCTMetrics, seg: hd.seg.Segmentation
 def _risk_group(pred: RiskPrediction, note: str) -> hd.sr.MeasurementsAndQualitativeEvaluations:
     algorithm = hd.sr.AlgorithmIdentification(name=pred.model_id[:64], version=pred.kind)
     measurements = [hd.sr.Measurement(name=codes.risk_concept(h),
-                                      value=round(100.0 * pred.risk(h), 4),
+                                      value=100.0 * pred.risk(h),
                                       unit=codes.PERCENT, algorithm_id=algorithm)
                     for h in HORIZONS_YEARS]
     label = f"{pred.model_id}: {note}"[:64]
