@@ -160,7 +160,7 @@ class NoPredictionsError(ModelError):
     """No registered model has out-of-fold predictions to evaluate."""
 
 
-# --- pixel data and compressed frames (issue 13: clean refusals) --------------------------------
+# --- pixel data and compressed frames (issue 13: clean refusals) -----------------------------
 class PixelDataSizeError(InconsistentGeometryError):
     """A DICOM header's image size does not match the length of its pixel data."""
 
@@ -173,7 +173,7 @@ class CorruptPixelDataError(TruncatedFileError):
     """A compressed frame cannot be decoded by the decoders of its syntax: the data is corrupt."""
 
 
-# --- PACS (DICOMweb) -------------------------------------------------------------------------------
+# --- PACS (DICOMweb) ----------------------------------------------------------------------------
 class PacsError(SscmortError):
     """A PACS could not be used; ``path`` names the PACS address (never credentials)."""
 

@@ -25,6 +25,7 @@ from sscmort_core.cli.output import (
     existing_store,
     iso_date,
 )
+from sscmort_core.errors import PacsError
 from sscmort_core.store import open_store
 
 
@@ -99,9 +100,13 @@ def cmd_pacs_fetch(args: argparse.Namespace) -> None:
                 f"ILD extent {out['qct']['ild_extent_pct']:.1f}%")
         if args.send_back:
             report = predict_all(store, got.fetched.analysis, models_dir=args.models_dir)
-            results, sent = send_back(client, got.fetched, report.predictions,
-                                      patient_id=got.result.patient_id,
-                                      scan_date=got.result.scan_date)
+            try:
+                results, sent = send_back(client, got.fetched, report.predictions,
+                                          patient_id=got.result.patient_id,
+                                          scan_date=got.result.scan_date)
+            except PacsError as err:  # the scan is stored: say so with the failure
+                raise type(err)(f"stored scan {out['scan_id']}, but sending the results back "
+                                f"failed: {err.reason}", err.path) from None
             out["sent_back"] = {"n_stored": sent.n_stored, "note": results.note,
                                 "models": [p.model_id for p in report.predictions],
                                 "problems": [{"model": m, "problem": p}

@@ -23,7 +23,7 @@ from sscmort_core.pacs.client import (
     connect,
     fetch_series,
 )
-from sscmort_core.pacs.credentials import PacsCredentials, load_credentials
+from sscmort_core.pacs.credentials import PacsCredentials, default_url, load_credentials
 
 __all__ = ["DEFAULT_TIMEOUT_S", "PacsClient", "PacsCredentials", "SeriesInfo", "StoreResult",
-           "StudyInfo", "connect", "fetch_series", "load_credentials"]
+           "StudyInfo", "connect", "default_url", "fetch_series", "load_credentials"]

@@ -10,8 +10,9 @@ committed) holds the same under a ``[pacs]`` table::
     password = "..."
     ca_bundle = "/etc/ssl/hospital-ca.pem"
 
-A value is never logged, shown or put in an error message; :class:`PacsCredentials` prints
-only which kind of credential it holds.
+``SSCMORT_PACS_URL`` (or ``url`` in the table) is the address the upload page offers first
+(:func:`default_url`). A value is never logged, shown or put in an error message;
+:class:`PacsCredentials` prints only which kind of credential it holds.
 """
 
 from __future__ import annotations
@@ -91,3 +92,19 @@ def load_credentials(environ: Mapping[str, str] | None = None,
     if not isinstance(table, dict):
         raise PacsError("[pacs] in the secrets file must be a table", path)
     return _from_mapping(table, "secrets file", path)
+
+
+def default_url(environ: Mapping[str, str] | None = None,
+                secrets_file: Path | None = None) -> str:
+    """The PACS address to offer first: ``SSCMORT_PACS_URL``, else ``url`` under ``[pacs]`` in
+    the secrets file, else empty."""
+    environ = os.environ if environ is None else environ
+    if environ.get(ENV_PREFIX + "URL"):
+        return environ[ENV_PREFIX + "URL"]
+    path = SECRETS_FILE if secrets_file is None else Path(secrets_file)
+    try:
+        table = tomllib.loads(path.read_text(encoding="utf-8")).get("pacs") or {}
+    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError):
+        return ""
+    url = table.get("url") if isinstance(table, dict) else None
+    return url if isinstance(url, str) else ""
