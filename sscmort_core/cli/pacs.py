@@ -10,8 +10,6 @@ exit 2, with nothing in the store.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import re
 from pathlib import Path
 from typing import Any
 
@@ -25,33 +23,18 @@ from sscmort_core.cli.output import (
     existing_store,
     iso_date,
 )
-from sscmort_core.errors import PacsError
+from sscmort_core.errors import DataError, PacsError
 from sscmort_core.store import open_store
 
 
-def _one_date(text: str, whole: str) -> str:
-    try:
-        day = (dt.date.fromisoformat(text) if "-" in text
-               else dt.datetime.strptime(text, "%Y%m%d").date())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a date in {whole!r} (YYYY-MM-DD)") from None
-    return day.strftime("%Y%m%d")
-
-
 def study_date_range(text: str) -> str:
-    """An argparse type: a date or range (``2020-01-15``, ``20200115``,
-    ``2020-01-01..2020-12-31``, ``20200101-20201231``, an open end ``2020-01-01..``) as a
-    DICOM date or date range."""
-    t = text.strip()
-    if ".." in t:
-        lo, hi = t.split("..", 1)
-    elif re.fullmatch(r"\d{8}-\d{8}|\d{8}-|-\d{8}", t):
-        lo, hi = t.split("-", 1)
-    else:
-        return _one_date(t, text)
-    if not lo and not hi:
-        raise argparse.ArgumentTypeError(f"an empty date range: {text!r}")
-    return "-".join(_one_date(x, text) if x else "" for x in (lo, hi))
+    """An argparse type: a date or range (see :func:`sscmort_core.pacs.dicom_date_range`)."""
+    from sscmort_core.pacs import dicom_date_range  # heavy: pydicom
+
+    try:
+        return dicom_date_range(text)
+    except DataError as err:
+        raise argparse.ArgumentTypeError(err.reason) from None
 
 
 def positive_seconds(text: str) -> float:

@@ -21,9 +21,11 @@ from sscmort_core.pacs.client import (
     StoreResult,
     StudyInfo,
     connect,
+    dicom_date_range,
     fetch_series,
 )
 from sscmort_core.pacs.credentials import PacsCredentials, default_url, load_credentials
 
 __all__ = ["DEFAULT_TIMEOUT_S", "PacsClient", "PacsCredentials", "SeriesInfo", "StoreResult",
-           "StudyInfo", "connect", "default_url", "fetch_series", "load_credentials"]
+           "StudyInfo", "connect", "default_url", "dicom_date_range", "fetch_series",
+           "load_credentials"]

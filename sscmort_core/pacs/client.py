@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import logging
+import re
 import tempfile
 from dataclasses import dataclass, field
 from http import HTTPStatus
@@ -29,6 +30,7 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
 from sscmort_core.errors import (
+    DataError,
     NotACTSeriesError,
     PacsAuthError,
     PacsError,
@@ -164,6 +166,32 @@ def _split_parts(response: requests.Response, boundary: bytes, stream: bool,
                 break
     if not closed:
         raise _TruncatedBody()
+
+
+def _one_date(text: str, whole: str) -> str:
+    try:
+        day = (dt.date.fromisoformat(text) if "-" in text
+               else dt.datetime.strptime(text, "%Y%m%d").date())
+    except ValueError:
+        raise DataError(f"not a date in {whole!r} (YYYY-MM-DD, or a range "
+                        "2020-01-01..2020-12-31)") from None
+    return day.strftime("%Y%m%d")
+
+
+def dicom_date_range(text: str) -> str:
+    """A date or range as typed (``2020-01-15``, ``20200115``, ``2020-01-01..2020-12-31``,
+    ``20200101-20201231``, an open end ``2020-01-01..``) as a DICOM date or date range for
+    QIDO-RS. Raises DataError on anything else."""
+    t = text.strip()
+    if ".." in t:
+        lo, hi = t.split("..", 1)
+    elif re.fullmatch(r"\d{8}-\d{8}|\d{8}-|-\d{8}", t):
+        lo, hi = t.split("-", 1)
+    else:
+        return _one_date(t, text)
+    if not lo and not hi:
+        raise DataError(f"an empty date range: {text!r}")
+    return "-".join(_one_date(x, text) if x else "" for x in (lo, hi))
 
 
 def _int_or_none(value: Any) -> int | None:
