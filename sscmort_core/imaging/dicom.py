@@ -14,6 +14,7 @@ the patient's name and id), never by UID, and log messages carry counts only.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 from collections import defaultdict
@@ -330,12 +331,14 @@ def _stack_pixels(ordered: Sequence[DicomHeader], geom: StackGeometry, source: P
     """(z, y, x) HU, int32 when ``integral`` else float32."""
     dtype = np.int32 if integral else np.float32
     out = np.empty((len(ordered), geom.rows, geom.columns), dtype=dtype)  # (z, y, x)
-    for k, h in enumerate(ordered):
-        sl = pixels.slice_hu(h.path, h.name, h.ds, source, integral=integral)
-        if sl.shape != (geom.rows, geom.columns):
-            raise InconsistentGeometryError(f"file {h.name} holds {sl.shape} pixels, its header "
-                                            f"says {geom.rows}x{geom.columns}", source)
-        out[k] = sl
+    compressed = any(pixels.is_compressed(h.ds) for h in ordered)
+    with pixels.quiet_decoders() if compressed else contextlib.nullcontext():  # one for all
+        for k, h in enumerate(ordered):
+            sl = pixels.slice_hu(h.path, h.name, h.ds, source, integral=integral)
+            if sl.shape != (geom.rows, geom.columns):
+                raise InconsistentGeometryError(f"file {h.name} holds {sl.shape} pixels, its "
+                                                f"header says {geom.rows}x{geom.columns}", source)
+            out[k] = sl
     return out
 
 
