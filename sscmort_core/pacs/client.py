@@ -250,7 +250,9 @@ class PacsClient:
         session = requests.Session()
         session.trust_env = False
         session.verify = str(creds.ca_bundle) if creds.ca_bundle else True
-        if creds.token:
+        if not creds.for_url(self.url):
+            log.debug("credentials are bound to another PACS address; none sent")
+        elif creds.token:
             session.headers["Authorization"] = f"Bearer {creds.token}"
         elif creds.username:
             session.auth = (creds.username, creds.password or "")

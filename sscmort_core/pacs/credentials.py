@@ -11,8 +11,9 @@ committed) holds the same under a ``[pacs]`` table::
     ca_bundle = "/etc/ssl/hospital-ca.pem"
 
 ``SSCMORT_PACS_URL`` (or ``url`` in the table) is the address the upload page offers first
-(:func:`default_url`). A value is never logged, shown or put in an error message;
-:class:`PacsCredentials` prints only which kind of credential it holds.
+(:func:`default_url`), and binds the credentials to it: they are sent to that scheme, host and
+port only, never to another address typed on the page. A value is never logged, shown or put
+in an error message; :class:`PacsCredentials` prints only which kind of credential it holds.
 """
 
 from __future__ import annotations
@@ -22,12 +23,13 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
+from urllib.parse import urlsplit
 
 from sscmort_core.errors import PacsError
 
 SECRETS_FILE = Path(".streamlit") / "secrets.toml"
 ENV_PREFIX = "SSCMORT_PACS_"
-KEYS = ("username", "password", "token", "ca_bundle")
+KEYS = ("username", "password", "token", "ca_bundle", "url")
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,13 @@ class PacsCredentials:
     token: str | None = field(default=None, repr=False)
     ca_bundle: Path | None = None
     source: str = "none"  # "environment", "secrets file" or "none": where they came from
+    url: str | None = None  # when set, the credentials go to this PACS (scheme, host, port) only
+
+    def for_url(self, url: str) -> bool:
+        """Whether these credentials may be sent to ``url``: always when no PACS address is
+        configured with them, else only to that address's scheme, host and port (so an address
+        typed on the page cannot collect them)."""
+        return self.url is None or _origin(self.url) == _origin(url)
 
     @property
     def kind(self) -> str:
@@ -50,9 +59,15 @@ class PacsCredentials:
 
     def __repr__(self) -> str:
         return (f"PacsCredentials(kind={self.kind!r}, ca_bundle={self.ca_bundle!r}, "
-                f"source={self.source!r})")
+                f"source={self.source!r}, url={self.url!r})")
 
     __str__ = __repr__
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parts = urlsplit(url)
+    port = parts.port or {"http": 80, "https": 443}.get(parts.scheme)
+    return parts.scheme, (parts.hostname or "").lower(), port
 
 
 def _from_mapping(values: Mapping[str, object], source: str, where: Path | None
@@ -67,7 +82,8 @@ def _from_mapping(values: Mapping[str, object], source: str, where: Path | None
     if ca is not None and not ca.is_file():
         raise PacsError(f"the PACS CA bundle {ca} does not exist", where)
     return PacsCredentials(got["username"] or None, got["password"] or None,  # type: ignore[arg-type]
-                           got["token"] or None, ca, source)  # type: ignore[arg-type]
+                           got["token"] or None, ca, source,  # type: ignore[arg-type]
+                           got["url"] or None)  # type: ignore[arg-type]
 
 
 def load_credentials(environ: Mapping[str, str] | None = None,

@@ -192,6 +192,14 @@ def test_tls_is_verified(orthanc, study, tmp_path):
         assert verified.ct_series(study["study"]).series_uid == study["series"]
 
 
+def test_credentials_bound_to_one_pacs_are_not_sent_to_another(orthanc):
+    elsewhere = PacsCredentials("sscmort", PASSWORD, url="http://127.0.0.1:1/dicom-web")
+    with pytest.raises(PacsAuthError, match="401"):
+        PacsClient(orthanc.url, elsewhere).search_studies()
+    here = PacsCredentials("sscmort", PASSWORD, url=orthanc.rest + "/other-path")
+    assert PacsClient(orthanc.url, here).search_studies() is not None  # same origin: sent
+
+
 def test_credentials_in_the_address_are_refused():
     with pytest.raises(PacsError, match="carries credentials") as got:
         PacsClient("http://user:hunter2@127.0.0.1:8042/dicom-web")
@@ -212,6 +220,9 @@ def test_credentials_from_environment_win_over_the_secrets_file(tmp_path):
                                                         "secrets file")
     assert "file-pass" not in repr(got) and "file-pass" not in str(got)
     assert load_credentials({}, tmp_path / "absent.toml").kind == "none"
+    bound = load_credentials({**env, "SSCMORT_PACS_URL": "https://pacs.example.org/dw"})
+    assert bound.for_url("https://PACS.example.org:443/other") and \
+        not bound.for_url("https://evil.example.org/dw")
     token = load_credentials({"SSCMORT_PACS_TOKEN": "t0ken"}, secrets)
     assert token.kind == "bearer token" and "t0ken" not in repr(token)
 
