@@ -30,6 +30,7 @@ from sscmort_core.pipeline.ingest import ScanAnalysis
 from sscmort_core.pipeline.predict import predict_volume_all
 from sscmort_core.predictions import RiskPrediction
 from sscmort_core.scans import load_scan_with_lungs
+from sscmort_core.synthetic import SYNTHETIC_SERIES_DESCRIPTION
 
 OOF_NOTE = "out-of-fold"
 FRESH_NOTE = "registered model"
@@ -114,11 +115,12 @@ def results_for_analysis(analysis: ScanAnalysis, predictions: Sequence[RiskPredi
                          source: SourceSeries | None = None) -> DicomResults:
     """SEG + SR of an analysed scan (an upload, or a PACS fetch). With ``source`` (the
     fetched series' headers) they reference the original study; else a new one under
-    ``patient_id``."""
+    ``patient_id``. A series the synthetic generator wrote is labelled SYNTHETIC."""
     vol, mask = analysis.volume, analysis.lungs.mask
+    synthetic = SYNTHETIC_SERIES_DESCRIPTION in (vol.series_description or "").upper()
     return build_results(vol, mask, ild_mask(vol.hu, mask, vol.spacing_mm), analysis.qct,
                          predictions, patient_id=patient_id, scan_date=scan_date,
-                         synthetic=False, prediction_note=FRESH_NOTE, source=source)
+                         synthetic=synthetic, prediction_note=FRESH_NOTE, source=source)
 
 
 def _empty_folder(out_dir: Path) -> Path:

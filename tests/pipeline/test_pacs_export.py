@@ -108,7 +108,8 @@ def test_j2k_scan_found_fetched_analysed_and_results_sent_back(orthanc, j2k_stud
         assert results.references_source and sent.n_stored == 2
         series = _series_of(client, j2k_study["study"])  # the original study on the PACS
         assert sorted(series) == ["CT", "MR", "SEG", "SR"]
-        assert all("research use only" in s.description for s in series["SEG"] + series["SR"])
+        assert all("research use only" in s.description and s.description.startswith(
+            "SYNTHETIC") for s in series["SEG"] + series["SR"])  # the phantom says so
         objects = {}
         for modality in ("SEG", "SR"):
             with fetch_series(client, j2k_study["study"], series[modality][0].series_uid) as f:
