@@ -21,9 +21,9 @@ import pytest
 import SimpleITK as sitk
 from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.uid import (
+    MPEG2MPML,
     CTImageStorage,
     ExplicitVRLittleEndian,
-    MPEG2MPML,
     MRImageStorage,
     RLELossless,
     generate_uid,
