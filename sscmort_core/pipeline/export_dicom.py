@@ -30,7 +30,6 @@ from sscmort_core.pipeline.ingest import ScanAnalysis
 from sscmort_core.pipeline.predict import predict_volume_all
 from sscmort_core.predictions import RiskPrediction
 from sscmort_core.scans import load_scan_with_lungs
-from sscmort_core.synthetic import SYNTHETIC_SERIES_DESCRIPTION
 
 OOF_NOTE = "out-of-fold"
 FRESH_NOTE = "registered model"
@@ -112,12 +111,13 @@ def results_for_scan(store: st_store.Store, scan_id: str, *,
 
 def results_for_analysis(analysis: ScanAnalysis, predictions: Sequence[RiskPrediction], *,
                          patient_id: str, scan_date: dt.date,
-                         source: SourceSeries | None = None) -> DicomResults:
+                         source: SourceSeries | None = None,
+                         synthetic: bool = False) -> DicomResults:
     """SEG + SR of an analysed scan (an upload, or a PACS fetch). With ``source`` (the
     fetched series' headers) they reference the original study; else a new one under
-    ``patient_id``. A series the synthetic generator wrote is labelled SYNTHETIC."""
+    ``patient_id``. ``synthetic`` labels the objects SYNTHETIC (an analysis cannot tell: the
+    reader keeps no identifying text that would say so)."""
     vol, mask = analysis.volume, analysis.lungs.mask
-    synthetic = SYNTHETIC_SERIES_DESCRIPTION in (vol.series_description or "").upper()
     return build_results(vol, mask, ild_mask(vol.hu, mask, vol.spacing_mm), analysis.qct,
                          predictions, patient_id=patient_id, scan_date=scan_date,
                          synthetic=synthetic, prediction_note=FRESH_NOTE, source=source)
