@@ -1,12 +1,15 @@
-"""Patient timeline: scans, lung function, QCT trend, outcome marker, and a slice viewer."""
+"""Patient timeline: scans, lung function, QCT trend, outcome marker, a slice viewer, and the
+chosen scan's results as DICOM SEG + SR."""
 
 from __future__ import annotations
 
 import streamlit as st
 
+from pages._pacs import dicom_download
 from pages._shared import load_volume_with_lungs, page_setup, store_path
 from sscmort_core import store as st_store
 from sscmort_core.errors import SscmortError
+from sscmort_core.pipeline.export_dicom import results_for_scan
 from sscmort_core.views import charts, render
 from sscmort_core.views import radiomics as explain_tabular
 from sscmort_core.views import radiomics_charts as charts_radiomics
@@ -96,3 +99,7 @@ upscale = max(1, 512 // vol.hu.shape[1])
 with v1:
     st.image(render.render_slice(vol.hu[z], level_width, outlines, upscale=upscale),
              caption=f"Slice {z}; blue = segmented lung outline", width="content")
+
+st.subheader("Results as DICOM")
+dicom_download(("scan", labels[choice]), lambda: results_for_scan(store, labels[choice]).results,
+               f"{labels[choice]}-sscmort-dicom.zip")

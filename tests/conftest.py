@@ -52,3 +52,7 @@ def pytest_configure(config):
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ["SSCMORT_MODELS"] = tempfile.mkdtemp(prefix="sscmort-test-models-")
+
+
+# issue 15: one real Orthanc (DICOMweb) per session for the PACS tests, wherever they live
+from tests.pacs.orthanc import orthanc  # noqa: E402, F401

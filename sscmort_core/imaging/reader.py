@@ -117,7 +117,7 @@ def read_dicom_files(paths: Sequence[Path], *, secret: bytes | None = None,
                              secret=secret)
 
 
-def _list_folder(folder: Path) -> tuple[list[tuple[Path, str]], list[SkippedFile]]:
+def list_folder(folder: Path) -> tuple[list[tuple[Path, str]], list[SkippedFile]]:
     files, skipped = [], []
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=False):
         dirnames.sort()
@@ -137,7 +137,7 @@ def _list_folder(folder: Path) -> tuple[list[tuple[Path, str]], list[SkippedFile
 def _read_folder(folder: Path, *, secret: bytes | None, max_bytes: int,
                  source: Path | None = None, source_format: str = "dicom-folder") -> ReadResult:
     source = source or folder
-    files, skipped = _list_folder(folder)
+    files, skipped = list_folder(folder)
     _check_size(sum(p.stat().st_size for p, _ in files), max_bytes, source, "the files total")
     grid = [(p, n) for p, n in files if _suffix(p) in GRID_SUFFIXES]
     if len(grid) == 1 and len(files) <= 2:  # a lone NIfTI / MetaImage (plus its .raw) inside

@@ -74,20 +74,29 @@ class RiskReport:
 def predict_all(store: st_store.Store, analysis: ScanAnalysis, *,
                 models_dir: Path | None = None, device: str = "auto") -> RiskReport:
     """Risks of an analysed (not necessarily stored) scan from every registered model."""
+    vol = analysis.volume
+    return predict_volume_all(store, vol.hu, analysis.lungs.mask, vol.spacing_mm,
+                              qct=analysis.qct.to_dict(),  # measured at ingest: not again
+                              models_dir=models_dir, device=device)
+
+
+def predict_volume_all(store: st_store.Store, hu: np.ndarray, lung_mask: np.ndarray,
+                       spacing_mm: Sequence[float], *, qct: Mapping[str, float] | None = None,
+                       models_dir: Path | None = None, device: str = "auto") -> RiskReport:
+    """:func:`predict_all` for a volume and its lung mask (hu, lung_mask: (z, y, x);
+    spacing_mm: (z, y, x)), e.g. a stored scan that has no stored predictions."""
     models_dir = Path(models_dir) if models_dir is not None else default_models_dir()
-    vol, mask = analysis.volume, analysis.lungs.mask
     t0 = time.perf_counter()
     preds: list[Any] = []
     problems: list[tuple[str, str]] = []
-    tab_preds, tab_problems = tabular_predictions(
-        store, vol.hu, mask, vol.spacing_mm, models_dir=models_dir,
-        qct=analysis.qct.to_dict())  # measured at ingest: not again
+    tab_preds, tab_problems = tabular_predictions(store, hu, lung_mask, spacing_mm,
+                                                  models_dir=models_dir, qct=qct)
     preds.extend(tab_preds)
     problems.extend(tab_problems)
     try:
         from sscmort_core.deep.infer import predict_for_volume  # heavy: torch
 
-        preds.extend(predict_for_volume(store, vol.hu, mask, vol.spacing_mm,
+        preds.extend(predict_for_volume(store, hu, lung_mask, spacing_mm,
                                         models_dir=models_dir, device=device))
     except SscmortError as err:
         problems.append(("deep models", str(err)))

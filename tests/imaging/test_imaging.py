@@ -21,9 +21,9 @@ import pytest
 import SimpleITK as sitk
 from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.uid import (
+    MPEG2MPML,
     CTImageStorage,
     ExplicitVRLittleEndian,
-    HTJ2KLossless,
     MRImageStorage,
     RLELossless,
     generate_uid,
@@ -523,14 +523,16 @@ def test_oversize_decoded_nifti(tmp_path):
 
 
 def test_undecodable_compression_names_the_syntax(series):
+    """A syntax no installed decoder handles (MPEG-2 video here): the message names it and
+    asks for an uncompressed export (corrupt data in a decodable syntax: test_compressed.py)."""
     folder, _ = series
     victim = sorted(folder.iterdir())[0]
     ds = pydicom.dcmread(victim)
-    ds.file_meta.TransferSyntaxUID = HTJ2KLossless
-    ds.PixelData = pydicom.encaps.encapsulate([b"\xff\x4f\xff\x51garbage"])
+    ds.file_meta.TransferSyntaxUID = MPEG2MPML
+    ds.PixelData = pydicom.encaps.encapsulate([b"\x00\x00\x01\xb3garbage"])
     ds["PixelData"].VR = "OB"
     ds.save_as(victim)
-    _raises(UnsupportedFormatError, folder, "High-Throughput JPEG 2000", "uncompressed")
+    _raises(UnsupportedFormatError, folder, "MPEG2", "uncompressed")
 
 
 def test_metaimage_pointing_outside_its_folder(tmp_path):
