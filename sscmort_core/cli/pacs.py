@@ -24,7 +24,6 @@ from sscmort_core.cli.output import (
     iso_date,
 )
 from sscmort_core.errors import DataError, PacsError
-from sscmort_core.store import open_store
 
 
 def study_date_range(text: str) -> str:
@@ -70,6 +69,7 @@ def cmd_pacs_query(args: argparse.Namespace) -> None:
 def cmd_pacs_fetch(args: argparse.Namespace) -> None:
     from sscmort_core.pipeline.pacs import fetch_and_ingest, send_back  # heavy: SimpleITK
     from sscmort_core.pipeline.predict import predict_all  # heavy: SimpleITK
+    from sscmort_core.store import open_store  # heavy: duckdb, pandas
 
     progress = Progress(not args.quiet)
     with _client(args) as client, open_store(args.store) as store:
@@ -101,6 +101,7 @@ def cmd_pacs_fetch(args: argparse.Namespace) -> None:
 
 def cmd_export_dicom(args: argparse.Namespace) -> None:
     from sscmort_core.pipeline.export_dicom import export_scan  # heavy: SimpleITK, pydicom
+    from sscmort_core.store import open_store  # heavy: duckdb, pandas
 
     client = _client(args, args.send) if args.send else None
     try:
