@@ -45,7 +45,8 @@ LAYERS: tuple[tuple[str, ...], ...] = (
 )
 RANK = {unit: i for i, layer in enumerate(LAYERS) for unit in layer}
 HEAVY = frozenset({"torch", "timm", "safetensors", "huggingface_hub", "radiomics", "SimpleITK",
-                   "shap", "sklearn", "joblib", "lifelines", "vl_convert", "pydicom", "scipy"})
+                   "shap", "sklearn", "joblib", "lifelines", "vl_convert", "pydicom", "scipy",
+                   "ray"})
 HEAVY_COMMENT = re.compile(r"#\s*heavy:\s*(?P<libs>[\w., ]+)")
 
 
@@ -297,10 +298,11 @@ def test_importing_every_core_module_loads_no_streamlit():
 
 
 def test_the_cli_loads_without_torch_or_scikit_learn():
-    """``sscmort --help`` stays quick: building the parser imports no heavy library."""
+    """``sscmort --help`` stays quick: building the parser imports no heavy library (nor Ray,
+    an optional extra that only ``--executor ray`` loads)."""
     code = ("import sys\nfrom sscmort_core.cli import build_parser\nbuild_parser()\n"
             "print(sorted(m for m in ('torch', 'sklearn', 'timm', 'shap', 'radiomics', "
-            "'SimpleITK') if m in sys.modules))\n")
+            "'SimpleITK', 'ray') if m in sys.modules))\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=120, cwd=CORE.parent)
     assert out.returncode == 0, out.stderr[-2000:]

@@ -1,6 +1,6 @@
 """The radiomics stage over the store: extract features for every stored scan not yet done
-with the current parameters, in worker processes; the calling process alone writes, in
-transactions, as results arrive.
+with the current parameters, on an executor (the local process pool by default, or Ray); the
+calling process alone writes, in transactions, as results arrive.
 """
 
 from __future__ import annotations
@@ -22,8 +22,9 @@ from sscmort_core.radiomics.features import (
     pyradiomics_version,
 )
 from sscmort_core.scans import scan_with_lungs_from_row
+from sscmort_core.util.executors import Executor, LocalExecutor
 from sscmort_core.util.progress import ProgressFn, no_progress
-from sscmort_core.util.workers import default_workers, map_in_workers
+from sscmort_core.util.workers import default_workers
 
 WRITE_BATCH_SCANS = 64  # scans per store transaction during a batch
 STAGE = "radiomics"
@@ -49,6 +50,7 @@ class RadiomicsStageResult:
     workers: int
     seconds: float
     mean_scan_seconds: float | None  # worker time per scan (volume + lungs + pyradiomics)
+    executor: str = "local"
 
     @property
     def n_failed(self) -> int:
@@ -60,6 +62,7 @@ class RadiomicsStageResult:
                 "skipped": self.n_skipped, "failed": self.n_failed,
                 "failures": [{"scan_id": f.scan_id, "reason": f.reason} for f in self.failures],
                 "features_per_scan": self.n_features, "workers": self.workers,
+                "executor": self.executor,
                 "seconds": round(self.seconds, 1),
                 "mean_scan_seconds": None if self.mean_scan_seconds is None
                 else round(self.mean_scan_seconds, 3)}
@@ -91,28 +94,32 @@ def run_radiomics_stage(store: st.Store, *, workers: int | None = None,
                         params: RadiomicsParams | None = None,
                         scan_ids: Sequence[str] | None = None,
                         extract_fn: Callable[[_Job], RadiomicsOutcome] | None = None,
-                        ) -> RadiomicsStageResult:
+                        executor: Executor | None = None) -> RadiomicsStageResult:
     """Extract features for every stored scan (or ``scan_ids``) that has none for ``params``.
 
-    Work runs in ``workers`` processes (default: all cores); this process alone writes, one
-    transaction per :data:`WRITE_BATCH_SCANS` scans, so an interruption keeps what was done
-    and a re-run continues. A failed scan is recorded in radiomics_failures with its reason
-    (and retried by the next run); it never stops the batch. ``extract_fn`` replaces the
-    worker function (tests).
+    Work runs on ``executor`` (default: the local pool of ``workers`` processes, all cores
+    when None); each task gets a scan row and the store's data folder, never voxels. This
+    process alone writes, one transaction per :data:`WRITE_BATCH_SCANS` scans as results
+    arrive, so an interruption keeps what was done and a re-run continues. A failed scan (bad
+    volume, or a worker that died on it more often than the executor retries) is recorded in
+    radiomics_failures with its reason (and retried by the next run); it never stops the
+    batch. ``extract_fn`` replaces the worker function (tests).
     """
     params = params or load_params()
     t0 = time.perf_counter()
     rows = st.scan_rows(store, scan_ids)
     done = st.radiomics_extracted_scan_ids(store, params.param_hash)
     todo = [r for r in rows if r["scan_id"] not in done]
-    n_workers = max(1, workers or default_workers())
+    ex = executor or LocalExecutor(max(1, workers or default_workers()))
     jobs = [_Job(row=r, data_dir=str(store.data_dir), params=params) for r in todo]
     failures: list[RadiomicsFailure] = []
     pending: list[RadiomicsOutcome] = []
     n_ok, n_features, worker_seconds = 0, 0, 0.0
+    results = ex.outcomes(extract_fn or extract_stored_scan, jobs, progress, STAGE)
     try:
-        for out in map_in_workers(extract_fn or extract_stored_scan, jobs, n_workers, progress,
-                                  STAGE):
+        for task in results:
+            out = task.value if task.ok else RadiomicsOutcome(
+                str(todo[task.index]["scan_id"]), None, str(task.error), 0.0)
             pending.append(out)
             worker_seconds += out.seconds
             if out.features is None:
@@ -124,16 +131,18 @@ def run_radiomics_stage(store: st.Store, *, workers: int | None = None,
                 _write(store, pending, params)
                 pending = []
     finally:
+        results.close()  # stop the workers first (an interruption), then keep what is done
         if pending:
             _write(store, pending, params)
     if not n_features:
         n_features = st.radiomics_feature_count(store, params.param_hash)
+    order = {str(r["scan_id"]): i for i, r in enumerate(todo)}
     return RadiomicsStageResult(
         param_hash=params.param_hash, pyradiomics_version=pyradiomics_version(),
         n_scans=len(rows), n_extracted=n_ok, n_skipped=len(rows) - len(todo),
-        failures=tuple(failures), n_features=n_features, workers=n_workers,
-        seconds=time.perf_counter() - t0,
-        mean_scan_seconds=worker_seconds / len(jobs) if jobs else None)
+        failures=tuple(sorted(failures, key=lambda f: order[f.scan_id])), n_features=n_features,
+        workers=ex.workers, seconds=time.perf_counter() - t0,
+        mean_scan_seconds=worker_seconds / len(jobs) if jobs else None, executor=ex.kind)
 
 
 def _write(store: st.Store, outcomes: list[RadiomicsOutcome], params: RadiomicsParams) -> None:
