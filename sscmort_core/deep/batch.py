@@ -9,6 +9,11 @@
   in its holder (a Ray actor on a GPU, or the calling process) and returns the function that
   scores a batch of prepared scans in one forward pass per model (bf16 autocast on CUDA, fp32
   on a CPU).
+
+On a CPU the forward passes run on ``cpu_threads`` torch threads (default 1) whatever the
+holder: float32 sums split over another number of threads round differently (about 1e-7),
+and with the thread count fixed a Ray actor and the calling process give the same bits.
+Parallelism on a CPU comes from more holders (actors), not more threads per holder.
 """
 
 from __future__ import annotations
@@ -128,6 +133,7 @@ class DeepBatchModels:
     model_shape: tuple[int, ...]  # per model: index into ``shapes``
     device: str = "auto"
     precision: str = "bf16"
+    cpu_threads: int = 1
 
     def __call__(self) -> "_LoadedBatchModels":
         return _LoadedBatchModels(self)
@@ -148,6 +154,17 @@ class _LoadedBatchModels:
                 self.problems[mid] = str(err)
 
     def __call__(self, batch: list[PreparedScan]) -> list[ScanRisks]:
+        import torch
+
+        before = torch.get_num_threads()
+        if self.device.name == "cpu":
+            torch.set_num_threads(self.spec.cpu_threads)
+        try:
+            return self._score(batch)
+        finally:
+            torch.set_num_threads(before)
+
+    def _score(self, batch: list[PreparedScan]) -> list[ScanRisks]:
         from sscmort_core.deep.infer import predict_batch  # heavy: torch
 
         good = [j for j, p in enumerate(batch) if p.inputs is not None]

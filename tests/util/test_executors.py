@@ -161,6 +161,7 @@ def test_ray_gives_the_local_pools_outcomes(ray_local, tmp_path):
     assert ray_local.is_initialized()  # an instance the executor did not start stays up
 
 
+@pytest.mark.slow  # tests/pipeline/test_stages_on_ray.py kills a Ray worker in the default suite
 def test_ray_retries_a_killed_worker_then_records_the_task(ray_local, tmp_path):
     fn = partial(die_sometimes, frozenset({2}), frozenset({4}), str(tmp_path))
     with open_executor(ExecutorSpec("ray", 2, max_retries=2)) as rx:
