@@ -159,12 +159,17 @@ class RayExecutor(Executor):
         if spec.address:
             check_address(spec.address)
         if not ray.is_initialized():
+            # the driver's C++ core logs warnings on stderr while it retries (errors only)
+            os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "error")
             try:
                 ray.init(**init_kwargs(spec))
             except (ConnectionError, ValueError, RuntimeError) as err:
                 where = f"at {spec.address}" if spec.address else "(local instance)"
+                hint = ("; if the cluster uses token authentication (recent Ray versions "
+                        "turn it on by default), set RAY_AUTH_MODE=token and RAY_AUTH_TOKEN"
+                        if spec.address else "")
                 raise ExecutorError(f"cannot start or reach the Ray cluster {where}: "
-                                    f"{_first_line(err)}") from None
+                                    f"{_first_line(err)}{hint}") from None
             self._owns = True
             _quiet_driver()
         res = ray.cluster_resources()
