@@ -228,6 +228,8 @@ def _deep(store: st_store.Store, rows: Sequence[Mapping[str, Any]], ex: Executor
     models = _deep_models(store, models_dir, problems)
     if not models:
         return 0, [], ()
+    if device == "cuda" and ex.kind == "ray" and not ex.describe().get("cluster_gpus"):
+        raise ModelError("--device cuda asked for, but the Ray cluster has no GPU")
     shapes_of = model_shapes(models_dir, list(models))
     shapes = tuple(sorted(set(shapes_of.values())))
     done = {m: st_store.predicted_scan_ids(store, m, SPLIT) for m in models}

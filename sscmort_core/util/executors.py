@@ -108,18 +108,21 @@ class LocalExecutor(Executor):
                 items: Sequence[Any], *, batch_size: int, progress: ProgressFn = no_progress,
                 stage: str = "batches", gpus: bool = True) -> Iterator[TaskOutcome]:
         run = model()  # the calling process holds the model (and this machine's GPU)
+        total, done = len(items), 0
+        progress(stage, 0, total)
         batch: list[TaskOutcome] = []
         for out in self._outcomes(prepare, items, no_progress, stage, ordered=True):
-            if not out.ok:
-                yield out
-                continue
-            batch.append(out)
-            if len(batch) >= batch_size:
-                yield from _run_batch(run, batch)
+            ready = [out] if not out.ok else []
+            if out.ok:
+                batch.append(out)
+            last = out.index == total - 1
+            if batch and (len(batch) >= batch_size or last):
+                ready += list(_run_batch(run, batch))
                 batch = []
-            progress(stage, out.index + 1, len(items))
-        if batch:
-            yield from _run_batch(run, batch)
+            for r in ready:
+                done += 1
+                yield r
+                progress(stage, done, total)
 
     def _outcomes(self, fn: Callable[[Any], Any], items: Sequence[Any], progress: ProgressFn,
                   stage: str, *, ordered: bool) -> Iterator[TaskOutcome]:
@@ -147,7 +150,7 @@ def _run_batch(run: BatchFn, batch: list[TaskOutcome]) -> Iterator[TaskOutcome]:
 
 class _PoolRun:
     """One pass of a function over items in a process pool, with the death handling of
-    :class:`LocalExecutor` and at most ``4 * workers`` chunks submitted and not yet yielded."""
+    :class:`LocalExecutor` and at most ``8 * workers`` chunks submitted and not yet yielded."""
 
     def __init__(self, fn: Callable[[Any], Any], items: Sequence[Any], workers: int,
                  max_retries: int, ordered: bool) -> None:
@@ -201,7 +204,7 @@ class _PoolRun:
                 i = self.alone.popleft()
                 self.running[pool.submit(_run_chunk, self.fn, [self.items[i]])] = (i,)
             return True
-        limit = max(4 * self.workers * self.chunk, self.chunk)
+        limit = max(8 * self.workers * self.chunk, self.chunk)
         while self.todo and self.unyielded + len(self.todo[0]) <= limit:
             idxs = self.todo.popleft()
             self.running[pool.submit(_run_chunk, self.fn, [self.items[i] for i in idxs])] = idxs

@@ -9,7 +9,8 @@
   session) is used as it is and left running.
 * Per-item tasks take one CPU each, are retried by Ray when their worker dies
   (``max_retries``; an exception of the function is never retried) and come back in
-  completion order; at most about two tasks per CPU are in flight.
+  completion order; at most max(2 per CPU, 32) tasks are in flight (exactly ``workers`` when
+  ``workers`` caps a bigger cluster).
 * :meth:`RayExecutor.batched` prepares items in CPU tasks whose results stay in Ray's object
   store; the driver passes only their references on to model actors (one per GPU, or on a
   CPU-only cluster about one per four CPUs), so prepared arrays move from worker to actor
@@ -40,6 +41,7 @@ from sscmort_core.util.executor_api import (
 from sscmort_core.util.progress import ProgressFn, no_progress
 
 CPUS_PER_CPU_ACTOR = 4  # on a CPU-only cluster: one model actor per this many CPUs
+MIN_WINDOW = 32  # per-item tasks in flight at least (when not capped by --workers)
 _initialised = False
 
 
@@ -159,8 +161,6 @@ class RayExecutor(Executor):
         if spec.address:
             check_address(spec.address)
         if not ray.is_initialized():
-            # the driver's C++ core logs warnings on stderr while it retries (errors only)
-            os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "error")
             try:
                 ray.init(**init_kwargs(spec))
             except (ConnectionError, ValueError, RuntimeError) as err:
@@ -176,7 +176,10 @@ class RayExecutor(Executor):
         self.cpus = max(1, int(res.get("CPU", 1)))
         self.gpus = int(res.get("GPU", 0))
         self.workers = min(spec.workers or self.cpus, self.cpus)
-        self.window = self.workers if self.workers < self.cpus else 2 * self.workers
+        # tasks in flight: exactly ``workers`` when they cap a bigger cluster; else enough to
+        # keep every CPU fed while results travel back (small items, so cheap to queue)
+        self.window = self.workers if self.workers < self.cpus else max(2 * self.cpus,
+                                                                         MIN_WINDOW)
 
     def describe(self) -> dict[str, Any]:
         return {"executor": "ray", "workers": self.workers, "cluster_cpus": self.cpus,
@@ -217,7 +220,10 @@ class RayExecutor(Executor):
                 while nxt < total and len(pending) < self.window:
                     pending[task.remote(fn_ref, items[nxt])] = nxt
                     nxt += 1
-                ready, _ = ray.wait(list(pending), num_returns=1)
+                refs = list(pending)
+                ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)  # all that are in
+                if not ready:
+                    ready, _ = ray.wait(refs, num_returns=1)
                 for ref in ready:
                     i = pending.pop(ref)
                     try:
