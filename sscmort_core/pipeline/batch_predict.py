@@ -45,11 +45,12 @@ from sscmort_core.labels import HORIZONS_YEARS
 from sscmort_core.tabular.io import load_model, tabular_model_ids
 from sscmort_core.tabular.model import predict_matrix
 from sscmort_core.util.executors import Executor, LocalExecutor
-from sscmort_core.util.progress import ProgressFn, no_progress
+from sscmort_core.util.progress import ProgressFn, no_progress, offset_progress
 
 SPLIT = "inference"
 WRITE_BATCH_SCANS = 64
 TABULAR_CHUNK_SCANS = 1000
+ROW_CHUNK = 2000  # scan rows read (and handed to the executor) at a time
 STAGE_TABULAR = "batch predict: radiomics / QCT models"
 STAGE_DEEP = "batch predict: deep models"
 
@@ -140,23 +141,23 @@ def predict_all_scans(store: st_store.Store, *, executor: Executor | None = None
     t0 = time.perf_counter()
     models_dir = Path(models_dir) if models_dir is not None else default_models_dir()
     ex = executor or LocalExecutor(workers)
-    rows = st_store.scan_rows(store, scan_ids)
+    ids = st_store.scan_id_list(store, scan_ids)
     writer = _Writer(store)
     problems: list[tuple[str, str]] = []
     chosen: list[str] = []
     skipped = 0
     try:
-        n, used = _tabular(store, rows, models_dir, writer, problems, progress)
+        n, used = _tabular(store, ids, models_dir, writer, problems, progress)
         skipped += n
         chosen += used
-        n, used, devices = _deep(store, rows, ex, models_dir, device, precision, batch_size,
+        n, used, devices = _deep(store, ids, ex, models_dir, device, precision, batch_size,
                                  writer, problems, progress)
         skipped += n
         chosen += used
     finally:
         writer.flush()
     return BatchPredictResult(
-        split=SPLIT, n_scans=len(rows), models=tuple(chosen), n_written=writer.n_written,
+        split=SPLIT, n_scans=len(ids), models=tuple(chosen), n_written=writer.n_written,
         n_skipped=skipped, failures=tuple(writer.all_failures), problems=tuple(problems),
         executor=ex.describe(), devices=devices, seconds=time.perf_counter() - t0)
 
@@ -164,10 +165,9 @@ def predict_all_scans(store: st_store.Store, *, executor: Executor | None = None
 # ---------------------------------------------------------------------------------------------
 # radiomics and QCT models: features from the store, in chunks
 # ---------------------------------------------------------------------------------------------
-def _tabular(store: st_store.Store, rows: Sequence[Mapping[str, Any]], models_dir: Path,
+def _tabular(store: st_store.Store, ids: Sequence[str], models_dir: Path,
              writer: _Writer, problems: list[tuple[str, str]], progress: ProgressFn
              ) -> tuple[int, list[str]]:
-    ids = [str(r["scan_id"]) for r in rows]
     skipped, used = 0, []
     qct = None
     for model_id in tabular_model_ids(store):
@@ -221,8 +221,8 @@ def _missing_reason(model: Any, n_missing: int) -> str:
 # ---------------------------------------------------------------------------------------------
 # deep models: prepare tasks, then batches in model holders
 # ---------------------------------------------------------------------------------------------
-def _deep(store: st_store.Store, rows: Sequence[Mapping[str, Any]], ex: Executor,
-          models_dir: Path, device: str, precision: str, batch_size: int, writer: _Writer,
+def _deep(store: st_store.Store, ids: Sequence[str], ex: Executor, models_dir: Path,
+          device: str, precision: str, batch_size: int, writer: _Writer,
           problems: list[tuple[str, str]], progress: ProgressFn
           ) -> tuple[int, list[str], tuple[str, ...]]:
     models = _deep_models(store, models_dir, problems)
@@ -233,29 +233,32 @@ def _deep(store: st_store.Store, rows: Sequence[Mapping[str, Any]], ex: Executor
     shapes_of = model_shapes(models_dir, list(models))
     shapes = tuple(sorted(set(shapes_of.values())))
     done = {m: st_store.predicted_scan_ids(store, m, SPLIT) for m in models}
-    todo = [r for r in rows if any(str(r["scan_id"]) not in d for d in done.values())]
-    skipped = sum(len(rows) - len(todo) for _ in models)
+    todo = [s for s in ids if any(s not in d for d in done.values())]
+    skipped = (len(ids) - len(todo)) * len(models)
     recipe = DeepBatchModels(str(models_dir), tuple(models.items()), shapes,
                              tuple(shapes.index(shapes_of[m]) for m in models), device,
                              precision)
-    jobs = scan_jobs(store, todo, shapes)
     devices: set[str] = set()
-    results = ex.batched(prepare_scan, recipe, jobs, batch_size=batch_size, progress=progress,
-                         stage=STAGE_DEEP, gpus=device != "cpu")
-    try:
-        for out in results:
-            scan_id = str(todo[out.index]["scan_id"])
-            for mid, risks, reason in _scan_rows(out.value if out.ok else None, models,
-                                                 str(out.error)):
-                if risks is None:
-                    writer.fail(mid, scan_id, reason)
-                else:
-                    writer.add(mid, scan_id, risks)
-            if out.ok:
-                devices.add(out.value.device)
-            writer.scan_done()
-    finally:
-        results.close()
+    for start in range(0, len(todo), ROW_CHUNK):  # rows read a chunk at a time
+        jobs = scan_jobs(store, st_store.scan_rows(store, todo[start:start + ROW_CHUNK]),
+                         shapes)
+        results = ex.batched(prepare_scan, recipe, jobs, batch_size=batch_size,
+                             progress=offset_progress(progress, start, len(todo)),
+                             stage=STAGE_DEEP, gpus=device != "cpu")
+        try:
+            for out in results:
+                scan_id = str(jobs[out.index].row["scan_id"])
+                for mid, risks, reason in _scan_rows(out.value if out.ok else None, models,
+                                                     str(out.error)):
+                    if risks is None:
+                        writer.fail(mid, scan_id, reason)
+                    else:
+                        writer.add(mid, scan_id, risks)
+                if out.ok:
+                    devices.add(out.value.device)
+                writer.scan_done()
+        finally:
+            results.close()
     return skipped, list(models), tuple(sorted(devices))
 
 

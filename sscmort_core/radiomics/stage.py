@@ -23,10 +23,12 @@ from sscmort_core.radiomics.features import (
 )
 from sscmort_core.scans import scan_with_lungs_from_row
 from sscmort_core.util.executors import Executor, LocalExecutor
-from sscmort_core.util.progress import ProgressFn, no_progress
+from sscmort_core.util.progress import ProgressFn, no_progress, offset_progress
 from sscmort_core.util.workers import default_workers
 
 WRITE_BATCH_SCANS = 64  # scans per store transaction during a batch
+ROW_CHUNK = 2000  # scan rows read (and tasks handed to the executor) at a time: memory stays
+# flat however large the registry
 STAGE = "radiomics"
 
 
@@ -98,51 +100,60 @@ def run_radiomics_stage(store: st.Store, *, workers: int | None = None,
     """Extract features for every stored scan (or ``scan_ids``) that has none for ``params``.
 
     Work runs on ``executor`` (default: the local pool of ``workers`` processes, all cores
-    when None); each task gets a scan row and the store's data folder, never voxels. This
-    process alone writes, one transaction per :data:`WRITE_BATCH_SCANS` scans as results
-    arrive, so an interruption keeps what was done and a re-run continues. A failed scan (bad
-    volume, or a worker that died on it more often than the executor retries) is recorded in
-    radiomics_failures with its reason (and retried by the next run); it never stops the
-    batch. ``extract_fn`` replaces the worker function (tests).
+    when None); each task gets a scan row and the store's data folder, never voxels, and the
+    rows are read :data:`ROW_CHUNK` at a time. This process alone writes, one transaction per
+    :data:`WRITE_BATCH_SCANS` scans as results arrive, so an interruption keeps what was done
+    and a re-run continues. A failed scan (bad volume, or a worker that died on it more often
+    than the executor retries) is recorded in radiomics_failures with its reason (and retried
+    by the next run); it never stops the batch. ``extract_fn`` replaces the worker function
+    (tests).
     """
     params = params or load_params()
     t0 = time.perf_counter()
-    rows = st.scan_rows(store, scan_ids)
+    ids = st.scan_id_list(store, scan_ids)
     done = st.radiomics_extracted_scan_ids(store, params.param_hash)
-    todo = [r for r in rows if r["scan_id"] not in done]
+    todo = [s for s in ids if s not in done]
     ex = executor or LocalExecutor(max(1, workers or default_workers()))
-    jobs = [_Job(row=r, data_dir=str(store.data_dir), params=params) for r in todo]
+    fn = extract_fn or extract_stored_scan
     failures: list[RadiomicsFailure] = []
     pending: list[RadiomicsOutcome] = []
     n_ok, n_features, worker_seconds = 0, 0, 0.0
-    results = ex.outcomes(extract_fn or extract_stored_scan, jobs, progress, STAGE)
+    if not todo:
+        progress(STAGE, 0, 0)
     try:
-        for task in results:
-            out = task.value if task.ok else RadiomicsOutcome(
-                str(todo[task.index]["scan_id"]), None, str(task.error), 0.0)
-            pending.append(out)
-            worker_seconds += out.seconds
-            if out.features is None:
-                failures.append(RadiomicsFailure(out.scan_id, out.reason or "unknown error"))
-            else:
-                n_ok += 1
-                n_features = max(n_features, len(out.features.names))
-            if len(pending) >= WRITE_BATCH_SCANS:
-                _write(store, pending, params)
-                pending = []
+        for start in range(0, len(todo), ROW_CHUNK):
+            jobs = [_Job(row=r, data_dir=str(store.data_dir), params=params)
+                    for r in st.scan_rows(store, todo[start:start + ROW_CHUNK])]
+            results = ex.outcomes(fn, jobs, offset_progress(progress, start, len(todo)), STAGE)
+            try:
+                for task in results:
+                    out = task.value if task.ok else RadiomicsOutcome(
+                        str(jobs[task.index].row["scan_id"]), None, str(task.error), 0.0)
+                    pending.append(out)
+                    worker_seconds += out.seconds
+                    if out.features is None:
+                        failures.append(RadiomicsFailure(out.scan_id,
+                                                         out.reason or "unknown error"))
+                    else:
+                        n_ok += 1
+                        n_features = max(n_features, len(out.features.names))
+                    if len(pending) >= WRITE_BATCH_SCANS:
+                        _write(store, pending, params)
+                        pending = []
+            finally:
+                results.close()  # stop the workers first (an interruption), then keep the rest
     finally:
-        results.close()  # stop the workers first (an interruption), then keep what is done
         if pending:
             _write(store, pending, params)
     if not n_features:
         n_features = st.radiomics_feature_count(store, params.param_hash)
-    order = {str(r["scan_id"]): i for i, r in enumerate(todo)}
+    order = {sid: i for i, sid in enumerate(todo)}
     return RadiomicsStageResult(
         param_hash=params.param_hash, pyradiomics_version=pyradiomics_version(),
-        n_scans=len(rows), n_extracted=n_ok, n_skipped=len(rows) - len(todo),
+        n_scans=len(ids), n_extracted=n_ok, n_skipped=len(ids) - len(todo),
         failures=tuple(sorted(failures, key=lambda f: order[f.scan_id])), n_features=n_features,
         workers=ex.workers, seconds=time.perf_counter() - t0,
-        mean_scan_seconds=worker_seconds / len(jobs) if jobs else None, executor=ex.kind)
+        mean_scan_seconds=worker_seconds / len(todo) if todo else None, executor=ex.kind)
 
 
 def _write(store: st.Store, outcomes: list[RadiomicsOutcome], params: RadiomicsParams) -> None:

@@ -19,6 +19,7 @@ from sscmort_core.store.cohort import (  # noqa: F401
     outcome_fingerprint,
     patient_row,
     patients_frame,
+    scan_id_list,
     scan_row,
     scan_rows,
     scan_with_voxels,

@@ -133,6 +133,21 @@ def test_an_interrupted_ray_run_resumes(tiny_store, ray_ex, params):
         assert st.radiomics_extracted_scan_ids(s, params.param_hash) == set(ids)
 
 
+# --- model inputs ----------------------------------------------------------------------------
+def test_model_inputs_on_ray_equal_the_local_pool(tiny_store, tmp_path, ray_ex):
+    from sscmort_core.deep.inputs import model_inputs
+
+    ids = _scan_ids(tiny_store, 3)
+    with st.open_store(tiny_store, read_only=True) as s:
+        local = model_inputs(s, k=3, size=32, scan_ids=ids, cache_dir=tmp_path / "a",
+                             executor=LocalExecutor(2))
+        on_ray = model_inputs(s, k=3, size=32, scan_ids=ids, cache_dir=tmp_path / "b",
+                              executor=ray_ex)
+    assert on_ray.scan_ids == local.scan_ids == tuple(sorted(ids))
+    assert on_ray.x.shape == (3, 3, 3, 32, 32) and on_ray.x.dtype == local.x.dtype
+    assert (on_ray.x == local.x).all()  # bit for bit
+
+
 # --- batch predictions -----------------------------------------------------------------------
 def _tiny_deep_model(models_dir: Path, seed: int):
     """timm's test_resnet at 64 px, K = 3, two fold heads, random weights (as tests/deep)."""
@@ -255,6 +270,16 @@ def test_a_scan_that_cannot_be_read_is_recorded_and_the_others_predicted(predict
     # the QCT model scores stored QCT metrics, so it still predicts that scan
     assert set(pred.loc[pred["model_id"].isin(deep_ids), "scan_id"]) == {ids[0], ids[2]}
     assert len(pred) == 3 * (2 * 2 + 3)
+
+
+def test_cuda_on_a_cluster_without_gpus_is_a_named_error(predict_template, tmp_path, ray_ex):
+    from sscmort_core.errors import ModelError
+
+    template, models_dir = predict_template
+    path = _copy(template, tmp_path / "s.duckdb")
+    with st.open_store(path) as s, pytest.raises(ModelError, match="has no GPU"):
+        predict_all_scans(s, executor=ray_ex, models_dir=models_dir, device="cuda",
+                          scan_ids=_scan_ids(template, 1))
 
 
 # --- the CLI ---------------------------------------------------------------------------------
