@@ -1,7 +1,7 @@
 """Executor benchmarks behind docs/BENCHMARKS.md "## Executors: the local pool and Ray" (not
 collected by pytest).
 
-    .venv/bin/python tests/bench/bench_executors.py [--sections overhead radiomics memory]
+    .venv/bin/python tests/bench/bench_executors.py [--sections overhead radiomics memory predict]
         [--radiomics-patients 12] [--memory-patients 600] [--out results.json]
 
 1. overhead: a task that returns its argument, 1,000 and 10,000 of them, on the local executor
@@ -18,6 +18,9 @@ collected by pytest).
    work (dispatch, results arriving, 64-scan write transactions into radiomics_features) is
    the real stage's; only the worker's CPU time is left out, which would make the run
    ~15 minutes per executor on these two shared cores without touching the driver's memory.
+4. predict: ``predict_all_scans`` over the same demo store with a QCT model and two tiny
+   random deep models (timm's test_resnet, 64 px, 3 slices) on the CPU, local pool vs Ray
+   (prepare tasks + one CPU model actor): the pipeline's throughput, not a real backbone's.
 """
 
 from __future__ import annotations
@@ -249,9 +252,63 @@ def bench_memory(patients: int, root: Path) -> dict:
     return out
 
 
+# --- 4. batch predict on CPU ------------------------------------------------------------------
+def _tiny_deep_model(models_dir: Path, seed: int):
+    """timm's test_resnet at 64 px, K = 3, two fold heads, random weights: the pipeline's cost
+    (prepare tasks, actors, batches, writes), not a real backbone's."""
+    from sscmort_core.deep import registry
+    from sscmort_core.deep.nets import EnsembleNet, NetConfig, SliceHead, build_net
+
+    cfg = NetConfig("test_resnet", image_size=64, n_slices=3, attention_dim=8, dropout=0.0,
+                    pooling="multiscale")
+    net, _ = build_net(cfg, seed=seed)
+    heads = [SliceHead(net.encoder.dim, cfg.attention_dim, cfg.dropout) for _ in range(2)]
+    return registry.save_model(
+        models_dir, EnsembleNet([net.encoder], heads).state_dict(), backbone=cfg.backbone,
+        profile="quick: frozen backbone",
+        config={"image_size": 64, "n_slices": 3, "attention_dim": 8, "dropout": 0.0,
+                "folds": 2, "shared_encoder": True, "pooling": "multiscale"},
+        data_hash="0" * 64, pretrained="random init", oof_auc={"1": None, "3": None, "5": None},
+        n_scans=0, n_patients=0, synthetic=True)
+
+
+def bench_predict(patients: int, root: Path) -> dict:
+    from sscmort_core import store as st
+    from sscmort_core.deep import registry
+    from sscmort_core.pipeline.batch_predict import predict_all_scans
+    from sscmort_core.pipeline.demo import build_demo
+    from sscmort_core.tabular.train import train_tabular
+
+    template, models_dir = root / "predict.duckdb", root / "models"
+    build_demo(template, n_patients=patients, seed=3, stages=(), workers=2)
+    cards = [_tiny_deep_model(models_dir, seed) for seed in (0, 1)]
+    with st.open_store(template) as s:
+        train_tabular(s, "qct", models_dir=models_dir, seed=0)
+        with s.transaction() as cur:
+            for card in cards:
+                registry.register_in_store(cur, card, models_dir)
+    out = {"patients": patients, "rows": []}
+    for kind in ("local", "ray"):
+        path = root / f"predict-{kind}.duckdb"
+        shutil.copy(template, path)
+        with open_executor(ExecutorSpec(kind, 2)) as ex, st.open_store(path) as s:
+            l0 = load()
+            res = predict_all_scans(s, executor=ex, models_dir=models_dir, device="cpu",
+                                    batch_size=16)
+        out["rows"].append({"executor": kind, "scans": res.n_scans, "models": len(res.models),
+                            "written": res.n_written, "failed": len(res.failures),
+                            "seconds": round(res.seconds, 2),
+                            "scans_per_s": round(res.n_scans / res.seconds, 3),
+                            "devices": list(res.devices), "load": [round(l0, 1),
+                                                                   round(load(), 1)]})
+        print(json.dumps(out["rows"][-1]), flush=True)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--sections", nargs="*", default=["overhead", "radiomics", "memory"])
+    ap.add_argument("--sections", nargs="*",
+                    default=["overhead", "radiomics", "memory", "predict"])
     ap.add_argument("--radiomics-patients", type=int, default=12)
     ap.add_argument("--memory-patients", type=int, default=600)
     ap.add_argument("--out", type=Path, default=None)
@@ -266,6 +323,8 @@ def main() -> None:
             results["radiomics"] = bench_radiomics(args.radiomics_patients, root)
         if "memory" in args.sections:
             results["memory"] = bench_memory(args.memory_patients, root)
+        if "predict" in args.sections:
+            results["predict"] = bench_predict(args.radiomics_patients, root)
     finally:
         shutil.rmtree(root, ignore_errors=True)
     if args.out:
