@@ -93,7 +93,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
 
 
 def cmd_predict_all(args: argparse.Namespace) -> None:
-    from sscmort_core.pipeline.batch_predict import predict_all_scans  # heavy: torch, sklearn
+    from sscmort_core.pipeline.batch_predict import predict_all_scans  # heavy: scipy, SimpleITK
 
     with st_store.open_store(existing_store(args.store)) as store, cli_executor(args) as ex:
         result = predict_all_scans(store, executor=ex, models_dir=args.models_dir,
