@@ -107,7 +107,7 @@ def cmd_predict_all(args: argparse.Namespace) -> None:
     if s["failed"] > 20:
         lines.append(f"warning: ... and {s['failed'] - 20} more failures (prediction_failures "
                      "table)")
-    if lines and not args.json:
+    if lines:
         print("\n".join(lines), file=sys.stderr)
     ex = s["executor"]
     emit(args, s, f"predictions (split '{s['split']}') of {s['scans']} scans from "
