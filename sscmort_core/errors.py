@@ -10,7 +10,8 @@ from pathlib import Path
 
 
 class SscmortError(Exception):
-    """Base class: ``path`` names the file concerned (may be None), ``reason`` says what is wrong."""
+    """Base class: ``path`` names the file concerned (may be None), ``reason`` says what is
+    wrong."""
 
     def __init__(self, reason: str, path: str | Path | None = None) -> None:
         self.reason = reason
@@ -205,3 +206,13 @@ class PacsTLSError(PacsError):
 
 class DicomExportError(SscmortError):
     """Results cannot be written as DICOM (e.g. the scan has no lungs to encode)."""
+
+# --- executors (local pool, Ray) ---------------------------------------------------------------
+class ExecutorError(SscmortError):
+    """The chosen executor cannot run: a bad setting, Ray not installed, a cluster that does not
+    answer, or workers that lack sscmort's dependencies."""
+
+
+class WorkerLostError(SscmortError):
+    """A task's worker process died more often than the retries allow, where the stage cannot
+    record the item as failed and go on."""

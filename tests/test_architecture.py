@@ -47,7 +47,7 @@ RANK = {unit: i for i, layer in enumerate(LAYERS) for unit in layer}
 # function that needs them, so that e.g. ``sscmort --help`` starts in well under a second.
 HEAVY = frozenset({"torch", "timm", "safetensors", "huggingface_hub", "radiomics", "SimpleITK",
                    "shap", "sklearn", "joblib", "lifelines", "vl_convert", "pydicom", "scipy",
-                   "pandas", "duckdb"})
+                   "pandas", "duckdb", "ray"})
 HEAVY_COMMENT = re.compile(r"#\s*heavy:\s*(?P<libs>[\w., ]+)")
 
 

@@ -7,7 +7,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from sscmort_core.cli.output import Command, Progress, add_common, add_models_dir, add_store, emit
+from sscmort_core.cli.output import (
+    Command,
+    Progress,
+    add_common,
+    add_executor,
+    add_models_dir,
+    add_store,
+    cli_executor,
+    emit,
+)
 from sscmort_core.pipeline import DEMO_STAGES
 
 
@@ -15,9 +24,10 @@ def cmd_demo(args: argparse.Namespace) -> None:
     from sscmort_core.pipeline.demo import build_demo  # heavy: sklearn, SimpleITK
 
     stages = [s for s in DEMO_STAGES if s not in (args.skip or ())]
-    summary = build_demo(args.store, n_patients=args.patients, seed=args.seed,
-                         workers=args.workers, progress=Progress(not args.quiet),
-                         stages=stages, models_dir=args.models_dir)
+    with cli_executor(args) as executor:
+        summary = build_demo(args.store, n_patients=args.patients, seed=args.seed,
+                             workers=args.workers, progress=Progress(not args.quiet),
+                             stages=stages, models_dir=args.models_dir, executor=executor)
     s = summary.to_json()
     for note in summary.notes:
         print(f"note: {note}", file=sys.stderr)
@@ -50,6 +60,7 @@ def register(sub: Any, commands: dict[str, Command]) -> None:
     p.add_argument("--skip", nargs="*", choices=DEMO_STAGES,
                    help="optional stages to leave out (default: run them all)")
     add_models_dir(p)
+    add_executor(p)
     commands["demo"] = cmd_demo
 
     p = sub.add_parser("bench", help="run the benchmarks (ratios against same-run baselines)")

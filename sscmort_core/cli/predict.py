@@ -1,20 +1,38 @@
-"""CLI command ``predict PATH [--model ID|all] [--device ...] [--json]``.
+"""CLI command ``predict PATH [--model ID|all] [--device ...] [--json]`` and
+``predict --all-scans [--executor ray] ...``.
 
-Reads a DICOM folder or zip, NIfTI, NRRD or MetaImage file (de-identified, validated, lungs
-segmented by the ingest stages), then prints per-horizon risks from every chosen deep model
-and their ensemble, and which device ran them. Nothing is written to the store.
+With PATH: reads a DICOM folder or zip, NIfTI, NRRD or MetaImage file (de-identified,
+validated, lungs segmented by the ingest stages), then prints per-horizon risks from every
+chosen deep model and their ensemble, and which device ran them. Nothing is written to the
+store.
+
+With ``--all-scans``: every registered model scores every stored scan, written to the store's
+predictions with split 'inference' (:mod:`sscmort_core.pipeline.batch_predict`); deep models
+run on the executor (Ray actors on the cluster's GPUs with ``--executor ray``).
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from sscmort_core.cli.output import Command, Progress, add_common, add_models_dir, add_store, emit
+from sscmort_core.cli.output import (
+    Command,
+    Progress,
+    add_common,
+    add_executor,
+    add_models_dir,
+    add_store,
+    cli_executor,
+    emit,
+    existing_store,
+    int_at_least,
+)
 from sscmort_core.deep.config import DEVICE_CHOICES, PRECISIONS
-from sscmort_core.errors import StoreLockedError
+from sscmort_core.errors import DataError, StoreLockedError
 from sscmort_core.util.paths import default_models_dir
 
 
@@ -34,6 +52,18 @@ def _registry(store_path: Path, models_dir: Path) -> tuple[dict[str, str | None]
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
+    if args.all_scans:
+        if args.path is not None:
+            raise DataError("give either a scan PATH or --all-scans, not both")
+        if args.model != "all":
+            raise DataError("--model is for one scan PATH; --all-scans predicts with every "
+                            "registered model")
+        return cmd_predict_all(args)
+    if args.path is None:
+        raise DataError("give a scan PATH (DICOM folder or zip, NIfTI, NRRD, MHA) or "
+                        "--all-scans")
+    if args.executor or args.ray_address:
+        raise DataError("--executor and --ray-address are for --all-scans")
     from sscmort_core.deep.infer import choose_models, predict_volume  # heavy: torch
     from sscmort_core.pipeline.analyse import analyse_path  # heavy: SimpleITK, pydicom
 
@@ -62,10 +92,41 @@ def cmd_predict(args: argparse.Namespace) -> None:
     emit(args, summary, "\n".join(lines))
 
 
+def cmd_predict_all(args: argparse.Namespace) -> None:
+    from sscmort_core import store as st_store  # heavy: duckdb, pandas
+    from sscmort_core.pipeline.batch_predict import predict_all_scans  # heavy: scipy, SimpleITK
+
+    with st_store.open_store(existing_store(args.store)) as store, cli_executor(args) as ex:
+        result = predict_all_scans(store, executor=ex, models_dir=args.models_dir,
+                                   device=args.device, precision=args.precision,
+                                   batch_size=args.batch_size,
+                                   progress=Progress(not args.quiet))
+    s = result.to_json()
+    lines = [f"warning: model {p['model_id']}: {p['reason']}" for p in s["problems"]]
+    lines += [f"warning: scan {f['scan_id']}: model {f['model_id']}: {f['reason']}"
+              for f in s["failures"][:20]]
+    if s["failed"] > 20:
+        lines.append(f"warning: ... and {s['failed'] - 20} more failures (prediction_failures "
+                     "table)")
+    if lines:
+        print("\n".join(lines), file=sys.stderr)
+    ex = s["executor"]
+    emit(args, s, f"predictions (split '{s['split']}') of {s['scans']} scans from "
+                  f"{len(s['models'])} models: {s['written']} written, {s['skipped']} already "
+                  f"there, {s['failed']} failed; {s['seconds']} s on {ex['executor']} "
+                  f"({ex['workers']} workers; deep models on {', '.join(s['devices']) or '-'});"
+                  " research use only")
+
+
 def register(sub: Any, commands: dict[str, Command]) -> None:
     p = sub.add_parser("predict", help="per-horizon mortality risk of a chest CT (DICOM "
-                                       "folder/zip, NIfTI, NRRD, MHA) from the deep models")
-    p.add_argument("path", help="DICOM folder or zip, or a NIfTI/NRRD/MHA file")
+                                       "folder/zip, NIfTI, NRRD, MHA) from the deep models, "
+                                       "or of every stored scan from every model (--all-scans)")
+    p.add_argument("path", nargs="?", default=None,
+                   help="DICOM folder or zip, or a NIfTI/NRRD/MHA file")
+    p.add_argument("--all-scans", action="store_true",
+                   help="predict every stored scan with every registered model and write the "
+                        "risks to the store (split 'inference')")
     p.add_argument("--model", default="all", metavar="ID|all",
                    help="a registered deep model id, or all (default)")
     p.add_argument("--device", choices=DEVICE_CHOICES, default="auto",
@@ -73,6 +134,11 @@ def register(sub: Any, commands: dict[str, Command]) -> None:
     add_models_dir(p)
     p.add_argument("--precision", choices=PRECISIONS, default="bf16",
                    help="on CUDA: bf16 autocast (default) or fp32; the CPU always runs fp32")
+    p.add_argument("--batch-size", type=int_at_least(1), default=16,
+                   help="--all-scans: scans per forward pass of a deep model (16)")
+    p.add_argument("--workers", type=int_at_least(1), default=None,
+                   help="--all-scans: worker processes / local Ray CPUs (all cores)")
+    add_executor(p)
     add_store(p)
     add_common(p)
     commands["predict"] = cmd_predict

@@ -19,6 +19,7 @@ from sscmort_core.store.cohort import (  # noqa: F401
     outcome_fingerprint,
     patient_row,
     patients_frame,
+    scan_id_list,
     scan_row,
     scan_rows,
     scan_with_voxels,
@@ -61,6 +62,7 @@ from sscmort_core.store.jobs import (  # noqa: F401
 )
 from sscmort_core.store.models import (  # noqa: F401
     auc_rows_with_models,
+    clear_prediction_failures,
     deep_models_frame,
     delete_metrics,
     delete_model_outputs,
@@ -74,8 +76,11 @@ from sscmort_core.store.models import (  # noqa: F401
     models_frame,
     oof_prediction_summary,
     patient_predictions_frame,
+    predicted_scan_ids,
+    prediction_failures_frame,
     predictions_frame,
     put_explanation_array,
+    record_prediction_failures,
     upsert_model,
 )
 from sscmort_core.store.schema import (  # noqa: F401

@@ -100,6 +100,17 @@ def scan_rows(store: Store, scan_ids: Sequence[str] | None = None) -> list[dict[
     return [{k: to_python(v) for k, v in r.items()} for r in df.to_dict(orient="records")]
 
 
+def scan_id_list(store: Store, scan_ids: Sequence[str] | None = None) -> list[str]:
+    """Stored scan ids, sorted (all, or those of ``scan_ids`` that are stored): what a batch
+    stage holds for the whole registry, reading the rows chunk by chunk."""
+    where, params = "", []
+    if scan_ids is not None:
+        where, params = f"WHERE {in_clause('scan_id', scan_ids)}", list(scan_ids)
+    rows = store.cursor().execute(f"SELECT scan_id FROM scans {where} ORDER BY scan_id",
+                                  params).fetchall()
+    return [str(r[0]) for r in rows]
+
+
 def scan_with_voxels(store: Store, voxel_sha256: str) -> str | None:
     """scan_id of a stored scan with exactly these voxels (duplicate upload check)."""
     row = store.cursor().execute("SELECT scan_id FROM scans WHERE voxel_sha256 = ? LIMIT 1",

@@ -104,6 +104,15 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE metrics ADD COLUMN note VARCHAR;
     """,
+    # --- 3: scans a batch prediction could not score, with the reason ------------------------
+    """
+    CREATE TABLE prediction_failures (
+        model_id VARCHAR NOT NULL, scan_id VARCHAR NOT NULL, split VARCHAR NOT NULL,
+        reason VARCHAR NOT NULL,
+        created_at TIMESTAMP NOT NULL DEFAULT current_timestamp,
+        PRIMARY KEY (model_id, scan_id, split)
+    );
+    """,
 )
 
 

@@ -14,7 +14,8 @@ from sscmort_core.errors import SchemaTooNewError, StoreError
 
 EXPECTED_TABLES = {"meta", "patients", "scans", "synthetic_truth", "clinical", "qct",
                    "radiomics_features", "radiomics_failures", "models", "predictions",
-                   "metrics", "explanations", "explanation_arrays", "jobs", "schema_version"}
+                   "metrics", "explanations", "explanation_arrays", "jobs", "schema_version",
+                   "prediction_failures"}
 
 
 def _patients(n=3):
