@@ -19,26 +19,34 @@ _MAX_HALVINGS = 27  # step scale down to about 1e-8, as calibration._logistic_ne
 
 def fit_logistic_many(
     x: NDArray[np.float64], y: NDArray[np.float64], offset: NDArray[np.float64],
-    u: NDArray[np.float64],
+    u: NDArray[np.float64], start: NDArray[np.float64] | None = None,
 ) -> NDArray[np.float64]:
     """Maximum-likelihood ``beta`` (k, b) for k = 1 or 2 columns of ``x`` (m, k); outcomes
-    ``y`` (m,) in {0, 1}; ``offset`` (m,); weights ``u`` (m, b) >= 0. NaN where a fit fails."""
+    ``y`` (m,) in {0, 1}; ``offset`` (m,); weights ``u`` (m, b) >= 0. NaN where a fit fails.
+
+    ``start`` (k,): where every column's iteration starts (zeros if None); a bootstrap
+    starts from the point estimate, a few Newton steps from each resample's optimum. Each
+    step is halved per column until the log-likelihood does not decrease (as
+    :func:`calibration._logistic_newton`); a column is done when its step is below
+    :data:`NEWTON_TOL`, and only the columns still iterating are computed on.
+    """
     k, b = x.shape[1], u.shape[1]
-    beta = np.zeros((k, b))
+    beta = np.zeros((k, b)) if start is None else np.repeat(
+        np.asarray(start, dtype=np.float64).reshape(k, 1), b, axis=1)
     result = np.full((k, b), np.nan)
-    active = np.arange(b)
-    loglik = _loglik(x, y, offset, u, beta)
+    cols = np.arange(b)  # the columns still iterating
+    eta = _eta(x, offset, beta)  # (m, a)
+    loglik = _loglik(y, u, eta)  # (a,)
     for _ in range(MAX_NEWTON_STEPS):
-        if active.size == 0:
+        if cols.size == 0:
             break
-        ua, ba = u[:, active], beta[:, active]
-        step, ok = _newton_step(x, y, offset, ua, ba)
-        cand, ll_new = _halve_until_ascent(x, y, offset, ua, ba, step, loglik[active])
-        beta[:, active], loglik[active] = cand, ll_new
-        moved = np.max(np.abs(cand - ba), axis=0)  # (a,)
-        done = ok & (moved < NEWTON_TOL)
-        result[:, active[done]] = cand[:, done]
-        active = active[ok & ~done]  # failed columns stay NaN
+        ua = u[:, cols]
+        step, ok = _newton_step(x, y, ua, eta)
+        cand, eta_c, ll_c = _halve_until_ascent(x, y, offset, ua, beta, step, loglik)
+        done = ok & (np.max(np.abs(cand - beta), axis=0) < NEWTON_TOL)
+        result[:, cols[done]] = cand[:, done]
+        keep = ok & ~done  # failed columns stay NaN
+        cols, beta, eta, loglik = cols[keep], cand[:, keep], eta_c[:, keep], ll_c[keep]
     return result
 
 
@@ -47,17 +55,16 @@ def _eta(x: NDArray[np.float64], offset: NDArray[np.float64],
     return offset[:, None] + x @ beta  # (m, a)
 
 
-def _loglik(x: NDArray[np.float64], y: NDArray[np.float64], offset: NDArray[np.float64],
-            u: NDArray[np.float64], beta: NDArray[np.float64]) -> NDArray[np.float64]:
-    eta = _eta(x, offset, beta)
+def _loglik(y: NDArray[np.float64], u: NDArray[np.float64],
+            eta: NDArray[np.float64]) -> NDArray[np.float64]:
     return np.einsum("ma,ma->a", u, y[:, None] * eta - np.logaddexp(0.0, eta))
 
 
-def _newton_step(x: NDArray[np.float64], y: NDArray[np.float64], offset: NDArray[np.float64],
-                 u: NDArray[np.float64], beta: NDArray[np.float64]
-                 ) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
-    """Newton step (k, a) and whether the information matrix was invertible (a,)."""
-    mu = expit(_eta(x, offset, beta))  # (m, a)
+def _newton_step(x: NDArray[np.float64], y: NDArray[np.float64], u: NDArray[np.float64],
+                 eta: NDArray[np.float64]) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
+    """Newton step (k, a) at linear predictors ``eta`` (m, a), and whether the information
+    matrix was invertible (a,)."""
+    mu = expit(eta)  # (m, a)
     gradient = x.T @ (u * (y[:, None] - mu))  # (k, a)
     v = u * mu * (1.0 - mu)  # (m, a)
     if x.shape[1] == 1:
@@ -78,17 +85,23 @@ def _halve_until_ascent(x: NDArray[np.float64], y: NDArray[np.float64],
                         offset: NDArray[np.float64], u: NDArray[np.float64],
                         beta: NDArray[np.float64], step: NDArray[np.float64],
                         loglik: NDArray[np.float64]
-                        ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-    """``beta + scale * step`` with the scale halved per column until the log-likelihood does
-    not decrease (by more than 1e-12), as in :func:`calibration._logistic_newton`."""
+                        ) -> tuple[NDArray[np.float64], NDArray[np.float64],
+                                   NDArray[np.float64]]:
+    """(``beta + scale * step``, its eta, its log-likelihood), the scale halved per column
+    until the log-likelihood does not decrease by more than its rounding (1e-12 relative: a
+    sum over thousands of weighted terms is exact to about that, so a converged step is not
+    halved over noise)."""
     scale = np.ones(beta.shape[1])
     cand = beta + step
-    ll_new = _loglik(x, y, offset, u, cand)
+    eta = _eta(x, offset, cand)
+    ll_new = _loglik(y, u, eta)
+    slack = 1e-12 * np.maximum(1.0, np.abs(loglik))
     for _ in range(_MAX_HALVINGS):
-        bad = np.flatnonzero(ll_new < loglik - 1e-12)
+        bad = np.flatnonzero(ll_new < loglik - slack)
         if bad.size == 0:
             break
         scale[bad] /= 2.0
         cand[:, bad] = beta[:, bad] + scale[bad] * step[:, bad]
-        ll_new[bad] = _loglik(x, y, offset, u[:, bad], cand[:, bad])
-    return cand, ll_new
+        eta[:, bad] = _eta(x, offset, cand[:, bad])
+        ll_new[bad] = _loglik(y, u[:, bad], eta[:, bad])
+    return cand, eta, ll_new

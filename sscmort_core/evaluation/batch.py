@@ -16,7 +16,7 @@ O(n_deaths x n_groups) with no loop over resamples.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import numpy as np
@@ -114,17 +114,29 @@ class _Recalibration(BatchMetric):
     lp: NDArray[np.float64]  # (len(rows),) logit of the predicted risk
     layout: TimeLayout | None
     split: HorizonSplit | None
+    start: NDArray[np.float64] | None = None  # (k,) where resamples start: the point fit
 
     def values(self, counts: NDArray[np.float64]) -> NDArray[np.float64]:
+        return self._fit(counts, self.start)[-1]
+
+    def _fit(self, counts: NDArray[np.float64],
+             start: NDArray[np.float64] | None) -> NDArray[np.float64]:
+        """Coefficients (k, b): the intercept (k = 1) or (intercept, slope) (k = 2)."""
         w = self.clusters.scan_weights(counts)  # (n, b)
         if self.split is not None:
             w = w * ipcw_matrix(self.layout, self.split, w)
         u = w[self.rows]
         ones = np.ones((len(self.rows), 1))
         if self.part == "intercept":
-            return fit_logistic_many(ones, self.y, self.lp, u)[0]
+            return fit_logistic_many(ones, self.y, self.lp, u, start)
         return fit_logistic_many(np.column_stack([ones, self.lp]), self.y,
-                                 np.zeros_like(self.lp), u)[1]
+                                 np.zeros_like(self.lp), u, start)
+
+    def with_start(self) -> _Recalibration:
+        """This metric with resamples starting from the point estimate's coefficients (a few
+        Newton steps from each resample's optimum; unchanged if the point fit fails)."""
+        point = self._fit(np.ones((self.clusters.n_groups, 1)), None)[:, 0]
+        return replace(self, start=point) if np.isfinite(point).all() else self
 
 
 def auc_metric(y: ArrayLike, score: ArrayLike, clusters: PatientClusters,
@@ -157,7 +169,8 @@ def calibration_metric(y: ArrayLike, prob: ArrayLike, clusters: PatientClusters,
     lp = _logit_checked(p_arr)
     return _Recalibration(name=name or f"calibration_{_check_part(part)}", clusters=clusters,
                           n_events=n_pos, part=part, rows=np.arange(len(y_arr)),
-                          y=y_arr.astype(np.float64), lp=lp, layout=None, split=None)
+                          y=y_arr.astype(np.float64), lp=lp, layout=None,
+                          split=None).with_start()
 
 
 # --- survival: all scans, censored ones included ----------------------------------------------
@@ -290,7 +303,7 @@ def ipcw_calibration_metric(time: ArrayLike, event: ArrayLike, risk_at_horizon: 
                           clusters=clusters, n_events=int(split.case.sum()), part=part,
                           rows=rows, y=split.case[rows].astype(np.float64),
                           lp=_logit_checked(inputs.risk[rows]), layout=inputs.layout,
-                          split=split)
+                          split=split).with_start()
 
 
 # --- helpers -----------------------------------------------------------------------------------
