@@ -25,10 +25,14 @@ def fit_logistic_many(
     ``y`` (m,) in {0, 1}; ``offset`` (m,); weights ``u`` (m, b) >= 0. NaN where a fit fails.
 
     ``start`` (k,): where every column's iteration starts (zeros if None); a bootstrap
-    starts from the point estimate, a few Newton steps from each resample's optimum. Each
-    step is halved per column until the log-likelihood does not decrease (as
-    :func:`calibration._logistic_newton`); a column is done when its step is below
-    :data:`NEWTON_TOL`, and only the columns still iterating are computed on.
+    starts from the point estimate, a few Newton steps from each resample's optimum.
+
+    Safeguard: a step must not lower the log-likelihood (as
+    :func:`calibration._logistic_newton`). The log-likelihood is concave, so a step whose
+    end still climbs along it (gradient there . step >= 0) cannot have lowered it; only the
+    other columns compute the log-likelihood and halve their step until it does not drop.
+    A column is done when its step is below :data:`NEWTON_TOL`; only the columns still
+    iterating are computed on.
     """
     k, b = x.shape[1], u.shape[1]
     beta = np.zeros((k, b)) if start is None else np.repeat(
@@ -36,17 +40,24 @@ def fit_logistic_many(
     result = np.full((k, b), np.nan)
     cols = np.arange(b)  # the columns still iterating
     eta = _eta(x, offset, beta)  # (m, a)
-    loglik = _loglik(y, u, eta)  # (a,)
+    grad, info = _derivatives(x, y, u, eta)
     for _ in range(MAX_NEWTON_STEPS):
         if cols.size == 0:
             break
         ua = u[:, cols]
-        step, ok = _newton_step(x, y, ua, eta)
-        cand, eta_c, ll_c = _halve_until_ascent(x, y, offset, ua, beta, step, loglik)
+        step, ok = _solve(grad, info)
+        cand = beta + step
+        eta_c = _eta(x, offset, cand)
+        grad_c, info_c = _derivatives(x, y, ua, eta_c)
+        unsure = np.flatnonzero(ok & (np.einsum("ka,ka->a", grad_c, step) < 0))
+        if unsure.size:
+            _backtrack(x, y, offset, ua, beta, eta, step, (cand, eta_c, grad_c, info_c),
+                       unsure)
         done = ok & (np.max(np.abs(cand - beta), axis=0) < NEWTON_TOL)
         result[:, cols[done]] = cand[:, done]
         keep = ok & ~done  # failed columns stay NaN
-        cols, beta, eta, loglik = cols[keep], cand[:, keep], eta_c[:, keep], ll_c[keep]
+        cols, beta, eta = cols[keep], cand[:, keep], eta_c[:, keep]
+        grad, info = grad_c[:, keep], info_c[:, keep]
     return result
 
 
@@ -60,19 +71,26 @@ def _loglik(y: NDArray[np.float64], u: NDArray[np.float64],
     return np.einsum("ma,ma->a", u, y[:, None] * eta - np.logaddexp(0.0, eta))
 
 
-def _newton_step(x: NDArray[np.float64], y: NDArray[np.float64], u: NDArray[np.float64],
-                 eta: NDArray[np.float64]) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
-    """Newton step (k, a) at linear predictors ``eta`` (m, a), and whether the information
-    matrix was invertible (a,)."""
+def _derivatives(x: NDArray[np.float64], y: NDArray[np.float64], u: NDArray[np.float64],
+                 eta: NDArray[np.float64]) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Gradient (k, a) and information matrix entries at ``eta`` (m, a): (1, a) ``h00`` for
+    k = 1, (3, a) ``h00, h01, h11`` for k = 2."""
     mu = expit(eta)  # (m, a)
     gradient = x.T @ (u * (y[:, None] - mu))  # (k, a)
     v = u * mu * (1.0 - mu)  # (m, a)
     if x.shape[1] == 1:
-        info = (x[:, 0] ** 2) @ v  # (a,)
-        ok = info > 0
-        step = np.where(ok, gradient[0] / np.where(ok, info, 1.0), 0.0)[None, :]
-        return step, ok
-    h00, h01, h11 = (x[:, 0] ** 2) @ v, (x[:, 0] * x[:, 1]) @ v, (x[:, 1] ** 2) @ v
+        return gradient, ((x[:, 0] ** 2) @ v)[None, :]
+    return gradient, np.vstack([(x[:, 0] ** 2) @ v, (x[:, 0] * x[:, 1]) @ v,
+                                (x[:, 1] ** 2) @ v])
+
+
+def _solve(gradient: NDArray[np.float64], info: NDArray[np.float64]
+           ) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
+    """Newton step (k, a) and whether the information matrix was invertible (a,)."""
+    if gradient.shape[0] == 1:
+        ok = info[0] > 0
+        return np.where(ok, gradient[0] / np.where(ok, info[0], 1.0), 0.0)[None, :], ok
+    h00, h01, h11 = info
     det = h00 * h11 - h01**2
     ok = det > 1e-12 * np.maximum(h00 * h11, 1e-300)
     safe = np.where(ok, det, 1.0)
@@ -81,27 +99,32 @@ def _newton_step(x: NDArray[np.float64], y: NDArray[np.float64], u: NDArray[np.f
     return np.where(ok, step, 0.0), ok
 
 
-def _halve_until_ascent(x: NDArray[np.float64], y: NDArray[np.float64],
-                        offset: NDArray[np.float64], u: NDArray[np.float64],
-                        beta: NDArray[np.float64], step: NDArray[np.float64],
-                        loglik: NDArray[np.float64]
-                        ) -> tuple[NDArray[np.float64], NDArray[np.float64],
-                                   NDArray[np.float64]]:
-    """(``beta + scale * step``, its eta, its log-likelihood), the scale halved per column
-    until the log-likelihood does not decrease by more than its rounding (1e-12 relative: a
-    sum over thousands of weighted terms is exact to about that, so a converged step is not
-    halved over noise)."""
-    scale = np.ones(beta.shape[1])
-    cand = beta + step
-    eta = _eta(x, offset, cand)
-    ll_new = _loglik(y, u, eta)
-    slack = 1e-12 * np.maximum(1.0, np.abs(loglik))
+def _backtrack(x: NDArray[np.float64], y: NDArray[np.float64], offset: NDArray[np.float64],
+               u: NDArray[np.float64], beta: NDArray[np.float64], eta: NDArray[np.float64],
+               step: NDArray[np.float64],
+               candidate: tuple[NDArray[np.float64], NDArray[np.float64],
+                                NDArray[np.float64], NDArray[np.float64]],
+               cols: NDArray[np.intp]) -> None:
+    """For columns ``cols``: halve the step until the log-likelihood does not drop by more
+    than its rounding (1e-12 relative: a sum over thousands of weighted terms is exact to
+    about that, so a converged step is not halved over noise). Updates ``candidate`` (beta,
+    eta, gradient, information of the accepted points) in place."""
+    cand, eta_c, grad_c, info_c = candidate
+    uc = u[:, cols]
+    ll_old = _loglik(y, uc, eta[:, cols])
+    ll_new = _loglik(y, uc, eta_c[:, cols])
+    slack = 1e-12 * np.maximum(1.0, np.abs(ll_old))
+    scale = np.ones(len(cols))
     for _ in range(_MAX_HALVINGS):
-        bad = np.flatnonzero(ll_new < loglik - slack)
+        bad = np.flatnonzero(ll_new < ll_old - slack)
         if bad.size == 0:
             break
         scale[bad] /= 2.0
-        cand[:, bad] = beta[:, bad] + scale[bad] * step[:, bad]
-        eta[:, bad] = _eta(x, offset, cand[:, bad])
-        ll_new[bad] = _loglik(y, u[:, bad], eta[:, bad])
-    return cand, eta, ll_new
+        c = cols[bad]
+        cand[:, c] = beta[:, c] + scale[bad] * step[:, c]
+        eta_c[:, c] = _eta(x, offset, cand[:, c])
+        ll_new[bad] = _loglik(y, uc[:, bad], eta_c[:, c])
+    changed = cols[scale < 1.0]
+    if changed.size:
+        grad_c[:, changed], info_c[:, changed] = _derivatives(x, y, u[:, changed],
+                                                              eta_c[:, changed])
