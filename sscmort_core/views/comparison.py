@@ -23,6 +23,8 @@ from sscmort_core.evaluation import (
     auc,
     calibration_curve,
     decision_curve,
+    ipcw_decision_curve,
+    km_calibration_curve,
     roc_curve_points,
 )
 from sscmort_core.labels import HORIZONS_YEARS
@@ -256,19 +258,73 @@ def decision_frames(store: st_store.Store, model_ids: Sequence[str], horizon: in
     return _decision(_curve_inputs(store, model_ids, horizon, min_events), thresholds)
 
 
+def _km_calibration(inp: _CurveInputs, n_bins: int) -> CurveSet:
+    """Observed risk per risk group as 1 - Kaplan-Meier at the horizon, on every predicted
+    scan (censored ones included); ``observed_fraction`` holds it so the calibration chart
+    draws it, ``observed_ipcw`` the IPCW estimate beside it."""
+    parts, unavailable = [], list(inp.unavailable)
+    for d in inp.usable:
+        try:
+            cur = km_calibration_curve(d.time_years, d.event.astype(int), d.risk,
+                                       d.horizon_years, n_bins=n_bins)
+        except MetricInputError as err:
+            unavailable.append((inp.labels[d.model_id], str(err)))
+            continue
+        parts.append(pd.DataFrame({
+            "model_id": d.model_id, "model": inp.labels[d.model_id],
+            "mean_predicted": cur.mean_predicted, "observed_fraction": cur.observed_km,
+            "observed_ipcw": cur.observed_ipcw, "count": cur.count, "n_events": cur.n_events,
+            "n_censored": cur.n_censored}))
+    return CurveSet("km_calibration", inp.horizon, _concat(parts, [
+        "model_id", "model", "mean_predicted", "observed_fraction", "observed_ipcw", "count",
+        "n_events", "n_censored"]), tuple(unavailable))
+
+
+def _ipcw_decision(inp: _CurveInputs, thresholds: NDArray[np.float64]) -> CurveSet:
+    """Net benefit with IPCW on every predicted scan; treat-all computed the same way on the
+    first usable model's scans."""
+    parts, unavailable = [], list(inp.unavailable)
+    for d in inp.usable:
+        try:
+            dc = ipcw_decision_curve(d.time_years, d.event.astype(int), d.risk,
+                                     d.horizon_years, thresholds)
+        except MetricInputError as err:
+            unavailable.append((inp.labels[d.model_id], str(err)))
+            continue
+        if not parts:
+            for name, nb in (("Treat all", dc.net_benefit_treat_all),
+                             ("Treat none", dc.net_benefit_treat_none)):
+                parts.append(pd.DataFrame({"model_id": None, "model": name,
+                                           "threshold": dc.thresholds, "net_benefit": nb}))
+        parts.append(pd.DataFrame({"model_id": d.model_id, "model": inp.labels[d.model_id],
+                                   "threshold": dc.thresholds,
+                                   "net_benefit": dc.net_benefit_model}))
+    return CurveSet("ipcw_decision", inp.horizon, _concat(parts, [
+        "model_id", "model", "threshold", "net_benefit"]), tuple(unavailable))
+
+
 @dataclass(frozen=True, eq=False)
 class HorizonCurves:
+    """Curves of one horizon. ``calibration`` and ``decision`` use the labelled scans only
+    (complete cases); ``km_calibration`` and ``ipcw_decision`` are their censoring-aware
+    counterparts on every predicted scan (frames laid out alike, so the same charts draw
+    them)."""
+
     roc: CurveSet
     calibration: CurveSet
     decision: CurveSet
+    km_calibration: CurveSet | None = None
+    ipcw_decision: CurveSet | None = None
 
 
 def horizon_curves(store: st_store.Store, model_ids: Sequence[str], horizon: int, *,
                    min_events: int = DEFAULT_MIN_EVENTS) -> HorizonCurves:
-    """ROC, calibration and decision curves at ``horizon`` from one load of the predictions
-    (what the Model comparison page draws per tab)."""
+    """ROC, calibration and decision curves at ``horizon`` (complete-case and
+    censoring-aware) from one load of the predictions (what the Model comparison page draws
+    per tab)."""
     inp = _curve_inputs(store, model_ids, horizon, min_events)
-    return HorizonCurves(_roc(inp), _calibration(inp, 10), _decision(inp, DECISION_THRESHOLDS))
+    return HorizonCurves(_roc(inp), _calibration(inp, 10), _decision(inp, DECISION_THRESHOLDS),
+                         _km_calibration(inp, 10), _ipcw_decision(inp, DECISION_THRESHOLDS))
 
 
 def _concat(parts: list[pd.DataFrame], columns: list[str]) -> pd.DataFrame:
