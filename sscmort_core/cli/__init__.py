@@ -1,8 +1,8 @@
 """Command line: ``sscmort`` / ``python -m sscmort_core`` (../shared/DESIGN.md "CLI contract").
 
 One module per command family (:mod:`.demo`, :mod:`.imaging`, :mod:`.radiomics`,
-:mod:`.train`, :mod:`.predict`, :mod:`.evaluate`), each with a ``register(sub, commands)``; the
-shared output helpers are :mod:`.output`. Each command takes ``--store PATH`` where it uses the
+:mod:`.train`, :mod:`.predict`, :mod:`.evaluate`, :mod:`.registry`), each with a
+``register(sub, commands)``; the shared output helpers are :mod:`.output`. Each command takes ``--store PATH`` where it uses the
 store, prints a JSON summary on stdout with ``--json``, shows progress on stderr for long
 work, and on bad input exits with status 2 and one line on stderr naming the file and the
 problem, leaving the store unchanged. Heavy libraries (torch, scikit-learn) load only inside
@@ -17,11 +17,11 @@ import argparse
 import logging
 import sys
 
-from sscmort_core.cli import demo, evaluate, imaging, predict, radiomics, train
+from sscmort_core.cli import demo, evaluate, imaging, predict, radiomics, registry, train
 from sscmort_core.cli.output import EXIT_BAD_INPUT, Command
 from sscmort_core.errors import SscmortError
 
-FAMILIES = (demo, imaging, radiomics, train, predict, evaluate)
+FAMILIES = (demo, imaging, radiomics, train, predict, evaluate, registry)
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Command]]:

@@ -150,3 +150,14 @@ def explanation_array(store: Store, model_id: str, scan_id: str,
     if row is None:
         return None
     return bytes(row[0]), json.loads(row[1]) if row[1] else {}
+
+
+def oof_scan_ids(store: Store) -> dict[str, list[str]]:
+    """Per model, the scans it has out-of-fold predictions for (its training scans)."""
+    rows = store.cursor().execute(
+        "SELECT DISTINCT model_id, scan_id FROM predictions WHERE split = 'oof' "
+        "ORDER BY model_id, scan_id").fetchall()
+    out: dict[str, list[str]] = {}
+    for model_id, scan_id in rows:
+        out.setdefault(str(model_id), []).append(str(scan_id))
+    return out
