@@ -2,11 +2,12 @@
 
 One module per command family (:mod:`.demo`, :mod:`.imaging`, :mod:`.radiomics`,
 :mod:`.train`, :mod:`.predict`, :mod:`.evaluate`, :mod:`.registry`), each with a
-``register(sub, commands)``; the shared output helpers are :mod:`.output`. Each command takes ``--store PATH`` where it uses the
-store, prints a JSON summary on stdout with ``--json``, shows progress on stderr for long
-work, and on bad input exits with status 2 and one line on stderr naming the file and the
-problem, leaving the store unchanged. Heavy libraries (torch, scikit-learn) load only inside
-the command that needs them, so ``sscmort --help`` stays fast.
+``register(sub, commands)``; the shared output helpers are :mod:`.output`. Each command
+takes ``--store PATH`` where it uses the store, prints a JSON summary on stdout with
+``--json``, shows progress on stderr for long work, and on bad input exits with status 2 and
+one line on stderr naming the file and the problem, leaving the store unchanged. Heavy
+libraries (torch, scikit-learn) load only inside the command that needs them, so
+``sscmort --help`` stays fast.
 
 May import: anything in sscmort_core (the top of the house).
 """

@@ -18,6 +18,7 @@ from sscmort_core.cli.output import (
     int_at_least,
 )
 from sscmort_core.errors import DataError, ManifestError
+from sscmort_core.pipeline.export import export_tables
 from sscmort_core.store import TABLE_FORMATS, open_store
 
 
@@ -74,8 +75,6 @@ def _import_into(path: Path, folder: Path, options: Any, progress: Progress, run
 
 
 def cmd_export(args: argparse.Namespace) -> None:
-    from sscmort_core.pipeline.export import export_tables  # heavy: scipy
-
     with open_store(existing_store(args.store), read_only=True) as store:
         result = export_tables(store, args.what, Path(args.out), args.format)
     s = result.to_json()
