@@ -1,7 +1,7 @@
 """``sscmort import``: bring a registry (manifest folder: patients, scans, clinical) into the
 store as a cohort with its outcomes, de-identified, resumable, with failures recorded.
 
-1. :func:`plan_import` reads the tables (CSV or Parquet, :func:`read_tables`), checks them
+1. :func:`plan_import` reads the tables (CSV or Parquet, :mod:`.manifest_io`), checks them
    (:mod:`sscmort_core.pipeline.manifest`), compares them with the store, and reads every image
    not yet imported with the ingest checks; the plan lists every problem found.
 2. :func:`run_import` refuses a plan with problems (ManifestError, nothing written), else
@@ -32,7 +32,6 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import pandas as pd
-import yaml
 
 from sscmort_core import store as st_store
 from sscmort_core.errors import DataError, ManifestError
@@ -41,20 +40,17 @@ from sscmort_core.pipeline import import_scans as bulk
 from sscmort_core.pipeline.dateshift import exact_shift, shift
 from sscmort_core.pipeline.ingest import persist_secret, read_secret
 from sscmort_core.pipeline.manifest import (
-    TABLES,
     HorizonSummary,
     Manifest,
     Problem,
-    RawTable,
     horizon_summary,
-    parse_mapping,
     validate_manifest,
 )
+from sscmort_core.pipeline.manifest_io import read_tables
 from sscmort_core.util.progress import ProgressFn, no_progress
 from sscmort_core.util.workers import default_workers
 
 SOURCE_PATTERN = re.compile(r"^[A-Za-z0-9._-]{1,40}$")
-MAPPING_FILE = "mapping.yaml"
 WRITE_BATCH_SCANS = 16
 PATIENT_FIELDS = ("sex", "birth_year", "subtype", "antibody", "death_date",
                   "last_followup_date")
@@ -81,63 +77,6 @@ class ImportOptions:
             raise DataError(f"--batch must be at least 1, got {self.batch_scans}")
         if self.workers is not None and self.workers < 1:
             raise DataError(f"--workers must be at least 1, got {self.workers}")
-
-
-# ---------------------------------------------------------------------------------------------
-# reading the tables
-# ---------------------------------------------------------------------------------------------
-def read_tables(folder: Path, options: ImportOptions
-                ) -> tuple[dict[str, RawTable], Any, list[Problem]]:
-    """The manifest's tables as text, its column mapping, and the problems met reading them."""
-    problems: list[Problem] = []
-    tables: dict[str, RawTable] = {}
-    for name in TABLES:
-        found = [folder / f"{name}.{ext}" for ext in ("csv", "parquet")]
-        found = [p for p in found if p.is_file()]
-        if len(found) > 1:
-            problems.append(Problem(found[0].name, None, None, f"both {name}.csv and "
-                                    f"{name}.parquet exist; keep one"))
-            continue
-        if found:
-            frame, problem = _read_one(found[0])
-            if problem:
-                problems.append(Problem(found[0].name, None, None, problem))
-            else:
-                tables[name] = RawTable(name, found[0].name, frame)
-    spec, source = None, MAPPING_FILE
-    path = options.mapping_file or (folder / MAPPING_FILE)
-    if options.mapping_file is not None or path.is_file():
-        source = path.name
-        try:
-            spec = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError):
-            problems.append(Problem(source, None, None, "cannot be read"))
-        except yaml.YAMLError as err:
-            mark = getattr(err, "problem_mark", None)
-            problems.append(Problem(source, None if mark is None else mark.line + 1, None,
-                                    "not valid YAML"))
-    mapping, found = parse_mapping(spec, options.columns, source)
-    return tables, mapping, problems + found
-
-
-def _read_one(path: Path) -> tuple[pd.DataFrame, str | None]:
-    try:
-        if path.suffix == ".csv":
-            frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False,
-                                encoding="utf-8-sig")
-        else:
-            frame = st_store.read_table_file(path)
-    except UnicodeDecodeError:
-        return pd.DataFrame(), "not UTF-8 text; save it as UTF-8 CSV"
-    except pd.errors.EmptyDataError:
-        return pd.DataFrame(), "empty; give a header row and one row per line"
-    except pd.errors.ParserError as err:
-        m = re.search(r"line (\d+)", str(err))
-        where = f" (row {m[1]} has a different number of fields)" if m else ""
-        return pd.DataFrame(), f"cannot be read as CSV{where}"
-    except Exception:  # noqa: BLE001 - duckdb / OS errors name no value, but say little
-        return pd.DataFrame(), f"cannot be read as {path.suffix.lstrip('.')}"
-    return frame.astype(str), None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -240,7 +179,7 @@ def plan_import(store: st_store.Store | None, folder: Path, options: ImportOptio
     folder = Path(folder)
     if not folder.is_dir():
         raise DataError("no such manifest folder", folder)
-    tables, mapping, problems = read_tables(folder, options)
+    tables, mapping, problems = read_tables(folder, options.mapping_file, options.columns)
     manifest, found = validate_manifest(tables, mapping, folder)
     problems += found
     pats = manifest.patients.dropna(subset=["registry_id"]).drop_duplicates("registry_id")
