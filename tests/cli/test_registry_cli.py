@@ -72,6 +72,23 @@ def _manifest_labels(folder: Path) -> dict[str, list[tuple]]:
     return out
 
 
+def _labels_match_the_manifest(folder: Path, scans: pd.DataFrame, clinical: pd.DataFrame,
+                               secret: bytes) -> None:
+    """Every stored scan's 1/3/5-year label equals the label rule on the manifest's dates, and
+    every date of a patient moved by one nonzero offset of at most 365 days."""
+    for rid, rows in _manifest_labels(folder).items():
+        pid = pseudonymous_id(secret, rid)
+        mine = scans.loc[scans["patient_id"] == pid].sort_values("scan_date")
+        got = [tuple(label_scan(t, d, f, h) for h in HORIZONS_YEARS) for t, d, f in
+               zip(mine["scan_date"], mine["death_date"], mine["last_followup_date"])]
+        assert got == [labels for _, labels in rows], rid
+        offsets = {(t - real).days for t, (real, _) in zip(mine["scan_date"], rows)}
+        assert len(offsets) == 1 and 0 < abs(offsets.pop()) <= 365
+        real = {d for d, _ in rows}
+        stored = set(mine["scan_date"]) | set(clinical.loc[clinical["patient_id"] == pid, "date"])
+        assert not stored & real
+
+
 class _Logs(logging.Handler):
     def __init__(self) -> None:
         super().__init__(logging.DEBUG)
@@ -129,20 +146,7 @@ def test_import_counts_labels_and_nothing_identifying_stored(imported):
         files = [p for p in s.data_dir.rglob("*") if p.is_file()]
     assert not patients["synthetic"].any() and set(patients["source"]) == {"registry"}
     assert not scans["synthetic"].any() and flags["dates_shifted"].all()
-    # every scan's label equals the label rule on the manifest's dates, and every date of a
-    # patient moved by one nonzero offset
-    expected = _manifest_labels(reg.root)
-    for rid, rows in expected.items():
-        pid = pseudonymous_id(secret, rid)
-        mine = scans.loc[scans["patient_id"] == pid].sort_values("scan_date")
-        got = [tuple(label_scan(t, d, f, h) for h in HORIZONS_YEARS) for t, d, f in
-               zip(mine["scan_date"], mine["death_date"], mine["last_followup_date"])]
-        assert got == [labels for _, labels in rows], rid
-        offsets = {(t - real).days for t, (real, _) in zip(mine["scan_date"], rows)}
-        assert len(offsets) == 1 and 0 < abs(offsets.pop()) <= 365
-        real = {d for d, _ in rows}
-        stored = set(mine["scan_date"]) | set(clinical.loc[clinical["patient_id"] == pid, "date"])
-        assert not stored & real
+    _labels_match_the_manifest(reg.root, scans, clinical, secret)
     # nothing identifying: registry ids, names, DICOM identifiers, real dates as text
     haystacks = {"store file": path.read_bytes(), "stdout": imported["out"].encode(),
                  "stderr": imported["err"].encode(), "logs": imported["logs"].encode()}
@@ -214,6 +218,41 @@ def test_stages_run_on_the_imported_cohort(store_copy, tmp_path, monkeypatch):
                               str(store_copy), str(out_dir), "--json")
         assert code == 0, err
     assert (out_dir / "README.md").is_file()
+
+
+@pytest.mark.slow
+def test_a_few_dozen_patients_through_every_stage(tmp_path, monkeypatch):
+    """30 patients (about 100 scans of 32 x 96 x 96 voxels) imported with shifted dates, then
+    radiomics, the radiomics / QCT models, a quick deep backbone and the evaluation."""
+    monkeypatch.setenv("SSCMORT_MODELS", str(tmp_path / "models"))
+    reg = write_registry_folder(tmp_path / "reg", n_patients=30, seed=1, shape=(32, 96, 96))
+    store = tmp_path / "big.duckdb"
+    code, out, err = _run("import", str(reg.root), "--store", str(store), "--shift-dates",
+                          "--workers", "2", "--json")
+    assert code == 0, err
+    assert json.loads(out)["imported"] == reg.n_scans >= 90
+    with st.open_store(store, read_only=True) as s:
+        secret = bytes.fromhex((s.data_dir / "pseudonym.secret").read_text())
+        _labels_match_the_manifest(reg.root, st.scans_frame(s), st.clinical_frame(s), secret)
+    assert _run("radiomics", "--store", str(store), "--workers", "2")[0] == 0
+    for kind in ("qct", "radiomics"):
+        assert _run("train", "--kind", kind, "--store", str(store))[0] == 0
+    code, out, err = _run("train", "--kind", "deep", "--backbone", "resnet18", "--profile",
+                          "quick", "--device", "cpu", "--store", str(store), "--json")
+    assert code == 0, err
+    assert json.loads(out)["models"][0]["pretrained"] == "random init"
+    code, out, err = _run("evaluate", "--store", str(store), "--n-boot", "200", "--json")
+    assert code == 0, err
+    models = json.loads(out)["models"]
+    assert len(models) == 4
+    for horizons in models.values():
+        for h in HORIZONS_YEARS:
+            assert horizons[str(h)]["auc"]["value"] is not None, (h, horizons[str(h)]["auc"])
+    for what in ("cohort", "predictions", "metrics"):
+        assert _run("export", "--what", what, "--store", str(store), str(tmp_path / "x"))[0] == 0
+    exported = pd.read_csv(tmp_path / "x" / "predictions.csv")
+    assert set(exported["label"]) <= {"positive", "negative", "censored"}
+    assert len(exported) == 4 * 3 * reg.n_scans
 
 
 def test_outcome_update_relabels_audits_and_marks_models_stale(store_copy, imported,
