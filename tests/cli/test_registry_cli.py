@@ -193,7 +193,7 @@ def _tables(path: Path) -> dict[str, pd.DataFrame]:
             "registry_patients", "import_failures")}
 
 
-def test_stages_run_on_the_imported_cohort(store_copy, tmp_path, monkeypatch):
+def test_stages_run_on_the_imported_cohort(store_copy, imported, tmp_path, monkeypatch):
     monkeypatch.setenv("SSCMORT_MODELS", str(tmp_path / "models"))
     assert _run("radiomics", "--store", str(store_copy), "--workers", "1")[0] == 0
     for kind in ("qct", "radiomics"):
@@ -212,12 +212,28 @@ def test_stages_run_on_the_imported_cohort(store_copy, tmp_path, monkeypatch):
         assert not models["synthetic"].any()  # trained on real (non-synthetic) rows
         status = model_staleness(s)
     assert {m.status for m in status.values()} == {"current"}
-    out_dir = tmp_path / "export"
-    for what in ("cohort", "predictions", "metrics"):
-        code, out, err = _run("export", "--what", what, "--format", "parquet", "--store",
-                              str(store_copy), str(out_dir), "--json")
-        assert code == 0, err
-    assert (out_dir / "README.md").is_file()
+    from sscmort_core.pipeline.export import COLUMN_DOCS
+
+    for fmt in ("csv", "parquet"):
+        out_dir = tmp_path / f"export-{fmt}"
+        for what in ("cohort", "predictions", "metrics"):
+            code, out, err = _run("export", "--what", what, "--format", fmt, "--store",
+                                  str(store_copy), str(out_dir), "--json")
+            assert code == 0, err
+            readme = (out_dir / "README.md").read_text()
+            for name, rows in json.loads(out)["files"].items():
+                table = name.split(".")[0]
+                frame = st.read_table_file(out_dir / name) if fmt == "parquet" else \
+                    pd.read_csv(out_dir / name, dtype=str, keep_default_na=False)
+                assert list(frame.columns) == list(COLUMN_DOCS[table]) and len(frame) == rows
+                for col in frame.columns:  # a README row per column
+                    assert f"| {col} |" in readme, (table, col)
+        scans = pd.read_csv(out_dir / "scans.csv") if fmt == "csv" else None
+        if scans is not None:
+            assert len(scans) == 23 and set(scans["label_5y"]) <= {"positive", "negative",
+                                                                    "censored"}
+        for f in out_dir.iterdir():  # pseudonyms only
+            assert not any(rid.encode() in f.read_bytes() for rid in imported["reg"].registry_ids)
 
 
 @pytest.mark.slow

@@ -180,3 +180,42 @@ def test_stale_marks_on_models_and_comparison(tiny_store, monkeypatch, tmp_path)
     picker = at.multiselect[0]
     assert "QCT test model [stale]" in picker.format_func(model_id)
     assert any(w.value.startswith("Stale: QCT test model") for w in at.warning)
+
+
+CORE_PAGES = ("pages/overview.py", "pages/cohort_explorer.py", "pages/patient_timeline.py",
+              "pages/model_comparison.py")
+OTHER_PAGES = ("pages/upload_predict.py", "pages/radiomics_shap.py", "pages/models_jobs.py",
+               "pages/import_cohort.py")
+
+
+@pytest.fixture(scope="module")
+def registry_only_store(registry, tmp_path_factory):
+    from sscmort_core.cli import main
+
+    store = tmp_path_factory.mktemp("real") / "real.duckdb"
+    assert main(["import", str(registry.root), "--store", str(store), "--workers", "1",
+                 "--quiet"]) == 0
+    return store
+
+
+def _no_synthetic_label(store: Path, pages: tuple[str, ...], monkeypatch, tmp_path) -> None:
+    monkeypatch.setenv("SSCMORT_MODELS", str(tmp_path / "models"))
+    for page in pages:
+        at = _app_page(store, monkeypatch, page)
+        assert not any(SYNTHETIC_NOTICE in i.value for i in at.info), page
+        assert not any("SYNTHETIC" in m.value for m in at.markdown), page
+        if page == "pages/overview.py":
+            assert {m.label: m.value for m in at.metric}["Patients"] == "4"
+            assert not at.multiselect  # one source: no source picker
+        if page == "pages/patient_timeline.py":
+            assert at.get("image"), "the slice viewer drew no image of the stored volume"
+
+
+def test_pages_on_a_registry_only_store(registry_only_store, monkeypatch, tmp_path):
+    """A store holding only an imported registry: the cohort pages run, none says synthetic."""
+    _no_synthetic_label(registry_only_store, CORE_PAGES, monkeypatch, tmp_path)
+
+
+@pytest.mark.slow
+def test_the_other_pages_on_a_registry_only_store(registry_only_store, monkeypatch, tmp_path):
+    _no_synthetic_label(registry_only_store, OTHER_PAGES, monkeypatch, tmp_path)
