@@ -8,7 +8,8 @@ volume size (about 50 x 128 x 128, :func:`sscmort_core.synthetic.registry.
 write_registry_folder`), then, in the same run and each into a fresh store:
 
 1. ``sscmort import --dry-run --workers 2`` (the check alone: tables, paths, every image read);
-2. ``sscmort import --workers 1`` and ``--workers 2`` (check + import);
+2. ``sscmort import --workers 1`` and ``--workers 2`` (check + import), each ``--repeat`` times
+   interleaved, the fastest reported (every try's time and load are kept);
 3. the baseline: ``sscmort ingest PATH --scan-date D`` once per scan, as a user without the
    import would (one process per scan; no outcomes, no lung function).
 
@@ -105,10 +106,21 @@ def _registry(root: Path, n_scans: int):
     return reg, scans
 
 
+def _best(runs: dict, name: str, result: dict) -> None:
+    """Keep the fastest of the repeats (and every repeat's wall time and load)."""
+    tries = runs.get(name, {}).get("tries", []) + [
+        {k: round(result[k], 2) for k in ("seconds", "load_before", "load_after")}]
+    if name not in runs or result["seconds"] < runs[name]["seconds"]:
+        runs[name] = result
+    runs[name]["tries"] = tries
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--scans", type=int, default=100)
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--repeat", type=int, default=2,
+                    help="runs of each import variant (the fastest is reported)")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="sscmort-bench-import-"))
     t0 = time.perf_counter()
@@ -117,13 +129,15 @@ def main() -> None:
                "write_folder_seconds": time.perf_counter() - t0, "cpus": os.cpu_count(),
                "runs": {}}
     runs = results["runs"]
-    runs["check only (dry run, 2 workers)"] = run_measured(_sscmort(
-        "import", str(reg.root), "--dry-run", "--workers", "2", "--store",
-        str(work / "dry.duckdb")))
-    for workers in (1, 2):
-        runs[f"import, {workers} worker(s)"] = run_measured(_sscmort(
-            "import", str(reg.root), "--workers", str(workers), "--json", "--store",
-            str(work / f"w{workers}.duckdb")))
+    for rep in range(args.repeat):  # interleaved, so load drifts hit every variant alike
+        _best(runs, "check only (dry run, 2 workers)", run_measured(_sscmort(
+            "import", str(reg.root), "--dry-run", "--workers", "2", "--store",
+            str(work / "dry.duckdb"))))
+        for workers in (1, 2):
+            store = work / f"w{workers}-{rep}.duckdb"
+            _best(runs, f"import, {workers} worker(s)", run_measured(_sscmort(
+                "import", str(reg.root), "--workers", str(workers), "--json", "--store",
+                str(store))))
     per_scan = []
     load0, t1 = os.getloadavg()[0], time.perf_counter()
     for row in scans.itertuples():
