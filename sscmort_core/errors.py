@@ -216,3 +216,19 @@ class ExecutorError(SscmortError):
 class WorkerLostError(SscmortError):
     """A task's worker process died more often than the retries allow, where the stage cannot
     record the item as failed and go on."""
+
+
+# --- registry import (round 2) -----------------------------------------------------------------
+class SeriesNotFoundError(InputError):
+    """The manifest's series_uid / series_description picks no series (or several) of a study."""
+
+
+class ManifestError(DataError):
+    """A registry manifest is refused: ``problems`` holds one ``file:row: column: problem`` line
+    per problem found (never a cell's value); ``reason`` says how many and that nothing was
+    written."""
+
+    def __init__(self, reason: str, path: str | Path | None = None,
+                 problems: tuple[str, ...] = ()) -> None:
+        self.problems = tuple(problems)
+        super().__init__(reason, path)
