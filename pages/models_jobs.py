@@ -11,8 +11,8 @@ from sscmort_core.deep.config import PROFILE_LABELS, UI_BACKBONES
 from sscmort_core.errors import SscmortError
 from sscmort_core.labels import HORIZONS_YEARS
 from sscmort_core.pipeline import jobs
-from sscmort_core.util.paths import default_models_dir
 from sscmort_core.pipeline.staleness import model_staleness
+from sscmort_core.util.paths import default_models_dir
 from sscmort_core.views import render
 from sscmort_core.views.models import model_card, registry_frame, stale_labels
 

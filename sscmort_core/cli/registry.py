@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -18,8 +19,9 @@ from sscmort_core.cli.output import (
     int_at_least,
 )
 from sscmort_core.errors import DataError, ManifestError
+from sscmort_core.util.logs import log_path_for, only_a_log_beside
 
-TABLE_FORMATS = ("csv", "parquet")  # store.imports.TABLE_FORMATS (kept light: --help loads no pandas)
+TABLE_FORMATS = ("csv", "parquet")  # = store.imports.TABLE_FORMATS; --help loads no pandas
 
 
 def cmd_import(args: argparse.Namespace) -> None:
@@ -74,6 +76,8 @@ def _import_into(path: Path, folder: Path, options: Any, progress: Progress, run
         if not existed:
             for p in (path, path.with_name(path.name + ".wal")):
                 p.unlink(missing_ok=True)
+            if only_a_log_beside(path):  # the folder this call's log made goes too
+                shutil.rmtree(log_path_for(path).parent, ignore_errors=True)
         raise
 
 
