@@ -59,3 +59,9 @@ def input_names(path: Path) -> list[str]:
         if m:
             names.append(canonical(m.group(1)))
     return names
+
+
+def input_requirements(path: Path) -> list[str]:
+    """The requirement strings of an input file (comments and blank lines dropped)."""
+    lines = (line.split("#", 1)[0].strip() for line in path.read_text().splitlines())
+    return [line for line in lines if line]

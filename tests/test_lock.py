@@ -15,6 +15,7 @@ from tests.lockfile import (
     RUNTIME_LOCK,
     canonical,
     input_names,
+    input_requirements,
     lock_hashes,
     lock_pins,
 )
@@ -30,6 +31,18 @@ def test_every_input_is_pinned_in_its_lock():
     missing_runtime = [n for n in input_names(RUNTIME_INPUT) if n not in RUNTIME]
     missing_dev = [n for n in TOP_LEVEL if n not in DEV]
     assert missing_runtime == [] and missing_dev == []
+
+
+def test_every_pin_satisfies_its_input():
+    """An input edited without `make lock` (a raised floor, a new cap) shows up here."""
+    stale = []
+    for path, pins in ((RUNTIME_INPUT, RUNTIME), (DEV_INPUT, DEV)):
+        for line in input_requirements(path):
+            req = Requirement(line)
+            pin = pins.get(canonical(req.name))
+            if pin is None or not req.specifier.contains(pin, prereleases=True):
+                stale.append(f"{path.name}: {line} (locked {pin})")
+    assert stale == [], "run make lock"
 
 
 def test_dev_lock_holds_the_runtime_lock_unchanged():
