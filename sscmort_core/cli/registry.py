@@ -18,6 +18,7 @@ from sscmort_core.cli.output import (
     existing_store,
     int_at_least,
 )
+from sscmort_core.cli.pacs import positive_seconds
 from sscmort_core.errors import DataError, ManifestError
 from sscmort_core.util.logs import log_path_for, only_a_log_beside
 
@@ -35,8 +36,13 @@ def cmd_import(args: argparse.Namespace) -> None:
     folder = Path(args.manifest)
     if not folder.is_dir():
         raise DataError("no such manifest folder", folder)
+    pacs = None
+    if args.pacs:
+        from sscmort_core.pacs import connect  # heavy: pydicom, requests
+
+        pacs = connect(args.pacs, timeout_s=args.pacs_timeout)
     options = ImportOptions(shift_dates=args.shift_dates, workers=args.workers,
-                            source=args.source, mapping_file=args.mapping,
+                            source=args.source, mapping_file=args.mapping, pacs=pacs,
                             columns=tuple(args.column or ()), batch_scans=args.batch)
     progress = Progress(not args.quiet)
     path = Path(args.store)
@@ -116,6 +122,11 @@ def register(sub: Any, commands: dict[str, Command]) -> None:
                    help="label of the imported rows (default 'registry')")
     p.add_argument("--batch", type=int_at_least(1), default=16, metavar="N",
                    help="scans per store transaction (16)")
+    p.add_argument("--pacs", default=None, metavar="URL",
+                   help="DICOMweb root of the PACS that rows naming study_uid + series_uid "
+                        "are retrieved from (credentials as for `sscmort pacs`)")
+    p.add_argument("--pacs-timeout", type=positive_seconds, default=60.0, metavar="SECONDS",
+                   help="give up on a PACS request after this long without data (default 60)")
     add_store(p)
     add_common(p)
     commands["import"] = cmd_import
