@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -13,26 +15,22 @@ from sscmort_core.cli.output import (
     Command,
     Progress,
     add_common,
+    add_executor,
     add_store,
+    cli_executor,
     emit,
     existing_store,
     int_at_least,
 )
 from sscmort_core.cli.pacs import positive_seconds
 from sscmort_core.errors import DataError, ManifestError
+from sscmort_core.util.executor_api import ENV_EXECUTOR
 from sscmort_core.util.logs import log_path_for, only_a_log_beside
 
 TABLE_FORMATS = ("csv", "parquet")  # = store.imports.TABLE_FORMATS; --help loads no pandas
 
 
 def cmd_import(args: argparse.Namespace) -> None:
-    from sscmort_core.pipeline.cohort_import import (  # heavy: SimpleITK, pydicom
-        ImportOptions,
-        describe,
-        run_import,
-    )
-    from sscmort_core.store import open_store  # heavy: duckdb, pandas
-
     folder = Path(args.manifest)
     if not folder.is_dir():
         raise DataError("no such manifest folder", folder)
@@ -41,8 +39,24 @@ def cmd_import(args: argparse.Namespace) -> None:
         from sscmort_core.pacs import connect  # heavy: pydicom, requests
 
         pacs = connect(args.pacs, timeout_s=args.pacs_timeout)
+    with contextlib.ExitStack() as stack:
+        executor = stack.enter_context(cli_executor(args)) \
+            if args.executor or args.ray_address or os.environ.get(ENV_EXECUTOR) else None
+        _import(args, pacs, executor)
+
+
+def _import(args: argparse.Namespace, pacs: Any, executor: Any) -> None:
+    from sscmort_core.pipeline.cohort_import import (  # heavy: SimpleITK, pydicom
+        ImportOptions,
+        describe,
+        run_import,
+    )
+    from sscmort_core.store import open_store  # heavy: duckdb, pandas
+
+    folder = Path(args.manifest)
     options = ImportOptions(shift_dates=args.shift_dates, workers=args.workers,
                             source=args.source, mapping_file=args.mapping, pacs=pacs,
+                            executor=executor,
                             columns=tuple(args.column or ()), batch_scans=args.batch)
     progress = Progress(not args.quiet)
     path = Path(args.store)
@@ -122,6 +136,7 @@ def register(sub: Any, commands: dict[str, Command]) -> None:
                    help="label of the imported rows (default 'registry')")
     p.add_argument("--batch", type=int_at_least(1), default=16, metavar="N",
                    help="scans per store transaction (16)")
+    add_executor(p)
     p.add_argument("--pacs", default=None, metavar="URL",
                    help="DICOMweb root of the PACS that rows naming study_uid + series_uid "
                         "are retrieved from (credentials as for `sscmort pacs`)")

@@ -77,6 +77,7 @@ class ImportOptions:
     batch_scans: int = WRITE_BATCH_SCANS
     check_images: bool = True
     pacs: Any = None  # a sscmort_core.pacs.PacsClient for rows naming a study_uid
+    executor: Any = None  # a sscmort_core.util.executors.Executor (None: the local pool)
 
     def __post_init__(self) -> None:
         if not SOURCE_PATTERN.match(self.source) or self.source == "synthetic":
@@ -405,7 +406,8 @@ def _check_images(store: st_store.Store | None, manifest: Manifest, scans: list[
     todo = [s for s in scans if s.status in ("new", "retry") and s.row not in
             manifest.bad_scan_rows]
     workers = options.workers or default_workers()
-    checks = {c.row_key: c for c in bulk.check_images([s.job for s in todo], workers, progress)}
+    checks = {c.row_key: c for c in bulk.check_images([s.job for s in todo], workers, progress,
+                                                      options.executor)}
     shas = [c.voxel_sha256 for c in checks.values() if c.voxel_sha256]
     stored = st_store.scans_with_voxels(store, shas) if store is not None and shas else \
         pd.DataFrame(columns=["scan_id", "patient_id", "voxel_sha256", "scan_date"])
@@ -553,7 +555,8 @@ def _write_scans(store: st_store.Store, plan: ImportPlan, progress: ProgressFn
     jobs = [bulk.ScanJob(s.job, s.scan_id, str(staging)) for s in todo]
     results = bulk.import_scans(store, jobs, targets, source=plan.options.source,
                                 workers=plan.options.workers or default_workers(),
-                                batch_scans=plan.options.batch_scans, progress=progress)
+                                batch_scans=plan.options.batch_scans, progress=progress,
+                                executor=plan.options.executor)
     imported = sum(len(r.imported) + len(r.linked) for r in results)
     failures = tuple(ImportFailure(file, targets[k].manifest_row, targets[k].shown_path, reason)
                      for r in results for k, reason in r.failed)

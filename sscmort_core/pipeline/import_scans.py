@@ -7,8 +7,10 @@ file beside the store; the parent moves it into ``volumes/registry/`` and then c
 scan's rows (scans, qct, its import key) in the batch's transaction, so after a kill at any
 moment the store holds only whole scans: a volume file moved in but never committed is an
 orphan that the next run removes (:func:`remove_orphans`), and the scan is imported again.
-Every batch of workers goes through :func:`sscmort_core.util.workers.map_in_workers` (one
-place to swap the executor).
+Every batch of workers goes through :func:`_run`: an :class:`~sscmort_core.util.executors.
+Executor` when one is given (``sscmort import --executor local|ray``: a worker lost after the
+executor's retries makes its scan a failure with the reason), else
+:func:`sscmort_core.util.workers.map_in_workers`.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import pandas as pd
 
@@ -93,9 +95,25 @@ def check_image(job: ImageJob) -> ImageCheck:
     return ImageCheck(job.row_key, array_sha256(result.volume.hu), None)
 
 
-def check_images(jobs: Sequence[ImageJob], workers: int, progress: ProgressFn
-                 ) -> list[ImageCheck]:
-    return list(map_in_workers(check_image, list(jobs), workers, progress, STAGE_CHECK))
+def _run(fn: Any, jobs: list[Any], workers: int, progress: ProgressFn, stage: str,
+         executor: Any, lost: Any) -> Iterator[Any]:
+    """``fn`` over ``jobs`` in workers, results as they come; with an executor, a task whose
+    worker was lost becomes ``lost(job, reason)``."""
+    if executor is None:
+        yield from map_in_workers(fn, jobs, workers, progress, stage)
+        return
+    results = executor.outcomes(fn, jobs, progress, stage)
+    try:
+        for task in results:
+            yield task.value if task.ok else lost(jobs[task.index], str(task.error))
+    finally:
+        results.close()
+
+
+def check_images(jobs: Sequence[ImageJob], workers: int, progress: ProgressFn,
+                 executor: Any = None) -> list[ImageCheck]:
+    return list(_run(check_image, list(jobs), workers, progress, STAGE_CHECK, executor,
+                     lambda job, why: ImageCheck(job.row_key, None, why)))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -251,12 +269,14 @@ def _failure_rows(failed: Sequence[tuple[str, str]], targets: dict[str, Target]
 
 
 def import_scans(store: st_store.Store, jobs: Sequence[ScanJob], targets: dict[str, Target],
-                 *, source: str, workers: int, batch_scans: int, progress: ProgressFn
-                 ) -> list[BatchResult]:
-    """Run the import workers over ``jobs`` and commit their results, ``batch_scans`` scans
-    per transaction, as they arrive."""
+                 *, source: str, workers: int, batch_scans: int, progress: ProgressFn,
+                 executor: Any = None) -> list[BatchResult]:
+    """Run the import workers over ``jobs`` (on ``executor`` when given) and commit their
+    results, ``batch_scans`` scans per transaction, as they arrive."""
     results, pending, seen = [], [], {}
-    for outcome in map_in_workers(import_scan, list(jobs), workers, progress, STAGE_SCANS):
+    lost = lambda job, why: ScanOutcome(job.image.row_key, job.scan_id, why)  # noqa: E731
+    for outcome in _run(import_scan, list(jobs), workers, progress, STAGE_SCANS, executor,
+                        lost):
         pending.append(outcome)
         if len(pending) >= batch_scans:
             results.append(commit_batch(store, pending, targets, source, seen))
