@@ -78,6 +78,7 @@ ACTION_ROLES: Mapping[str, Role] = MappingProxyType({
     "import": Role.ANALYST,
     "train": Role.ANALYST,
     "evaluate": Role.ANALYST,
+    "extract": Role.ANALYST,
     "export": Role.ANALYST,
     "audit": Role.ADMIN,
     "settings": Role.ADMIN,

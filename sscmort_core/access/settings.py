@@ -180,4 +180,4 @@ def check_upload_sizes(files: Sequence[tuple[str, int]], limits: UploadLimits) -
 
 
 def _mb(n: int) -> str:
-    return f"{n / MB:,.1f} MB"
+    return f"{n:,} bytes" if n < MB else f"{n / MB:,.1f} MB"

@@ -15,6 +15,7 @@ from sscmort_core.store.audit import (  # noqa: F401
     AUDIT_COLUMNS,
     AuditEvent,
     AuditFilter,
+    archive_journal,
     audit_choices,
     audit_frame,
     journal_path,

@@ -85,6 +85,18 @@ def journal_path(store_path: str | Path) -> Path:
     return store_path.parent / f"{store_path.stem}_files" / JOURNAL_NAME
 
 
+def archive_journal(store_path: str | Path) -> Path | None:
+    """Move the journal of a store that is being replaced (``sscmort demo`` over an old demo)
+    aside as ``audit-<UTC time>.jsonl``, kept, so the journal always matches the store file."""
+    path = journal_path(store_path)
+    if not path.is_file():
+        return None
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+    target = path.with_name(f"audit-{stamp}.jsonl")
+    path.rename(target)
+    return target
+
+
 def record_audit(store: Store, event: AuditEvent, *, at: dt.datetime | None = None) -> int:
     """Append one row (and its journal line); return its audit_id."""
     at = (at or dt.datetime.now(dt.timezone.utc)).astimezone(dt.timezone.utc).replace(
