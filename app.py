@@ -17,26 +17,35 @@ from pages._shared import current_access, run_page
 
 st.set_page_config(page_title="sscmort: SSc-ILD mortality risk from CT", layout="wide",
                    page_icon=":material/pulmonology:")
-access = current_access()
 
 
-def page(key: str, title: str, icon: str, **kwargs) -> st.Page:
-    """The page ``pages/<key>.py``, offered only to roles that may open it."""
-    return st.Page(f"pages/{key}.py", title=title, icon=icon, **kwargs,
-                   visibility="visible" if access.can_open(key) else "hidden")
+def pages(access) -> list[st.Page]:
+    """Every page; one the role may not open is hidden (its guard refuses it by URL too)."""
+    def page(key: str, title: str, icon: str, **kwargs) -> st.Page:
+        return st.Page(f"pages/{key}.py", title=title, icon=icon, **kwargs,
+                       visibility="visible" if access.can_open(key) else "hidden")
+
+    return [
+        page("overview", "Overview", ":material/dashboard:", default=True),
+        page("cohort_explorer", "Cohort explorer", ":material/groups:",
+             url_path="cohort_explorer"),
+        page("patient_timeline", "Patient timeline", ":material/timeline:",
+             url_path="patient_timeline"),
+        page("upload_predict", "Upload & predict", ":material/upload:",
+             url_path="upload_predict"),
+        page("radiomics_shap", "Radiomics & SHAP", ":material/insights:",
+             url_path="radiomics_shap"),
+        page("model_comparison", "Model comparison", ":material/compare:",
+             url_path="model_comparison"),
+        page("models_jobs", "Models & jobs", ":material/model_training:",
+             url_path="models_jobs"),
+        page("import_cohort", "Import cohort", ":material/drive_folder_upload:",
+             url_path="import_cohort"),
+        page("audit", "Audit", ":material/policy:", url_path="audit"),
+    ]
 
 
-PAGES = [
-    page("overview", "Overview", ":material/dashboard:", default=True),
-    page("cohort_explorer", "Cohort explorer", ":material/groups:", url_path="cohort_explorer"),
-    page("patient_timeline", "Patient timeline", ":material/timeline:",
-         url_path="patient_timeline"),
-    page("upload_predict", "Upload & predict", ":material/upload:", url_path="upload_predict"),
-    page("radiomics_shap", "Radiomics & SHAP", ":material/insights:", url_path="radiomics_shap"),
-    page("model_comparison", "Model comparison", ":material/compare:",
-         url_path="model_comparison"),
-    page("models_jobs", "Models & jobs", ":material/model_training:", url_path="models_jobs"),
-    page("audit", "Audit", ":material/policy:", url_path="audit"),
-]
-
-run_page(st.navigation(PAGES))
+# Worker processes of the app's jobs (spawn / forkserver pools) re-import this main script as
+# "__mp_main__"; they need nothing from it, so they draw nothing, log no one in, load no page.
+if __name__ != "__mp_main__":
+    run_page(st.navigation(pages(current_access())))

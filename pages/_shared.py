@@ -23,6 +23,7 @@ from sscmort_core import store as st_store
 from sscmort_core.errors import (
     AccessError,
     NotLoggedInError,
+    PathNotAllowedError,
     RoleConfigError,
     SettingsError,
     SscmortError,
@@ -36,6 +37,9 @@ SECRETS_LABEL = ".streamlit/secrets.toml"
 RESEARCH_NOTICE = "Research use only: not for clinical decisions."
 SYNTHETIC_NOTICE = ("Synthetic cohort: every patient, scan and outcome shown here was generated "
                     "by sscmort's simulator. None of it describes a real person.")
+MIXED_NOTICE = ("This store also holds {real:,} real (imported or uploaded) patients: only rows "
+                "of source \"synthetic\" are simulated. Overview and Cohort explorer filter by "
+                "source.")
 
 
 def store_path() -> Path:
@@ -66,11 +70,14 @@ def get_store() -> st_store.Store:
         raise  # unreachable: st.stop() raises
 
 
-def banners(synthetic: bool) -> None:
-    """The research-use notice on every page, and the synthetic banner where it applies."""
+def banners(synthetic: bool, real: int = 0) -> None:
+    """The research-use notice on every page, and the synthetic banner where it applies (with
+    a second line when real patients share the store with synthetic ones)."""
     st.warning(RESEARCH_NOTICE, icon=":material/science:")
     if synthetic:
         st.info(SYNTHETIC_NOTICE, icon=":material/smart_toy:")
+        if real:
+            st.info(MIXED_NOTICE.format(real=real), icon=":material/join:")
 
 
 def sidebar(summary: st_store.CohortSummary) -> None:
@@ -81,6 +88,9 @@ def sidebar(summary: st_store.CohortSummary) -> None:
         st.code(str(store_path()), language=None)
         if summary.synthetic_patients:
             st.markdown(":orange-badge[SYNTHETIC DATA]")
+            if summary.patients > summary.synthetic_patients:
+                st.caption(f"and {summary.patients - summary.synthetic_patients:,} real "
+                           "patients")
         st.caption(f"{summary.patients:,} patients, {summary.scans:,} scans")
         st.caption(RESEARCH_NOTICE)
 
@@ -95,7 +105,7 @@ def page_setup(title: str, page: str | None = None) -> st_store.Store:
     summary = st_store.cohort_summary(store)
     st.session_state["_cohort_summary"] = summary  # this run's: page_setup runs first
     sidebar(summary)
-    banners(summary.synthetic_patients > 0)
+    banners(summary.synthetic_patients > 0, summary.patients - summary.synthetic_patients)
     st.title(title)
     return store
 
@@ -281,6 +291,21 @@ def export_button(label: str, data: Any, *, file_name: str, mime: str,
     where.download_button(label, data, file_name=file_name, mime=mime, on_click=audit,
                           args=("export", tuple(object_ids)), kwargs={"detail": file_name},
                           **kwargs)
+
+
+def typed_path(text: str, action: str) -> Path | None:
+    """A server path typed into a form, resolved, when it lies inside the allowed import roots
+    (``sscmort.import_roots``; any path in local mode without the setting); else one error
+    box, an audited refusal recording only a hash of the typed value, and None."""
+    access: acc.Access = st.session_state["_access"]
+    try:
+        return acc.check_import_path(text, deployment_settings().import_roots,
+                                     unrestricted_without_roots=access.mode == "local")
+    except PathNotAllowedError as err:
+        audit(action, (st_store.opaque_id(str(text)),), outcome="refused",
+              detail=f"typed path refused: {err.reason}")
+        st.error(str(err))
+        return None
 
 
 def refuse_unknown(action: str, typed: str, message: str) -> None:

@@ -55,6 +55,9 @@ class ModelCard:
     version: str
     created: str | None = None  # ISO 8601, seconds
     data_hash: str | None = None
+    # labels.label_fingerprint of the training scans: recomputed from the store later, a
+    # different value marks the model stale (outcomes changed since it was trained)
+    label_fingerprint: str | None = None
     synthetic: bool = False
     oof_auc: Mapping[int, float | None] = field(default_factory=dict)
     n_scans: int | None = None

@@ -218,6 +218,22 @@ class WorkerLostError(SscmortError):
     record the item as failed and go on."""
 
 
+# --- registry import (round 2) -----------------------------------------------------------------
+class SeriesNotFoundError(InputError):
+    """The manifest's series_uid / series_description picks no series (or several) of a study."""
+
+
+class ManifestError(DataError):
+    """A registry manifest is refused: ``problems`` holds one ``file:row: column: problem`` line
+    per problem found (never a cell's value); ``reason`` says how many and that nothing was
+    written."""
+
+    def __init__(self, reason: str, path: str | Path | None = None,
+                 problems: tuple[str, ...] = ()) -> None:
+        self.problems = tuple(problems)
+        super().__init__(reason, path)
+
+
 # --- access: login, roles, deployment settings (issue 17) -------------------------------------
 class AccessError(SscmortError):
     """Who may do what: a session, identity, role or deployment setting refuses an action."""

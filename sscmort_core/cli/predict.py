@@ -3,8 +3,9 @@
 
 With PATH: reads a DICOM folder or zip, NIfTI, NRRD or MetaImage file (de-identified,
 validated, lungs segmented by the ingest stages), then prints per-horizon risks from every
-chosen deep model and their ensemble, and which device ran them. Nothing is written to the
-store.
+registered model (radiomics and QCT models from the store's registry, each deep backbone and
+their ensemble), or the one ``--model`` names, and which device ran the deep models. Nothing
+is written to the store.
 
 With ``--all-scans``: every registered model scores every stored scan, written to the store's
 predictions with split 'inference' (:mod:`sscmort_core.pipeline.batch_predict`); deep models
@@ -14,10 +15,11 @@ run on the executor (Ray actors on the cluster's GPUs with ``--executor ray``).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from sscmort_core.cli.audit import record_cli
 from sscmort_core.cli.output import (
@@ -33,23 +35,27 @@ from sscmort_core.cli.output import (
     int_at_least,
 )
 from sscmort_core.deep.config import DEVICE_CHOICES, PRECISIONS
-from sscmort_core.errors import DataError, StoreLockedError
+from sscmort_core.errors import DataError, ModelError, StoreLockedError
 from sscmort_core.util.paths import default_models_dir
 
 
-def _registry(store_path: Path, models_dir: Path) -> tuple[dict[str, str | None], str]:
-    """Models the store registered (and their sha256), or the cards on disk without a store."""
+@contextlib.contextmanager
+def _registry_store(store_path: Path) -> Iterator[tuple[Any, str]]:
+    """The store read-only (its registry: every kind of model, with their sha256), or None
+    with the reason when there is none or another process holds it (then only the deep
+    models' cards on disk are used)."""
     from sscmort_core import store as st_store  # heavy: duckdb, pandas
-    from sscmort_core.deep.infer import available_models  # heavy: torch
 
     if not Path(store_path).is_file():
-        return available_models(None, models_dir), f"model cards in {models_dir}"
+        yield None, "model cards"
+        return
     try:
-        with st_store.open_store(store_path, read_only=True) as store:
-            return available_models(store, models_dir), f"store {store_path}"
+        store = st_store.open_store(store_path, read_only=True)
     except StoreLockedError:
-        return available_models(None, models_dir), (f"model cards in {models_dir} (store "
-                                                     "locked by another process)")
+        yield None, "model cards (store locked by another process)"
+        return
+    with store:
+        yield store, f"store {store_path}"
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
@@ -65,31 +71,39 @@ def cmd_predict(args: argparse.Namespace) -> None:
                         "--all-scans")
     if args.executor or args.ray_address:
         raise DataError("--executor and --ray-address are for --all-scans")
-    from sscmort_core.deep.infer import choose_models, predict_volume  # heavy: torch
     from sscmort_core.pipeline.analyse import analyse_path  # heavy: SimpleITK, pydicom
+    from sscmort_core.pipeline.predict import predict_volume_all  # heavy: SimpleITK
 
     t0 = time.perf_counter()
     models_dir = Path(args.models_dir or default_models_dir())
-    available, source = _registry(args.store, models_dir)
-    chosen = choose_models(available, args.model)
     analysis = analyse_path(Path(args.path), secret=None, progress=Progress(not args.quiet))
-    vp = predict_volume(analysis.volume.hu, analysis.lungs.mask, models=chosen,
-                        models_dir=models_dir, device=args.device, precision=args.precision)
+    with _registry_store(args.store) as (store, source):
+        report = predict_volume_all(
+            store, analysis.volume.hu, analysis.lungs.mask, analysis.volume.spacing_mm,
+            qct=analysis.qct.to_dict(), models_dir=models_dir, device=args.device,
+            model=args.model, precision=args.precision)
+    if not report.predictions:
+        raise ModelError("no model could predict: " + ("; ".join(
+            f"{who}: {why}" for who, why in report.problems) or "none is registered; train "
+            "one with `sscmort train`"))
     rows = [{"model_id": p.model_id, "kind": p.kind, "label": p.label,
              "risk_1y": round(p.risk_1y, 4), "risk_3y": round(p.risk_3y, 4),
-             "risk_5y": round(p.risk_5y, 4), "note": p.note} for p in vp.predictions]
-    models = [r for r in rows if r["kind"] == "deep"]
-    ensemble = next((r for r in rows if r["kind"] == "ensemble"), None)
+             "risk_5y": round(p.risk_5y, 4), "note": p.note} for p in report.predictions]
+    device, reason = report.device or (None, "no deep model ran")
     summary: dict[str, Any] = {
-        "input": str(args.path), "device": vp.device.name, "device_reason": vp.device.reason,
-        "precision": args.precision if vp.device.name == "cuda" else "fp32",
-        "registry": source, "models": models, "ensemble": ensemble,
-        "predict_seconds": round(vp.seconds, 3),
+        "input": str(args.path), "device": device, "device_reason": reason,
+        "precision": args.precision if device == "cuda" else "fp32",
+        "registry": f"{source} ({models_dir})",
+        "models": [r for r in rows if r["kind"] != "ensemble"],
+        "ensemble": next((r for r in rows if r["kind"] == "ensemble"), None),
+        "problems": [{"model": who, "reason": why} for who, why in report.problems],
+        "predict_seconds": round(report.seconds, 3),
         "total_seconds": round(time.perf_counter() - t0, 2),
         "research_use_only": True}
     lines = [f"{r['label']:<48} 1y {r['risk_1y']:.3f}  3y {r['risk_3y']:.3f}  "
              f"5y {r['risk_5y']:.3f}  {r['note'] or ''}" for r in rows]
-    lines.append(f"device: {vp.device.name} ({vp.device.reason}); research use only")
+    lines += [f"warning: {who}: {why}" for who, why in report.problems]
+    lines.append(f"device: {device or 'none'} ({reason}); research use only")
     emit(args, summary, "\n".join(lines))
 
 
@@ -123,7 +137,8 @@ def cmd_predict_all(args: argparse.Namespace) -> None:
 
 def register(sub: Any, commands: dict[str, Command]) -> None:
     p = sub.add_parser("predict", help="per-horizon mortality risk of a chest CT (DICOM "
-                                       "folder/zip, NIfTI, NRRD, MHA) from the deep models, "
+                                       "folder/zip, NIfTI, NRRD, MHA) from every registered "
+                                       "model, "
                                        "or of every stored scan from every model (--all-scans)")
     p.add_argument("path", nargs="?", default=None,
                    help="DICOM folder or zip, or a NIfTI/NRRD/MHA file")
@@ -131,7 +146,8 @@ def register(sub: Any, commands: dict[str, Command]) -> None:
                    help="predict every stored scan with every registered model and write the "
                         "risks to the store (split 'inference')")
     p.add_argument("--model", default="all", metavar="ID|all",
-                   help="a registered deep model id, or all (default)")
+                   help="a registered model id (radiomics, QCT or deep), or all (default): "
+                        "every registered model, as on the upload page")
     p.add_argument("--device", choices=DEVICE_CHOICES, default="auto",
                    help="auto picks cuda, then mps, then cpu (default auto)")
     add_models_dir(p)

@@ -57,7 +57,7 @@ from sscmort_core.deep.nets import EnsembleNet, NetConfig, SliceHead, build_net
 from sscmort_core.deep.registry import delete_model, register_in_store, save_model
 from sscmort_core.errors import DataError
 from sscmort_core.folds import grouped_folds
-from sscmort_core.labels import HORIZONS_YEARS
+from sscmort_core.labels import HORIZONS_YEARS, label_fingerprint
 from sscmort_core.util.executors import Executor
 from sscmort_core.util.paths import default_models_dir
 from sscmort_core.util.progress import ProgressFn, no_progress
@@ -73,6 +73,7 @@ class _Cohort:
     folds: np.ndarray  # (N,) 0..k-1
     data_hash: str
     synthetic: bool
+    label_fingerprint: str
 
 
 @dataclass(frozen=True)
@@ -175,8 +176,10 @@ def _cohort(store: st_store.Store, cfg: TrainConfig, folds: int, seed: int,
     for col in ("patient_id", "scan_date", "death_date", "last_followup_date", "volume_sha256"):
         h.update("|".join(str(v) for v in scans[col].tolist()).encode())
     h.update(("|".join(inputs.scan_ids) + f"|{inputs.k}|{inputs.size}").encode())
+    fingerprint = label_fingerprint(list(inputs.scan_ids), scans["scan_date"],
+                                    scans["death_date"], scans["last_followup_date"])
     return _Cohort(inputs, targets, patients, fold_of, h.hexdigest(),
-                   bool(scans["synthetic"].astype(bool).all()))
+                   bool(scans["synthetic"].astype(bool).all()), fingerprint)
 
 
 def _inner_split(patients: np.ndarray, strat: np.ndarray, val_fraction: float,
@@ -365,7 +368,8 @@ def _register(store: st_store.Store, models_dir: Path, ensemble: EnsembleNet, co
     card = save_model(
         models_dir, ensemble.state_dict(), backbone=ctx.backbone,
         profile=PROFILE_LABELS[cfg.profile], config=json.loads(json.dumps(config)),
-        data_hash=cohort.data_hash, pretrained=source.describe(),
+        data_hash=cohort.data_hash, label_fingerprint=cohort.label_fingerprint,
+        pretrained=source.describe(),
         pretrained_sha256=source.sha256,
         oof_auc={str(h): (None if a is None else round(a, 4))
                  for h, a in zip(HORIZONS_YEARS, per)},

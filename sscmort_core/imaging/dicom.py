@@ -32,6 +32,7 @@ from sscmort_core.errors import (
     InputError,
     NotACTSeriesError,
     NotAxialError,
+    SeriesNotFoundError,
     TooFewSlicesError,
     TruncatedFileError,
     UnsupportedFormatError,
@@ -98,6 +99,46 @@ def read_header(path: Path, name: str, source: Path) -> DicomHeader | SkippedFil
     is_localizer = bool(image_type & LOCALIZER_WORDS)
     key = (str(ds.get("SeriesInstanceUID", "") or ""), is_localizer)
     return DicomHeader(path, name, ds, key)
+
+
+@dataclass(frozen=True)
+class SeriesSelector:
+    """Which series of a study to read, when a folder or zip holds several (supine / prone,
+    inspiration / expiration, kernels): by SeriesInstanceUID, or by SeriesDescription
+    (case-insensitive, surrounding spaces ignored). Both None: the default choice (the axial CT
+    series with the most files). The values are matched, never shown or stored."""
+
+    series_uid: str | None = None
+    series_description: str | None = None
+
+    @property
+    def empty(self) -> bool:
+        return not (self.series_uid or self.series_description)
+
+    def matches(self, header: "DicomHeader") -> bool:
+        if self.series_uid and header.series_key[0].strip() != self.series_uid.strip():
+            return False
+        if self.series_description:
+            wanted = self.series_description.strip().casefold()
+            return (header.description or "").strip().casefold() == wanted
+        return True
+
+
+def select_series(groups: Sequence[Sequence["DicomHeader"]], series: SeriesSelector | None,
+                  source: Path) -> list[Sequence["DicomHeader"]]:
+    """The groups ``series`` picks (all of them without a selector). Raises
+    SeriesNotFoundError when it picks none, or several by description alone."""
+    if series is None or series.empty:
+        return list(groups)
+    picked = [g for g in groups if series.matches(g[0])]
+    what = "series_uid" if series.series_uid else "series_description"
+    if not picked:
+        raise SeriesNotFoundError(f"none of the {len(groups)} series matches the given "
+                                  f"{what}", source)
+    if len(picked) > 1 and not series.series_uid:
+        raise SeriesNotFoundError(f"{len(picked)} series match the given series_description; "
+                                  "give series_uid to pick one", source)
+    return picked
 
 
 # ---------------------------------------------------------------------------------------------
@@ -297,8 +338,10 @@ def patient_identifiers(ds: Dataset) -> list[str]:
 # ---------------------------------------------------------------------------------------------
 def read_dicom_series(files: Sequence[tuple[Path, str]], *, source: Path, source_format: str,
                       secret: bytes | None = None,
-                      prior_skipped: Sequence[SkippedFile] = ()) -> ReadResult:
-    """Read the axial CT series among ``files`` ((path, display name) pairs).
+                      prior_skipped: Sequence[SkippedFile] = (),
+                      series: SeriesSelector | None = None) -> ReadResult:
+    """Read the axial CT series among ``files`` ((path, display name) pairs), or the one
+    ``series`` picks.
 
     ``source`` (the folder, zip or first file) is named in every error.
     """
@@ -311,7 +354,11 @@ def read_dicom_series(files: Sequence[tuple[Path, str]], *, source: Path, source
         hint = f" ({len(skipped)} files, e.g. {skipped[0].name}: {skipped[0].reason})" if skipped \
             else ""
         raise UnsupportedFormatError(f"no DICOM image files found{hint}", source)
-    chosen, ignored = choose_series(group_series(headers), source)
+    group_list = group_series(headers)
+    picked = select_series(group_list, series, source)
+    chosen, ignored = choose_series(picked, source)
+    ignored += [(g, "not the series the manifest names") for g in group_list
+                if not any(g is p for p in picked)]
     geom = stack_geometry(chosen, source)
     pixels.check_pixel_sizes([(h.name, h.ds) for h in chosen], geom.rows, geom.columns, source)
     integral = pixels.integral_rescale([h.ds for h in chosen])

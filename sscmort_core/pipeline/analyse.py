@@ -17,7 +17,7 @@ from typing import Any, BinaryIO, Sequence
 
 from sscmort_core.access.settings import UploadLimits, check_upload_sizes
 from sscmort_core.errors import FileTooLargeError, InputError, UnsupportedFormatError
-from sscmort_core.imaging import ReadResult, read_dicom_files, read_volume
+from sscmort_core.imaging import ReadResult, SeriesSelector, read_dicom_files, read_volume
 from sscmort_core.imaging.volume import IngestReport, Volume
 from sscmort_core.lungs import LungMask, QCTMetrics, qct_metrics, segment_lungs
 from sscmort_core.util.hashing import array_sha256
@@ -41,9 +41,11 @@ class ScanAnalysis:
 
 
 def analyse_path(path: Path, *, secret: bytes | None,
-                 progress: ProgressFn = no_progress) -> ScanAnalysis:
-    """Read, validate, de-identify, segment and measure one input (folder, zip or file)."""
-    return _analyse(lambda: read_volume(Path(path), secret=secret), progress)
+                 progress: ProgressFn = no_progress,
+                 series: SeriesSelector | None = None) -> ScanAnalysis:
+    """Read, validate, de-identify, segment and measure one input (folder, zip or file);
+    ``series`` picks one series of a DICOM study holding several."""
+    return _analyse(lambda: read_volume(Path(path), secret=secret, series=series), progress)
 
 
 def analyse_upload(files: Sequence[tuple[str, bytes]], *, secret: bytes | None,

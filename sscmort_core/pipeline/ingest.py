@@ -58,12 +58,29 @@ class IngestResult:
 
 def store_secret(store: st_store.Store) -> bytes:
     """The store's pseudonymisation key, created on first use (file mode 0600, git-ignored)."""
+    key = read_secret(store)
+    if key is not None:
+        return key
+    return persist_secret(store, secrets.token_bytes(32))
+
+
+def read_secret(store: st_store.Store | None) -> bytes | None:
+    """The store's pseudonymisation key, or None when it has none yet (nothing is created)."""
+    if store is None:
+        return None
     path = store.data_dir / SECRET_FILE
-    if path.exists():
-        return bytes.fromhex(path.read_text().strip())
+    return bytes.fromhex(path.read_text().strip()) if path.exists() else None
+
+
+def persist_secret(store: st_store.Store, key: bytes) -> bytes:
+    """Write ``key`` as the store's pseudonymisation key unless it has one; return the key in
+    force (a registry import makes its pseudonyms with a key it writes only once the manifest
+    passed every check)."""
+    existing = read_secret(store)
+    if existing is not None:
+        return existing
     store.data_dir.mkdir(parents=True, exist_ok=True)
-    key = secrets.token_bytes(32)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    fd = os.open(store.data_dir / SECRET_FILE, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as fh:
         fh.write(key.hex())
     return key
@@ -93,6 +110,10 @@ def save_analysis(store: st_store.Store, analysis: ScanAnalysis, *,
     if dup is not None:
         raise DataError(f"this scan is already in the store as {dup}")
     pid, existing = _resolve_patient(store, analysis, patient_id)
+    if existing and st_store.patient_dates_shifted(store, pid):
+        raise DataError(f"patient {pid}'s dates were shifted by a registry import; add this scan "
+                        "as a row of the registry's manifest (`sscmort import`) so that its date "
+                        "gets the same shift")
     if existing and existing.get("death_date") and existing["death_date"] <= scan_date:
         raise DataError(f"scan date {scan_date} is not before patient {pid}'s recorded death "
                         f"({existing['death_date']})")

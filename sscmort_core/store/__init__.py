@@ -1,7 +1,8 @@
 """The DuckDB cohort store: schema and migrations (:mod:`.schema`), opening and locking
 (:mod:`.db`), then every query, by area: the cohort (:mod:`.cohort`), derived features
 (:mod:`.features`), models and their outputs (:mod:`.models`), background jobs (:mod:`.jobs`),
-the append-only audit trail (:mod:`.audit`).
+registry imports and table files (:mod:`.imports`), the append-only audit trail
+(:mod:`.audit`).
 
 All SQL of sscmort lives in this package, with bound parameters. Callers use the names
 re-exported here (``from sscmort_core import store as st_store``).
@@ -65,6 +66,32 @@ from sscmort_core.store.features import (  # noqa: F401
     record_radiomics_failures,
     scans_missing_qct,
 )
+from sscmort_core.store.imports import (  # noqa: F401
+    TABLE_FORMATS,
+    clear_import_failures,
+    clinical_of,
+    failed_row_keys,
+    import_failures_frame,
+    import_keys_frame,
+    insert_import_keys,
+    outcome_changes_frame,
+    patient_dates_shifted,
+    patient_scans,
+    patients_by_ids,
+    read_table_file,
+    record_import_failures,
+    record_outcome_changes,
+    referenced_volume_paths,
+    registry_flags,
+    registry_patients_frame,
+    replace_clinical,
+    scans_with_voxels,
+    source_counts,
+    update_patient,
+    update_scan_date,
+    upsert_registry_patients,
+    write_table_file,
+)
 from sscmort_core.store.jobs import (  # noqa: F401
     finish_job,
     insert_job,
@@ -88,6 +115,7 @@ from sscmort_core.store.models import (  # noqa: F401
     model_row,
     models_frame,
     oof_prediction_summary,
+    oof_scan_ids,
     patient_predictions_frame,
     predicted_scan_ids,
     prediction_failures_frame,
@@ -99,12 +127,16 @@ from sscmort_core.store.models import (  # noqa: F401
 from sscmort_core.store.schema import (  # noqa: F401
     CLINICAL_COLUMNS,
     EXPLANATION_COLUMNS,
+    IMPORT_FAILURE_COLUMNS,
+    IMPORT_KEY_COLUMNS,
     METRIC_COLUMNS,
     MIGRATIONS,
+    OUTCOME_CHANGE_COLUMNS,
     PATIENT_COLUMNS,
     PREDICTION_COLUMNS,
     QCT_COLUMNS,
     RADIOMICS_COLUMNS,
+    REGISTRY_PATIENT_COLUMNS,
     SCAN_COLUMNS,
     SCHEMA_VERSION,
     TRUTH_COLUMNS,

@@ -184,3 +184,14 @@ def prediction_failures_frame(store: Store, split: str | None = None) -> pd.Data
     where, params = ("WHERE split = ?", [split]) if split else ("", [])
     return store.query_df(f"SELECT * FROM prediction_failures {where} "
                           "ORDER BY model_id, scan_id", params)
+
+
+def oof_scan_ids(store: Store) -> dict[str, list[str]]:
+    """Per model, the scans it has out-of-fold predictions for (its training scans)."""
+    rows = store.cursor().execute(
+        "SELECT DISTINCT model_id, scan_id FROM predictions WHERE split = 'oof' "
+        "ORDER BY model_id, scan_id").fetchall()
+    out: dict[str, list[str]] = {}
+    for model_id, scan_id in rows:
+        out.setdefault(str(model_id), []).append(str(scan_id))
+    return out

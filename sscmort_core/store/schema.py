@@ -113,7 +113,40 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (model_id, scan_id, split)
     );
     """,
-    # --- 4: the audit trail (issue 17): append-only, who did or saw what, and the outcome ----
+    # --- 4: registry imports (issue 11): per-patient date-shift flag, the keys that let a
+    # re-run skip what is in, failed scans, and one audit row per changed outcome field.
+    # Registry ids, paths' identifying parts, real dates and old values are never stored.
+    """
+    CREATE TABLE registry_patients (
+        patient_id VARCHAR PRIMARY KEY,
+        source VARCHAR NOT NULL,
+        dates_shifted BOOLEAN NOT NULL,
+        first_imported_at TIMESTAMP NOT NULL DEFAULT current_timestamp,
+        last_imported_at TIMESTAMP NOT NULL DEFAULT current_timestamp
+    );
+    CREATE TABLE import_scan_keys (
+        row_key VARCHAR PRIMARY KEY,
+        patient_id VARCHAR NOT NULL,
+        scan_id VARCHAR NOT NULL,
+        imported_at TIMESTAMP NOT NULL DEFAULT current_timestamp
+    );
+    CREATE INDEX import_scan_keys_scan ON import_scan_keys (scan_id);
+    CREATE TABLE import_failures (
+        row_key VARCHAR PRIMARY KEY,
+        patient_id VARCHAR NOT NULL,
+        manifest_file VARCHAR NOT NULL, manifest_row INTEGER NOT NULL,
+        path VARCHAR NOT NULL, reason VARCHAR NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 1,
+        failed_at TIMESTAMP NOT NULL DEFAULT current_timestamp
+    );
+    CREATE TABLE outcome_changes (
+        patient_id VARCHAR NOT NULL, field VARCHAR NOT NULL, change VARCHAR NOT NULL,
+        source VARCHAR NOT NULL,
+        changed_at TIMESTAMP NOT NULL DEFAULT current_timestamp
+    );
+    CREATE INDEX outcome_changes_patient ON outcome_changes (patient_id);
+    """,
+    # --- 5: the audit trail (issue 17): append-only, who did or saw what, and the outcome ----
     """
     CREATE SEQUENCE audit_seq START 1;
     CREATE TABLE audit (
@@ -168,9 +201,24 @@ EXPLANATION_COLUMNS = ("model_id", "scan_id", "horizon_years", "kind", "feature"
 RADIOMICS_COLUMNS = ("scan_id", "param_hash", "feature", "value", "pyradiomics_version")
 
 
+REGISTRY_PATIENT_COLUMNS = ("patient_id", "source", "dates_shifted")
+
+
+IMPORT_KEY_COLUMNS = ("row_key", "patient_id", "scan_id")
+
+
+IMPORT_FAILURE_COLUMNS = ("row_key", "patient_id", "manifest_file", "manifest_row", "path",
+                          "reason")
+
+
+OUTCOME_CHANGE_COLUMNS = ("patient_id", "field", "change", "source")
+
+
 _TABLE_COLUMNS: dict[str, tuple[str, ...]] = {
     "patients": PATIENT_COLUMNS, "scans": SCAN_COLUMNS, "synthetic_truth": TRUTH_COLUMNS,
     "clinical": CLINICAL_COLUMNS, "qct": QCT_COLUMNS, "predictions": PREDICTION_COLUMNS,
     "metrics": METRIC_COLUMNS, "explanations": EXPLANATION_COLUMNS,
     "radiomics_features": RADIOMICS_COLUMNS,
+    "registry_patients": REGISTRY_PATIENT_COLUMNS, "import_scan_keys": IMPORT_KEY_COLUMNS,
+    "import_failures": IMPORT_FAILURE_COLUMNS, "outcome_changes": OUTCOME_CHANGE_COLUMNS,
 }

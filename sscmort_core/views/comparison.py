@@ -37,6 +37,7 @@ from sscmort_core.pipeline.eval_data import (
     too_few_events,
 )
 from sscmort_core.pipeline.evaluate import METRIC_ESTIMANDS, PairedTest
+from sscmort_core.pipeline.staleness import model_staleness
 from sscmort_core.views.names import model_label
 from sscmort_core.views.study import STUDY, ReportedAUC, reported_aucs
 
@@ -52,6 +53,12 @@ class ModelChoice:
     label: str
     kind: str
     has_metrics: bool
+    stale: bool = False  # outcomes changed since it was trained (pipeline.staleness)
+
+    @property
+    def shown(self) -> str:
+        """The label with the stale mark, for pickers."""
+        return f"{self.label} [stale]" if self.stale else self.label
 
 
 def model_labels(store: st_store.Store) -> dict[str, str]:
@@ -69,8 +76,10 @@ def model_choices(store: st_store.Store) -> list[ModelChoice]:
     counts = st_store.oof_prediction_summary(store).groupby("model_id")["n_predictions"].sum()
     evaluated = set(st_store.metrics_frame(store)["model_id"])
     labels = model_labels(store)
+    status = model_staleness(store)
     out = [ModelChoice(str(r["model_id"]), labels[r["model_id"]], str(r["kind"]),
-                       r["model_id"] in evaluated)
+                       r["model_id"] in evaluated,
+                       r["model_id"] in status and status[r["model_id"]].stale)
            for _, r in models.iterrows() if r["model_id"] in counts.index]
     return sorted(out, key=lambda c: (c.kind == ORACLE_KIND, c.kind, c.label))
 
