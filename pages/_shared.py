@@ -202,6 +202,7 @@ def guard_page(page: str) -> acc.Access:
         st.session_state["_last_view"] = None
         st.error(f"Not allowed: this page needs the {acc.page_role(page).label} role; you are "
                  f"{access.role.label}.")
+        identity_block(access)  # who is refused, and a way to log out
         st.stop()
     audit_view("view", (page,))
     return access
