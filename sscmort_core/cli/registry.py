@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -18,10 +19,11 @@ from sscmort_core.cli.output import (
     existing_store,
     int_at_least,
 )
+from sscmort_core.cli.pacs import positive_seconds
 from sscmort_core.errors import DataError, ManifestError
+from sscmort_core.util.logs import log_path_for, only_a_log_beside
 
-# store.imports.TABLE_FORMATS (kept light: --help loads no pandas)
-TABLE_FORMATS = ("csv", "parquet")
+TABLE_FORMATS = ("csv", "parquet")  # = store.imports.TABLE_FORMATS; --help loads no pandas
 
 
 def cmd_import(args: argparse.Namespace) -> None:
@@ -35,8 +37,13 @@ def cmd_import(args: argparse.Namespace) -> None:
     folder = Path(args.manifest)
     if not folder.is_dir():
         raise DataError("no such manifest folder", folder)
+    pacs = None
+    if args.pacs:
+        from sscmort_core.pacs import connect  # heavy: pydicom, requests
+
+        pacs = connect(args.pacs, timeout_s=args.pacs_timeout)
     options = ImportOptions(shift_dates=args.shift_dates, workers=args.workers,
-                            source=args.source, mapping_file=args.mapping,
+                            source=args.source, mapping_file=args.mapping, pacs=pacs,
                             columns=tuple(args.column or ()), batch_scans=args.batch)
     progress = Progress(not args.quiet)
     path = Path(args.store)
@@ -78,6 +85,8 @@ def _import_into(path: Path, folder: Path, options: Any, progress: Progress, run
         if not existed:
             for p in (path, path.with_name(path.name + ".wal")):
                 p.unlink(missing_ok=True)
+            if only_a_log_beside(path):  # the folder this call's log made goes too
+                shutil.rmtree(log_path_for(path).parent, ignore_errors=True)
         raise
 
 
@@ -126,6 +135,11 @@ def register(sub: Any, commands: dict[str, Command]) -> None:
                    help="label of the imported rows (default 'registry')")
     p.add_argument("--batch", type=int_at_least(1), default=16, metavar="N",
                    help="scans per store transaction (16)")
+    p.add_argument("--pacs", default=None, metavar="URL",
+                   help="DICOMweb root of the PACS that rows naming study_uid + series_uid "
+                        "are retrieved from (credentials as for `sscmort pacs`)")
+    p.add_argument("--pacs-timeout", type=positive_seconds, default=60.0, metavar="SECONDS",
+                   help="give up on a PACS request after this long without data (default 60)")
     add_store(p)
     add_common(p)
     commands["import"] = cmd_import
