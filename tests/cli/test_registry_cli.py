@@ -574,7 +574,7 @@ def _import_and_kill(folder: Path, store: Path, after_files: int, workers: int,
     try:
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline and proc.poll() is None:
-            if volumes.is_dir() and len(list(volumes.glob("*.nii.gz"))) >= after_files:
+            if volumes.is_dir() and len(list(volumes.glob(f"*{STORED_SUFFIX}"))) >= after_files:
                 break
             time.sleep(0.01)
         assert proc.poll() is None, "the import ended before it could be killed"
@@ -591,7 +591,8 @@ def _rerun_completes(folder: Path, store: Path, n_scans: int, n_before: int) -> 
     assert s["imported"] == n_scans - n_before and s["already_in"] == n_before
     assert _whole_scans_only(store) == n_scans
     files = store.parent / f"{store.stem}_files"
-    assert len(list((files / "volumes" / "registry").glob("*.nii.gz"))) == n_scans  # no orphan
+    stored = list((files / "volumes" / "registry").glob(f"*{STORED_SUFFIX}"))
+    assert len(stored) == n_scans  # no orphan
     assert not (files / "import-staging").exists()
 
 
