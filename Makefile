@@ -20,7 +20,7 @@ UV ?= $(VENV)/bin/uv
 LOCK_FLAGS := --quiet --generate-hashes --python-version 3.11 \
 	--python-platform x86_64-unknown-linux-gnu
 
-.PHONY: run test test-all bench install install-dev demo clean-venv browser pacs-tools lock
+.PHONY: run test test-all bench bench-app install install-dev demo clean-venv browser pacs-tools lock
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -84,8 +84,11 @@ $(STORE): | $(VENV)/.runtime-stamp
 demo: $(VENV)/.runtime-stamp
 	$(VENV)/bin/sscmort demo --store $(STORE)
 
+# `sscmort app`: localhost without login; any other address only with login configured
+# (.streamlit/secrets.toml, see .streamlit/secrets.toml.example). ADDRESS=0.0.0.0 to serve.
+ADDRESS ?= localhost
 run: $(VENV)/.runtime-stamp $(STORE)
-	SSCMORT_STORE=$(STORE) $(VENV)/bin/streamlit run app.py --server.port $(PORT)
+	$(VENV)/bin/sscmort app --store $(STORE) --address $(ADDRESS) --port $(PORT)
 
 test: install-dev
 	$(PY) -m pytest -m "not slow"
@@ -95,6 +98,11 @@ test-all: install-dev
 
 bench: $(VENV)/.runtime-stamp
 	$(VENV)/bin/sscmort bench
+
+# Load benchmark of the app: N = 1, 4, 8 headless Chromium sessions through every page, one
+# uploading the real CT (../shared/data/real_ct); per page p50/p95 settle and server time.
+bench-app: install-dev
+	$(PY) tests/bench/bench_app.py --sessions 1 4 8
 
 clean-venv:
 	rm -rf $(VENV)

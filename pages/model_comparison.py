@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from pages._shared import page_setup, show_error
+from pages._shared import audit, export_button, page_setup, require, show_error
 from sscmort_core import store as st_store
 from sscmort_core.errors import SscmortError
 from sscmort_core.labels import HORIZONS_YEARS
@@ -44,6 +44,8 @@ with st.expander("Settings"):
 
 
 def _evaluate(model_ids: list[str]) -> None:
+    if not require("evaluate", model_ids):
+        return
     bar = st.progress(0.0, text="Computing metrics...")
     try:
         evaluate.run_evaluation(store, model_ids=model_ids, n_boot=n_boot, progress=lambda _s, d, t:
@@ -51,6 +53,7 @@ def _evaluate(model_ids: list[str]) -> None:
     except SscmortError as err:
         show_error(err)
         st.stop()
+    audit("evaluate", model_ids, detail=f"{n_boot} bootstrap resamples")
     st.rerun()
 
 
@@ -90,9 +93,9 @@ st.dataframe(
     column_config={c: st.column_config.NumberColumn(c, format="%.3f") for c in (
         "AUC", "AUC CI low", "AUC CI high", "Brier", "calibration slope",
         "calibration intercept", "C-index", "time-dependent AUC")})
-st.download_button("Download the table (CSV)", table.to_csv(index=False),
-                   file_name="sscmort_model_comparison.csv", mime="text/csv",
-                   icon=":material/download:")
+export_button("Download the table (CSV)", table.to_csv(index=False),
+              file_name="sscmort_model_comparison.csv", mime="text/csv",
+              object_ids=chosen, icon=":material/download:")
 st.caption(f'Rows of kind "reported" are the AUCs published by the study ({study.STUDY}) on '
            "its own registry cohort, for reference; they are not computed here.")
 
@@ -116,10 +119,11 @@ for tab, h in zip(st.tabs([f"{h} year{'s' if h > 1 else ''}" for h in HORIZONS_Y
         left, right = st.columns(2)
         for i, chart in enumerate(charts):
             (left if i % 2 == 0 else right).altair_chart(chart, width="stretch")
-        (right if len(charts) % 2 else left).download_button(
+        export_button(
             "Download these charts (PNG)", key=f"png_{h}", mime="image/png",
             data=lambda c=charts: charts_eval.chart_png(charts_eval.horizon_figure(*c)),
-            file_name=f"sscmort_model_comparison_{h}y.png", icon=":material/image:")
+            file_name=f"sscmort_model_comparison_{h}y.png", icon=":material/image:",
+            object_ids=chosen, where=right if len(charts) % 2 else left)
         if len(chosen) < 2:
             continue
         st.markdown(f"**Paired tests at {h} y** (on the scans both models predicted)")

@@ -6,7 +6,13 @@ from __future__ import annotations
 import streamlit as st
 
 from pages._pacs import dicom_download
-from pages._shared import load_volume_with_lungs, page_setup, store_path
+from pages._shared import (
+    audit_view,
+    load_volume_with_lungs,
+    page_setup,
+    refuse_unknown,
+    store_path,
+)
 from sscmort_core import store as st_store
 from sscmort_core.errors import SscmortError
 from sscmort_core.pipeline.export_dicom import results_for_scan
@@ -22,9 +28,12 @@ if patients.empty:
     st.stop()
 ids = patients["patient_id"].tolist()
 wanted = st.query_params.get("patient")
+if wanted is not None and wanted not in ids:
+    refuse_unknown("view patient", wanted, "The patient named in the link is not in this store.")
 pid = st.selectbox("Patient (pseudonymous id)", ids,
                    index=ids.index(wanted) if wanted in ids else 0)
 st.query_params["patient"] = pid
+audit_view("view patient", (pid,))
 p = patients.set_index("patient_id").loc[pid]
 scans = st_store.scans_frame(store, pid)
 clinical = st_store.clinical_frame(store, pid)
@@ -79,6 +88,7 @@ st.subheader("Slice viewer")
 labels = {f"{r.scan_date}  ({r.scan_id}, {r.kernel or 'kernel ?'})": r.scan_id
           for r in scans.itertuples()}
 choice = st.selectbox("Scan", list(labels))
+audit_view("view scan", (labels[choice],))
 try:
     vol, lungs = load_volume_with_lungs(str(store_path()), labels[choice])
 except SscmortError as err:
@@ -102,4 +112,4 @@ with v1:
 
 st.subheader("Results as DICOM")
 dicom_download(("scan", labels[choice]), lambda: results_for_scan(store, labels[choice]).results,
-               f"{labels[choice]}-sscmort-dicom.zip")
+               f"{labels[choice]}-sscmort-dicom.zip", object_ids=(labels[choice],))

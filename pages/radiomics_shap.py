@@ -7,7 +7,7 @@ import json
 import pandas as pd
 import streamlit as st
 
-from pages._shared import page_setup, show_error
+from pages._shared import audit_view, page_setup, refuse_unknown, show_error
 from sscmort_core import store as st_store
 from sscmort_core.errors import SscmortError
 from sscmort_core.labels import HORIZONS_YEARS
@@ -64,7 +64,8 @@ def _feature_browser() -> None:
     m = st.columns(4)
     m[0].metric("Died / alive", f"{eff.n_died} / {eff.n_alive}")
     m[1].metric("Censored (excluded)", eff.n_censored)
-    m[2].metric("Cohen's d (died - alive)", "n/a" if eff.cohens_d is None else f"{eff.cohens_d:+.2f}")
+    m[2].metric("Cohen's d (died - alive)",
+                "n/a" if eff.cohens_d is None else f"{eff.cohens_d:+.2f}")
     m[3].metric("AUC of the feature alone", "n/a" if eff.auc is None else f"{eff.auc:.3f}")
     label = ex.pretty_feature(feature)
     left, right = st.columns(2)
@@ -76,7 +77,8 @@ def _feature_browser() -> None:
 
 def _param_label(h: str) -> str:
     r = param_sets.set_index("param_hash").loc[h]
-    return f"{h} ({r['pyradiomics_version']}, {int(r['n_scans'])} scans, {int(r['n_features'])} features)"
+    return (f"{h} ({r['pyradiomics_version']}, {int(r['n_scans'])} scans, "
+            f"{int(r['n_features'])} features)")
 
 
 def _pick_model(key: str, where) -> ex.TabularModelInfo:
@@ -110,10 +112,14 @@ def _scan_explanation() -> None:
         st.info("This model has no stored explanations.")
         return
     wanted = st.query_params.get("scan")
+    if wanted is not None and wanted not in scan_ids:
+        refuse_unknown("view scan", wanted, "The scan named in the link has no explanation in "
+                                            "this store.")
     scan_id = st.selectbox("Scan", scan_ids,
                            index=scan_ids.index(wanted) if wanted in scan_ids else 0,
                            key="one_scan")
     st.query_params["scan"] = scan_id
+    audit_view("view scan", (scan_id,))
     w = ex.waterfall(store, model.model_id, scan_id, horizon)
     row = st_store.scan_row(store, scan_id) or {}
     m = st.columns(3)

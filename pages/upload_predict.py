@@ -8,8 +8,8 @@ import datetime as dt
 import pandas as pd
 import streamlit as st
 
-from pages._pacs import choose_scan, results_section
-from pages._shared import page_setup, show_error
+from pages._pacs import choose_scan, results_section, upload_id
+from pages._shared import audit, page_setup, require, show_error
 from sscmort_core import store as st_store
 from sscmort_core.deep.saliency import saliency_for_volume
 from sscmort_core.errors import SscmortError
@@ -73,9 +73,13 @@ for i, (k, label) in enumerate(QCT_LABELS.items()):
 st.subheader("Mortality risk from every registered model")
 # Model runs and saliency are kept per upload: moving a slider must not rerun them.
 if st.session_state.get("risk_key") != key:
+    if not require("predict", (upload_id(analysis),)):
+        st.stop()
     with st.spinner("Running the models..."):
         st.session_state["risk_report"] = predict_all(store, analysis)
     st.session_state["risk_key"], st.session_state["saliency"] = key, {}
+    audit("predict", (upload_id(analysis),),
+          detail=f"{len(st.session_state['risk_report'].predictions)} predictions")
 report = st.session_state["risk_report"]
 for who, problem in report.problems:
     st.error(f"{who}: {problem}")
@@ -126,7 +130,8 @@ with st.form("save"):
     existing = st.selectbox("Existing patient (pseudonymous id)", patients["patient_id"])
     scan_date = st.date_input("Scan date", value=vol.study_date or dt.date.today(),
                               min_value=dt.date(1990, 1, 1), max_value=dt.date.today())
-    if st.form_submit_button("Save to cohort", type="primary"):
+    if st.form_submit_button("Save to cohort", type="primary") and \
+            require("save", (upload_id(analysis),)):
         try:
             res = save_analysis(store, analysis, scan_date=scan_date,
                                 patient_id=existing if mode == "Existing patient" else None,
@@ -134,4 +139,5 @@ with st.form("save"):
         except SscmortError as err:
             show_error(err)
         else:
+            audit("save", (res.patient_id, res.scan_id))
             st.success(f"Saved as scan {res.scan_id} of patient {res.patient_id}.")

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from sscmort_core.cli.audit import record_cli
 from sscmort_core.cli.output import Command, Progress, add_common, add_store, emit, iso_date
 from sscmort_core.errors import DataError
 
@@ -20,6 +21,7 @@ def cmd_ingest(args: argparse.Namespace) -> None:
     with open_store(args.store) as store:
         result = ingest_path(store, path, patient_id=args.patient_id, scan_date=args.scan_date,
                              progress=Progress(not args.quiet))
+        record_cli(store, "save", (result.patient_id, result.scan_id), detail="sscmort ingest")
     out = result.to_json()
     q = out["qct"]
     emit(args, out, f"stored scan {out['scan_id']} for patient {out['patient_id']}: "

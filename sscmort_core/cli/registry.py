@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from sscmort_core.cli.audit import record_cli
 from sscmort_core.cli.output import (
     Command,
     Progress,
@@ -91,7 +92,9 @@ def _import_into(path: Path, folder: Path, options: Any, progress: Progress, run
     existed = path.exists()
     try:
         with open_store(path) as store:
-            return run(store, folder, options, progress=progress)
+            result = run(store, folder, options, progress=progress)
+            record_cli(store, "import", (), detail=f"sscmort import: {describe_counts(result)}")
+            return result
     except ManifestError:
         if not existed:
             for p in (path, path.with_name(path.name + ".wal")):
@@ -101,13 +104,23 @@ def _import_into(path: Path, folder: Path, options: Any, progress: Progress, run
         raise
 
 
+def describe_counts(result: Any) -> str:
+    """The audit detail of an import: counts only (never a path or registry id)."""
+    s = result.to_json()
+    counts = [f"{k} {v}" for k, v in s.items() if isinstance(v, int) and not isinstance(v, bool)]
+    return ", ".join(counts) or "done"
+
+
 def cmd_export(args: argparse.Namespace) -> None:
     from sscmort_core.pipeline.export import export_tables  # heavy: duckdb, pandas
     from sscmort_core.store import open_store  # heavy: duckdb, pandas
 
-    with open_store(existing_store(args.store), read_only=True) as store:
+    # opened for writing only to add the audit row of the export (the tables are only read)
+    with open_store(existing_store(args.store)) as store:
         result = export_tables(store, args.what, Path(args.out), args.format)
-    s = result.to_json()
+        s = result.to_json()
+        record_cli(store, "export", (), detail=f"sscmort export {args.what} ({args.format}): "
+                   + ", ".join(f"{n} ({r} rows)" for n, r in s["files"].items()))
     emit(args, s, f"wrote {', '.join(f'{n} ({r} rows)' for n, r in s['files'].items())} and "
                   f"README.md (one row per column) to {s['folder']}")
 

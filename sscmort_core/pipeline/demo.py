@@ -196,6 +196,7 @@ def build_demo(path: str | Path, *, n_patients: int = 600, seed: int = 0,
             summary = dataclasses.replace(
                 _demo_summary(store, path, time.perf_counter() - t0), notes=notes)
         _remove_store_files(path)
+        st_store.archive_journal(path)  # the old store's audit journal stays, beside the new
         os.replace(tmp, path)
     except BaseException:
         _remove_store_files(tmp)

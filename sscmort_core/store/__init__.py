@@ -1,7 +1,8 @@
 """The DuckDB cohort store: schema and migrations (:mod:`.schema`), opening and locking
 (:mod:`.db`), then every query, by area: the cohort (:mod:`.cohort`), derived features
 (:mod:`.features`), models and their outputs (:mod:`.models`), background jobs (:mod:`.jobs`),
-registry imports and table files (:mod:`.imports`).
+registry imports and table files (:mod:`.imports`), the append-only audit trail
+(:mod:`.audit`).
 
 All SQL of sscmort lives in this package, with bound parameters. Callers use the names
 re-exported here (``from sscmort_core import store as st_store``).
@@ -11,6 +12,18 @@ May import: errors and the standard library, duckdb, numpy, pandas. Never a stag
 
 from __future__ import annotations
 
+from sscmort_core.store.audit import (  # noqa: F401
+    AUDIT_COLUMNS,
+    AuditEvent,
+    AuditFilter,
+    archive_journal,
+    audit_choices,
+    audit_frame,
+    journal_path,
+    opaque_id,
+    read_journal,
+    record_audit,
+)
 from sscmort_core.store.cohort import (  # noqa: F401
     CohortSummary,
     clinical_frame,

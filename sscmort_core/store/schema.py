@@ -146,6 +146,17 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX outcome_changes_patient ON outcome_changes (patient_id);
     """,
+    # --- 5: the audit trail (issue 17): append-only, who did or saw what, and the outcome ----
+    """
+    CREATE SEQUENCE audit_seq START 1;
+    CREATE TABLE audit (
+        audit_id BIGINT PRIMARY KEY DEFAULT nextval('audit_seq'),
+        at_utc TIMESTAMP NOT NULL,
+        who VARCHAR NOT NULL, role VARCHAR NOT NULL, action VARCHAR NOT NULL,
+        object_ids VARCHAR NOT NULL, outcome VARCHAR NOT NULL, detail VARCHAR,
+        channel VARCHAR NOT NULL, session VARCHAR
+    );
+    """,
 )
 
 

@@ -574,7 +574,7 @@ def _import_and_kill(folder: Path, store: Path, after_files: int, workers: int,
     try:
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline and proc.poll() is None:
-            if volumes.is_dir() and len(list(volumes.glob("*.nii.gz"))) >= after_files:
+            if volumes.is_dir() and len(list(volumes.glob(f"*{STORED_SUFFIX}"))) >= after_files:
                 break
             time.sleep(0.01)
         assert proc.poll() is None, "the import ended before it could be killed"
@@ -591,7 +591,8 @@ def _rerun_completes(folder: Path, store: Path, n_scans: int, n_before: int) -> 
     assert s["imported"] == n_scans - n_before and s["already_in"] == n_before
     assert _whole_scans_only(store) == n_scans
     files = store.parent / f"{store.stem}_files"
-    assert len(list((files / "volumes" / "registry").glob("*.nii.gz"))) == n_scans  # no orphan
+    stored = list((files / "volumes" / "registry").glob(f"*{STORED_SUFFIX}"))
+    assert len(stored) == n_scans  # no orphan
     assert not (files / "import-staging").exists()
 
 
@@ -624,3 +625,27 @@ def test_the_export_format_choices_are_the_stores():
     from sscmort_core.store import TABLE_FORMATS
 
     assert registry.TABLE_FORMATS == TABLE_FORMATS
+
+
+# ---------------------------------------------------------------------------------------------
+# the audit trail of the CLI (issue 17): import and export record the OS user
+# ---------------------------------------------------------------------------------------------
+def test_import_and_export_are_audited_with_the_os_user(store_copy, imported, tmp_path):
+    from sscmort_core.access import os_user
+
+    code, _, err = _run("import", str(imported["reg"].root), "--store", str(store_copy),
+                        "--shift-dates", "--workers", "1")
+    assert code == 0, err
+    assert _run("export", "--what", "cohort", "--store", str(store_copy),
+                str(tmp_path / "out"))[0] == 0
+    code, out, err = _run("audit", "--store", str(store_copy), "--json")
+    assert code == 0, err
+    rows = json.loads(out)["rows"]
+    assert json.loads(out)["source"] == "store"
+    mine = [(r["who"], r["role"], r["channel"], r["action"], r["outcome"]) for r in rows]
+    assert mine[-2:] == [(os_user(), "cli", "cli", "import", "ok"),
+                         (os_user(), "cli", "cli", "export", "ok")]
+    assert "already_in" in rows[-2]["detail"] and "patients.csv" in rows[-1]["detail"]
+    reg_ids = imported["reg"].registry_ids
+    assert not any(rid in json.dumps(rows) for rid in reg_ids)  # counts only, never an id
+    assert st.read_journal(store_copy)["audit_id"].tolist() == [r["audit_id"] for r in rows]
