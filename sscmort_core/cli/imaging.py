@@ -24,15 +24,35 @@ def cmd_ingest(args: argparse.Namespace) -> None:
     q = out["qct"]
     emit(args, out, f"stored scan {out['scan_id']} for patient {out['patient_id']}: "
                      f"lung volume {q['lung_volume_ml']:.0f} mL, ILD extent "
-                     f"{q['ild_extent_pct']:.1f}%")
+                     f"{q['ild_extent_pct']:.1f}%" + (f"; {result.mask_review}"
+                                                      if result.mask_review else ""))
 
 
 def cmd_qct(args: argparse.Namespace) -> None:
-    from sscmort_core.pipeline.ingest import analyse_path  # heavy: SimpleITK, pydicom
+    from sscmort_core.pipeline.ingest import (  # heavy: SimpleITK, pydicom
+        analyse_path,
+        write_label_volume,
+    )
 
+    for out in (args.mask_out, args.patterns_out):  # refuse a bad target before the work
+        if out is not None and not Path(out).parent.is_dir():
+            raise DataError("the output's folder does not exist", Path(out))
     analysis = analyse_path(Path(args.path), secret=None, progress=Progress(not args.quiet))
-    q = analysis.qct.to_dict()
-    emit(args, q, "\n".join(f"{k}: {v:.2f}" for k, v in q.items()))
+    m = analysis.measures
+    if args.mask_out:
+        write_label_volume(analysis, analysis.lungs.mask, Path(args.mask_out))
+    if args.patterns_out:
+        write_label_volume(analysis, m.patterns.labels, Path(args.patterns_out))
+    q = m.qct.to_dict()
+    summary = {**q, "patterns": m.patterns.extents(), "regions": m.regions.to_list(),
+               "mask_qc": {"flagged": m.qc.flagged, "review": m.qc.summary() or None,
+                           "checks": [{"name": c.name, "passed": c.passed, "value": c.value,
+                                       "expected": c.expected} for c in m.qc.checks]},
+               "method_version": m.method_version}
+    text = [f"{k}: {v:.2f}" for k, v in q.items()]
+    text += [f"{k}: {v:.2f}" for k, v in m.patterns.extents().items()]
+    text.append(m.qc.summary() or "mask QC: every check passed")
+    emit(args, summary, "\n".join(text))
 
 
 def register(sub: Any, commands: dict[str, Command]) -> None:
@@ -48,7 +68,14 @@ def register(sub: Any, commands: dict[str, Command]) -> None:
     add_common(p)
     commands["ingest"] = cmd_ingest
 
-    p = sub.add_parser("qct", help="measure quantitative CT of a scan without storing it")
+    p = sub.add_parser("qct", help="measure quantitative CT (whole lung, by zone, ILD patterns, "
+                                   "mask QC) of a scan without storing it")
     p.add_argument("path", help="DICOM folder or zip, or a NIfTI/NRRD/MHA file")
+    p.add_argument("--mask-out", default=None, metavar="MASK.nii.gz",
+                   help="write the lung mask (1 = lung) on the input grid")
+    p.add_argument("--patterns-out", default=None, metavar="PAT.nii.gz",
+                   help="write the ILD pattern labels on the input grid (0 outside the lung, "
+                        "1 normal, 2 emphysema, 3 ground glass, 4 reticulation, "
+                        "5 honeycombing, 6 consolidation)")
     add_common(p)
     commands["qct"] = cmd_qct

@@ -1,4 +1,5 @@
-"""Lung segmentation for chest CT (threshold + connectivity + morphology; no learned model).
+"""Lung segmentation for chest CT (threshold + connectivity + morphology + the chest wall's
+geometry; no learned model).
 
 Input: HU ``(z, y, x)`` in canonical orientation (z inferior -> superior, x from the patient's
 right to left: what :func:`sscmort_core.imaging.read_volume` returns and what the synthetic
@@ -23,12 +24,19 @@ coarser input is used as is), which also lowers noise:
    under the diaphragm is not); then dense lung below -200 HU (ILD; fat is about -100)
    connected to the lung is grown into up to 20 mm, keeping only regions thicker than a
    one-voxel partial-volume rim. Bowel gas, the airway and the other lung are never taken.
-5. labels return to the input grid by nearest-neighbour upsampling (each working voxel is
+   With the costal step (the default) the growth also passes honeycomb cyst walls
+   (:func:`cyst_walls`).
+5. dense lung against the chest wall (consolidation, honeycombing, reticulation reaching the
+   pleura: as dense as the chest wall, so no threshold keeps it) is bounded by the ribs
+   instead (:mod:`sscmort_core.lungs.costal`): on rays from the chest's centre, where a
+   diseased lung stops short of the pleura (the rib surface less the scan's healthy
+   lung-to-rib gap), what lies between is lung, except bone, fat and the body's outside.
+6. labels return to the input grid by nearest-neighbour upsampling (each working voxel is
    an f x f block of input voxels, so volumes are unbiased; the outline is blocky at f).
 
-Steps 2-4 run inside the box around the air inside the body. Deterministic (no random
-state). About 0.45 s of CPU for the 64 x 512 x 512 real CT and 0.07 s for a 60 x 128 x 128
-phantom, single-threaded.
+Steps 2-5 run inside the box around the air inside the body. Deterministic (no random
+state). ``segment_lungs(..., costal=False)`` is the threshold mask of lungmask-1 (steps
+1-4 and 6), kept as the benchmarks' baseline. Timings: docs/BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -42,7 +50,7 @@ from sscmort_core.errors import EmptyMaskError
 from sscmort_core.lungs.costal import costal_fill
 
 # Bump when the mask changes: QCT rows, radiomics features and model inputs are keyed on it.
-LUNG_MASK_VERSION = "lungmask-1"
+LUNG_MASK_VERSION = "lungmask-2"  # 2: dense lung bounded by the ribs (costal step)
 AIR_HU = -320.0  # lung / airway air vs soft tissue, on the block-averaged grid
 AIRWAY_HU = -950.0  # airway lumen (lung parenchyma is about -850)
 TARGET_INPLANE_MM = 1.5  # working grid; finer input is block-averaged to about this

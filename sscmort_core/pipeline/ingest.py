@@ -1,6 +1,6 @@
-"""The per-scan chain for user-supplied CT: read -> validate -> de-identify -> lungs -> QCT
--> store (risks: :mod:`sscmort_core.pipeline.predict`). The CLI and the upload page call
-only this.
+"""The per-scan chain for user-supplied CT: read -> validate -> de-identify -> lungs -> QCT,
+zones, patterns and mask QC -> store (risks: :mod:`sscmort_core.pipeline.predict`). The CLI
+and the upload page call only this.
 
 Identifying DICOM values never leave :mod:`sscmort_core.imaging`: this module sees the
 de-identified :class:`Volume`, the report (tag names only) and a pseudonymous patient id.
@@ -8,6 +8,7 @@ de-identified :class:`Volume`, the report (tag names only) and a pseudonymous pa
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 import os
@@ -20,13 +21,15 @@ from dataclasses import dataclass
 from pathlib import Path, PurePath
 from typing import Any, Sequence
 
+import numpy as np
 import pandas as pd
 
 from sscmort_core import store as st_store
 from sscmort_core.errors import DataError, InputError, UnsupportedFormatError
 from sscmort_core.imaging import ReadResult, read_dicom_files, read_volume, save_volume
 from sscmort_core.imaging.volume import IngestReport, Volume
-from sscmort_core.lungs import LungMask, QCTMetrics, qct_method_version, qct_metrics, segment_lungs
+from sscmort_core.lungs import LungMask, LungMeasures, QCTMetrics, measure_lungs, segment_lungs
+from sscmort_core.pipeline.measure import measure_rows, write_measures
 from sscmort_core.util.hashing import array_sha256, file_sha256
 from sscmort_core.util.progress import ProgressFn, no_progress
 
@@ -34,7 +37,8 @@ log = logging.getLogger("sscmort")
 
 SECRET_FILE = "pseudonym.secret"
 PATIENT_ID_PATTERN = re.compile(r"^[A-Za-z0-9._-]{1,40}$")
-STAGES = ("read and validate", "de-identify", "segment lungs", "quantitative CT")
+STAGES = ("read and validate", "de-identify", "segment lungs",
+          "quantitative CT, zones, patterns, QC")
 
 
 @dataclass(frozen=True)
@@ -45,9 +49,13 @@ class ScanAnalysis:
     report: IngestReport
     pseudonymous_patient_id: str | None
     lungs: LungMask
-    qct: QCTMetrics
+    measures: LungMeasures
     voxel_sha256: str
     stage_seconds: tuple[tuple[str, float], ...]
+
+    @property
+    def qct(self) -> QCTMetrics:
+        return self.measures.qct
 
 
 @dataclass(frozen=True)
@@ -59,12 +67,13 @@ class IngestResult:
     shape: tuple[int, int, int]
     spacing_mm: tuple[float, float, float]
     qct: QCTMetrics
+    mask_review: str = ""  # "mask needs review: ..." when a QC check failed
 
     def to_json(self) -> dict[str, Any]:
         return {"scan_id": self.scan_id, "patient_id": self.patient_id,
                 "new_patient": self.new_patient, "scan_date": self.scan_date.isoformat(),
                 "shape": list(self.shape), "spacing_mm": [round(s, 4) for s in self.spacing_mm],
-                "qct": self.qct.to_dict()}
+                "qct": self.qct.to_dict(), "mask_review": self.mask_review or None}
 
 
 def store_secret(store: st_store.Store) -> bytes:
@@ -134,10 +143,10 @@ def _analyse(read: Any, progress: ProgressFn) -> ScanAnalysis:
     times.append((STAGES[2], time.perf_counter() - t))
     t = time.perf_counter()
     report(STAGES[3], 3)
-    q = qct_metrics(vol.hu, lungs.mask, vol.spacing_mm)
+    measures = measure_lungs(vol.hu, lungs, vol.spacing_mm)
     times.append((STAGES[3], time.perf_counter() - t))
     report("done", total)
-    return ScanAnalysis(vol, result.report, result.pseudonymous_patient_id, lungs, q,
+    return ScanAnalysis(vol, result.report, result.pseudonymous_patient_id, lungs, measures,
                         array_sha256(vol.hu), tuple(times))
 
 
@@ -181,7 +190,7 @@ def save_analysis(store: st_store.Store, analysis: ScanAnalysis, *,
         raise
     log.info("stored scan %s for patient %s", scan_id, pid)
     return IngestResult(scan_id, pid, existing is None, scan_date, tuple(vol.hu.shape),
-                        tuple(vol.spacing_mm), analysis.qct)
+                        tuple(vol.spacing_mm), analysis.qct, analysis.measures.qc.summary())
 
 
 def _write_scan(store: st_store.Store, analysis: ScanAnalysis, pid: str,
@@ -197,10 +206,6 @@ def _write_scan(store: st_store.Store, analysis: ScanAnalysis, pid: str,
         "shape_z": vol.hu.shape[0], "shape_y": vol.hu.shape[1], "shape_x": vol.hu.shape[2],
         "volume_path": str(rel), "volume_sha256": sha, "voxel_sha256": analysis.voxel_sha256,
         "volume_seed": None, "noise_hu": None, "source": source, "synthetic": False}])
-    qct = pd.DataFrame([{**analysis.qct.to_dict(), "scan_id": scan_id,
-                         "left_volume_ml": analysis.lungs.left_volume_ml,
-                         "right_volume_ml": analysis.lungs.right_volume_ml,
-                         "method_version": qct_method_version()}])
     with store.transaction() as cur:
         if existing is None:
             st_store.insert_frame(cur, "patients", pd.DataFrame([{
@@ -210,7 +215,24 @@ def _write_scan(store: st_store.Store, analysis: ScanAnalysis, pid: str,
         else:
             st_store.extend_followup(cur, pid, scan_date)
         st_store.insert_frame(cur, "scans", scan)
-        st_store.insert_frame(cur, "qct", qct)
+        write_measures(cur, [measure_rows(scan_id, analysis.measures, analysis.lungs)])
+
+
+LABEL_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha")
+
+
+def write_label_volume(analysis: ScanAnalysis, labels: Any, path: Path) -> Path:
+    """Write ``labels`` ((z, y, x) on the analysed volume's grid: the lung mask, or the
+    pattern map's labels) as uint8 with the input's spacing, origin and direction, so it
+    overlays the input in any viewer. DataError for an unknown suffix or a missing folder."""
+    path = Path(path)
+    if not str(path).lower().endswith(LABEL_SUFFIXES):
+        raise DataError(f"output must end in one of {', '.join(LABEL_SUFFIXES)}", path)
+    if not path.parent.is_dir():
+        raise DataError("the output's folder does not exist", path)
+    vol = analysis.volume
+    out = dataclasses.replace(vol, hu=np.ascontiguousarray(labels, dtype=np.uint8))
+    return save_volume(out, path)
 
 
 def ingest_path(store: st_store.Store, path: Path, *, patient_id: str | None = None,

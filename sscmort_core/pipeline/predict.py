@@ -16,7 +16,7 @@ import numpy as np
 from sscmort_core import store as st_store
 from sscmort_core.cards import default_models_dir
 from sscmort_core.errors import SscmortError
-from sscmort_core.lungs import qct_metrics
+from sscmort_core.lungs import classify_patterns, qct_metrics
 from sscmort_core.pipeline.ingest import ScanAnalysis
 from sscmort_core.predictions import RiskPrediction
 from sscmort_core.radiomics.features import extract_features, params_from_text
@@ -33,8 +33,9 @@ def tabular_predictions(store: st_store.Store, hu: np.ndarray, lung_mask: np.nda
     extraction): one bad model never hides the others.
 
     hu: (z, y, x) HU; lung_mask: (z, y, x) bool; spacing_mm: (z, y, x). ``qct``: the volume's
-    QCT metrics when the caller has them (else measured here). Radiomics features are
-    extracted once per parameter set the models were trained with (the card keeps the file).
+    QCT metrics and pattern extents when the caller has them (else measured here). Radiomics
+    features are extracted once per parameter set the models were trained with (the card
+    keeps the file).
     """
     out: list[RiskPrediction] = []
     problems: list[tuple[str, str]] = []
@@ -44,7 +45,10 @@ def tabular_predictions(store: st_store.Store, hu: np.ndarray, lung_mask: np.nda
             model = load_model(store, model_id, models_dir=models_dir)
             if model.kind == "qct":
                 if qct is None:
-                    qct = qct_metrics(hu, lung_mask, tuple(spacing_mm)).to_dict()
+                    sp = tuple(float(s) for s in spacing_mm)
+                    pm = classify_patterns(hu, lung_mask, sp)  # type: ignore[arg-type]
+                    qct = {**qct_metrics(hu, lung_mask, sp, pm).to_dict(),  # type: ignore
+                           **pm.extents()}
                 out.append(predict_features(model, {k: float(v) for k, v in qct.items()}))
                 continue
             key = str(model.param_hash)
@@ -81,7 +85,7 @@ def predict_all(store: st_store.Store, analysis: ScanAnalysis, *,
     problems: list[tuple[str, str]] = []
     tab_preds, tab_problems = tabular_predictions(
         store, vol.hu, mask, vol.spacing_mm, models_dir=models_dir,
-        qct=analysis.qct.to_dict())  # measured at ingest: not again
+        qct=analysis.measures.features())  # measured at ingest: not again
     preds.extend(tab_preds)
     problems.extend(tab_problems)
     try:

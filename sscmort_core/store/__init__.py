@@ -1,6 +1,7 @@
 """The DuckDB cohort store: schema and migrations (:mod:`.schema`), opening and locking
 (:mod:`.db`), then every query, by area: the cohort (:mod:`.cohort`), derived features
-(:mod:`.features`), models and their outputs (:mod:`.models`), background jobs (:mod:`.jobs`).
+(:mod:`.features`), lung zones, patterns and mask QC (:mod:`.lungs`), models and their
+outputs (:mod:`.models`), background jobs (:mod:`.jobs`).
 
 All SQL of sscmort lives in this package, with bound parameters. Callers use the names
 re-exported here (``from sscmort_core import store as st_store``).
@@ -59,6 +60,16 @@ from sscmort_core.store.jobs import (  # noqa: F401
     running_job_ids,
     update_job_progress,
 )
+from sscmort_core.store.lungs import (  # noqa: F401
+    MEASURE_TABLES,
+    accept_mask,
+    flagged_scans_frame,
+    mask_qc_frame,
+    patterns_frame,
+    regions_frame,
+    replace_lung_measures,
+    training_excluded_scan_ids,
+)
 from sscmort_core.store.models import (  # noqa: F401
     auc_rows_with_models,
     deep_models_frame,
@@ -81,12 +92,15 @@ from sscmort_core.store.models import (  # noqa: F401
 from sscmort_core.store.schema import (  # noqa: F401
     CLINICAL_COLUMNS,
     EXPLANATION_COLUMNS,
+    MASK_QC_COLUMNS,
     METRIC_COLUMNS,
     MIGRATIONS,
     PATIENT_COLUMNS,
+    PATTERN_COLUMNS,
     PREDICTION_COLUMNS,
     QCT_COLUMNS,
     RADIOMICS_COLUMNS,
+    REGION_COLUMNS,
     SCAN_COLUMNS,
     SCHEMA_VERSION,
     TRUTH_COLUMNS,

@@ -82,6 +82,7 @@ class Phantom:
     progressor: bool = False  # dense fibrosis reaching the pleura (else NSIP-like)
     emphysema_mask: np.ndarray | None = None  # (z, y, x) bool, lung voxels with emphysema
     true_emphysema_pct: float = 0.0
+    vessel_mask: np.ndarray | None = None  # (z, y, x) bool, the pulmonary vessels (normal)
 
     @property
     def pattern(self) -> np.ndarray:
@@ -223,7 +224,8 @@ def make_phantom(*, ild_extent_pct: float, kernel: str, noise_hu: float,
         true_ild_extent_pct=100.0 * ild.index.size / n_lung,
         kernel=kernel, noise_hu=float(noise_hu), slice_thickness_mm=float(slice_thickness_mm),
         seed=int(seed), scanner=scanner, progressor=bool(progressor),
-        emphysema_mask=_frozen(emph_mask), true_emphysema_pct=100.0 * emph.index.size / n_lung)
+        emphysema_mask=_frozen(emph_mask), true_emphysema_pct=100.0 * emph.index.size / n_lung,
+        vessel_mask=_frozen(an.labels == anat.PULMONARY_VESSEL))
 
 
 def _row_value(scan_row: Mapping[str, Any] | Any, key: str, default: Any) -> Any:
