@@ -12,6 +12,7 @@ import streamlit as st
 
 from sscmort_core import store as st_store
 from sscmort_core.errors import SscmortError
+from sscmort_core.lungs import classify_patterns
 from sscmort_core.scans import load_scan_with_lungs
 
 RESEARCH_NOTICE = "Research use only: not for clinical decisions."
@@ -91,3 +92,10 @@ def load_volume_with_lungs(path: str, scan_id: str):
     """(ScanVolume, LungMask) of a stored scan, cached per store file and scan."""
     scan = load_scan_with_lungs(_open(path), scan_id)
     return scan.volume, scan.lungs
+
+
+@st.cache_data(max_entries=6, show_spinner="Mapping the ILD patterns...")
+def load_pattern_labels(path: str, scan_id: str):
+    """(z, y, x) uint8 pattern labels of a stored scan's lungs, cached per store and scan."""
+    vol, lungs = load_volume_with_lungs(path, scan_id)
+    return classify_patterns(vol.hu, lungs.mask, vol.spacing_mm).labels

@@ -53,5 +53,5 @@ def register(sub: Any, commands: dict[str, Command]) -> None:
     p.add_argument("--real-ct", type=Path, default=None,
                    help="folder of real CT series (default ../shared/data/real_ct beside the "
                         "checkout)")
-    p.add_argument("--only", nargs="*", help="names of benchmarks to run")
+    p.add_argument("--only", nargs="*", help="names of benchmarks to run (phantom, ingest, lungs)")
     commands["bench"] = cmd_bench

@@ -8,8 +8,9 @@ Checks (:data:`CHECKS`):
   (1.5-9 L; the lower bound scales down when the scan covers less than 20 cm of z);
 * ``left_right_ratio``: right / left lung volume within 0.5-2.0;
 * ``missing_lung``: each lung holds at least 10 % of the total;
-* ``border_contact``: under 0.5 % of the mask on the image border (in-plane edges, first or
-  last slice): a lung cut off by the field of view;
+* ``border_contact``: under 0.5 % of the mask on the image border (first or last slice, or
+  the in-plane edges): lungs cut off by the scan's coverage (a lung cut in-plane is read as
+  outside air and lost, which ``missing_lung`` sees);
 * ``airway_leak``: the airway was found and removed, and the mask holds no round tube of
   airway lumen (< -950 HU, 1-6 cm^2) near the trachea's column in 3 or more of its top
   quarter of slices;

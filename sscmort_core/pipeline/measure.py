@@ -146,3 +146,12 @@ def _flush(store: st_store.Store, done: list[MeasureRows], n_written: int,
         n_flagged += sum(r.flagged for r in done)
         done.clear()
     return n_written, n_flagged
+
+
+def accept_flagged_mask(store: st_store.Store, scan_id: str, who: str,
+                        note: str | None = None) -> str:
+    """Record (one transaction) that ``who`` accepts the flagged mask of ``scan_id``, which
+    lets it into training; returns the method version accepted. DataError when the scan has
+    no flagged mask."""
+    with store.transaction() as cur:
+        return st_store.accept_mask(cur, scan_id, accepted_by=who, note=note)

@@ -66,8 +66,11 @@ from sscmort_core.store.lungs import (  # noqa: F401
     flagged_scans_frame,
     mask_qc_frame,
     patterns_frame,
+    qct_features_frame,
+    qct_long_frame,
     regions_frame,
     replace_lung_measures,
+    scan_outcome_columns,
     training_excluded_scan_ids,
 )
 from sscmort_core.store.models import (  # noqa: F401

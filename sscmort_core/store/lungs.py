@@ -98,3 +98,31 @@ def accept_mask(cur: duckdb.DuckDBPyConnection, scan_id: str, *, accepted_by: st
                 "accepted_at, note) VALUES (?, ?, ?, ?, ?)",
                 [scan_id, row[0], accepted_by.strip(), at or dt.datetime.now(), note])
     return str(row[0])
+
+
+def qct_features_frame(store: Store) -> pd.DataFrame:
+    """Per scan: the qct row joined with its pattern extents (what the QCT model sees)."""
+    return store.query_df(
+        """SELECT q.*, p.normal_pct, p.emphysema_pct, p.ground_glass_pct, p.reticulation_pct,
+                  p.honeycombing_pct, p.consolidation_pct
+           FROM qct q LEFT JOIN qct_patterns p USING (scan_id) ORDER BY q.scan_id""")
+
+
+def qct_long_frame(store: Store, features: Sequence[str]) -> pd.DataFrame:
+    """(scan_id, feature, value) of the named columns of the qct and qct_patterns tables
+    (whole-lung QCT and pattern extents); DataError for a name that is neither."""
+    wide = qct_features_frame(store)
+    unknown = [f for f in features if f not in wide.columns or f == "scan_id"]
+    if unknown:
+        raise DataError(f"no QCT feature {unknown[0]!r}")
+    return wide.melt(id_vars=["scan_id"], value_vars=list(features), var_name="feature",
+                     value_name="value").sort_values(["scan_id", "feature"], ignore_index=True)
+
+
+def scan_outcome_columns(store: Store) -> pd.DataFrame:
+    """What the feature browser groups by, per scan: scan_id, patient_id, scan_date, scanner,
+    kernel, slice_thickness_mm, death_date, last_followup_date."""
+    return store.query_df(
+        """SELECT s.scan_id, s.patient_id, s.scan_date, s.scanner, s.kernel,
+                  s.slice_thickness_mm, p.death_date, p.last_followup_date
+           FROM scans s JOIN patients p USING (patient_id) ORDER BY s.scan_id""")

@@ -251,3 +251,39 @@ def phantom_for_scan(scan_row: Mapping[str, Any] | Any,
                         seed=int(scan_row["volume_seed"]), shape=shape, scanner=scanner,
                         progressor=bool(_row_value(scan_row, "progressor", False)),
                         emphysema_pct=float(_row_value(scan_row, "emphysema_pct", 0.0)))
+
+
+@dataclass(frozen=True)
+class DenseCase:
+    """The arguments of one dense-fibrosis phantom (a progressor's volume) for accuracy tests
+    and benchmarks: ``make_phantom(**case.kwargs())``."""
+
+    seed: int
+    ild_extent_pct: float
+    kernel: str
+    slice_thickness_mm: float
+    noise_hu: float
+    emphysema_pct: float = 0.0
+
+    def kwargs(self) -> dict[str, Any]:
+        return {"ild_extent_pct": self.ild_extent_pct, "kernel": self.kernel,
+                "noise_hu": self.noise_hu, "slice_thickness_mm": self.slice_thickness_mm,
+                "seed": self.seed, "progressor": True, "emphysema_pct": self.emphysema_pct}
+
+
+def dense_cases(n: int, seed: int, extent_range: tuple[float, float] = (5.0, 40.0)
+                ) -> tuple[DenseCase, ...]:
+    """``n`` dense-fibrosis phantoms with ILD extents spread evenly over ``extent_range`` and
+    kernel, slice thickness, noise and emphysema drawn from ``seed`` (volume seeds
+    seed * 1000 + i)."""
+    rng = np.random.default_rng(seed)
+    extents = np.linspace(*extent_range, n) if n > 1 else np.array([extent_range[0]])
+    out = []
+    for i, extent in enumerate(extents):
+        kernel = KERNELS[int(rng.integers(len(KERNELS)))]
+        noise = rng.uniform(26.0, 46.0) if kernel == "sharp" else rng.uniform(12.0, 26.0)
+        out.append(DenseCase(seed * 1000 + i, round(float(extent), 2), kernel,
+                             float(rng.choice((5.0, 6.0, 7.5))), round(float(noise), 1),
+                             round(float(rng.uniform(1.0, 6.0)), 2) if rng.random() < 0.2
+                             else 0.0))
+    return tuple(out)

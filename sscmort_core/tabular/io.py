@@ -57,9 +57,7 @@ def feature_matrix(store: st.Store, kind: str, *, param_hash: str | None = None,
         n_flagged = int(scans["scan_id"].isin(flagged).sum())
         scans = scans[~scans["scan_id"].isin(flagged)]
     if kind == "qct":
-        qct = st.qct_frame(store).set_index("scan_id")
-        pats = st.patterns_frame(store).set_index("scan_id").drop(columns=["method_version"])
-        wide = qct.join(pats, how="left").reindex(columns=list(QCT_FEATURES))
+        wide = st.qct_features_frame(store).set_index("scan_id")[list(QCT_FEATURES)]
         param_hash = None
         hint = "measure QCT first (`sscmort demo` or `sscmort ingest`)"
     else:
