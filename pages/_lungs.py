@@ -41,8 +41,8 @@ def slice_viewer(hu: np.ndarray, mask: np.ndarray, labels: np.ndarray | None,
         st.image(image, caption=f"Slice {z}; blue = segmented lung outline", width="content")
         if show_patterns:
             strip, names = lv.pattern_legend_rgb()
-            st.image(strip, caption=f"ILD patterns: {names} (normal lung not coloured)",
-                     width=len(names.split(" | ")) * 56)
+            st.image(strip, width=len(names.split(" | ")) * 56)
+            st.caption(f"ILD patterns: {names} (normal lung not coloured)")
 
 
 def zones_and_patterns(regions: pd.DataFrame, extents: dict[str, float] | pd.Series,

@@ -46,8 +46,10 @@ def _horizon(key: str, where) -> int:
 
 
 def _feature_browser() -> None:
+    if not (param_sets["param_hash"] != ex.QCT_SET).any():
+        st.info("No radiomics features yet: run `sscmort radiomics` on this store"
+                + ("; QCT and ILD pattern features can be browsed." if len(param_sets) else "."))
     if param_sets.empty:
-        st.info("No features yet: run `sscmort radiomics` (or `sscmort demo`) on this store.")
         return
     c1, c2 = st.columns([2, 1])
     hashes = param_sets["param_hash"].tolist()

@@ -205,9 +205,15 @@ def lung_edge(small: np.ndarray, lung: np.ndarray, rays: Rays
               ) -> tuple[np.ndarray, np.ndarray]:
     """((Z, n) sub-pixel radius of the outer lung edge (the -320 HU crossings at the
     outward-facing rim pixels of ``lung``, the outermost front of each ray), (Z, n) HU 1.5
-    pixels inside it); NaN where a ray has no lung."""
+    pixels inside it, or -1000 where that point is not lung: a lung thinner than that there
+    tells nothing); NaN where a ray has no lung."""
     z, y, x = np.nonzero(_rim(lung))
     r, inside, facing = _crossings(small, z, y, x, rays, LUNG_EDGE_HU, 1.0)
+    uy, ux = rays.unit[0, y, x], rays.unit[1, y, x]
+    step = 1.5 / np.maximum(np.hypot(uy, ux), 1e-6)
+    iy = np.clip(np.rint(y - uy * step).astype(np.int64), 0, lung.shape[1] - 1)
+    ix = np.clip(np.rint(x - ux * step).astype(np.int64), 0, lung.shape[2] - 1)
+    inside = np.where(lung[z, iy, ix], inside, np.float32(-1000.0))
     return _front_per_ray(r[facing], inside[facing], z[facing], rays.bins[y, x][facing],
                           (small.shape[0], rays.n), True)
 

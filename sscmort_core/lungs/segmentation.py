@@ -65,6 +65,8 @@ AIRWAY_GROWTH = 2.5  # stop following the airway when its area exceeds this x th
 DENSE_HU = -200.0  # dense lung (ILD) is grown into up to this density (fat is about -100) ...
 DENSE_REACH_MM = 20.0  # ... and this far from the aerated lung
 CYST_AIR_HU, CYST_AIR_NEIGHBOURS = -700.0, 4  # see cyst_walls
+DISEASED_LUNG_HU = (-600.0, -150.0)  # ground glass and reticulation (a normal lung's edge
+# blurred by a smooth kernel stays below; vessels are above)
 COSTAL_PAD_MM = 40.0  # the working box reaches this far beyond the air (ribs behind dense lung)
 
 def lung_mask_version() -> str:
@@ -432,7 +434,12 @@ def _grow_dense(m: np.ndarray, hu: np.ndarray, ok: np.ndarray, reach: int,
     grown = ndi.binary_dilation(m, structure=_GROW_STEP, iterations=reach, mask=dense | m)
     added = grown & ~m
     # a partial-volume rim along every boundary is 1 voxel thick: keep only thicker regions
-    return m | dilate_square(erode_square(added, 1), 1)
+    # (with the cyst walls step, also a rim beside diseased lung: that rim is lung too)
+    kept = dilate_square(erode_square(added, 1), 1)
+    if walls:
+        diseased = (hu > DISEASED_LUNG_HU[0]) & (hu < DISEASED_LUNG_HU[1])  # not vessels
+        kept |= added & dilate_square(erode_square(m, 1) & diseased, 2)
+    return m | kept
 
 
 # ---------------------------------------------------------------------------------------------

@@ -14,10 +14,12 @@ from typing import Callable
 
 import numpy as np
 
+from sscmort_core.imaging import read_volume
+from sscmort_core.lungs import measure_lungs, segment_lungs
 from sscmort_core.pipeline.ingest import ingest_path
 from sscmort_core.store import open_store
 from sscmort_core.synthetic.cohort import generate_cohort
-from sscmort_core.synthetic.phantom import phantom_for_scan
+from sscmort_core.synthetic.phantom import make_phantom, phantom_for_scan
 
 DEFAULT_REAL_CT = Path(__file__).resolve().parents[3] / "shared" / "data" / "real_ct"
 
@@ -116,8 +118,6 @@ def _segmentation_results(name: str, hu: np.ndarray, spacing: tuple[float, float
     """The lung mask (lungmask-2), the threshold mask it replaced (lungmask-1: costal=False)
     and the lung measures (zones, pattern map, QC), each against ``baseline`` timed in the
     same run."""
-    from sscmort_core.lungs import measure_lungs, segment_lungs
-
     segment_lungs(hu, spacing)  # warm imports and caches
     base = _median_time(baseline, repeats)
     new = _median_time(lambda: segment_lungs(hu, spacing), repeats)
@@ -137,8 +137,6 @@ def _segmentation_results(name: str, hu: np.ndarray, spacing: tuple[float, float
 
 def bench_lungs_real(series_dir: Path, repeats: int = 3) -> list[BenchResult]:
     """Segmentation and lung measures of a real series, against the SimpleITK baseline."""
-    from sscmort_core.imaging import read_volume
-
     vol = read_volume(series_dir).volume
     return _segmentation_results(series_dir.name, vol.hu, vol.spacing_mm,
                                  lambda: baseline_threshold_mask(series_dir),
@@ -149,8 +147,6 @@ def bench_lungs_real(series_dir: Path, repeats: int = 3) -> list[BenchResult]:
 def bench_lungs_phantom(repeats: int = 5) -> list[BenchResult]:
     """The same on a dense-fibrosis phantom (25 % ILD), against a plain threshold + largest
     components in SimpleITK on the same array."""
-    from sscmort_core.synthetic.phantom import make_phantom
-
     p = make_phantom(ild_extent_pct=25.0, kernel="sharp", noise_hu=30.0, slice_thickness_mm=5.0,
                      seed=7, progressor=True)
     return _segmentation_results("synthetic, dense fibrosis", p.hu, p.spacing_mm,

@@ -184,7 +184,7 @@ def _demo_jobs(rows: list[dict[str, Any]], stages: Sequence[str]
     if unknown:
         raise ValueError(f"unknown demo stages {sorted(unknown)}; choose from {DEMO_STAGES}")
     params = shape = None
-    label = "volumes + lungs + QCT, zones, patterns, QC"
+    label = "volumes + lungs + QCT"  # QCT here: whole lung, zones, patterns and mask QC
     if "radiomics" in stages:
         params = load_params()
         label += " + radiomics"
