@@ -7,20 +7,25 @@ dome), then the lung, then the chest wall; the lung's outer (costal) surface lie
 surface of the ribs, a thin layer of soft tissue apart. So, slice by slice, on rays from the
 chest's centre (angle bins about a pixel of arc wide at 7 cm, :func:`n_rays`):
 
-1. ``r_lung``: the outermost lung pixel of each ray, and where the HU crosses the lung edge
-   (-320 HU) there, to a fraction of a pixel;
-2. ``r_bone``: the first crossing into bone (> :data:`BONE_HU`) beyond the lung, to a fraction
-   of a pixel; the rib surface ``r_rib`` is a low quantile of it over neighbouring slices and
-   rays (ribs are oblique, so each slice cuts only some of them; the intercostal gaps and the
-   scapulae behind them are skipped);
-3. the healthy lung-to-rib gap, per angle: a low quantile over the slices (dense disease is
-   basal, so at any angle most slices are healthy), smoothed over angles, at most
-   :data:`MAX_GAP_MM`;
-4. the pleura ``r_wall = r_rib - gap``. Where a ray's lung stops at least :data:`MIN_GAP_MM`
-   short of it, every pixel between (ray values interpolated between neighbouring rays at the
-   pixel's own angle) is lung, except bone, voxels that are never lung (airway, bowel gas),
-   and from the first layer of fat-density tissue (-150..-50 HU after a 3 x 3 mean, at least
-   3 pixels wide: extrapleural or mediastinal fat) outward.
+1. ``r_lung``: the outermost pixel of the lung (opened in-plane, so cysts on thin stalks do
+   not count) on each ray, and where the HU crosses the lung edge (-320 HU) there, to a
+   fraction of a pixel (the median of the crossings within 3 mm of the outermost), with the
+   HU 1.5 pixels inside it (normal lung, or disease);
+2. ``r_bone``: the first crossing into bone (> :data:`BONE_HU`, inside the body) beyond the
+   lung, to a fraction of a pixel; the rib surface ``r_rib`` is a low quantile of it over
+   neighbouring slices and rays (ribs are oblique, so each slice cuts only some of them; the
+   intercostal gaps and the scapulae behind them are skipped), then smoothed;
+3. the scan's healthy lung-to-rib gap per angle: the median over slices of the rays whose
+   lung is normal up to an edge that touches the chest wall (not a fat layer), the all-angle
+   median where an angle has too few, smoothed over angles, at most :data:`MAX_GAP_MM`;
+4. the pleura ``r_wall = r_rib - gap + WALL_SHIFT_MM``. A ray is filled where its lung ends
+   in disease (denser than :data:`DISEASED_INSIDE_HU` just inside the edge: a normal lung's
+   edge that stops short of the ribs ends at the heart, the apex's fat or the diaphragm, not
+   at dense lung) at least :data:`MIN_GAP_MM` short of the pleura, and where the run beyond
+   is not mostly fat. Every pixel of the run (ray values interpolated between the two rays
+   nearest the pixel's angle) is lung, except bone, voxels that are never lung (airway,
+   bowel gas, outside the body), and from the first fat layer (-150..-50 HU after a 3 x 3
+   mean, at least 3 pixels wide) outward.
 
 The same rays measure what any mask leaves out (:func:`costal_gap`, a QC check). Pure
 functions of a (z, y, x) HU grid, masks and the spacing; deterministic.
@@ -42,16 +47,14 @@ MAX_RUN_FAT_SHARE = 0.5  # a ray whose run beyond the lung is mostly fat-dense i
 MIN_GAP_MM = 3.0  # a ray's lung stopping this far short of the pleura is filled
 RIB_WINDOW_MM = 15.0  # half-height of the slab of slices the rib surface is pooled over
 RIB_WINDOW_RAYS = 1  # ... and half-width in rays
-WALL_SHIFT_MM = 1.0
+RIB_QUANTILE = 25.0  # percent: ribs are the innermost bone; scapulae lie further out
+RIB_SMOOTH_RAYS = 2  # then averaged over +-2 rays and half the slab
 FRONT_MM = 3.0  # a ray's surface: the median of its crossings within this of the extreme
-RIB_QUANTILE = 25.0
-RIB_SMOOTH_RAYS = 2  # then averaged over +-2 rays and half the slab  # percent: ribs are the innermost bone; scapulae lie further out
+WALL_SHIFT_MM = 1.0  # the pleura lies this much beyond the healthy gap's estimate (margin)
 HEALTHY_INSIDE_HU = -700.0  # a ray is healthy where its lung is this airy just inside the edge
 DISEASED_INSIDE_HU = -700.0  # a ray is filled only where its lung is denser inside the edge
 CONTACT_HU = -30.0  # just beyond a healthy lung's edge: the chest wall, not a fat layer
-MIN_HEALTHY_SLICES = 5
-LOCAL_ARC_MM = 30.0  # the local healthy gap pools this much arc ...
-MIN_LOCAL_HEALTHY = 4  # ... and needs this many healthy rays  # an angle with fewer healthy slices takes the all-angle gap
+MIN_HEALTHY_SLICES = 5  # an angle with fewer healthy slices takes the all-angle gap
 MAX_GAP_MM = 4.0  # the healthy lung-to-rib gap is at most this
 GAP_SMOOTH_MM = 40.0  # the gap is averaged over this much arc at RAY_ARC_MM
 
