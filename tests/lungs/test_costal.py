@@ -115,9 +115,12 @@ def test_the_regression_set_of_hardest_cases_keeps_its_level():
 
 @pytest.mark.slow
 def test_dense_fibrosis_phantoms_5_to_40_percent():
-    """The issue's targets, measured over 24 dense phantoms (5-40 % ILD): what the mask
-    reaches is stated in docs/BENCHMARKS.md; here it may not fall below the level shipped."""
+    """24 dense phantoms (5-40 % ILD). The issue's targets (>= 0.95 of the fibrotic lung kept,
+    <= 2 % of the mask outside the lung, Dice >= 0.97) are not all reached: measured with
+    lungmask-2, median recall 0.901 (min 0.842), false share median 0.0152 (max 0.0286), Dice
+    median 0.9765 (min 0.9593) (docs/BENCHMARKS.md "## Lungs"); here none may fall below that
+    level (rounded to the third decimal)."""
     results = np.array([_accuracy(c) for c in dense_cases(24, seed=31)])
-    assert np.median(results[:, 0]) >= 0.85
-    assert results[:, 1].max() <= 0.035
-    assert np.median(results[:, 2]) >= 0.965
+    assert np.median(results[:, 0]) >= 0.900 and results[:, 0].min() >= 0.841
+    assert np.median(results[:, 1]) <= 0.016 and results[:, 1].max() <= 0.029
+    assert np.median(results[:, 2]) >= 0.976 and results[:, 2].min() >= 0.959
