@@ -13,7 +13,7 @@ PORT ?= 8501
 PYRADIOMICS := pyradiomics==3.0.1
 BUILD_DEPS := pip setuptools wheel versioneer "numpy>=1.26,<2.5"
 
-.PHONY: run test test-all bench install install-dev demo clean-venv browser
+.PHONY: run test test-all bench install install-dev demo clean-venv browser pacs-tools
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -31,7 +31,7 @@ $(VENV)/.dev-stamp: requirements-dev.txt $(VENV)/.runtime-stamp
 
 install: $(VENV)/.runtime-stamp
 
-install-dev: $(VENV)/.dev-stamp browser
+install-dev: $(VENV)/.dev-stamp browser pacs-tools
 
 # Debian's chromium for the real-browser test (Playwright's own download does not work here).
 # Best effort: without it the browser test skips and says why.
@@ -41,6 +41,20 @@ browser:
 	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
 	      || echo "chromium could not be installed; the browser test will skip"; \
 	  else echo "chromium missing and apt-get unavailable; the browser test will skip"; fi; \
+	fi
+
+# Debian's Orthanc with its DICOMweb plugin (a real PACS for the PACS tests) and GDCM's gdcmconv
+# (the JPEG lossless encoder of the compressed-DICOM test). Best effort, as for chromium:
+# without them those tests skip and say why.
+PACS_DEBS := orthanc orthanc-dicomweb libgdcm-tools
+pacs-tools:
+	@if [ ! -x /usr/sbin/Orthanc ] || [ ! -f /usr/share/orthanc/plugins/libOrthancDicomWeb.so ] \
+	    || ! command -v gdcmconv >/dev/null; then \
+	  if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	      --no-install-recommends $(PACS_DEBS) >/dev/null) \
+	      || echo "$(PACS_DEBS) could not be installed; the PACS tests will skip"; \
+	  else echo "Orthanc, its DICOMweb plugin or gdcmconv missing and apt-get unavailable; the PACS tests will skip"; fi; \
 	fi
 
 $(STORE): | $(VENV)/.runtime-stamp

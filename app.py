@@ -25,6 +25,11 @@ PAGES = [
             url_path="model_comparison"),
     st.Page("pages/models_jobs.py", title="Models & jobs", icon=":material/model_training:",
             url_path="models_jobs"),
+    st.Page("pages/import_cohort.py", title="Import cohort",
+            icon=":material/drive_folder_upload:", url_path="import_cohort"),
 ]
 
-st.navigation(PAGES).run()
+# Worker processes of the app's jobs (spawn / forkserver pools) re-import this main script as
+# "__mp_main__"; they need nothing from it, so they draw nothing and load no page.
+if __name__ != "__mp_main__":
+    st.navigation(PAGES).run()

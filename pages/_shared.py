@@ -14,10 +14,14 @@ from sscmort_core import store as st_store
 from sscmort_core.errors import SscmortError
 from sscmort_core.lungs import classify_patterns
 from sscmort_core.scans import load_scan_with_lungs
+from sscmort_core.util.logs import configure_logging
 
 RESEARCH_NOTICE = "Research use only: not for clinical decisions."
 SYNTHETIC_NOTICE = ("Synthetic cohort: every patient, scan and outcome shown here was generated "
                     "by sscmort's simulator. None of it describes a real person.")
+MIXED_NOTICE = ("This store also holds {real:,} real (imported or uploaded) patients: only rows "
+                "of source \"synthetic\" are simulated. Overview and Cohort explorer filter by "
+                "source.")
 
 
 def store_path() -> Path:
@@ -26,6 +30,7 @@ def store_path() -> Path:
 
 @st.cache_resource(show_spinner=False)
 def _open(path: str) -> st_store.Store:
+    configure_logging(Path(path))  # library warnings into the store's log file, not the page
     return st_store.open_store(path)
 
 
@@ -47,11 +52,14 @@ def get_store() -> st_store.Store:
         raise  # unreachable: st.stop() raises
 
 
-def banners(synthetic: bool) -> None:
-    """The research-use notice on every page, and the synthetic banner where it applies."""
+def banners(synthetic: bool, real: int = 0) -> None:
+    """The research-use notice on every page, and the synthetic banner where it applies (with
+    a second line when real patients share the store with synthetic ones)."""
     st.warning(RESEARCH_NOTICE, icon=":material/science:")
     if synthetic:
         st.info(SYNTHETIC_NOTICE, icon=":material/smart_toy:")
+        if real:
+            st.info(MIXED_NOTICE.format(real=real), icon=":material/join:")
 
 
 def sidebar(summary: st_store.CohortSummary) -> None:
@@ -61,6 +69,9 @@ def sidebar(summary: st_store.CohortSummary) -> None:
         st.code(str(store_path()), language=None)
         if summary.synthetic_patients:
             st.markdown(":orange-badge[SYNTHETIC DATA]")
+            if summary.patients > summary.synthetic_patients:
+                st.caption(f"and {summary.patients - summary.synthetic_patients:,} real "
+                           "patients")
         st.caption(f"{summary.patients:,} patients, {summary.scans:,} scans")
         st.caption(RESEARCH_NOTICE)
 
@@ -72,7 +83,7 @@ def page_setup(title: str) -> st_store.Store:
     summary = st_store.cohort_summary(store)
     st.session_state["_cohort_summary"] = summary  # this run's: page_setup runs first
     sidebar(summary)
-    banners(summary.synthetic_patients > 0)
+    banners(summary.synthetic_patients > 0, summary.patients - summary.synthetic_patients)
     st.title(title)
     return store
 

@@ -29,10 +29,13 @@ def _range(label: str, column: str) -> tuple[float, float] | None:
 
 
 with st.expander("Filters", expanded=True):
-    f1, f2, f3 = st.columns(3)
+    f1, f2, f3, f4 = st.columns(4)
     sexes = f1.multiselect("Sex", sorted(patients["sex"].dropna().unique()))
     subtypes = f2.multiselect("Subtype", sorted(patients["subtype"].dropna().unique()))
     antibodies = f3.multiselect("Antibody", sorted(patients["antibody"].dropna().unique()))
+    source_choice = f4.multiselect("Source", cohort.sources(patients),
+                                   help="synthetic rows are simulated; other sources are "
+                                        "real (uploaded or imported)")
     r1, r2, r3 = st.columns(3)
     with r1:
         age = _range("Age at first scan (years)", "age_at_first_scan")
@@ -41,7 +44,8 @@ with st.expander("Filters", expanded=True):
     with r3:
         dlco = _range("Baseline DLCO (% predicted)", "baseline_dlco")
 
-flt = cohort.PatientFilter(tuple(sexes), tuple(subtypes), tuple(antibodies), age, fvc, dlco)
+flt = cohort.PatientFilter(tuple(sexes), tuple(subtypes), tuple(antibodies), age, fvc, dlco,
+                          tuple(source_choice))
 chosen = cohort.add_groupings(cohort.filter_patients(patients, flt), baseline_extent)
 st.caption(f"{len(chosen):,} of {len(patients):,} patients match the filters.")
 if chosen.empty:
@@ -59,8 +63,8 @@ st.caption("Number at risk")
 st.dataframe(charts.at_risk_table(km), width="stretch")
 
 st.subheader("Patients")
-table = chosen[["patient_id", "sex", "subtype", "antibody", "age_at_first_scan", "n_scans",
-                "baseline_fvc", "baseline_dlco", "died", "followup_years"]].copy()
+table = chosen[["patient_id", "source", "sex", "subtype", "antibody", "age_at_first_scan",
+                "n_scans", "baseline_fvc", "baseline_dlco", "died", "followup_years"]].copy()
 table.insert(0, "timeline", "patient_timeline?patient=" + table["patient_id"])
 st.dataframe(
     table, hide_index=True, width="stretch",

@@ -27,10 +27,16 @@ if not choices:
 others = [m for m, c in choices.items() if c.kind != ORACLE_KIND]
 default = others[:4] + [m for m, c in choices.items() if c.kind == ORACLE_KIND]
 chosen = st.multiselect("Models to compare (any kind or version)", list(choices),
-                        default=default, format_func=lambda m: choices[m].label)
+                        default=default, format_func=lambda m: choices[m].shown)
 if not chosen:
     st.info("Choose two or more models.")
     st.stop()
+stale = [choices[m].label for m in chosen if choices[m].stale]
+if stale:
+    st.warning("Stale: " + ", ".join(stale) + ". Outcomes of their training scans changed "
+               "since they were trained (the curves below use the new labels; the models "
+               "learnt the old ones). Retrain them on Models & jobs or with `sscmort train`, "
+               "then recompute the metrics.", icon=":material/update:")
 with st.expander("Settings"):
     n_boot = st.select_slider("Bootstrap resamples (CIs and paired tests)",
                               [200, 500, 1000, 2000, 5000], value=2000)

@@ -6,14 +6,15 @@ import streamlit as st
 
 from pages._shared import page_setup, show_error
 from sscmort_core import store as st_store
-from sscmort_core.cards import default_models_dir
 from sscmort_core.deep import registry, saliency
 from sscmort_core.deep.config import PROFILE_LABELS, UI_BACKBONES
 from sscmort_core.errors import SscmortError
 from sscmort_core.labels import HORIZONS_YEARS
 from sscmort_core.pipeline import jobs
+from sscmort_core.pipeline.staleness import model_staleness
+from sscmort_core.util.paths import default_models_dir
 from sscmort_core.views import render
-from sscmort_core.views.models import model_card, registry_frame
+from sscmort_core.views.models import model_card, registry_frame, stale_labels
 
 store = page_setup("Models & jobs")
 models_dir = default_models_dir()
@@ -24,8 +25,16 @@ st.caption(f"Model files live in `{models_dir}` (set SSCMORT_MODELS to change it
            "registers each model's id, card and weights sha256. Every model is scored on "
            "out-of-fold predictions of patient-grouped cross-validation.")
 models = st_store.models_frame(store)
+staleness = model_staleness(store)
+stale = stale_labels(models, staleness)
+if stale:
+    st.warning("Stale (outcomes of their training scans changed since they were trained, e.g. "
+               "a registry re-import updated deaths or follow-up): " + ", ".join(stale)
+               + ". Retrain them (`sscmort train`, or a training run below).",
+               icon=":material/update:")
 if not models.empty:
-    st.dataframe(registry_frame(models, models_dir), hide_index=True, width="stretch",
+    st.dataframe(registry_frame(models, models_dir, staleness), hide_index=True,
+                 width="stretch",
                  column_config={f"OOF AUC {h}y": st.column_config.NumberColumn(format="%.3f")
                                 for h in HORIZONS_YEARS})
 deep = models[models["kind"] == "deep"]

@@ -1,13 +1,16 @@
-"""Patient timeline: scans, lung function, QCT trend, outcome marker, and a slice viewer."""
+"""Patient timeline: scans, lung function, QCT trend, outcome marker, a slice viewer, and the
+chosen scan's results as DICOM SEG + SR."""
 
 from __future__ import annotations
 
 import streamlit as st
 
 from pages._lungs import mask_notice, slice_viewer, zones_and_patterns
+from pages._pacs import dicom_download
 from pages._shared import load_pattern_labels, load_volume_with_lungs, page_setup, store_path
 from sscmort_core import store as st_store
 from sscmort_core.errors import SscmortError
+from sscmort_core.pipeline.export_dicom import results_for_scan
 from sscmort_core.views import charts
 from sscmort_core.views import lungs as lv
 from sscmort_core.views import radiomics as explain_tabular
@@ -94,7 +97,8 @@ mask_notice(review.message, review.accepted_by, review.accepted_at)
 if review.excluded_from_training and st.button("Accept this lung mask (reviewed)"):
     review = lv.accept_mask(store, scan_id, who="local")  # "local" until the app has a login
     st.success(f"Mask accepted by {review.accepted_by} on {review.accepted_at}.")
-slice_viewer(vol.hu, lungs.mask, pattern_labels, vol.spacing_mm, "tl")
+slice_viewer(vol.hu, lungs.mask, pattern_labels, vol.spacing_mm, "tl",
+             note=f"segmented lung volume {lungs.volume_ml:,.0f} mL")
 regions = st_store.regions_frame(store, [scan_id])
 extents = st_store.patterns_frame(store).set_index("scan_id")
 if len(regions) and scan_id in extents.index:
@@ -102,3 +106,7 @@ if len(regions) and scan_id in extents.index:
 else:
     st.info("This scan's zones and patterns are not measured yet (`sscmort demo` or ingest "
             "measure them).")
+
+st.subheader("Results as DICOM")
+dicom_download(("scan", labels[choice]), lambda: results_for_scan(store, labels[choice]).results,
+               f"{labels[choice]}-sscmort-dicom.zip")

@@ -1,4 +1,5 @@
-"""Upload & predict: validate, de-identify, outline the lungs, measure QCT, save to the cohort."""
+"""Upload & predict: a scan from files or a PACS; validate, de-identify, outline the lungs,
+measure QCT, predict; results as DICOM SEG + SR (download, or back to the PACS); save."""
 
 from __future__ import annotations
 
@@ -8,52 +9,30 @@ import pandas as pd
 import streamlit as st
 
 from pages._lungs import mask_notice, slice_viewer, zones_and_patterns
+from pages._pacs import choose_scan, results_section
 from pages._shared import page_setup, show_error
 from sscmort_core import store as st_store
-from sscmort_core.cards import default_models_dir
 from sscmort_core.deep.saliency import saliency_for_volume
 from sscmort_core.errors import SscmortError
 from sscmort_core.labels import HORIZONS_YEARS
-from sscmort_core.pipeline.ingest import STAGES, analyse_upload, save_analysis, store_secret
+from sscmort_core.pipeline.ingest import save_analysis
 from sscmort_core.pipeline.predict import predict_all
+from sscmort_core.util.paths import default_models_dir
 from sscmort_core.views import charts
 from sscmort_core.views import lungs as lv
 from sscmort_core.views.names import QCT_LABELS, ingest_report_lines
 from sscmort_core.views.render import colorbar_rgb, overlay_rgb
 
 store = page_setup("Upload & predict")
-st.caption("Upload one chest CT: a zip of a DICOM series, several .dcm files, or one NIfTI / "
-           "NRRD / MHA file. Identifying DICOM tags are dropped on reading and never stored "
-           "or shown; the patient gets a pseudonymous id.")
+st.caption("Upload one chest CT (a zip of a DICOM series, several .dcm files, or one NIfTI / "
+           "NRRD / MHA file) or fetch one from a PACS. Identifying DICOM tags are dropped on "
+           "reading and never stored or shown; the patient gets a pseudonymous id.")
 
-uploads = st.file_uploader("Chest CT", accept_multiple_files=True,
-                           help="Limit set in .streamlit/config.toml (server.maxUploadSize).")
-if not uploads:
+chosen = choose_scan(store)  # the "Upload files" and "From PACS" tabs
+if chosen is None:
     st.info("Waiting for a scan.")
     st.stop()
-
-key = tuple((u.name, u.size, u.file_id) for u in uploads)
-if st.session_state.get("upload_key") != key:
-    st.session_state.pop("analysis", None)
-    with st.status("Analysing the scan...", expanded=True) as status:
-        def progress(stage: str, done: int, total: int) -> None:
-            name = stage.split(": ", 1)[-1]
-            if name in STAGES:
-                status.write(f"Step {done + 1}/{total}: {name}")
-
-        try:
-            analysis = analyse_upload([(u.name, u.getvalue()) for u in uploads],
-                                      secret=store_secret(store), progress=progress)
-        except SscmortError as err:
-            status.update(label="The scan could not be used", state="error")
-            show_error(err)
-            st.session_state["upload_key"] = None
-            st.stop()
-        status.update(label="Scan analysed: " + ", ".join(
-            f"{name} {sec:.2f} s" for name, sec in analysis.stage_seconds), state="complete",
-            expanded=False)
-    st.session_state["analysis"], st.session_state["upload_key"] = analysis, key
-analysis = st.session_state["analysis"]
+analysis, key, fetched = chosen
 vol, rep = analysis.volume, analysis.report
 
 st.subheader("Validation and de-identification")
@@ -136,6 +115,8 @@ else:
     st.info("No model is registered yet: train them on the Models & jobs page or with "
             "`sscmort train`.")
 
+results_section(analysis, report.predictions, key, fetched)
+
 st.subheader("Save to cohort")
 patients = st_store.patients_frame(store)
 with st.form("save"):
@@ -146,7 +127,8 @@ with st.form("save"):
     if st.form_submit_button("Save to cohort", type="primary"):
         try:
             res = save_analysis(store, analysis, scan_date=scan_date,
-                                patient_id=existing if mode == "Existing patient" else None)
+                                patient_id=existing if mode == "Existing patient" else None,
+                                source_name="pacs" if fetched is not None else "upload")
         except SscmortError as err:
             show_error(err)
         else:

@@ -7,7 +7,7 @@ written (card format 1: deep cards with an integer version, tabular cards with A
 "1y"); :meth:`ModelCard.to_json` writes format 2. Per-horizon out-of-fold AUC is keyed by the
 horizon in years (:data:`sscmort_core.labels.HORIZONS_YEARS`).
 
-Ground floor: imports only errors and labels.
+May import: errors, labels, util.
 """
 
 from __future__ import annotations
@@ -20,15 +20,11 @@ from typing import Any, Mapping
 
 from sscmort_core.errors import ModelError
 from sscmort_core.labels import HORIZONS_YEARS
+from sscmort_core.util.paths import default_models_dir  # noqa: F401  (re-exported)
 
 CARD_FORMAT = 2
 KIND_NAMES = {"deep": "Deep", "radiomics": "Radiomics", "qct": "QCT", "ensemble": "Ensemble",
               "oracle": "Oracle"}
-
-
-def default_models_dir() -> Path:
-    """The model registry folder: ``$SSCMORT_MODELS``, else ``models`` (read at call time)."""
-    return Path(os.environ.get("SSCMORT_MODELS", "models"))
 
 
 def _auc_by_horizon(value: Any, horizons: Any = None) -> dict[int, float | None]:
@@ -59,6 +55,9 @@ class ModelCard:
     version: str
     created: str | None = None  # ISO 8601, seconds
     data_hash: str | None = None
+    # labels.label_fingerprint of the training scans: recomputed from the store later, a
+    # different value marks the model stale (outcomes changed since it was trained)
+    label_fingerprint: str | None = None
     synthetic: bool = False
     oof_auc: Mapping[int, float | None] = field(default_factory=dict)
     n_scans: int | None = None

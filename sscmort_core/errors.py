@@ -10,7 +10,8 @@ from pathlib import Path
 
 
 class SscmortError(Exception):
-    """Base class: ``path`` names the file concerned (may be None), ``reason`` says what is wrong."""
+    """Base class: ``path`` names the file concerned (may be None), ``reason`` says what is
+    wrong."""
 
     def __init__(self, reason: str, path: str | Path | None = None) -> None:
         self.reason = reason
@@ -158,3 +159,76 @@ class UnknownModelError(ModelError):
 
 class NoPredictionsError(ModelError):
     """No registered model has out-of-fold predictions to evaluate."""
+
+
+# --- pixel data and compressed frames (issue 13: clean refusals) -----------------------------
+class PixelDataSizeError(InconsistentGeometryError):
+    """A DICOM header's image size does not match the length of its pixel data."""
+
+
+class VoxelLimitError(FileTooLargeError):
+    """The headers describe more voxels than sscmort reads (checked before any allocation)."""
+
+
+class CorruptPixelDataError(TruncatedFileError):
+    """A compressed frame cannot be decoded by the decoders of its syntax: the data is corrupt."""
+
+
+# --- PACS (DICOMweb) ----------------------------------------------------------------------------
+class PacsError(SscmortError):
+    """A PACS could not be used; ``path`` names the PACS address (never credentials)."""
+
+
+class PacsUnavailableError(PacsError):
+    """Nothing answers at the PACS address (down, wrong host or port, refused)."""
+
+
+class PacsTimeoutError(PacsError):
+    """The PACS accepted the connection but did not answer in time."""
+
+
+class PacsAuthError(PacsError):
+    """The PACS refused the credentials (401) or the action (403)."""
+
+
+class PacsNotFoundError(PacsError):
+    """The PACS has no such study, series or service path (404)."""
+
+
+class PacsResponseError(PacsError):
+    """The PACS answered with something unusable: a truncated multipart body, not DICOM, or an
+    unexpected status."""
+
+
+class PacsTLSError(PacsError):
+    """The PACS's TLS certificate could not be verified."""
+
+
+class DicomExportError(SscmortError):
+    """Results cannot be written as DICOM (e.g. the scan has no lungs to encode)."""
+
+# --- executors (local pool, Ray) ---------------------------------------------------------------
+class ExecutorError(SscmortError):
+    """The chosen executor cannot run: a bad setting, Ray not installed, a cluster that does not
+    answer, or workers that lack sscmort's dependencies."""
+
+
+class WorkerLostError(SscmortError):
+    """A task's worker process died more often than the retries allow, where the stage cannot
+    record the item as failed and go on."""
+
+
+# --- registry import (round 2) -----------------------------------------------------------------
+class SeriesNotFoundError(InputError):
+    """The manifest's series_uid / series_description picks no series (or several) of a study."""
+
+
+class ManifestError(DataError):
+    """A registry manifest is refused: ``problems`` holds one ``file:row: column: problem`` line
+    per problem found (never a cell's value); ``reason`` says how many and that nothing was
+    written."""
+
+    def __init__(self, reason: str, path: str | Path | None = None,
+                 problems: tuple[str, ...] = ()) -> None:
+        self.problems = tuple(problems)
+        super().__init__(reason, path)

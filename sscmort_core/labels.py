@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import hashlib
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -181,3 +182,37 @@ def time_to_event_years(
     stop = d.where(~d.isna(), f)
     time_years = np.asarray((stop - t).days, dtype=float) / DAYS_PER_YEAR
     return time_years, event
+
+
+def label_fingerprint(
+    scan_ids: Sequence[str],
+    scan_dates: Sequence[object] | pd.Series | np.ndarray,
+    death_dates: Sequence[object] | pd.Series | np.ndarray,
+    last_followup_dates: Sequence[object] | pd.Series | np.ndarray,
+) -> str:
+    """sha256 (16 hex) of what the label rule says about each scan, in scan-id order: its label
+    at every horizon of :data:`HORIZONS_YEARS` and its follow-up in days to death or censoring,
+    with the event flag.
+
+    A model records the fingerprint of the scans it was trained on; the same fingerprint
+    recomputed from the store later tells whether those scans' outcomes are still the ones it
+    saw (intervals only: shifting all of a patient's dates alike changes nothing).
+    Raises DataError on contradictory dates, like :func:`label_scans`.
+    """
+    ids = np.asarray([str(s) for s in scan_ids], dtype=object)
+    if len(ids) != len(scan_dates):
+        raise ValueError("scan ids and dates differ in length")
+    order = np.argsort(ids, kind="stable")
+    t = _to_datetime(scan_dates)
+    d = _to_datetime(death_dates)
+    f = _to_datetime(last_followup_dates)
+    labels = [label_scans(t, d, f, h) for h in HORIZONS_YEARS]
+    codes = np.stack([np.where(lab.known, lab.positive.astype(np.int8) + 1, 0)
+                      for lab in labels], axis=1)  # (n, H): 0 censored, 1 negative, 2 positive
+    event = np.asarray(~d.isna())
+    stop = d.where(~d.isna(), f)
+    days = np.asarray((stop - t).days, dtype=np.int64)
+    h = hashlib.sha256()
+    for i in order:
+        h.update(f"{ids[i]}|{''.join(map(str, codes[i]))}|{days[i]}|{int(event[i])}\n".encode())
+    return h.hexdigest()[:16]

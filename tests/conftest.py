@@ -52,3 +52,24 @@ def pytest_configure(config):
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ["SSCMORT_MODELS"] = tempfile.mkdtemp(prefix="sscmort-test-models-")
+
+
+# issue 15: one real Orthanc (DICOMweb) per session for the PACS tests, wherever they live
+from tests.pacs.orthanc import orthanc  # noqa: E402, F401
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """One local Ray instance (2 CPUs, no dashboard) for the whole session, started as the ray
+    executor starts one (sscmort_core on the workers' path, driver kept quiet) and shut down
+    at the end; executors opened meanwhile use it and leave it running. Ray is a dev
+    requirement (requirements-dev.txt): missing, this fixture errors rather than skips."""
+    import ray
+
+    from sscmort_core.util.ray_executor import start_local_ray
+
+    if ray.is_initialized():  # pragma: no cover - a leak from elsewhere; start clean
+        ray.shutdown()
+    start_local_ray(2)
+    yield ray
+    ray.shutdown()

@@ -1,12 +1,13 @@
 """Command line: ``sscmort`` / ``python -m sscmort_core`` (../shared/DESIGN.md "CLI contract").
 
 One module per command family (:mod:`.demo`, :mod:`.imaging`, :mod:`.radiomics`,
-:mod:`.train`, :mod:`.predict`, :mod:`.evaluate`), each with a ``register(sub, commands)``; the
-shared output helpers are :mod:`.output`. Each command takes ``--store PATH`` where it uses the
-store, prints a JSON summary on stdout with ``--json``, shows progress on stderr for long
-work, and on bad input exits with status 2 and one line on stderr naming the file and the
-problem, leaving the store unchanged. Heavy libraries (torch, scikit-learn) load only inside
-the command that needs them, so ``sscmort --help`` stays fast.
+:mod:`.train`, :mod:`.predict`, :mod:`.evaluate`, :mod:`.pacs`, :mod:`.registry`), each with a
+``register(sub, commands)``; the shared output helpers are :mod:`.output`. Each command
+takes ``--store PATH`` where it uses the store, prints a JSON summary on stdout with
+``--json``, shows progress on stderr for long work, and on bad input exits with status 2 and
+one line on stderr naming the file and the problem, leaving the store unchanged. Heavy
+libraries (torch, scikit-learn) load only inside the command that needs them, so
+``sscmort --help`` stays fast.
 
 May import: anything in sscmort_core (the top of the house).
 """
@@ -14,14 +15,14 @@ May import: anything in sscmort_core (the top of the house).
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 
-from sscmort_core.cli import demo, evaluate, imaging, predict, radiomics, train
+from sscmort_core.cli import demo, evaluate, imaging, pacs, predict, radiomics, registry, train
 from sscmort_core.cli.output import EXIT_BAD_INPUT, Command
 from sscmort_core.errors import SscmortError
+from sscmort_core.util.logs import configure_logging
 
-FAMILIES = (demo, imaging, radiomics, train, predict, evaluate)
+FAMILIES = (demo, imaging, radiomics, train, predict, evaluate, pacs, registry)
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Command]]:
@@ -36,9 +37,9 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Command]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     parser, commands = build_parser()
     args = parser.parse_args(argv)
+    configure_logging(getattr(args, "store", None))
     try:
         commands[args.command](args)
     except SscmortError as err:

@@ -3,10 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
-from sscmort_core.cli.output import Command, Progress, add_common, add_models_dir, add_store, emit
+from sscmort_core.cli.output import (
+    Command,
+    Progress,
+    add_common,
+    add_executor,
+    add_models_dir,
+    add_store,
+    cli_executor,
+    emit,
+)
 from sscmort_core.pipeline import DEMO_STAGES
 
 
@@ -14,10 +24,13 @@ def cmd_demo(args: argparse.Namespace) -> None:
     from sscmort_core.pipeline.demo import build_demo  # heavy: sklearn, SimpleITK
 
     stages = [s for s in DEMO_STAGES if s not in (args.skip or ())]
-    summary = build_demo(args.store, n_patients=args.patients, seed=args.seed,
-                         workers=args.workers, progress=Progress(not args.quiet),
-                         stages=stages, models_dir=args.models_dir)
+    with cli_executor(args) as executor:
+        summary = build_demo(args.store, n_patients=args.patients, seed=args.seed,
+                             workers=args.workers, progress=Progress(not args.quiet),
+                             stages=stages, models_dir=args.models_dir, executor=executor)
     s = summary.to_json()
+    for note in summary.notes:
+        print(f"note: {note}", file=sys.stderr)
     emit(args, s, f"demo store {s['store']}: {s['patients']} patients, {s['scans']} scans "
                   f"(synthetic); positives 1/3/5 y: {s['positives']}; censored: "
                   f"{s['censored']}; {s['seconds']} s")
@@ -31,7 +44,8 @@ def cmd_bench(args: argparse.Namespace) -> None:
     lines = [f"{r['name']}: {r['seconds']:.3f} s" + (
         f" = {r['ratio']:.2f} x {r['baseline']} ({r['baseline_seconds']:.3f} s)"
         if r["ratio"] is not None else "") + (
-        f"; peak traced {r['peak_traced_mb']:.0f} MB" if r["peak_traced_mb"] else "")
+        f"; peak traced {r['peak_traced_mb']:.0f} MB" if r["peak_traced_mb"] else "") + (
+        f"; {r['detail']}" if r["detail"] else "")
         for r in results]
     emit(args, {"results": results}, "\n".join(lines))
 
@@ -46,6 +60,7 @@ def register(sub: Any, commands: dict[str, Command]) -> None:
     p.add_argument("--skip", nargs="*", choices=DEMO_STAGES,
                    help="optional stages to leave out (default: run them all)")
     add_models_dir(p)
+    add_executor(p)
     commands["demo"] = cmd_demo
 
     p = sub.add_parser("bench", help="run the benchmarks (ratios against same-run baselines)")
@@ -53,5 +68,6 @@ def register(sub: Any, commands: dict[str, Command]) -> None:
     p.add_argument("--real-ct", type=Path, default=None,
                    help="folder of real CT series (default ../shared/data/real_ct beside the "
                         "checkout)")
-    p.add_argument("--only", nargs="*", help="names of benchmarks to run (phantom, ingest, lungs)")
+    p.add_argument("--only", nargs="*", choices=("phantom", "ingest", "cli", "lungs"),
+                   help="benchmarks to run (default all)")
     commands["bench"] = cmd_bench

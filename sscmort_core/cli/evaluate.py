@@ -14,7 +14,6 @@ from sscmort_core.cli.output import (
     existing_store,
     int_at_least,
 )
-from sscmort_core.store import open_store
 
 
 def _fmt(value: float | None, digits: int = 3) -> str:
@@ -42,6 +41,7 @@ def _text(summary: dict[str, Any]) -> str:
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
     from sscmort_core.pipeline.evaluate import run_evaluation  # heavy: scipy
+    from sscmort_core.store import open_store  # heavy: duckdb, pandas
 
     with open_store(existing_store(args.store)) as store:
         run = run_evaluation(store, model_ids=args.models, n_boot=args.n_boot, seed=args.seed,

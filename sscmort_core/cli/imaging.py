@@ -8,11 +8,11 @@ from typing import Any
 
 from sscmort_core.cli.output import Command, Progress, add_common, add_store, emit, iso_date
 from sscmort_core.errors import DataError
-from sscmort_core.store import open_store
 
 
 def cmd_ingest(args: argparse.Namespace) -> None:
     from sscmort_core.pipeline.ingest import ingest_path  # heavy: SimpleITK, pydicom
+    from sscmort_core.store import open_store  # heavy: duckdb, pandas
 
     path = Path(args.path)
     if not path.exists():
@@ -29,7 +29,7 @@ def cmd_ingest(args: argparse.Namespace) -> None:
 
 
 def cmd_qct(args: argparse.Namespace) -> None:
-    from sscmort_core.pipeline.ingest import (  # heavy: SimpleITK, pydicom
+    from sscmort_core.pipeline.analyse import (  # heavy: SimpleITK, pydicom
         analyse_path,
         write_label_volume,
     )

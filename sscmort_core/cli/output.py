@@ -1,8 +1,8 @@
 """What every command shares: progress bars on stderr, the JSON / text summary on stdout, the
 common options, argument types, and the "store must exist" check.
 
-May import: the ground floor, util, store (its path default only). Never a stage: the command
-modules import what they run.
+May import: errors and util only (no pandas, duckdb or torch: ``sscmort --help`` stays
+quick). The command modules import what they run inside their command functions.
 """
 
 from __future__ import annotations
@@ -17,7 +17,15 @@ from typing import Any, Callable
 from tqdm import tqdm
 
 from sscmort_core.errors import StoreError
-from sscmort_core.store import DEFAULT_STORE_PATH
+from sscmort_core.util.executors import (
+    ENV_EXECUTOR,
+    ENV_RAY_ADDRESS,
+    EXECUTORS,
+    Executor,
+    executor_spec,
+    open_executor,
+)
+from sscmort_core.util.paths import DEFAULT_STORE_PATH
 
 EXIT_BAD_INPUT = 2
 Command = Callable[[argparse.Namespace], None]
@@ -67,6 +75,24 @@ def add_common(p: argparse.ArgumentParser) -> None:
 def add_models_dir(p: argparse.ArgumentParser) -> None:
     p.add_argument("--models-dir", type=Path, default=None,
                    help="model registry folder (default $SSCMORT_MODELS or models/)")
+
+
+def add_executor(p: argparse.ArgumentParser) -> None:
+    """``--executor`` and ``--ray-address`` (with ``--workers``, which the command adds)."""
+    p.add_argument("--executor", choices=EXECUTORS, default=None,
+                   help=f"where the per-scan work runs: local (a process pool, the default) "
+                        f"or ray (default ${ENV_EXECUTOR}, else local)")
+    p.add_argument("--ray-address", default=None, metavar="ADDR",
+                   help=f"Ray cluster for --executor ray, e.g. 10.0.0.5:6379 or "
+                        f"ray://host:10001 (default ${ENV_RAY_ADDRESS}; none: a local Ray "
+                        f"instance with --workers CPUs)")
+
+
+def cli_executor(args: argparse.Namespace) -> Executor:
+    """The executor the command's options (and environment) ask for, opened; bad settings and
+    a missing Ray are an ExecutorError (one line, exit 2)."""
+    return open_executor(executor_spec(args.executor, args.ray_address,
+                                       getattr(args, "workers", None)))
 
 
 def existing_store(path: Path) -> Path:

@@ -7,19 +7,28 @@ import argparse
 import sys
 from typing import Any
 
-from sscmort_core.cli.output import Command, Progress, add_common, add_store, emit, existing_store
+from sscmort_core.cli.output import (
+    Command,
+    Progress,
+    add_common,
+    add_executor,
+    add_store,
+    cli_executor,
+    emit,
+    existing_store,
+)
 from sscmort_core.errors import DataError
-from sscmort_core.store import open_store
 
 
 def cmd_radiomics(args: argparse.Namespace) -> None:
     from sscmort_core.radiomics.stage import run_radiomics_stage  # heavy: SimpleITK
+    from sscmort_core.store import open_store  # heavy: duckdb, pandas
 
     if args.workers is not None and args.workers < 1:
         raise DataError(f"--workers must be at least 1, got {args.workers}")
-    with open_store(existing_store(args.store)) as store:
-        result = run_radiomics_stage(store, workers=args.workers,
-                                     progress=Progress(not args.quiet))
+    with open_store(existing_store(args.store)) as store, cli_executor(args) as executor:
+        result = run_radiomics_stage(store, progress=Progress(not args.quiet),
+                                     executor=executor)
     for failure in result.failures:
         print(f"warning: scan {failure.scan_id}: radiomics failed: {failure.reason}",
               file=sys.stderr)
@@ -27,7 +36,7 @@ def cmd_radiomics(args: argparse.Namespace) -> None:
     emit(args, s, f"radiomics ({s['param_hash']}, pyradiomics {s['pyradiomics_version']}): "
                   f"{s['extracted']} scans extracted, {s['skipped']} already done, "
                   f"{s['failed']} failed; {s['features_per_scan']} features per scan; "
-                  f"{s['seconds']} s with {s['workers']} worker(s)")
+                  f"{s['seconds']} s with {s['workers']} worker(s) ({s['executor']})")
 
 
 def register(sub: Any, commands: dict[str, Command]) -> None:
@@ -36,4 +45,5 @@ def register(sub: Any, commands: dict[str, Command]) -> None:
     add_store(p)
     add_common(p)
     p.add_argument("--workers", type=int, default=None, help="worker processes (all cores)")
+    add_executor(p)
     commands["radiomics"] = cmd_radiomics

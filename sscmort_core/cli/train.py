@@ -14,8 +14,6 @@ from typing import TYPE_CHECKING, Any
 
 from tqdm import tqdm
 
-from sscmort_core import store as st_store
-from sscmort_core.cards import default_models_dir
 from sscmort_core.cli.output import (
     Command,
     Progress,
@@ -26,10 +24,8 @@ from sscmort_core.cli.output import (
     existing_store,
 )
 from sscmort_core.deep.config import DEVICE_CHOICES, LOSS_NAMES, PRECISIONS, PROFILES, UI_BACKBONES
-from sscmort_core.deep.registry import read_card
 from sscmort_core.errors import DataError
-from sscmort_core.labels import HORIZONS_YEARS
-from sscmort_core.store import open_store
+from sscmort_core.util.paths import default_models_dir
 
 if TYPE_CHECKING:
     from sscmort_core.deep.fit import EpochLog
@@ -84,6 +80,8 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def train_tabular_models(opts: TrainOptions) -> tuple[dict[str, Any], str]:
+    from sscmort_core.labels import HORIZONS_YEARS  # heavy: pandas
+    from sscmort_core.store import open_store  # heavy: duckdb, pandas
     from sscmort_core.tabular.train import train_tabular  # heavy: sklearn
     from sscmort_core.views.radiomics import tabular_models  # heavy: scipy
 
@@ -118,6 +116,8 @@ class TrainBars(Progress):
 
 def train_deep(opts: TrainOptions) -> tuple[dict[str, Any], str]:
     """``train --kind deep``: train and register each backbone; (summary, text)."""
+    from sscmort_core import store as st_store  # heavy: duckdb, pandas
+    from sscmort_core.deep.registry import read_card  # heavy: duckdb, pandas
     from sscmort_core.deep.train import train_backbone  # heavy: torch
 
     bars = TrainBars(not opts.quiet)

@@ -1,6 +1,6 @@
 """One fold's epoch loop: AdamW with warm-up and cosine decay, early stopping, checkpoints.
 
-Used by :mod:`sscmort_core.train` for both profiles. A fold trains either the head on
+Used by :mod:`sscmort_core.deep.train` for both profiles. A fold trains either the head on
 precomputed slice embeddings (quick: frozen backbone, :class:`EmbeddingBatches`) or the whole
 network on images (full: fine-tuned, :class:`ImageBatches`, with :func:`augment_batch`).
 Every epoch is seeded from (seed, fold, epoch), so a run resumed from its last checkpoint ends

@@ -1,6 +1,6 @@
 """Deep-model inference: device choice, a warm model cache, batched ensemble prediction.
 
-A registered deep model is the ensemble of its k fold models (:class:`~sscmort_core.nets.
+A registered deep model is the ensemble of its k fold models (:class:`~sscmort_core.deep.nets.
 EnsembleNet`); its risk is the mean of the fold risks. Across several deep models the
 "deep ensemble" is the mean of the models' risks. Means of non-decreasing risk vectors are
 non-decreasing, so every prediction stays monotone over the horizons.
@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from sscmort_core import store as st_store
-from sscmort_core.cards import ModelCard, default_models_dir
+from sscmort_core.cards import ModelCard
 from sscmort_core.deep.config import DEVICE_CHOICES
 from sscmort_core.deep.fit import device_autocast
 from sscmort_core.deep.inputs import input_for_volume
@@ -32,6 +32,7 @@ from sscmort_core.errors import ModelError
 from sscmort_core.labels import HORIZONS_YEARS
 from sscmort_core.predictions import RiskPrediction
 from sscmort_core.util.cache import MODEL_CACHE, ModelCache
+from sscmort_core.util.paths import default_models_dir
 
 DEEP_ENSEMBLE_ID = "deep-ensemble"
 

@@ -1,9 +1,10 @@
-"""Model inputs of every stored scan, computed once in worker processes and cached on disk.
+"""Model inputs of every stored scan, computed once on an executor (worker processes or Ray)
+and cached on disk.
 
 Per scan: volume and lung mask (:func:`sscmort_core.scans.scan_with_lungs_from_row`) -> K
 windowed slices (:func:`sscmort_core.deep.sampling.sample_model_input`), quantised to uint8
-(value * 255, rounded; at most 0.002 from the float input). Workers never touch the store: the calling process reads
-the scan rows first and writes nothing but the cache files.
+(value * 255, rounded; at most 0.002 from the float input). Workers never touch the store:
+the calling process reads the scan rows first and writes nothing but the cache files.
 
 Cache: ``<cache_dir>/<key>.npy`` (N, K, 3, S, S) uint8 and ``<key>.json`` (scan ids and the
 volume sha256 of every row), keyed by (k, size, :func:`sampling_version`). Rows are reused when a
@@ -25,8 +26,8 @@ from sscmort_core.deep import sampling
 from sscmort_core.errors import SscmortError
 from sscmort_core.lungs import lung_mask_version
 from sscmort_core.scans import scan_with_lungs_from_row
+from sscmort_core.util.executors import Executor, LocalExecutor
 from sscmort_core.util.progress import ProgressFn, no_progress
-from sscmort_core.util.workers import map_in_workers
 
 INPUT_VERSION = "sample-1"  # this module's recipe: uint8 quantisation of the sampled slices
 STAGE = "model inputs"
@@ -117,12 +118,14 @@ def _write_cache(base: Path, scan_ids: list[str], shas: list[str], x: np.ndarray
 
 def model_inputs(store: st_store.Store, *, k: int, size: int, workers: int = 1,
                  progress: ProgressFn = no_progress, scan_ids: Sequence[str] | None = None,
-                 cache_dir: Path | None = None) -> ModelInputs:
+                 cache_dir: Path | None = None,
+                 executor: Executor | None = None) -> ModelInputs:
     """Model inputs of the store's scans (all, or ``scan_ids``), sorted by scan id.
 
-    Computed in ``workers`` processes and cached under ``cache_dir`` (default
-    ``store.data_dir / "model_inputs"``); cached rows are reused. Scans whose volume or lung
-    mask fails are left out and listed in ``failed``.
+    Computed on ``executor`` (default: ``workers`` local processes; each task gets a scan row)
+    and cached under ``cache_dir`` (default ``store.data_dir / "model_inputs"``); cached rows
+    are reused. Scans whose volume or lung mask fails, or whose worker died more often than
+    the executor retries, are left out and listed in ``failed``.
     """
     rows = st_store.scan_rows(store, scan_ids)
     base = Path(cache_dir or default_cache_dir(store)) / cache_key(k, size)
@@ -132,12 +135,17 @@ def model_inputs(store: st_store.Store, *, k: int, size: int, workers: int = 1,
     jobs = [(r, str(store.data_dir), k, size) for r in todo]
     fresh: dict[str, np.ndarray] = {}
     failed: list[tuple[str, str]] = []
-    results = map_in_workers(_input_for_row, jobs, workers, progress, STAGE) if jobs else ()
-    for sid, arr, reason in results:
+    ex = executor or LocalExecutor(workers)
+    results = ex.outcomes(_input_for_row, jobs, progress, STAGE) if jobs else ()
+    for task in results:
+        sid, arr, reason = task.value if task.ok else (str(todo[task.index]["scan_id"]), None,
+                                                        task.error)
         if arr is None:
             failed.append((sid, str(reason)))
         else:
             fresh[sid] = arr
+    order = {sid: i for i, (sid, _) in enumerate(wanted)}
+    failed.sort(key=lambda f: order.get(f[0], len(order)))  # completion order varies
     out_ids, parts = [], []
     for sid, sha in wanted:
         if (sid, sha) in cached:

@@ -36,7 +36,7 @@ import pandas as pd
 import torch
 
 from sscmort_core import store as st_store
-from sscmort_core.cards import ModelCard, default_models_dir
+from sscmort_core.cards import ModelCard
 from sscmort_core.deep.config import PROFILE_LABELS, UI_BACKBONES, TrainConfig, profile_config
 from sscmort_core.deep.fit import (
     EmbeddingBatches,
@@ -57,7 +57,9 @@ from sscmort_core.deep.nets import EnsembleNet, NetConfig, SliceHead, build_net
 from sscmort_core.deep.registry import delete_model, register_in_store, save_model
 from sscmort_core.errors import DataError
 from sscmort_core.folds import grouped_folds
-from sscmort_core.labels import HORIZONS_YEARS
+from sscmort_core.labels import HORIZONS_YEARS, label_fingerprint
+from sscmort_core.util.executors import Executor
+from sscmort_core.util.paths import default_models_dir
 from sscmort_core.util.progress import ProgressFn, no_progress
 
 
@@ -71,6 +73,7 @@ class _Cohort:
     folds: np.ndarray  # (N,) 0..k-1
     data_hash: str
     synthetic: bool
+    label_fingerprint: str
 
 
 @dataclass(frozen=True)
@@ -89,17 +92,18 @@ def train_backbone(store: st_store.Store, backbone: str, *, profile: str = "quic
                    pretrained: str | Path | None = None, seed: int = 0, folds: int = 5,
                    progress: ProgressFn = no_progress, on_epoch: EpochFn | None = None,
                    workers: int | None = None, config_overrides: Mapping[str, Any] | None = None,
-                   cache_dir: Path | None = None) -> str:
+                   cache_dir: Path | None = None, executor: Executor | None = None) -> str:
     """Train, register and store OOF predictions of one backbone; returns the model id.
 
     ``pretrained``: None (random init), ``"hf-cache"`` or a weights file. Raises ModelError
-    (bad backbone, weights, settings) or DataError (cohort too small, bad dates).
+    (bad backbone, weights, settings) or DataError (cohort too small, bad dates). Model inputs
+    not yet cached are computed on ``executor`` (default: ``workers`` local processes).
     """
     cfg = profile_config(profile, **dict(config_overrides or {}))
     models_dir = Path(models_dir or default_models_dir())
     dev = select_device(device)
     _seed_everything(seed, dev.name)
-    cohort = _cohort(store, cfg, folds, seed, workers, progress, cache_dir)
+    cohort = _cohort(store, cfg, folds, seed, workers, progress, cache_dir, executor)
     net_cfg = NetConfig(backbone, cfg.image_size, cfg.n_slices, cfg.attention_dim, cfg.dropout,
                         cfg.pooling)
     net, source = build_net(net_cfg, pretrained=pretrained, seed=seed)
@@ -131,14 +135,16 @@ def train_quick_backbones(store: st_store.Store, *, models_dir: Path | None = No
                           progress: ProgressFn = no_progress,
                           backbones: Sequence[str] = UI_BACKBONES, seed: int = 0,
                           workers: int | None = None, device: str = "auto",
-                          cache_dir: Path | None = None) -> list[str]:
+                          cache_dir: Path | None = None,
+                          executor: Executor | None = None) -> list[str]:
     """The demo's deep stage: the quick profile of each UI backbone; returns model ids."""
     ids = []
     for i, name in enumerate(backbones):
         progress("deep backbones", i, len(backbones))
         ids.append(train_backbone(store, name, profile="quick", models_dir=models_dir,
                                   device=device, seed=seed, progress=progress,
-                                  workers=workers, cache_dir=cache_dir))
+                                  workers=workers, cache_dir=cache_dir,
+                                  executor=executor))
     progress("deep backbones", len(backbones), len(backbones))
     return ids
 
@@ -147,12 +153,14 @@ def train_quick_backbones(store: st_store.Store, *, models_dir: Path | None = No
 # the cohort: inputs, targets, folds
 # ---------------------------------------------------------------------------------------------
 def _cohort(store: st_store.Store, cfg: TrainConfig, folds: int, seed: int,
-            workers: int | None, progress: ProgressFn, cache_dir: Path | None) -> _Cohort:
+            workers: int | None, progress: ProgressFn, cache_dir: Path | None,
+            executor: Executor | None = None) -> _Cohort:
     flagged = st_store.training_excluded_scan_ids(store)  # masks failing QC, not accepted
     wanted = [s for s in st_store.scans_frame(store)["scan_id"] if s not in flagged]
     inputs = model_inputs(store, k=cfg.n_slices, size=cfg.image_size,
                           workers=workers or max(1, os.cpu_count() or 1), progress=progress,
-                          cache_dir=cache_dir, scan_ids=wanted if flagged else None)
+                          cache_dir=cache_dir, scan_ids=wanted if flagged else None,
+                          executor=executor)
     if len(inputs.scan_ids) == 0:
         raise DataError("the store has no usable scans to train on", store.path)
     scans = st_store.scans_frame(store).set_index("scan_id").loc[list(inputs.scan_ids)]
@@ -171,8 +179,10 @@ def _cohort(store: st_store.Store, cfg: TrainConfig, folds: int, seed: int,
     for col in ("patient_id", "scan_date", "death_date", "last_followup_date", "volume_sha256"):
         h.update("|".join(str(v) for v in scans[col].tolist()).encode())
     h.update(("|".join(inputs.scan_ids) + f"|{inputs.k}|{inputs.size}").encode())
+    fingerprint = label_fingerprint(list(inputs.scan_ids), scans["scan_date"],
+                                    scans["death_date"], scans["last_followup_date"])
     return _Cohort(inputs, targets, patients, fold_of, h.hexdigest(),
-                   bool(scans["synthetic"].astype(bool).all()))
+                   bool(scans["synthetic"].astype(bool).all()), fingerprint)
 
 
 def _inner_split(patients: np.ndarray, strat: np.ndarray, val_fraction: float,
@@ -361,7 +371,8 @@ def _register(store: st_store.Store, models_dir: Path, ensemble: EnsembleNet, co
     card = save_model(
         models_dir, ensemble.state_dict(), backbone=ctx.backbone,
         profile=PROFILE_LABELS[cfg.profile], config=json.loads(json.dumps(config)),
-        data_hash=cohort.data_hash, pretrained=source.describe(),
+        data_hash=cohort.data_hash, label_fingerprint=cohort.label_fingerprint,
+        pretrained=source.describe(),
         pretrained_sha256=source.sha256,
         oof_auc={str(h): (None if a is None else round(a, 4))
                  for h, a in zip(HORIZONS_YEARS, per)},

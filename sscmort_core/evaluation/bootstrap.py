@@ -32,6 +32,7 @@ from sscmort_core.evaluation._checks import (
 )
 from sscmort_core.evaluation.discrimination import _auc_from_ranks
 from sscmort_core.evaluation.results import AUCDifference, AUCResult
+from sscmort_core.evaluation.weights import PER_SCAN, base_weights, check_estimand
 
 Seed = int | np.random.Generator
 
@@ -48,21 +49,30 @@ def auc_with_ci(
     n_boot: int = 2000,
     seed: Seed = 0,
     level: float = 0.95,
+    estimand: str = PER_SCAN,
 ) -> AUCResult:
     """AUC with a patient-level percentile bootstrap CI.
 
     ``groups`` holds each scan's patient id (shape (n,), any sortable ids). With a single
     patient no CI can be formed: ``ci_low`` / ``ci_high`` are ``None`` and ``n_groups == 1``
-    (the point AUC is still given). Deterministic for a given ``seed``.
+    (the point AUC is still given). Deterministic for a given ``seed``. ``estimand``
+    :data:`~sscmort_core.evaluation.weights.PER_PATIENT` weights each of a patient's k scans
+    1/k in every pair (a weighted Mann-Whitney statistic), so each patient counts once.
     """
     y_arr, s_arr = check_scored_labels(y, score)
     n_pos, _ = require_both_classes(y_arr)
     codes, n_groups = check_groups(groups, len(y_arr))
     n_boot = check_positive_int(n_boot, "n_boot")
     level = check_level(level)
+    estimand = check_estimand(estimand)
 
-    point = _auc_from_ranks(y_arr, s_arr, n_pos, len(y_arr) - n_pos)
-    boot = _cluster_bootstrap_aucs(y_arr, [s_arr], codes, n_groups, n_boot, seed)
+    weight = base_weights(codes, n_groups, estimand)
+    if estimand == PER_SCAN:
+        point = _auc_from_ranks(y_arr, s_arr, n_pos, len(y_arr) - n_pos)
+    else:
+        layout = _level_layout(y_arr, s_arr, codes, n_groups, weight)
+        point = float(_weighted_auc_many(layout, np.ones((1, n_groups)))[0])
+    boot = _cluster_bootstrap_aucs(y_arr, [s_arr], codes, n_groups, n_boot, seed, weight)
     ci = _percentile_ci(boot.aucs[0], level) if boot is not None else None
     return AUCResult(
         auc=point,
@@ -74,6 +84,7 @@ def auc_with_ci(
         n_groups=n_groups,
         n_boot_used=0 if boot is None else boot.n_used,
         n_boot_dropped=0 if boot is None else n_boot - boot.n_used,
+        estimand=estimand,
     )
 
 
@@ -150,12 +161,14 @@ def _cluster_bootstrap_aucs(
     n_groups: int,
     n_boot: int,
     seed: Seed,
+    weight: NDArray[np.float64] | None = None,
 ) -> _BootAUCs | None:
-    """Bootstrap AUCs of each score over the same resamples; ``None`` when n_groups < 2."""
+    """Bootstrap AUCs of each score over the same resamples; ``None`` when n_groups < 2.
+    ``weight`` (n,) are the scans' base weights (None: 1 each)."""
     if n_groups < 2:
         return None
     counts = cluster_counts(n_groups, n_boot, seed)  # (B, P)
-    layouts = [_level_layout(y, s, codes, n_groups) for s in scores]
+    layouts = [_level_layout(y, s, codes, n_groups, weight) for s in scores]
     aucs = np.vstack([_weighted_auc_many(layout, counts) for layout in layouts])  # (k, B)
     usable = np.isfinite(aucs).all(axis=0)
     return _BootAUCs(aucs=aucs[:, usable], n_used=int(usable.sum()))
@@ -165,8 +178,8 @@ def _cluster_bootstrap_aucs(
 class _LevelLayout:
     """Scans reduced to sorted distinct score levels, per patient.
 
-    ``pos[l, p]`` / ``neg[l, p]``: number of positive / negative scans of patient p whose score
-    is the l-th smallest distinct score. Sparse, shape (n_levels, n_groups).
+    ``pos[l, p]`` / ``neg[l, p]``: number (or base weight) of positive / negative scans of
+    patient p whose score is the l-th smallest distinct score. Sparse, (n_levels, n_groups).
     """
 
     pos: sparse.csr_matrix
@@ -174,17 +187,20 @@ class _LevelLayout:
 
 
 def _level_layout(
-    y: NDArray[np.int8], score: NDArray[np.float64], codes: NDArray[np.intp], n_groups: int
+    y: NDArray[np.int8], score: NDArray[np.float64], codes: NDArray[np.intp], n_groups: int,
+    weight: NDArray[np.float64] | None = None,
 ) -> _LevelLayout:
+    """``weight`` (n,): each scan's base weight (1 per scan when None; ``1 / k`` for a
+    patient's k scans under the per-patient estimand), summed into the count matrices."""
     _, level = np.unique(score, return_inverse=True)
     level = level.reshape(-1)
     shape = (int(level.max()) + 1, n_groups)
     is_pos = y == 1
+    base = np.ones(len(y)) if weight is None else weight
 
     def count_matrix(mask: NDArray[np.bool_]) -> sparse.csr_matrix:
-        ones = np.ones(int(mask.sum()))
         # duplicate (level, patient) entries are summed on conversion
-        return sparse.coo_matrix((ones, (level[mask], codes[mask])), shape=shape).tocsr()
+        return sparse.coo_matrix((base[mask], (level[mask], codes[mask])), shape=shape).tocsr()
 
     return _LevelLayout(pos=count_matrix(is_pos), neg=count_matrix(~is_pos))
 

@@ -1,4 +1,5 @@
-"""Paired comparison of two models on the same scans (DeLong and the patient-level bootstrap).
+"""Paired comparison of two models on the same scans: DeLong, the patient-level bootstrap and
+the clustered DeLong test (Obuchowski 1997), whose p-value is the one to show.
 
 :func:`compare_models` takes the labels of *all* scans at a horizon: ``y`` is 1 (positive),
 0 (negative) or NaN (censored at this horizon, ../shared/DESIGN.md "Labels"); censored scans
@@ -10,9 +11,10 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from sscmort_core.errors import NotBinaryError
+from sscmort_core.errors import MetricInputError, NotBinaryError
 from sscmort_core.evaluation._checks import as_1d, check_finite, same_length
 from sscmort_core.evaluation.bootstrap import Seed, paired_bootstrap_auc_difference
+from sscmort_core.evaluation.clustered import clustered_delong_test
 from sscmort_core.evaluation.discrimination import delong_test
 from sscmort_core.evaluation.results import PairedComparison
 
@@ -26,7 +28,9 @@ def compare_models(
     seed: Seed = 0,
     level: float = 0.95,
 ) -> PairedComparison:
-    """DeLong test and patient-level paired bootstrap of ``AUC(a) - AUC(b)`` on the same scans.
+    """DeLong test, patient-level paired bootstrap and clustered DeLong test of
+    ``AUC(a) - AUC(b)`` on the same scans (``clustered`` is None when fewer than two patients
+    hold a positive, or a negative, scan).
 
     ``y``: 1 / 0 / NaN (censored, left out); scores of shape (n,).
     """
@@ -36,12 +40,15 @@ def compare_models(
     g_arr = as_1d(groups, "groups")
     same_length(y=labelled, score_a=a_arr, score_b=b_arr, groups=g_arr)
     a_lab, b_lab, g_lab = a_arr[labelled], b_arr[labelled], g_arr[labelled]
-    return PairedComparison(
-        delong=delong_test(y_bin, a_lab, b_lab),
-        bootstrap=paired_bootstrap_auc_difference(
-            y_bin, a_lab, b_lab, g_lab, n_boot=n_boot, seed=seed, level=level
-        ),
+    delong = delong_test(y_bin, a_lab, b_lab)
+    bootstrap = paired_bootstrap_auc_difference(
+        y_bin, a_lab, b_lab, g_lab, n_boot=n_boot, seed=seed, level=level
     )
+    try:
+        clustered = clustered_delong_test(y_bin, a_lab, b_lab, g_lab)
+    except MetricInputError:  # too few patients per class: the bootstrap p stands
+        clustered = None
+    return PairedComparison(delong=delong, bootstrap=bootstrap, clustered=clustered)
 
 
 # --- checks ------------------------------------------------------------------------------------

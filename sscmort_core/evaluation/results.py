@@ -57,6 +57,7 @@ class AUCResult:
     n_groups: int
     n_boot_used: int
     n_boot_dropped: int
+    estimand: str = "per scan"
 
 
 @dataclass(frozen=True)
@@ -155,8 +156,157 @@ class DecisionCurve:
 
 
 @dataclass(frozen=True)
+class ClusteredDeLongResult:
+    """DeLong test of ``auc_a == auc_b`` with scans clustered in patients (Obuchowski 1997).
+
+    The structural components of DeLong's test are summed per patient, so the variance
+    counts a patient's scans as correlated; with one scan per patient it is DeLong's.
+    ``se_a`` / ``se_b`` are the standard errors of each AUC, ``se`` that of
+    ``auc_diff = auc_a - auc_b``; ``z`` and ``p_value`` (two-sided, normal) follow
+    :class:`DeLongResult` when ``se == 0``. The estimand is per scan.
+    """
+
+    auc_a: float
+    auc_b: float
+    auc_diff: float
+    se_a: float
+    se_b: float
+    se: float
+    z: float
+    p_value: float
+    n: int
+    n_events: int
+    n_groups: int
+
+
+@dataclass(frozen=True)
 class PairedComparison:
-    """Two models on the same scans: DeLong test and patient-level paired bootstrap."""
+    """Two models on the same scans: DeLong test, patient-level paired bootstrap, and the
+    clustered DeLong test (``None`` when fewer than 2 patients hold positives or negatives).
+
+    :attr:`p_value` is the one to show: the clustered DeLong p where computed, else the
+    bootstrap's; both respect that scans cluster in patients (plain DeLong does not).
+    """
 
     delong: DeLongResult
     bootstrap: AUCDifference
+    clustered: ClusteredDeLongResult | None = None
+
+    @property
+    def p_value(self) -> float | None:
+        return self.clustered.p_value if self.clustered is not None else self.bootstrap.p_value
+
+    @property
+    def p_value_method(self) -> str:
+        if self.clustered is not None:
+            return "clustered DeLong (Obuchowski 1997)"
+        return "patient bootstrap"
+
+
+@dataclass(frozen=True, eq=False)
+class IPCWWeights:
+    """Inverse probability of censoring weights at ``horizon``, arrays of shape (n,).
+
+    ``weight``: cases ``1 / G(T-)``, controls ``1 / G(horizon)``, others 0. ``case``: death
+    at or before the horizon; ``control``: follow-up beyond it; neither: censored at or before
+    it. ``censoring_at_horizon`` is ``G(horizon)``, the Kaplan-Meier probability of remaining
+    uncensored beyond the horizon.
+    """
+
+    weight: NDArray[np.float64]
+    case: NDArray[np.bool_]
+    control: NDArray[np.bool_]
+    horizon: float
+    censoring_at_horizon: float
+
+    def __post_init__(self) -> None:
+        _freeze_arrays(self)
+
+    @property
+    def n_censored(self) -> int:
+        """Scans censored at or before the horizon (weight 0)."""
+        return int((~(self.case | self.control)).sum())
+
+
+@dataclass(frozen=True)
+class ObservedExpected:
+    """Calibration-in-the-large at a horizon: ``ratio = observed / expected`` (ideal 1; > 1
+    means risks underestimated). ``observed`` is ``1 - `` Kaplan-Meier at the horizon,
+    ``expected`` the mean predicted risk; ``n`` scans, ``n_events`` deaths by the horizon."""
+
+    observed: float
+    expected: float
+    ratio: float
+    n: int
+    n_events: int
+
+
+@dataclass(frozen=True, eq=False)
+class SurvivalReliabilityCurve:
+    """Calibration against survival estimates per quantile group of predicted risk.
+
+    Arrays of shape (n_nonempty_bins,): ``mean_predicted``; ``observed_km`` (``1 - `` the
+    group's Kaplan-Meier at the horizon); ``observed_ipcw`` (the IPCW risk with the cohort's
+    censoring distribution); ``count`` scans, ``n_events`` deaths by the horizon,
+    ``n_censored`` scans censored at or before it; bin edges as :class:`ReliabilityCurve`.
+    """
+
+    mean_predicted: NDArray[np.float64]
+    observed_km: NDArray[np.float64]
+    observed_ipcw: NDArray[np.float64]
+    count: NDArray[np.int64]
+    n_events: NDArray[np.int64]
+    n_censored: NDArray[np.int64]
+    bin_low: NDArray[np.float64]
+    bin_high: NDArray[np.float64]
+
+    def __post_init__(self) -> None:
+        _freeze_arrays(self)
+
+
+@dataclass(frozen=True)
+class MetricCI:
+    """A metric with its patient-level (cluster) percentile bootstrap CI.
+
+    ``metric`` names it (e.g. ``"uno_c"``); ``estimand`` is "per scan" or "per patient (each
+    patient weighted equally)". ``n`` scans, ``n_events`` events the metric counts (deaths
+    by the horizon, or all deaths for an untruncated C-index), ``n_groups`` patients holding
+    those scans. ``se_boot`` is the standard deviation of the usable resamples. CI bounds and
+    ``se_boot`` are ``None`` when no resample was usable (``n_boot_used == 0``) or there is a
+    single patient; ``n_boot_dropped`` resamples left the metric undefined (e.g. no death).
+    """
+
+    metric: str
+    value: float
+    ci_low: float | None
+    ci_high: float | None
+    se_boot: float | None
+    level: float
+    estimand: str
+    n: int
+    n_events: int
+    n_groups: int
+    n_boot_used: int
+    n_boot_dropped: int
+
+
+@dataclass(frozen=True)
+class MetricDifference:
+    """Patient-level paired bootstrap of ``value_a - value_b`` (same resamples for both).
+
+    ``p_value`` as :class:`AUCDifference` (two-sided bootstrap proportion, resolution
+    ``1 / n_boot_used``); CI bounds and ``p_value`` are ``None`` when no resample was usable.
+    """
+
+    metric: str
+    value_a: float
+    value_b: float
+    diff: float
+    ci_low: float | None
+    ci_high: float | None
+    p_value: float | None
+    level: float
+    estimand: str
+    n_groups: int
+    n_boot_used: int
+    n_boot_dropped: int

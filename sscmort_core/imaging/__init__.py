@@ -13,6 +13,7 @@ May import: errors, pydicom, SimpleITK, numpy. Identifying values never leave th
 
 from sscmort_core.imaging.archive import extract_zip_safely
 from sscmort_core.imaging.deid import IDENTIFYING_KEYWORDS, pseudonymous_id
+from sscmort_core.imaging.dicom import SeriesSelector
 from sscmort_core.imaging.reader import (
     DEFAULT_MAX_BYTES,
     read_dicom_files,
@@ -31,7 +32,8 @@ from sscmort_core.imaging.volume import (
 )
 
 __all__ = [
-    "DEFAULT_MAX_BYTES", "IDENTIFYING_KEYWORDS", "IngestReport", "ReadResult", "SeriesSummary",
-    "SkippedFile", "Volume", "extract_zip_safely", "load_stored_volume", "pseudonymous_id",
-    "read_dicom_files", "read_grid_image", "read_volume", "save_volume", "to_sitk_image",
+    "DEFAULT_MAX_BYTES", "IDENTIFYING_KEYWORDS", "IngestReport", "ReadResult", "SeriesSelector",
+    "SeriesSummary", "SkippedFile", "Volume", "extract_zip_safely", "load_stored_volume",
+    "pseudonymous_id", "read_dicom_files", "read_grid_image", "read_volume", "save_volume",
+    "to_sitk_image",
 ]

@@ -4,7 +4,9 @@ Two passes: headers only (``stop_before_pixels``) for every file, to group them 
 SeriesInstanceUID and choose the series; then pixels for the chosen series only. Slices are
 ordered by their position along the slice normal (cross(row, column) . ImagePositionPatient),
 never by file name or InstanceNumber; the z spacing is the median step between positions, not
-SliceThickness. HU = stored * RescaleSlope + RescaleIntercept, slice by slice.
+SliceThickness. The headers' geometry is checked against the pixel data and a voxel cap before
+the volume is allocated; then HU = stored * RescaleSlope + RescaleIntercept, slice by slice
+(:mod:`.pixels`).
 
 No identifying value leaves this module: series are described by SeriesDescription (cleaned of
 the patient's name and id), never by UID, and log messages carry counts only.
@@ -12,6 +14,7 @@ the patient's name and id), never by UID, and log messages carry counts only.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 from collections import defaultdict
@@ -21,7 +24,6 @@ from typing import Sequence
 
 import numpy as np
 import pydicom
-import SimpleITK as sitk
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
@@ -30,11 +32,12 @@ from sscmort_core.errors import (
     InputError,
     NotACTSeriesError,
     NotAxialError,
+    SeriesNotFoundError,
     TooFewSlicesError,
     TruncatedFileError,
     UnsupportedFormatError,
 )
-from sscmort_core.imaging import deid, validate
+from sscmort_core.imaging import deid, pixels, validate
 from sscmort_core.imaging.volume import (
     IngestReport,
     ReadResult,
@@ -98,6 +101,46 @@ def read_header(path: Path, name: str, source: Path) -> DicomHeader | SkippedFil
     return DicomHeader(path, name, ds, key)
 
 
+@dataclass(frozen=True)
+class SeriesSelector:
+    """Which series of a study to read, when a folder or zip holds several (supine / prone,
+    inspiration / expiration, kernels): by SeriesInstanceUID, or by SeriesDescription
+    (case-insensitive, surrounding spaces ignored). Both None: the default choice (the axial CT
+    series with the most files). The values are matched, never shown or stored."""
+
+    series_uid: str | None = None
+    series_description: str | None = None
+
+    @property
+    def empty(self) -> bool:
+        return not (self.series_uid or self.series_description)
+
+    def matches(self, header: "DicomHeader") -> bool:
+        if self.series_uid and header.series_key[0].strip() != self.series_uid.strip():
+            return False
+        if self.series_description:
+            wanted = self.series_description.strip().casefold()
+            return (header.description or "").strip().casefold() == wanted
+        return True
+
+
+def select_series(groups: Sequence[Sequence["DicomHeader"]], series: SeriesSelector | None,
+                  source: Path) -> list[Sequence["DicomHeader"]]:
+    """The groups ``series`` picks (all of them without a selector). Raises
+    SeriesNotFoundError when it picks none, or several by description alone."""
+    if series is None or series.empty:
+        return list(groups)
+    picked = [g for g in groups if series.matches(g[0])]
+    what = "series_uid" if series.series_uid else "series_description"
+    if not picked:
+        raise SeriesNotFoundError(f"none of the {len(groups)} series matches the given "
+                                  f"{what}", source)
+    if len(picked) > 1 and not series.series_uid:
+        raise SeriesNotFoundError(f"{len(picked)} series match the given series_description; "
+                                  "give series_uid to pick one", source)
+    return picked
+
+
 # ---------------------------------------------------------------------------------------------
 # series classification
 # ---------------------------------------------------------------------------------------------
@@ -156,6 +199,17 @@ def _summary(headers: Sequence[DicomHeader], reason: str | None,
             positions.add(tuple(np.round(p, 2)))
     return SeriesSummary(desc, headers[0].modality or None, len(headers),
                          max(1, len(positions)), reason)
+
+
+def group_series(headers: Sequence[DicomHeader]) -> list[list[DicomHeader]]:
+    """Headers grouped by (SeriesInstanceUID, is a localizer), each group and the groups in
+    file-name order (a stable order: the choice never depends on how the files were listed)."""
+    groups: dict[tuple[str, bool], list[DicomHeader]] = defaultdict(list)
+    for h in headers:
+        groups[h.series_key].append(h)
+    group_list = [sorted(g, key=lambda h: h.name) for g in groups.values()]
+    group_list.sort(key=lambda g: g[0].name)
+    return group_list
 
 
 def choose_series(groups: Sequence[Sequence[DicomHeader]], source: Path,
@@ -246,70 +300,6 @@ def stack_geometry(headers: Sequence[DicomHeader], source: Path) -> StackGeometr
 
 
 # ---------------------------------------------------------------------------------------------
-# pixels
-# ---------------------------------------------------------------------------------------------
-def _rescale(ds: Dataset) -> tuple[float, float]:
-    slope = float(ds.get("RescaleSlope", 1.0) or 1.0)
-    intercept = float(ds.get("RescaleIntercept", 0.0) or 0.0)
-    return slope, intercept
-
-
-def _expected_bytes(ds: Dataset) -> int:
-    bits = int(ds.get("BitsAllocated", 16) or 16)
-    spp = int(ds.get("SamplesPerPixel", 1) or 1)
-    return (int(ds.Rows) * int(ds.Columns) * spp * bits + 7) // 8
-
-
-def slice_hu(h: DicomHeader, source: Path, *, integral: bool) -> np.ndarray:
-    """(rows, columns) HU of one slice: int32 when ``integral`` (integer slope and intercept),
-    else float32. Uses pydicom, or SimpleITK/GDCM for compressed data pydicom cannot decode."""
-    ds = h.ds
-    ts = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
-    try:
-        pixel_bytes = len(ds.PixelData) if "PixelData" in ds else 0
-    except Exception as exc:
-        raise TruncatedFileError(f"file {h.name} cannot be read ({type(exc).__name__})",
-                                 source) from None
-    if pixel_bytes == 0:
-        raise TruncatedFileError(f"file {h.name} has no pixel data (truncated?)", source)
-    if ts is not None and not ts.is_compressed and pixel_bytes < _expected_bytes(ds):
-        raise TruncatedFileError(f"file {h.name} has truncated pixel data ({pixel_bytes} "
-                                 f"of {_expected_bytes(ds)} bytes)", source)
-    if int(ds.get("SamplesPerPixel", 1) or 1) != 1:
-        raise NotACTSeriesError(f"file {h.name} is a colour image, not CT", source)
-    try:
-        stored = ds.pixel_array
-    except Exception:
-        if ts is None or not ts.is_compressed:
-            raise TruncatedFileError(f"file {h.name} has unreadable pixel data", source) from None
-        return _slice_hu_gdcm(h, ts, source)
-    slope, intercept = _rescale(ds)
-    if integral:
-        hu = stored.astype(np.int32)
-        if slope != 1.0:
-            hu *= int(slope)
-        hu += int(intercept)
-    else:
-        hu = stored.astype(np.float32) * np.float32(slope) + np.float32(intercept)
-    padding = ds.get("PixelPaddingValue")
-    if padding is not None:
-        hu[stored == padding] = -1024
-    return hu
-
-
-def _slice_hu_gdcm(h: DicomHeader, ts: pydicom.uid.UID, source: Path) -> np.ndarray:
-    """Decode a compressed slice that pydicom cannot, through GDCM (which applies the rescale)."""
-    try:
-        img = sitk.ReadImage(str(h.path))
-        arr = sitk.GetArrayFromImage(img).astype(np.float32)  # (1, rows, columns)
-    except RuntimeError:
-        raise UnsupportedFormatError(
-            f"file {h.name} is compressed with {ts.name} ({ts}), which cannot be decoded here; "
-            "export the series uncompressed", source) from None
-    return arr.reshape(arr.shape[-2:])
-
-
-# ---------------------------------------------------------------------------------------------
 # metadata (allow-list only)
 # ---------------------------------------------------------------------------------------------
 def _text(ds: Dataset, keyword: str) -> str | None:
@@ -348,8 +338,10 @@ def patient_identifiers(ds: Dataset) -> list[str]:
 # ---------------------------------------------------------------------------------------------
 def read_dicom_series(files: Sequence[tuple[Path, str]], *, source: Path, source_format: str,
                       secret: bytes | None = None,
-                      prior_skipped: Sequence[SkippedFile] = ()) -> ReadResult:
-    """Read the axial CT series among ``files`` ((path, display name) pairs).
+                      prior_skipped: Sequence[SkippedFile] = (),
+                      series: SeriesSelector | None = None) -> ReadResult:
+    """Read the axial CT series among ``files`` ((path, display name) pairs), or the one
+    ``series`` picks.
 
     ``source`` (the folder, zip or first file) is named in every error.
     """
@@ -362,27 +354,23 @@ def read_dicom_series(files: Sequence[tuple[Path, str]], *, source: Path, source
         hint = f" ({len(skipped)} files, e.g. {skipped[0].name}: {skipped[0].reason})" if skipped \
             else ""
         raise UnsupportedFormatError(f"no DICOM image files found{hint}", source)
-    groups: dict[tuple[str, bool], list[DicomHeader]] = defaultdict(list)
-    for h in headers:
-        groups[h.series_key].append(h)
-    group_list = [sorted(g, key=lambda h: h.name) for g in groups.values()]
-    group_list.sort(key=lambda g: g[0].name)
-    chosen, ignored = choose_series(group_list, source)
+    group_list = group_series(headers)
+    picked = select_series(group_list, series, source)
+    chosen, ignored = choose_series(picked, source)
+    ignored += [(g, "not the series the manifest names") for g in group_list
+                if not any(g is p for p in picked)]
     geom = stack_geometry(chosen, source)
-    integral = integral_rescale(chosen)
+    pixels.check_pixel_sizes([(h.name, h.ds) for h in chosen], geom.rows, geom.columns, source)
+    integral = pixels.integral_rescale([h.ds for h in chosen])
+    lossy = pixels.lossy_warning([h.ds for h in chosen])
     hu = _stack_pixels([chosen[i] for i in geom.order], geom, source, integral)
     n_patients = len({str(h.ds.get("PatientID", "") or "").strip() for h in headers})
     extra = [f"the input holds images of {n_patients} different patient ids; only the chosen "
              "series is used"] if n_patients > 1 else []
+    extra += [lossy] if lossy else []
     return _assemble(chosen, ignored, skipped, hu, geom, source, source_format, secret,
                      n_files=len(files) + len(prior_skipped), integral=integral,
                      extra_warnings=extra)
-
-
-def integral_rescale(headers: Sequence[DicomHeader]) -> bool:
-    """True when every slice has an integer RescaleSlope and RescaleIntercept."""
-    return all(float(s).is_integer() and float(i).is_integer()
-               for s, i in (_rescale(h.ds) for h in headers))
 
 
 def _stack_pixels(ordered: Sequence[DicomHeader], geom: StackGeometry, source: Path,
@@ -390,12 +378,14 @@ def _stack_pixels(ordered: Sequence[DicomHeader], geom: StackGeometry, source: P
     """(z, y, x) HU, int32 when ``integral`` else float32."""
     dtype = np.int32 if integral else np.float32
     out = np.empty((len(ordered), geom.rows, geom.columns), dtype=dtype)  # (z, y, x)
-    for k, h in enumerate(ordered):
-        sl = slice_hu(h, source, integral=integral)
-        if sl.shape != (geom.rows, geom.columns):
-            raise InconsistentGeometryError(f"file {h.name} holds {sl.shape} pixels, its header "
-                                            f"says {geom.rows}x{geom.columns}", source)
-        out[k] = sl
+    compressed = any(pixels.is_compressed(h.ds) for h in ordered)
+    with pixels.quiet_decoders() if compressed else contextlib.nullcontext():  # one for all
+        for k, h in enumerate(ordered):
+            sl = pixels.slice_hu(h.path, h.name, h.ds, source, integral=integral)
+            if sl.shape != (geom.rows, geom.columns):
+                raise InconsistentGeometryError(f"file {h.name} holds {sl.shape} pixels, its "
+                                                f"header says {geom.rows}x{geom.columns}", source)
+            out[k] = sl
     return out
 
 

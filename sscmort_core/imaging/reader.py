@@ -34,7 +34,7 @@ from sscmort_core.imaging.archive import (
     extract_zip_safely,
     format_bytes,
 )
-from sscmort_core.imaging.dicom import read_dicom_series
+from sscmort_core.imaging.dicom import SeriesSelector, read_dicom_series
 from sscmort_core.imaging.volume import (
     IngestReport,
     ReadResult,
@@ -79,30 +79,41 @@ def _check_size(n_bytes: int, max_bytes: int, path: Path, what: str = "is") -> N
 
 
 def read_volume(path: Path, *, secret: bytes | None = None,
-                max_bytes: int = DEFAULT_MAX_BYTES) -> ReadResult:
+                max_bytes: int = DEFAULT_MAX_BYTES,
+                series: SeriesSelector | None = None) -> ReadResult:
     """Read a chest CT from a DICOM folder, a zip of DICOM, a single DICOM file, NIfTI
     (.nii/.nii.gz), NRRD (.nrrd/.nhdr) or MetaImage (.mha/.mhd).
 
     Returns the de-identified, validated :class:`Volume` in canonical orientation (see
     :mod:`sscmort_core.imaging.volume`), an :class:`IngestReport`, and the pseudonymous patient id
     (HMAC of PatientID with ``secret``; None without a secret or for non-DICOM inputs).
+    ``series`` picks one series of a DICOM study (a grid image file refuses a selector).
     Raises a subclass of :class:`~sscmort_core.errors.InputError` naming ``path`` on bad input.
     """
     path = Path(path)
     if not path.exists():
         raise UnsupportedFormatError("no such file or folder", path)
     if path.is_dir():
-        return _read_folder(path, secret=secret, max_bytes=max_bytes)
+        return _read_folder(path, secret=secret, max_bytes=max_bytes, series=series)
     _check_size(path.stat().st_size, max_bytes, path, "the file is")
     if _suffix(path) in GRID_SUFFIXES:
+        _no_selector(series, path)
         return read_grid_image(path, max_bytes=max_bytes)
     if _is_zip(path):
-        return _read_zip(path, secret=secret, max_bytes=max_bytes)
-    return read_dicom_files([path], secret=secret, max_bytes=max_bytes, source=path)
+        return _read_zip(path, secret=secret, max_bytes=max_bytes, series=series)
+    return read_dicom_files([path], secret=secret, max_bytes=max_bytes, source=path,
+                            series=series)
+
+
+def _no_selector(series: SeriesSelector | None, source: Path) -> None:
+    if series is not None and not series.empty:
+        raise UnsupportedFormatError("series_uid / series_description pick a series of a DICOM "
+                                     "study; this input is a single image file", source)
 
 
 def read_dicom_files(paths: Sequence[Path], *, secret: bytes | None = None,
-                     max_bytes: int = DEFAULT_MAX_BYTES, source: Path | None = None) -> ReadResult:
+                     max_bytes: int = DEFAULT_MAX_BYTES, source: Path | None = None,
+                     series: SeriesSelector | None = None) -> ReadResult:
     """Read the axial CT series among a list of DICOM files (e.g. a multi-file upload).
 
     ``source`` names the input in errors (default: the first file's folder).
@@ -114,10 +125,10 @@ def read_dicom_files(paths: Sequence[Path], *, secret: bytes | None = None,
     _check_size(sum(p.stat().st_size for p in paths), max_bytes, source, "the files total")
     fmt = "dicom-files" if len(paths) > 1 else "dicom-file"
     return read_dicom_series([(p, p.name) for p in paths], source=source, source_format=fmt,
-                             secret=secret)
+                             secret=secret, series=series)
 
 
-def _list_folder(folder: Path) -> tuple[list[tuple[Path, str]], list[SkippedFile]]:
+def list_folder(folder: Path) -> tuple[list[tuple[Path, str]], list[SkippedFile]]:
     files, skipped = [], []
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=False):
         dirnames.sort()
@@ -135,26 +146,29 @@ def _list_folder(folder: Path) -> tuple[list[tuple[Path, str]], list[SkippedFile
 
 
 def _read_folder(folder: Path, *, secret: bytes | None, max_bytes: int,
-                 source: Path | None = None, source_format: str = "dicom-folder") -> ReadResult:
+                 source: Path | None = None, source_format: str = "dicom-folder",
+                 series: SeriesSelector | None = None) -> ReadResult:
     source = source or folder
-    files, skipped = _list_folder(folder)
+    files, skipped = list_folder(folder)
     _check_size(sum(p.stat().st_size for p, _ in files), max_bytes, source, "the files total")
     grid = [(p, n) for p, n in files if _suffix(p) in GRID_SUFFIXES]
     if len(grid) == 1 and len(files) <= 2:  # a lone NIfTI / MetaImage (plus its .raw) inside
+        _no_selector(series, source)
         return read_grid_image(grid[0][0], max_bytes=max_bytes, source=source)
     if not files:
         raise UnsupportedFormatError("the folder holds no files to read", source)
     return read_dicom_series(files, source=source, source_format=source_format, secret=secret,
-                             prior_skipped=skipped)
+                             prior_skipped=skipped, series=series)
 
 
-def _read_zip(zip_path: Path, *, secret: bytes | None, max_bytes: int) -> ReadResult:
+def _read_zip(zip_path: Path, *, secret: bytes | None, max_bytes: int,
+              series: SeriesSelector | None = None) -> ReadResult:
     """Extract into a temporary folder that is always removed, then read it as a folder."""
     with tempfile.TemporaryDirectory(prefix="sscmort-zip-") as tmp:
         extract_zip_safely(zip_path, Path(tmp), max_total_bytes=max_bytes,
                            max_ratio=DEFAULT_MAX_RATIO, max_members=DEFAULT_MAX_MEMBERS)
         result = _read_folder(Path(tmp), secret=secret, max_bytes=max_bytes, source=zip_path,
-                              source_format="dicom-zip")
+                              source_format="dicom-zip", series=series)
     log.info("read a zip archive (%d members)", result.report.n_files)
     return result
 

@@ -4,7 +4,10 @@ baseline measured in the same run, plus peak traced memory. Never asserted in un
 
 from __future__ import annotations
 
+import os
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 import tracemalloc
@@ -161,6 +164,94 @@ def _sitk_threshold_mask(hu: np.ndarray) -> np.ndarray:
     cc = sitk.RelabelComponent(sitk.ConnectedComponent(sitk.BinaryThreshold(img, -2000, -320,
                                                                             1, 0)))
     return sitk.GetArrayViewFromImage(cc) == 2  # 1 is the room air around the body
+# The baseline of whole commands: what any tool must do with a DICOM series (SimpleITK read,
+# threshold, connected components), as its own process.
+_BASELINE_SCRIPT = """
+import sys
+import SimpleITK as sitk
+from scipy import ndimage
+r = sitk.ImageSeriesReader()
+r.SetFileNames(r.GetGDCMSeriesFileNames(sys.argv[1]))
+a = sitk.GetArrayFromImage(r.Execute())
+lab, n = ndimage.label(a < -320)
+"""
+
+
+@dataclass(frozen=True)
+class ProcessCost:
+    cpu_seconds: float  # user + system of the process and its children
+    wall_seconds: float
+    peak_rss_mb: float
+
+
+def process_cost(argv: list[str]) -> ProcessCost:
+    """Run a command to completion; its CPU time, wall time and peak resident memory.
+
+    Measured by GNU time (``/usr/bin/time``) around the command when present: Linux keeps a
+    process's RSS high-water mark across fork and exec, so a child of this (large) Python
+    process would report at least this process's own peak; GNU time is a small C program.
+    Without it, ``os.wait4``'s rusage (CPU right, peak RSS an upper bound)."""
+    gnu_time = Path("/usr/bin/time")
+    t0 = time.perf_counter()
+    if gnu_time.is_file():
+        with tempfile.NamedTemporaryFile("r", suffix=".time") as out:
+            code = subprocess.call([str(gnu_time), "-f", "%U %S %M", "-o", out.name, *argv],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            wall = time.perf_counter() - t0
+            fields = out.read().split()[-3:]
+        if code != 0:
+            raise RuntimeError(f"{argv[:4]} exited with {code}")
+        user, system, kb = (float(x) for x in fields)
+        return ProcessCost(user + system, wall, kb / 1024)
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - t0
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise RuntimeError(f"{argv[:4]} exited with {os.waitstatus_to_exitcode(status)}")
+    return ProcessCost(usage.ru_utime + usage.ru_stime, wall, usage.ru_maxrss / 1024)
+
+
+def _median_cost(argv: list[str], repeats: int) -> ProcessCost:
+    runs = [process_cost(argv) for _ in range(repeats)]
+    return ProcessCost(*(statistics.median(getattr(r, f) for r in runs)
+                         for f in ("cpu_seconds", "wall_seconds", "peak_rss_mb")))
+
+
+def bench_cli(series_dir: Path, repeats: int = 3) -> list[BenchResult]:
+    """Whole commands as a user runs them, CPU time against same-run baselines: ``sscmort
+    --help`` against ``python -c pass``; ``sscmort qct`` and ``sscmort ingest`` against the
+    SimpleITK read + threshold + components script on the same series. The memory ratio
+    (peak RSS) is in ``detail``."""
+    py = [sys.executable]
+    empty = _median_cost(py + ["-c", "pass"], repeats)
+    base = _median_cost(py + ["-c", _BASELINE_SCRIPT, str(series_dir)], repeats)
+    cli = py + ["-m", "sscmort_core"]
+    out = []
+    runs = [("sscmort --help", cli + ["--help"], "python -c pass", empty)]
+    with tempfile.TemporaryDirectory() as tmp:
+        runs.append((f"sscmort qct {series_dir.name}", cli + ["qct", str(series_dir), "--quiet"],
+                     "SimpleITK read + threshold + components", base))
+        ingest = cli + ["ingest", str(series_dir), "--quiet", "--scan-date", "2020-01-01",
+                        "--store", f"{tmp}/s.duckdb"]
+        runs.append((f"sscmort ingest {series_dir.name}", ingest,
+                     "SimpleITK read + threshold + components", base))
+        for i, (name, argv, base_name, b) in enumerate(runs):
+            if i == 2:  # ingest refuses a duplicate scan: a fresh store every run
+                costs = []
+                for r in range(repeats):
+                    argv_r = argv[:-1] + [f"{tmp}/s{r}.duckdb"]
+                    costs.append(process_cost(argv_r))
+                c = ProcessCost(*(statistics.median(getattr(x, f) for x in costs)
+                                  for f in ("cpu_seconds", "wall_seconds", "peak_rss_mb")))
+            else:
+                c = _median_cost(argv, repeats)
+            out.append(BenchResult(
+                f"{name} (CPU s)", c.cpu_seconds, f"{base_name} (CPU s)", b.cpu_seconds,
+                c.cpu_seconds / b.cpu_seconds, None, repeats,
+                f"wall {c.wall_seconds:.2f} s vs {b.wall_seconds:.2f} s; peak RSS "
+                f"{c.peak_rss_mb:.0f} MB vs {b.peak_rss_mb:.0f} MB "
+                f"({c.peak_rss_mb / b.peak_rss_mb:.2f} x)"))
+    return out
 
 
 def run_benchmarks(real_ct: Path | None = DEFAULT_REAL_CT, only: tuple[str, ...] = ()
@@ -168,12 +259,14 @@ def run_benchmarks(real_ct: Path | None = DEFAULT_REAL_CT, only: tuple[str, ...]
     out = []
     if not only or "phantom" in only:
         out.append(bench_phantom())
-    if (not only or "ingest" in only) and real_ct is not None and real_ct.is_dir():
-        for series in sorted(p for p in real_ct.iterdir() if p.is_dir()):
-            out.append(bench_ingest_real(series))
+    series = (sorted(p for p in real_ct.iterdir() if p.is_dir())
+              if real_ct is not None and real_ct.is_dir() else [])
+    if not only or "ingest" in only:
+        out.extend(bench_ingest_real(s) for s in series)
+    if (not only or "cli" in only) and series:
+        out.extend(bench_cli(series[0]))
     if not only or "lungs" in only:
         out.extend(bench_lungs_phantom())
-        if real_ct is not None and real_ct.is_dir():
-            for series in sorted(p for p in real_ct.iterdir() if p.is_dir()):
-                out.extend(bench_lungs_real(series))
+        for s in series:
+            out.extend(bench_lungs_real(s))
     return out

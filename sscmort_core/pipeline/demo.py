@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from sscmort_core import store as st_store
-from sscmort_core.cards import default_models_dir
+from sscmort_core.cards import ModelCard
 from sscmort_core.deep.config import quick_input_shape
 from sscmort_core.deep.inputs import input_for_volume, write_model_inputs
 from sscmort_core.errors import DataError, SscmortError, StoreError
@@ -35,9 +35,11 @@ from sscmort_core.radiomics.stage import run_radiomics_stage, write_outcomes
 from sscmort_core.scans import scan_with_lungs_from_row
 from sscmort_core.synthetic.cohort import generate_cohort
 from sscmort_core.tabular.train import train_tabular
+from sscmort_core.util.executors import Executor, LocalExecutor
 from sscmort_core.util.hashing import array_sha256
+from sscmort_core.util.paths import default_models_dir
 from sscmort_core.util.progress import ProgressFn, no_progress
-from sscmort_core.util.workers import default_workers, map_in_workers
+from sscmort_core.util.workers import default_workers
 
 
 # ---------------------------------------------------------------------------------------------
@@ -53,12 +55,35 @@ class DemoSummary:
     synthetic: bool
     store: str
     seconds: float
+    notes: tuple[str, ...] = ()  # stages skipped, and why
 
     def to_json(self) -> dict[str, Any]:
         return {"patients": self.patients, "scans": self.scans, "positives": self.positives,
                 "censored": self.censored, "qct_scans": self.qct_scans,
                 "synthetic": self.synthetic, "store": self.store,
-                "seconds": round(self.seconds, 1)}
+                "seconds": round(self.seconds, 1), "notes": list(self.notes)}
+
+
+DEMO_FOLDS = 5  # patient-grouped CV folds of the demo's models
+
+
+def plan_stages(stages: Sequence[str], n_patients: int) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The stages a cohort of ``n_patients`` can run, in order, and a note per stage left out
+    (checked before the long work: a model stage needs a patient for every CV fold)."""
+    unknown = set(stages) - set(DEMO_STAGES)
+    if unknown:
+        raise ValueError(f"unknown demo stages {sorted(unknown)}; choose from {DEMO_STAGES}")
+    keep, notes = [], []
+    for stage in DEMO_STAGES:
+        if stage not in stages:
+            continue
+        if stage in ("tabular", "deep") and n_patients < DEMO_FOLDS:
+            notes.append(f"{stage} models skipped: {n_patients} patients cannot fill "
+                         f"{DEMO_FOLDS} cross-validation folds (use --patients {DEMO_FOLDS} "
+                         "or more)")
+            continue
+        keep.append(stage)
+    return tuple(keep), tuple(notes)
 
 
 @dataclass(frozen=True)
@@ -127,21 +152,23 @@ def check_demo_target(path: Path) -> None:
 
 def build_demo(path: str | Path, *, n_patients: int = 600, seed: int = 0,
                workers: int | None = None, progress: ProgressFn = no_progress,
-               stages: Sequence[str] = DEMO_STAGES, models_dir: Path | None = None
-               ) -> DemoSummary:
+               stages: Sequence[str] = DEMO_STAGES, models_dir: Path | None = None,
+               executor: Executor | None = None) -> DemoSummary:
     """Build the synthetic demo store at ``path`` (replacing an earlier synthetic one).
 
     Always: cohort, volumes, lungs and QCT. Then the optional ``stages`` in order: radiomics
     extraction, radiomics and QCT models (with SHAP), the quick profile of the three deep
     backbones, and the evaluation of every model. Everything is written to a temporary file
     next to ``path`` and moved into place only when every stage succeeded, so a failure leaves
-    no partial store behind.
+    no partial store behind. Per-scan work runs on ``executor`` (default: ``workers`` local
+    processes, all cores when None); a scan whose worker keeps dying fails the build.
     """
     t0 = time.perf_counter()
     path = Path(path)
     if n_patients < 1:
         raise DataError(f"--patients must be at least 1, got {n_patients}")
     check_demo_target(path)
+    stages, notes = plan_stages(stages, n_patients)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.building-{os.getpid()}")
     _remove_store_files(tmp)
@@ -151,8 +178,8 @@ def build_demo(path: str | Path, *, n_patients: int = 600, seed: int = 0,
         progress("cohort", 1, 1)
         input_cache = path.parent / f"{path.stem}_files" / "model_inputs"
         jobs, stage = _demo_jobs(cohort.scans.to_dict(orient="records"), stages)
-        measures, inputs, ok = _measure_all(jobs, workers or default_workers(), progress,
-                                            stage)
+        ex = executor or LocalExecutor(workers or default_workers())
+        measures, inputs, ok = _measure_all(jobs, ex, progress, stage)
         with st_store.open_store(tmp) as store:
             progress("store", 0, 1)
             _write_demo(store, cohort, measures, seed)
@@ -165,9 +192,9 @@ def build_demo(path: str | Path, *, n_patients: int = 600, seed: int = 0,
                 write_model_inputs(input_cache, scan_ids=[m.scan_id for m in keep],
                                    volume_sha256=[m.sha256 for m in keep], x=inputs[ok])
             progress("store", 1, 1)
-            _model_stages(store, stages, workers or default_workers(), seed, models_dir,
-                          progress, input_cache)
-            summary = _demo_summary(store, path, time.perf_counter() - t0)
+            _model_stages(store, stages, ex, seed, models_dir, progress, input_cache)
+            summary = dataclasses.replace(
+                _demo_summary(store, path, time.perf_counter() - t0), notes=notes)
         _remove_store_files(path)
         os.replace(tmp, path)
     except BaseException:
@@ -180,9 +207,6 @@ def _demo_jobs(rows: list[dict[str, Any]], stages: Sequence[str]
                ) -> tuple[list[_DemoJob], str]:
     """The single pass's jobs and its progress label: radiomics and the quick profile's model
     inputs ride along when their stages will run."""
-    unknown = set(stages) - set(DEMO_STAGES)
-    if unknown:
-        raise ValueError(f"unknown demo stages {sorted(unknown)}; choose from {DEMO_STAGES}")
     params = shape = None
     label = "volumes + lungs + QCT"  # QCT here: whole lung, zones, patterns and mask QC
     if "radiomics" in stages:
@@ -194,13 +218,13 @@ def _demo_jobs(rows: list[dict[str, Any]], stages: Sequence[str]
     return [_DemoJob(r, params, shape) for r in rows], label
 
 
-def _measure_all(jobs: list[_DemoJob], workers: int, progress: ProgressFn, stage: str
+def _measure_all(jobs: list[_DemoJob], ex: Executor, progress: ProgressFn, stage: str
                  ) -> tuple[list[_ScanMeasure], np.ndarray | None, np.ndarray]:
     """Run the pass; model inputs are moved into one (N, K, 3, S, S) array as they arrive
     (``ok``: which rows hold one)."""
     measures: list[_ScanMeasure] = []
     inputs, ok = None, np.zeros(len(jobs), bool)
-    for i, m in enumerate(map_in_workers(_measure_synthetic, jobs, workers, progress, stage)):
+    for i, m in enumerate(ex.map(_measure_synthetic, jobs, progress, stage)):
         if m.model_input is not None:
             if inputs is None:
                 inputs = np.empty((len(jobs), *m.model_input.shape), np.uint8)
@@ -210,11 +234,11 @@ def _measure_all(jobs: list[_DemoJob], workers: int, progress: ProgressFn, stage
     return measures, inputs, ok
 
 
-def _model_stages(store: st_store.Store, stages: Sequence[str], workers: int, seed: int,
+def _model_stages(store: st_store.Store, stages: Sequence[str], ex: Executor, seed: int,
                   models_dir: Path | None, progress: ProgressFn, input_cache: Path) -> None:
     models_dir = Path(models_dir) if models_dir is not None else default_models_dir()
     if "radiomics" in stages:
-        run_radiomics_stage(store, workers=workers, progress=progress)
+        run_radiomics_stage(store, progress=progress, executor=ex)
     if "tabular" in stages:
         for kind in (("radiomics", "qct") if "radiomics" in stages else ("qct",)):
             train_tabular(store, kind, models_dir=models_dir, seed=seed, progress=progress)
@@ -223,7 +247,7 @@ def _model_stages(store: st_store.Store, stages: Sequence[str], workers: int, se
 
         # the cache belongs to the final store's folder, not the temporary build file's
         train_quick_backbones(store, models_dir=models_dir, progress=progress, seed=seed,
-                              workers=workers, cache_dir=input_cache)
+                              workers=ex.workers, cache_dir=input_cache, executor=ex)
     if "evaluate" in stages:
         run_evaluation(store, seed=seed, progress=progress)
 
@@ -272,10 +296,12 @@ def _register_oracle(cur: Any, truth: pd.DataFrame, seed: int) -> None:
         cur, model_id=ORACLE_MODEL_ID, kind="oracle", backbone=None, version="1",
         config={"source": "synthetic generator hazard", "seed": seed}, data_hash=None,
         weights_path=None, weights_sha256=None,
-        card={"kind": "oracle", "label": "Oracle (generator's true risk; achievable ceiling)",
-              "description": "True 1/3/5-year risk of each synthetic scan under the generator's "
-                             "own hazard. Not a model: the ceiling any model could reach.",
-              "synthetic": True}, synthetic=True)
+        card=ModelCard(
+            model_id=ORACLE_MODEL_ID, kind="oracle", version="1", synthetic=True,
+            label="Oracle (generator's true risk; achievable ceiling)",
+            description="True 1/3/5-year risk of each synthetic scan under the generator's own "
+                        "hazard. Not a model: the ceiling any model could reach.").to_json(),
+        synthetic=True)
     rows = []
     for h in HORIZONS_YEARS:
         rows.append(pd.DataFrame({"model_id": ORACLE_MODEL_ID, "scan_id": truth["scan_id"],

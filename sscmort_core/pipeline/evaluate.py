@@ -5,12 +5,22 @@ counts is its out-of-fold predictions (``predictions.split = 'oof'``). For each 
 horizon the scans it predicted are labelled by the one label rule
 (:func:`sscmort_core.labels.label_scans`); censored scans are left out of the binary metrics
 (AUC, Brier, calibration) and kept, with follow-up time from
-:func:`sscmort_core.labels.time_to_event_years`, for Harrell's C and the time-dependent AUC.
+:func:`sscmort_core.labels.time_to_event_years`, for the censoring-aware metrics: Harrell's C
+(whole follow-up, ``c_index``, and truncated at the horizon, ``harrell_c``), Uno's C truncated
+at the horizon (``uno_c``), the time-dependent AUC, and by inverse probability of censoring
+weighting (IPCW) the Brier score (``ipcw_brier``), observed / expected risk
+(``calibration_oe``, observed = 1 - Kaplan-Meier) and the calibration intercept and slope
+(``ipcw_calibration_*``). Every row carries a patient-bootstrap CI (all resamples of one
+horizon shared; the censoring distribution re-estimated in each) and its estimand
+(:data:`METRIC_ESTIMANDS`: per scan, except ``auc_per_patient``, each patient weighted
+equally).
 
-Counts on each stored metric row describe the scans that metric used: for ``auc``, ``brier``
-and the calibration rows the labelled scans (``n_events`` = deaths within the horizon by the
-label rule); for ``c_index`` all predicted scans (``n_events`` = all observed deaths); for
-``td_auc`` all predicted scans (``n_events`` = deaths at or before the horizon in years of
+Counts on each stored metric row describe the scans that metric used: for ``auc``,
+``auc_per_patient``, ``brier`` and the ``calibration_*`` rows the labelled scans (``n_events``
+= deaths within the horizon by the label rule); for ``c_index`` all predicted scans
+(``n_events`` = all observed deaths); for ``harrell_c`` and ``uno_c`` all predicted scans
+(``n_events`` = deaths before the horizon, the ones that open pairs); for ``td_auc`` and the
+IPCW rows all predicted scans (``n_events`` = deaths at or before the horizon in years of
 365.25 days, which can differ from the calendar label rule by a day).
 
 A horizon with fewer than ``min_events`` positives (or negatives), or a metric whose inputs
@@ -32,14 +42,24 @@ import pandas as pd
 from sscmort_core import store as st_store
 from sscmort_core.errors import MetricInputError, StoreError
 from sscmort_core.evaluation import (
+    PER_PATIENT,
+    PER_SCAN,
+    BatchMetric,
+    auc_metric,
     auc_with_ci,
-    brier_score,
-    calibration_intercept_slope,
+    bootstrap_cis,
+    brier_metric,
+    calibration_metric,
     compare_models,
-    concordance_index,
-    time_dependent_auc,
+    harrell_c_metric,
+    ipcw_brier_metric,
+    ipcw_calibration_metric,
+    observed_expected_metric,
+    patient_clusters,
+    td_auc_metric,
+    uno_c_metric,
 )
-from sscmort_core.evaluation.results import PairedComparison
+from sscmort_core.evaluation.results import MetricCI, PairedComparison
 from sscmort_core.labels import HORIZONS_YEARS
 from sscmort_core.pipeline.eval_data import (
     DEFAULT_MIN_EVENTS,
@@ -51,7 +71,14 @@ from sscmort_core.pipeline.eval_data import (
 from sscmort_core.util.progress import ProgressFn, no_progress
 
 METRICS: tuple[str, ...] = ("auc", "brier", "calibration_slope", "calibration_intercept",
-                            "c_index", "td_auc")
+                            "c_index", "td_auc", "auc_per_patient", "harrell_c", "uno_c",
+                            "ipcw_brier", "calibration_oe", "ipcw_calibration_slope",
+                            "ipcw_calibration_intercept")
+# What each stored metric estimates: the population its scans are weighted to.
+METRIC_ESTIMANDS: dict[str, str] = {m: PER_PATIENT if m == "auc_per_patient" else PER_SCAN
+                                    for m in METRICS}
+_LABELLED_METRICS = ("auc", "auc_per_patient", "brier", "calibration_slope",
+                     "calibration_intercept")
 
 
 @dataclass(frozen=True)
@@ -66,6 +93,7 @@ class MetricValue:
     n_patients: int
     n_events: int
     note: str | None = None
+    estimand: str = PER_SCAN
 
 
 @dataclass(frozen=True)
@@ -102,7 +130,8 @@ class EvaluationRun:
             models[r.model_id][str(r.horizon_years)] = {
                 m.metric: {"value": m.value, "ci_low": m.ci_low, "ci_high": m.ci_high,
                            "n_scans": m.n_scans, "n_patients": m.n_patients,
-                           "n_events": m.n_events, "note": m.note} for m in r.metrics}
+                           "n_events": m.n_events, "note": m.note,
+                           "estimand": m.estimand} for m in r.metrics}
         return {"models": models, "horizons": list(self.horizons), "n_boot": self.n_boot,
                 "seed": self.seed, "rows_written": self.rows_written,
                 "seconds": round(self.seconds, 2)}
@@ -114,54 +143,93 @@ def _row_counts(data: HorizonData) -> dict[str, dict[str, int]]:
     binary = dict(n_scans=int(lab.sum()), n_patients=data.n_labelled_patients,
                   n_events=data.n_events)
     n_all = dict(n_scans=len(data.risk), n_patients=int(pd.unique(data.patient_id).size))
-    died_by_h = data.event & (data.time_years <= data.horizon_years)
-    return {"auc": binary, "brier": binary, "calibration_slope": binary,
-            "calibration_intercept": binary,
-            "c_index": {**n_all, "n_events": int(data.event.sum())},
-            "td_auc": {**n_all, "n_events": int(died_by_h.sum())}}
+    died_by_h = int((data.event & (data.time_years <= data.horizon_years)).sum())
+    died_before_h = int((data.event & (data.time_years < data.horizon_years)).sum())
+    counts = {m: binary for m in _LABELLED_METRICS}
+    counts |= {m: {**n_all, "n_events": died_by_h} for m in METRICS if m not in counts}
+    counts["c_index"] = {**n_all, "n_events": int(data.event.sum())}
+    counts["harrell_c"] = counts["uno_c"] = {**n_all, "n_events": died_before_h}
+    return counts
 
 
 def evaluate_horizon(data: HorizonData, *, n_boot: int = 2000, seed: int = 0,
                      min_events: int = DEFAULT_MIN_EVENTS) -> HorizonMetrics:
     """Every metric of :data:`METRICS` for one model at one horizon (never raises for
-    MetricInputError: the metric's value is None and its note holds the reason)."""
+    MetricInputError: the metric's value is None and its note holds the reason).
+
+    ``auc`` is :func:`~sscmort_core.evaluation.auc_with_ci` on the labelled scans; the other
+    labelled-scan metrics share its resamples (same seed and patients), and the metrics over
+    all predicted scans share one patient bootstrap of their own."""
     lab = data.labelled
     y, risk, groups = data.y[lab].astype(np.int8), data.risk[lab], data.patient_id[lab]
     counts = _row_counts(data)
     reason = too_few_events(data.n_labelled, data.n_events, data.horizon_years, min_events)
     if reason is not None:
-        rows = tuple(MetricValue(m, None, None, None, note=reason, **counts[m]) for m in METRICS)
+        rows = tuple(MetricValue(m, None, None, None, note=reason, estimand=METRIC_ESTIMANDS[m],
+                                 **counts[m]) for m in METRICS)
         return HorizonMetrics(data.model_id, data.horizon_years, rows)
 
-    values: dict[str, tuple[float | None, float | None, float | None, str | None]] = {}
+    values: dict[str, MetricValue] = {}
     try:
         a = auc_with_ci(y, risk, groups, n_boot=n_boot, seed=seed)
         note = None if a.n_boot_dropped == 0 else \
             f"{a.n_boot_dropped} of {n_boot} resamples held one class and were left out"
-        values["auc"] = (a.auc, a.ci_low, a.ci_high, note)
+        values["auc"] = MetricValue("auc", a.auc, a.ci_low, a.ci_high, note=note,
+                                    **counts["auc"])
     except MetricInputError as err:
-        values["auc"] = (None, None, None, str(err))
-    values["brier"] = _try(lambda: brier_score(y, risk))
-    try:
-        cal = calibration_intercept_slope(y, risk)
-        values["calibration_slope"] = (cal.slope, None, None, None)
-        values["calibration_intercept"] = (cal.intercept, None, None, None)
-    except MetricInputError as err:
-        values["calibration_slope"] = values["calibration_intercept"] = (None, None, None,
-                                                                         str(err))
-    values["c_index"] = _try(lambda: concordance_index(data.time_years, data.event, data.risk))
-    values["td_auc"] = _try(lambda: time_dependent_auc(data.time_years, data.event, data.risk,
-                                                       data.horizon_years))
-    rows = tuple(MetricValue(m, *values[m][:3], note=values[m][3], **counts[m])
-                 for m in METRICS)
-    return HorizonMetrics(data.model_id, data.horizon_years, rows)
+        values["auc"] = MetricValue("auc", None, None, None, note=str(err), **counts["auc"])
+    lab_c = patient_clusters(groups)
+    values |= _bootstrapped({
+        "auc_per_patient": lambda: auc_metric(y, risk, patient_clusters(groups, PER_PATIENT),
+                                              name="auc_per_patient"),
+        "brier": lambda: brier_metric(y, risk, lab_c),
+        "calibration_slope": lambda: calibration_metric(y, risk, lab_c, "slope"),
+        "calibration_intercept": lambda: calibration_metric(y, risk, lab_c, "intercept"),
+    }, counts, n_boot, seed)
+    t, e, r, h = data.time_years, data.event.astype(np.int8), data.risk, data.horizon_years
+    all_c = patient_clusters(data.patient_id)
+    values |= _bootstrapped({
+        "c_index": lambda: harrell_c_metric(t, e, r, all_c),
+        "td_auc": lambda: td_auc_metric(t, e, r, h, all_c),
+        "harrell_c": lambda: harrell_c_metric(t, e, r, all_c, tau=h),
+        "uno_c": lambda: uno_c_metric(t, e, r, h, all_c),
+        "ipcw_brier": lambda: ipcw_brier_metric(t, e, r, h, all_c),
+        "calibration_oe": lambda: observed_expected_metric(t, e, r, h, all_c),
+        "ipcw_calibration_slope": lambda: ipcw_calibration_metric(t, e, r, h, all_c, "slope"),
+        "ipcw_calibration_intercept":
+            lambda: ipcw_calibration_metric(t, e, r, h, all_c, "intercept"),
+    }, counts, n_boot, seed)
+    return HorizonMetrics(data.model_id, data.horizon_years, tuple(values[m] for m in METRICS))
 
 
-def _try(fn: Callable[[], float]) -> tuple[float | None, None, None, str | None]:
-    try:
-        return float(fn()), None, None, None
-    except MetricInputError as err:
-        return None, None, None, str(err)
+def _bootstrapped(makers: dict[str, Callable[[], BatchMetric]],
+                  counts: dict[str, dict[str, int]], n_boot: int,
+                  seed: int) -> dict[str, MetricValue]:
+    """Rows of the metrics ``makers`` prepare, bootstrapped together; a metric whose inputs
+    are unusable gets a NULL row with the reason."""
+    ready: list[BatchMetric] = []
+    out: dict[str, MetricValue] = {}
+    for name, make in makers.items():
+        try:
+            metric = make()
+            if not np.isfinite(metric.point()):
+                raise MetricInputError(f"{name} is undefined on these scans")
+            ready.append(metric)
+        except MetricInputError as err:
+            out[name] = MetricValue(name, None, None, None, note=str(err),
+                                    estimand=METRIC_ESTIMANDS[name], **counts[name])
+    if ready:
+        out |= {ci.metric: _row(ci, n_boot) for ci in bootstrap_cis(ready, n_boot=n_boot,
+                                                                      seed=seed)}
+    return out
+
+
+def _row(ci: MetricCI, n_boot: int) -> MetricValue:
+    note = None if ci.n_boot_dropped == 0 else \
+        f"{ci.n_boot_dropped} of {n_boot} resamples left it undefined and were left out"
+    return MetricValue(ci.metric, ci.value, ci.ci_low, ci.ci_high, n_scans=ci.n,
+                       n_patients=ci.n_groups, n_events=ci.n_events, note=note,
+                       estimand=ci.estimand)
 
 
 def metrics_rows(results: Iterable[HorizonMetrics]) -> pd.DataFrame:
@@ -215,8 +283,9 @@ def run_evaluation(store: st_store.Store, *, model_ids: Sequence[str] | None = N
 class PairedTest:
     """Two models compared at one horizon on the labelled scans both predicted.
 
-    ``comparison`` (DeLong and patient-level paired bootstrap of AUC(a) - AUC(b)) is None when
-    it cannot be computed; ``note`` says why.
+    ``comparison`` (DeLong, patient-level paired bootstrap and clustered DeLong of
+    AUC(a) - AUC(b); its ``p_value`` respects clustering) is None when it cannot be computed;
+    ``note`` says why.
     """
 
     horizon_years: int
@@ -255,8 +324,9 @@ def paired_test(data_a: HorizonData, data_b: HorizonData, *, n_boot: int = 2000,
 def paired_tests(store: st_store.Store, model_ids: Sequence[str], horizon: int, *,
                  n_boot: int = 2000, seed: int = 0,
                  min_events: int = DEFAULT_MIN_EVENTS) -> list[PairedTest]:
-    """DeLong and patient bootstrap of the AUC difference for every pair of ``model_ids`` (in
-    the order given: a before b), each on the labelled scans both models predicted."""
+    """DeLong, patient bootstrap and clustered DeLong of the AUC difference for every pair of
+    ``model_ids`` (in the order given: a before b), each on the labelled scans both models
+    predicted."""
     ids = check_model_ids(store, model_ids)
     data = load_horizon_data(store, ids, (horizon,))
     return [paired_test(data[(a, horizon)], data[(b, horizon)], n_boot=n_boot, seed=seed,

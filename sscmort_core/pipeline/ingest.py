@@ -1,61 +1,46 @@
-"""The per-scan chain for user-supplied CT: read -> validate -> de-identify -> lungs -> QCT,
-zones, patterns and mask QC -> store (risks: :mod:`sscmort_core.pipeline.predict`). The CLI
-and the upload page call only this.
-
-Identifying DICOM values never leave :mod:`sscmort_core.imaging`: this module sees the
-de-identified :class:`Volume`, the report (tag names only) and a pseudonymous patient id.
+"""Store an analysed scan (:mod:`sscmort_core.pipeline.analyse`): de-identified volume file,
+patient (new or existing, pseudonymous), scan, QCT, zone, pattern and mask QC rows in one
+transaction. The CLI's
+``ingest`` and the upload page's "save to cohort" call only this; risks are
+:mod:`sscmort_core.pipeline.predict`'s.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import logging
 import os
 import re
 import secrets
-import tempfile
-import time
 import uuid
 from dataclasses import dataclass
-from pathlib import Path, PurePath
-from typing import Any, Sequence
+from pathlib import Path
+from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from sscmort_core import store as st_store
-from sscmort_core.errors import DataError, InputError, UnsupportedFormatError
-from sscmort_core.imaging import ReadResult, read_dicom_files, read_volume, save_volume
-from sscmort_core.imaging.volume import IngestReport, Volume
-from sscmort_core.lungs import LungMask, LungMeasures, QCTMetrics, measure_lungs, segment_lungs
+from sscmort_core.errors import DataError
+from sscmort_core.imaging import save_volume
+from sscmort_core.imaging.volume import STORED_SUFFIX
+from sscmort_core.lungs import QCTMetrics
+from sscmort_core.pipeline.analyse import (  # noqa: F401  (re-exported for callers)
+    LABEL_SUFFIXES,
+    STAGES,
+    ScanAnalysis,
+    analyse_path,
+    analyse_upload,
+    write_label_volume,
+)
 from sscmort_core.pipeline.measure import measure_rows, write_measures
-from sscmort_core.util.hashing import array_sha256, file_sha256
+from sscmort_core.util.hashing import file_sha256
 from sscmort_core.util.progress import ProgressFn, no_progress
 
 log = logging.getLogger("sscmort")
 
+
 SECRET_FILE = "pseudonym.secret"
 PATIENT_ID_PATTERN = re.compile(r"^[A-Za-z0-9._-]{1,40}$")
-STAGES = ("read and validate", "de-identify", "segment lungs",
-          "quantitative CT, zones, patterns, QC")
-
-
-@dataclass(frozen=True)
-class ScanAnalysis:
-    """An analysed, de-identified scan not yet stored."""
-
-    volume: Volume
-    report: IngestReport
-    pseudonymous_patient_id: str | None
-    lungs: LungMask
-    measures: LungMeasures
-    voxel_sha256: str
-    stage_seconds: tuple[tuple[str, float], ...]
-
-    @property
-    def qct(self) -> QCTMetrics:
-        return self.measures.qct
 
 
 @dataclass(frozen=True)
@@ -78,76 +63,32 @@ class IngestResult:
 
 def store_secret(store: st_store.Store) -> bytes:
     """The store's pseudonymisation key, created on first use (file mode 0600, git-ignored)."""
+    key = read_secret(store)
+    if key is not None:
+        return key
+    return persist_secret(store, secrets.token_bytes(32))
+
+
+def read_secret(store: st_store.Store | None) -> bytes | None:
+    """The store's pseudonymisation key, or None when it has none yet (nothing is created)."""
+    if store is None:
+        return None
     path = store.data_dir / SECRET_FILE
-    if path.exists():
-        return bytes.fromhex(path.read_text().strip())
+    return bytes.fromhex(path.read_text().strip()) if path.exists() else None
+
+
+def persist_secret(store: st_store.Store, key: bytes) -> bytes:
+    """Write ``key`` as the store's pseudonymisation key unless it has one; return the key in
+    force (a registry import makes its pseudonyms with a key it writes only once the manifest
+    passed every check)."""
+    existing = read_secret(store)
+    if existing is not None:
+        return existing
     store.data_dir.mkdir(parents=True, exist_ok=True)
-    key = secrets.token_bytes(32)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    fd = os.open(store.data_dir / SECRET_FILE, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as fh:
         fh.write(key.hex())
     return key
-
-
-def analyse_path(path: Path, *, secret: bytes | None,
-                 progress: ProgressFn = no_progress) -> ScanAnalysis:
-    """Read, validate, de-identify, segment and measure one input (folder, zip or file)."""
-    return _analyse(lambda: read_volume(Path(path), secret=secret), progress)
-
-
-def analyse_upload(files: Sequence[tuple[str, bytes]], *, secret: bytes | None,
-                   progress: ProgressFn = no_progress) -> ScanAnalysis:
-    """Like :func:`analyse_path` for uploaded (name, bytes) pairs: one zip / NIfTI / NRRD / MHA
-    file, or several DICOM files. Works in a temporary folder that is always removed."""
-    if not files:
-        raise UnsupportedFormatError("no file was uploaded")
-    with tempfile.TemporaryDirectory(prefix="sscmort-upload-") as tmp:
-        paths = []
-        for i, (name, data) in enumerate(files):
-            safe = PurePath(name).name or f"file{i}"
-            target = Path(tmp) / f"{i:05d}_{safe}" if len(files) > 1 else Path(tmp) / safe
-            target.write_bytes(data)
-            paths.append(target)
-        if len(paths) == 1:
-            return _analyse(lambda: _named(read_volume, paths[0], files[0][0], secret), progress)
-        return _analyse(lambda: read_dicom_files(paths, secret=secret,
-                                                 source=Path(f"upload of {len(paths)} files")),
-                        progress)
-
-
-def _named(reader: Any, path: Path, shown: str, secret: bytes | None) -> ReadResult:
-    """Run ``reader`` and re-label errors with the uploaded name instead of the temp path."""
-    try:
-        return reader(path, secret=secret)
-    except InputError as err:
-        raise type(err)(err.reason, PurePath(shown).name) from None
-
-
-def _analyse(read: Any, progress: ProgressFn) -> ScanAnalysis:
-    times = []
-    total = len(STAGES)
-
-    def report(stage: str, done: int) -> None:
-        progress(f"ingest: {stage}", done, total)
-
-    report(STAGES[0], 0)
-    t = time.perf_counter()
-    result: ReadResult = read()
-    times.append((STAGES[0], time.perf_counter() - t))
-    report(STAGES[1], 1)  # de-identification happened inside the reader
-    times.append((STAGES[1], 0.0))
-    vol = result.volume
-    t = time.perf_counter()
-    report(STAGES[2], 2)
-    lungs = segment_lungs(vol.hu, vol.spacing_mm)
-    times.append((STAGES[2], time.perf_counter() - t))
-    t = time.perf_counter()
-    report(STAGES[3], 3)
-    measures = measure_lungs(vol.hu, lungs, vol.spacing_mm)
-    times.append((STAGES[3], time.perf_counter() - t))
-    report("done", total)
-    return ScanAnalysis(vol, result.report, result.pseudonymous_patient_id, lungs, measures,
-                        array_sha256(vol.hu), tuple(times))
 
 
 def _resolve_patient(store: st_store.Store, analysis: ScanAnalysis, patient_id: str | None
@@ -174,11 +115,15 @@ def save_analysis(store: st_store.Store, analysis: ScanAnalysis, *,
     if dup is not None:
         raise DataError(f"this scan is already in the store as {dup}")
     pid, existing = _resolve_patient(store, analysis, patient_id)
+    if existing and st_store.patient_dates_shifted(store, pid):
+        raise DataError(f"patient {pid}'s dates were shifted by a registry import; add this scan "
+                        "as a row of the registry's manifest (`sscmort import`) so that its date "
+                        "gets the same shift")
     if existing and existing.get("death_date") and existing["death_date"] <= scan_date:
         raise DataError(f"scan date {scan_date} is not before patient {pid}'s recorded death "
                         f"({existing['death_date']})")
     scan_id = f"S-{uuid.uuid4().hex[:12]}"
-    rel = Path("volumes") / f"{scan_id}.nii.gz"
+    rel = Path("volumes") / f"{scan_id}{STORED_SUFFIX}"
     target = store.data_dir / rel
     target.parent.mkdir(parents=True, exist_ok=True)
     save_volume(vol, target)
@@ -217,22 +162,6 @@ def _write_scan(store: st_store.Store, analysis: ScanAnalysis, pid: str,
         st_store.insert_frame(cur, "scans", scan)
         write_measures(cur, [measure_rows(scan_id, analysis.measures, analysis.lungs)])
 
-
-LABEL_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha")
-
-
-def write_label_volume(analysis: ScanAnalysis, labels: Any, path: Path) -> Path:
-    """Write ``labels`` ((z, y, x) on the analysed volume's grid: the lung mask, or the
-    pattern map's labels) as uint8 with the input's spacing, origin and direction, so it
-    overlays the input in any viewer. DataError for an unknown suffix or a missing folder."""
-    path = Path(path)
-    if not str(path).lower().endswith(LABEL_SUFFIXES):
-        raise DataError(f"output must end in one of {', '.join(LABEL_SUFFIXES)}", path)
-    if not path.parent.is_dir():
-        raise DataError("the output's folder does not exist", path)
-    vol = analysis.volume
-    out = dataclasses.replace(vol, hu=np.ascontiguousarray(labels, dtype=np.uint8))
-    return save_volume(out, path)
 
 
 def ingest_path(store: st_store.Store, path: Path, *, patient_id: str | None = None,

@@ -9,25 +9,26 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
 from sscmort_core import store as st_store
-from sscmort_core.cards import default_models_dir
-from sscmort_core.errors import SscmortError
+from sscmort_core.errors import ModelError, SscmortError
 from sscmort_core.lungs import classify_patterns, qct_metrics
-from sscmort_core.pipeline.ingest import ScanAnalysis
+from sscmort_core.pipeline.analyse import ScanAnalysis
 from sscmort_core.predictions import RiskPrediction
 from sscmort_core.radiomics.features import extract_features, params_from_text
 from sscmort_core.tabular.io import load_model, tabular_model_ids
 from sscmort_core.tabular.model import predict_features
+from sscmort_core.util.paths import default_models_dir
 
 
 def tabular_predictions(store: st_store.Store, hu: np.ndarray, lung_mask: np.ndarray,
-                       spacing_mm: Sequence[float], *, models_dir: Path | None = None,
-                       qct: Mapping[str, float] | None = None
-                       ) -> tuple[list[RiskPrediction], list[tuple[str, str]]]:
+                        spacing_mm: Sequence[float], *, models_dir: Path | None = None,
+                        qct: Mapping[str, float] | None = None,
+                        model_ids: Sequence[str] | None = None
+                        ) -> tuple[list[RiskPrediction], list[tuple[str, str]]]:
     """Risks from every registered radiomics and QCT model for one volume, and (model id,
     reason) for each model that could not be used (missing or changed file, failed
     extraction): one bad model never hides the others.
@@ -36,11 +37,12 @@ def tabular_predictions(store: st_store.Store, hu: np.ndarray, lung_mask: np.nda
     QCT metrics and pattern extents when the caller has them (else measured here). Radiomics
     features are extracted once per parameter set the models were trained with (the card
     keeps the file).
+    ``model_ids``: only these (default every registered radiomics / QCT model).
     """
     out: list[RiskPrediction] = []
     problems: list[tuple[str, str]] = []
     feats_by_hash: dict[str, dict[str, float]] = {}
-    for model_id in tabular_model_ids(store):
+    for model_id in (tabular_model_ids(store) if model_ids is None else model_ids):
         try:
             model = load_model(store, model_id, models_dir=models_dir)
             if model.kind == "qct":
@@ -67,32 +69,65 @@ class RiskReport:
     """Per-horizon risks from every registered model kind (tabular, deep, deep ensemble).
 
     ``problems``: (model or kind, one readable sentence) for models that could not be used
-    (missing or tampered file...); the others still report.
+    (missing or tampered file...); the others still report. ``device``: where the deep models
+    ran and why (None when none ran).
     """
 
-    predictions: tuple[Any, ...]  # RiskPrediction
+    predictions: tuple[RiskPrediction, ...]
     problems: tuple[tuple[str, str], ...]
     seconds: float
+    device: tuple[str, str] | None = None  # (name, reason)
 
 
 def predict_all(store: st_store.Store, analysis: ScanAnalysis, *,
                 models_dir: Path | None = None, device: str = "auto") -> RiskReport:
     """Risks of an analysed (not necessarily stored) scan from every registered model."""
-    models_dir = Path(models_dir) if models_dir is not None else default_models_dir()
-    vol, mask = analysis.volume, analysis.lungs.mask
-    t0 = time.perf_counter()
-    preds: list[Any] = []
-    problems: list[tuple[str, str]] = []
-    tab_preds, tab_problems = tabular_predictions(
-        store, vol.hu, mask, vol.spacing_mm, models_dir=models_dir,
-        qct=analysis.measures.features())  # measured at ingest: not again
-    preds.extend(tab_preds)
-    problems.extend(tab_problems)
-    try:
-        from sscmort_core.deep.infer import predict_for_volume  # heavy: torch
+    vol = analysis.volume
+    return predict_volume_all(store, vol.hu, analysis.lungs.mask, vol.spacing_mm,
+                              qct=analysis.measures.features(),  # measured at ingest: not again
+                              models_dir=models_dir, device=device)
 
-        preds.extend(predict_for_volume(store, vol.hu, mask, vol.spacing_mm,
-                                        models_dir=models_dir, device=device))
-    except SscmortError as err:
-        problems.append(("deep models", str(err)))
-    return RiskReport(tuple(preds), tuple(problems), time.perf_counter() - t0)
+
+def predict_volume_all(store: st_store.Store | None, hu: np.ndarray, lung_mask: np.ndarray,
+                       spacing_mm: Sequence[float], *, qct: Mapping[str, float] | None = None,
+                       models_dir: Path | None = None, device: str = "auto",
+                       model: str = "all", precision: str = "bf16") -> RiskReport:
+    """Risks of a volume and its lung mask (hu, lung_mask: (z, y, x); spacing_mm: (z, y, x))
+    from every registered model (``model`` "all"), or from the one model ``model`` names.
+
+    Radiomics and QCT models need the store's registry; without a store only the deep models
+    whose cards are in ``models_dir`` can run. A named model that is registered nowhere is a
+    ModelError naming every registered model.
+    """
+    from sscmort_core.deep.infer import (  # heavy: torch
+        available_models,
+        choose_models,
+        predict_volume,
+    )
+
+    models_dir = Path(models_dir) if models_dir is not None else default_models_dir()
+    t0 = time.perf_counter()
+    tab_ids = tabular_model_ids(store) if store is not None else []
+    deep = available_models(store, models_dir)
+    if model != "all" and model not in tab_ids and model not in deep:
+        known = sorted([*tab_ids, *deep])
+        raise ModelError(f"no registered model {model!r}; registered: "
+                         f"{', '.join(known) or 'none'}")
+    preds: list[RiskPrediction] = []
+    problems: list[tuple[str, str]] = []
+    if store is not None and (model == "all" or model in tab_ids):
+        tab_preds, tab_problems = tabular_predictions(
+            store, hu, lung_mask, spacing_mm, models_dir=models_dir, qct=qct,
+            model_ids=tab_ids if model == "all" else [model])
+        preds.extend(tab_preds)
+        problems.extend(tab_problems)
+    dev = None
+    if deep and (model == "all" or model in deep):
+        try:
+            vp = predict_volume(hu, lung_mask, models=choose_models(deep, model),
+                                models_dir=models_dir, device=device, precision=precision)
+            preds.extend(vp.predictions)
+            dev = (vp.device.name, vp.device.reason)
+        except SscmortError as err:
+            problems.append(("deep models", str(err)))
+    return RiskReport(tuple(preds), tuple(problems), time.perf_counter() - t0, dev)

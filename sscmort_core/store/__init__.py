@@ -1,7 +1,8 @@
 """The DuckDB cohort store: schema and migrations (:mod:`.schema`), opening and locking
 (:mod:`.db`), then every query, by area: the cohort (:mod:`.cohort`), derived features
 (:mod:`.features`), lung zones, patterns and mask QC (:mod:`.lungs`), models and their
-outputs (:mod:`.models`), background jobs (:mod:`.jobs`).
+outputs (:mod:`.models`), background jobs (:mod:`.jobs`), registry imports and table files
+(:mod:`.imports`).
 
 All SQL of sscmort lives in this package, with bound parameters. Callers use the names
 re-exported here (``from sscmort_core import store as st_store``).
@@ -20,6 +21,7 @@ from sscmort_core.store.cohort import (  # noqa: F401
     outcome_fingerprint,
     patient_row,
     patients_frame,
+    scan_id_list,
     scan_row,
     scan_rows,
     scan_with_voxels,
@@ -52,6 +54,32 @@ from sscmort_core.store.features import (  # noqa: F401
     record_radiomics_failures,
     scans_missing_qct,
 )
+from sscmort_core.store.imports import (  # noqa: F401
+    TABLE_FORMATS,
+    clear_import_failures,
+    clinical_of,
+    failed_row_keys,
+    import_failures_frame,
+    import_keys_frame,
+    insert_import_keys,
+    outcome_changes_frame,
+    patient_dates_shifted,
+    patient_scans,
+    patients_by_ids,
+    read_table_file,
+    record_import_failures,
+    record_outcome_changes,
+    referenced_volume_paths,
+    registry_flags,
+    registry_patients_frame,
+    replace_clinical,
+    scans_with_voxels,
+    source_counts,
+    update_patient,
+    update_scan_date,
+    upsert_registry_patients,
+    write_table_file,
+)
 from sscmort_core.store.jobs import (  # noqa: F401
     finish_job,
     insert_job,
@@ -75,6 +103,7 @@ from sscmort_core.store.lungs import (  # noqa: F401
 )
 from sscmort_core.store.models import (  # noqa: F401
     auc_rows_with_models,
+    clear_prediction_failures,
     deep_models_frame,
     delete_metrics,
     delete_model_outputs,
@@ -87,23 +116,31 @@ from sscmort_core.store.models import (  # noqa: F401
     model_row,
     models_frame,
     oof_prediction_summary,
+    oof_scan_ids,
     patient_predictions_frame,
+    predicted_scan_ids,
+    prediction_failures_frame,
     predictions_frame,
     put_explanation_array,
+    record_prediction_failures,
     upsert_model,
 )
 from sscmort_core.store.schema import (  # noqa: F401
     CLINICAL_COLUMNS,
     EXPLANATION_COLUMNS,
+    IMPORT_FAILURE_COLUMNS,
+    IMPORT_KEY_COLUMNS,
     MASK_QC_COLUMNS,
     METRIC_COLUMNS,
     MIGRATIONS,
+    OUTCOME_CHANGE_COLUMNS,
     PATIENT_COLUMNS,
     PATTERN_COLUMNS,
     PREDICTION_COLUMNS,
     QCT_COLUMNS,
     RADIOMICS_COLUMNS,
     REGION_COLUMNS,
+    REGISTRY_PATIENT_COLUMNS,
     SCAN_COLUMNS,
     SCHEMA_VERSION,
     TRUTH_COLUMNS,

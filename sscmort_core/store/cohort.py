@@ -89,7 +89,7 @@ def scan_row(store: Store, scan_id: str) -> dict[str, Any] | None:
 
 
 def scan_rows(store: Store, scan_ids: Sequence[str] | None = None) -> list[dict[str, Any]]:
-    """Scan rows with what :func:`sscmort_core.pipeline.volume_from_row` needs (plain dicts)."""
+    """Scan rows with what :func:`sscmort_core.scans.volume_from_row` needs (plain dicts)."""
     where, params = "", []
     if scan_ids is not None:
         where = f"WHERE {in_clause('s.scan_id', scan_ids)}"
@@ -98,6 +98,17 @@ def scan_rows(store: Store, scan_ids: Sequence[str] | None = None) -> list[dict[
         f"""SELECT s.*, t.true_ild_extent_pct, t.progressor, t.emphysema_pct FROM scans s
             LEFT JOIN synthetic_truth t USING (scan_id) {where} ORDER BY s.scan_id""", params)
     return [{k: to_python(v) for k, v in r.items()} for r in df.to_dict(orient="records")]
+
+
+def scan_id_list(store: Store, scan_ids: Sequence[str] | None = None) -> list[str]:
+    """Stored scan ids, sorted (all, or those of ``scan_ids`` that are stored): what a batch
+    stage holds for the whole registry, reading the rows chunk by chunk."""
+    where, params = "", []
+    if scan_ids is not None:
+        where, params = f"WHERE {in_clause('scan_id', scan_ids)}", list(scan_ids)
+    rows = store.cursor().execute(f"SELECT scan_id FROM scans {where} ORDER BY scan_id",
+                                  params).fetchall()
+    return [str(r[0]) for r in rows]
 
 
 def scan_with_voxels(store: Store, voxel_sha256: str) -> str | None:

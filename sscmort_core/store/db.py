@@ -22,8 +22,7 @@ import pandas as pd
 
 from sscmort_core.errors import SchemaTooNewError, StoreError, StoreLockedError
 from sscmort_core.store.schema import _TABLE_COLUMNS, MIGRATIONS, SCHEMA_VERSION
-
-DEFAULT_STORE_PATH = Path("data/sscmort.duckdb")
+from sscmort_core.util.paths import DEFAULT_STORE_PATH  # noqa: F401  (re-exported)
 
 
 class Store:

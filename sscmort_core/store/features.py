@@ -74,12 +74,17 @@ def radiomics_param_sets(store: Store) -> pd.DataFrame:
 
 
 def radiomics_long_frame(store: Store, param_hash: str,
-                         features: Sequence[str] | None = None) -> pd.DataFrame:
-    """(scan_id, feature, value) rows for ``param_hash`` (optionally only ``features``)."""
+                         features: Sequence[str] | None = None,
+                         scan_ids: Sequence[str] | None = None) -> pd.DataFrame:
+    """(scan_id, feature, value) rows for ``param_hash`` (optionally only ``features``, and
+    only ``scan_ids``)."""
     where, params = "WHERE param_hash = ?", [param_hash]
     if features is not None:
         where += f" AND {in_clause('feature', features)}"
         params.extend(features)
+    if scan_ids is not None:
+        where += f" AND {in_clause('scan_id', scan_ids)}"
+        params.extend(scan_ids)
     return store.query_df(f"SELECT scan_id, feature, value FROM radiomics_features {where} "
                           "ORDER BY scan_id, feature", params)
 

@@ -32,8 +32,10 @@ def delete_metrics(cur: duckdb.DuckDBPyConnection, model_id: str) -> None:
 
 
 def delete_model_outputs(cur: duckdb.DuckDBPyConnection, model_id: str) -> None:
-    """Remove a model's predictions, metrics and explanations (before re-registering it)."""
-    for table in ("predictions", "metrics", "explanations", "explanation_arrays"):
+    """Remove a model's predictions (and batch-prediction failures), metrics and explanations
+    (before re-registering it)."""
+    for table in ("predictions", "metrics", "explanations", "explanation_arrays",
+                  "prediction_failures"):
         cur.execute(f"DELETE FROM {table} WHERE model_id = ?", [model_id])
 
 
@@ -150,3 +152,46 @@ def explanation_array(store: Store, model_id: str, scan_id: str,
     if row is None:
         return None
     return bytes(row[0]), json.loads(row[1]) if row[1] else {}
+
+
+# --- batch predictions over the store (split 'inference') ------------------------------------
+def predicted_scan_ids(store: Store, model_id: str, split: str) -> set[str]:
+    """Scans that have every horizon's prediction from ``model_id`` in ``split``."""
+    rows = store.cursor().execute(
+        "SELECT scan_id FROM predictions WHERE model_id = ? AND split = ? GROUP BY scan_id "
+        "HAVING count(*) >= 3", [model_id, split]).fetchall()
+    return {r[0] for r in rows}
+
+
+def record_prediction_failures(cur: duckdb.DuckDBPyConnection,
+                               failures: Sequence[tuple[str, str, str]], split: str) -> None:
+    """Record (model_id, scan_id, reason) triples, replacing an earlier reason."""
+    if failures:
+        cur.executemany(
+            "INSERT OR REPLACE INTO prediction_failures (model_id, scan_id, split, reason) "
+            "VALUES (?, ?, ?, ?)", [[m, s, split, r] for m, s, r in failures])
+
+
+def clear_prediction_failures(cur: duckdb.DuckDBPyConnection,
+                              pairs: Sequence[tuple[str, str]], split: str) -> None:
+    """Forget earlier failures of these (model_id, scan_id) pairs (they are predicted now)."""
+    if pairs:
+        cur.executemany("DELETE FROM prediction_failures WHERE model_id = ? AND scan_id = ? "
+                        "AND split = ?", [[m, s, split] for m, s in pairs])
+
+
+def prediction_failures_frame(store: Store, split: str | None = None) -> pd.DataFrame:
+    where, params = ("WHERE split = ?", [split]) if split else ("", [])
+    return store.query_df(f"SELECT * FROM prediction_failures {where} "
+                          "ORDER BY model_id, scan_id", params)
+
+
+def oof_scan_ids(store: Store) -> dict[str, list[str]]:
+    """Per model, the scans it has out-of-fold predictions for (its training scans)."""
+    rows = store.cursor().execute(
+        "SELECT DISTINCT model_id, scan_id FROM predictions WHERE split = 'oof' "
+        "ORDER BY model_id, scan_id").fetchall()
+    out: dict[str, list[str]] = {}
+    for model_id, scan_id in rows:
+        out.setdefault(str(model_id), []).append(str(scan_id))
+    return out

@@ -104,7 +104,49 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE metrics ADD COLUMN note VARCHAR;
     """,
-    # --- 3: lungs by zone and pattern, mask QC and its review (issue 12) ---------------------
+    # --- 3: scans a batch prediction could not score, with the reason ------------------------
+    """
+    CREATE TABLE prediction_failures (
+        model_id VARCHAR NOT NULL, scan_id VARCHAR NOT NULL, split VARCHAR NOT NULL,
+        reason VARCHAR NOT NULL,
+        created_at TIMESTAMP NOT NULL DEFAULT current_timestamp,
+        PRIMARY KEY (model_id, scan_id, split)
+    );
+    """,
+    # --- 4: registry imports (issue 11): per-patient date-shift flag, the keys that let a
+    # re-run skip what is in, failed scans, and one audit row per changed outcome field.
+    # Registry ids, paths' identifying parts, real dates and old values are never stored.
+    """
+    CREATE TABLE registry_patients (
+        patient_id VARCHAR PRIMARY KEY,
+        source VARCHAR NOT NULL,
+        dates_shifted BOOLEAN NOT NULL,
+        first_imported_at TIMESTAMP NOT NULL DEFAULT current_timestamp,
+        last_imported_at TIMESTAMP NOT NULL DEFAULT current_timestamp
+    );
+    CREATE TABLE import_scan_keys (
+        row_key VARCHAR PRIMARY KEY,
+        patient_id VARCHAR NOT NULL,
+        scan_id VARCHAR NOT NULL,
+        imported_at TIMESTAMP NOT NULL DEFAULT current_timestamp
+    );
+    CREATE INDEX import_scan_keys_scan ON import_scan_keys (scan_id);
+    CREATE TABLE import_failures (
+        row_key VARCHAR PRIMARY KEY,
+        patient_id VARCHAR NOT NULL,
+        manifest_file VARCHAR NOT NULL, manifest_row INTEGER NOT NULL,
+        path VARCHAR NOT NULL, reason VARCHAR NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 1,
+        failed_at TIMESTAMP NOT NULL DEFAULT current_timestamp
+    );
+    CREATE TABLE outcome_changes (
+        patient_id VARCHAR NOT NULL, field VARCHAR NOT NULL, change VARCHAR NOT NULL,
+        source VARCHAR NOT NULL,
+        changed_at TIMESTAMP NOT NULL DEFAULT current_timestamp
+    );
+    CREATE INDEX outcome_changes_patient ON outcome_changes (patient_id);
+    """,
+    # --- 5: lungs by zone and pattern, mask QC and its review (issue 12) ---------------------
     """
     ALTER TABLE synthetic_truth ADD COLUMN emphysema_pct DOUBLE;
     CREATE TABLE qct_regions (
@@ -179,6 +221,17 @@ EXPLANATION_COLUMNS = ("model_id", "scan_id", "horizon_years", "kind", "feature"
 RADIOMICS_COLUMNS = ("scan_id", "param_hash", "feature", "value", "pyradiomics_version")
 
 
+REGISTRY_PATIENT_COLUMNS = ("patient_id", "source", "dates_shifted")
+
+
+IMPORT_KEY_COLUMNS = ("row_key", "patient_id", "scan_id")
+
+
+IMPORT_FAILURE_COLUMNS = ("row_key", "patient_id", "manifest_file", "manifest_row", "path",
+                          "reason")
+
+
+OUTCOME_CHANGE_COLUMNS = ("patient_id", "field", "change", "source")
 REGION_COLUMNS = ("scan_id", "lung", "zone", "volume_ml", "mean_lung_density_hu", "laa950_pct",
                   "haa_pct", "p15_hu", "ild_extent_pct", "method_version")
 
@@ -196,5 +249,7 @@ _TABLE_COLUMNS: dict[str, tuple[str, ...]] = {
     "clinical": CLINICAL_COLUMNS, "qct": QCT_COLUMNS, "predictions": PREDICTION_COLUMNS,
     "metrics": METRIC_COLUMNS, "explanations": EXPLANATION_COLUMNS,
     "radiomics_features": RADIOMICS_COLUMNS,
+    "registry_patients": REGISTRY_PATIENT_COLUMNS, "import_scan_keys": IMPORT_KEY_COLUMNS,
+    "import_failures": IMPORT_FAILURE_COLUMNS, "outcome_changes": OUTCOME_CHANGE_COLUMNS,
     "qct_regions": REGION_COLUMNS, "qct_patterns": PATTERN_COLUMNS, "mask_qc": MASK_QC_COLUMNS,
 }

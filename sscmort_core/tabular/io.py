@@ -15,9 +15,9 @@ import numpy as np
 import pandas as pd
 
 from sscmort_core import store as st
-from sscmort_core.cards import ModelCard, default_models_dir, write_card_file
+from sscmort_core.cards import ModelCard, write_card_file
 from sscmort_core.errors import ChecksumMismatchError, DataError, ModelError
-from sscmort_core.labels import HORIZONS_YEARS, HorizonLabels, label_scans
+from sscmort_core.labels import HORIZONS_YEARS, HorizonLabels, label_fingerprint, label_scans
 from sscmort_core.predictions import RiskPrediction
 from sscmort_core.radiomics.features import load_params
 from sscmort_core.tabular.model import (
@@ -30,6 +30,7 @@ from sscmort_core.tabular.model import (
 )
 from sscmort_core.util.cache import MODEL_CACHE, ModelCache
 from sscmort_core.util.hashing import file_sha256
+from sscmort_core.util.paths import default_models_dir
 
 
 def current_param_hash() -> str:
@@ -89,6 +90,14 @@ def horizon_labels(store: st.Store, scan_ids: Sequence[str]) -> dict[int, Horizo
     scans = st.scans_frame(store).set_index("scan_id").loc[list(scan_ids)]
     return {h: label_scans(scans["scan_date"], scans["death_date"],
                            scans["last_followup_date"], h) for h in HORIZONS_YEARS}
+
+
+def training_label_fingerprint(store: st.Store, scan_ids: Sequence[str]) -> str:
+    """:func:`~sscmort_core.labels.label_fingerprint` of ``scan_ids`` as the store holds them
+    now (what a model card records, and what the staleness check recomputes)."""
+    scans = st.scans_frame(store).set_index("scan_id").loc[list(scan_ids)]
+    return label_fingerprint(list(scan_ids), scans["scan_date"], scans["death_date"],
+                             scans["last_followup_date"])
 
 
 def save_model(model: TabularModel, card: ModelCard, models_dir: Path) -> ModelCard:

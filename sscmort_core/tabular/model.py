@@ -100,7 +100,8 @@ def _logit(p: float) -> float:
     return float(np.log(p / (1.0 - p)))
 
 
-def _inner_splits(y: np.ndarray, groups: np.ndarray, seed: int) -> list[tuple[np.ndarray, np.ndarray]] | None:
+def _inner_splits(y: np.ndarray, groups: np.ndarray, seed: int
+                  ) -> list[tuple[np.ndarray, np.ndarray]] | None:
     """Patient-grouped, stratified inner CV splits, or None when they cannot hold both classes."""
     from sklearn.model_selection import StratifiedGroupKFold
 
@@ -236,3 +237,30 @@ def predict_features(model: TabularModel, features: Mapping[str, float]) -> Risk
     return RiskPrediction(model_id=model.model_id, kind=model.kind, label=model.label,
                           risk_1y=float(r[0]), risk_3y=float(r[1]), risk_5y=float(r[2]),
                           monotone_adjusted=bool(adjusted[0]), note="; ".join(notes) or None)
+
+
+@dataclass(frozen=True)
+class BatchRisks:
+    """Risks of n scans from one tabular model (:func:`predict_matrix`)."""
+
+    risks: np.ndarray  # (n, 3) per-horizon risks, monotone across horizons
+    adjusted: np.ndarray  # (n,) bool: the running maximum changed the row
+    n_missing: np.ndarray  # (n,) int: features missing (imputed with the training medians)
+    usable: np.ndarray  # (n,) bool: at most MAX_MISSING_SHARE of the features missing
+
+
+def predict_matrix(model: TabularModel, x: np.ndarray) -> BatchRisks:
+    """:func:`predict_features` for n scans at once (a batch over the store).
+
+    x: (n, p) raw features in ``model.feature_names`` order, NaN where missing. Rows with more
+    than :data:`MAX_MISSING_SHARE` of the features missing are marked not ``usable`` (where
+    :func:`predict_features` raises); their risks are not meaningful.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    if x.ndim != 2 or x.shape[1] != len(model.feature_names):
+        raise ValueError(f"need (n, {len(model.feature_names)}) features, got {x.shape}")
+    n_missing = (~np.isfinite(x)).sum(axis=1)  # as predict_features counts them
+    risks, adjusted = monotone(model.raw_risks(x)) if len(x) else (np.zeros((0, 3)),
+                                                                   np.zeros(0, bool))
+    usable = n_missing <= MAX_MISSING_SHARE * len(model.feature_names)
+    return BatchRisks(risks, adjusted, n_missing, usable)

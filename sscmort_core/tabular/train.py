@@ -19,14 +19,19 @@ import pandas as pd
 from threadpoolctl import threadpool_limits
 
 from sscmort_core import store as st
-from sscmort_core.cards import ModelCard, default_models_dir
+from sscmort_core.cards import ModelCard
 from sscmort_core.errors import DataError
 from sscmort_core.evaluation import auc_or_none
 from sscmort_core.folds import grouped_folds
 from sscmort_core.labels import HORIZONS_YEARS, HorizonLabels
 from sscmort_core.radiomics.features import load_params
 from sscmort_core.tabular.explain import ShapValues, shap_values
-from sscmort_core.tabular.io import feature_matrix, horizon_labels, save_model
+from sscmort_core.tabular.io import (
+    feature_matrix,
+    horizon_labels,
+    save_model,
+    training_label_fingerprint,
+)
 from sscmort_core.tabular.model import (
     ALGORITHMS,
     GBM_PARAMS,
@@ -40,6 +45,7 @@ from sscmort_core.tabular.model import (
     model_label,
     monotone,
 )
+from sscmort_core.util.paths import default_models_dir
 from sscmort_core.util.progress import ProgressFn, no_progress
 
 
@@ -72,6 +78,7 @@ class _Data:
     data_hash: str
     params_text: str | None
     pyradiomics_version: str | None
+    label_fingerprint: str
 
 
 def _training_data(store: st.Store, kind: str, folds: int, seed: int) -> _Data:
@@ -84,7 +91,8 @@ def _training_data(store: st.Store, kind: str, folds: int, seed: int) -> _Data:
     five = labels[HORIZONS_YEARS[-1]]
     fold_of = grouped_folds(fm.patient_ids, folds, seed, stratify=five.positive & five.known)
     params_text, pyr_version = _radiomics_provenance(store, fm)
-    return _Data(fm, labels, fold_of, data_hash(fm, labels), params_text, pyr_version)
+    return _Data(fm, labels, fold_of, data_hash(fm, labels), params_text, pyr_version,
+                 training_label_fingerprint(store, fm.scan_ids))
 
 
 def _train(store: st.Store, kind: str, *, models_dir: Path, seed: int, folds: int,
@@ -210,7 +218,8 @@ def _model_card(model: TabularModel, data: _Data, oof_raw: np.ndarray, shap: Sha
     return ModelCard(
         model_id=model.model_id, kind=model.kind, label=model.label, version=TABULAR_VERSION,
         created=dt.datetime.now().isoformat(timespec="seconds"), data_hash=data.data_hash,
-        synthetic=synthetic, oof_auc={h["horizon_years"]: h["oof_auc"] for h in horizons},
+        label_fingerprint=data.label_fingerprint, synthetic=synthetic,
+        oof_auc={h["horizon_years"]: h["oof_auc"] for h in horizons},
         n_scans=len(fm.scan_ids), n_patients=int(len(np.unique(fm.patient_ids))),
         algorithm=model.algorithm, features=tuple(model.feature_names),
         param_hash=model.param_hash, extra=extra)

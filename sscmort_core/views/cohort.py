@@ -49,13 +49,14 @@ class PatientFilter:
     age_range: tuple[float, float] | None = None
     fvc_range: tuple[float, float] | None = None
     dlco_range: tuple[float, float] | None = None
+    sources: tuple[str, ...] = ()  # e.g. ("registry",): imported rows only
 
 
 def filter_patients(patients: pd.DataFrame, flt: PatientFilter) -> pd.DataFrame:
     """Rows of ``patients`` (store.patients_frame) that pass every filter."""
     keep = pd.Series(True, index=patients.index)
     for column, allowed in (("sex", flt.sexes), ("subtype", flt.subtypes),
-                            ("antibody", flt.antibodies)):
+                            ("antibody", flt.antibodies), ("source", flt.sources)):
         if allowed:
             keep &= patients[column].isin(allowed)
     for column, rng in (("age_at_first_scan", flt.age_range), ("baseline_fvc", flt.fvc_range),
@@ -64,6 +65,37 @@ def filter_patients(patients: pd.DataFrame, flt: PatientFilter) -> pd.DataFrame:
             values = patients[column]
             keep &= values.between(rng[0], rng[1]) | values.isna()
     return patients.loc[keep]
+
+
+@dataclass(frozen=True)
+class CohortKpis:
+    """Overview headline numbers of (a source-filtered part of) the cohort."""
+
+    patients: int
+    scans: int
+    deaths: int
+    median_followup_years: float | None  # first scan to death or last follow-up
+
+
+def sources(patients: pd.DataFrame) -> list[str]:
+    """The sources present (synthetic, upload, a registry's label), synthetic last."""
+    return sorted(patients["source"].dropna().unique(), key=lambda s: (s == "synthetic", s))
+
+
+def by_source(patients: pd.DataFrame, scans: pd.DataFrame, chosen: Sequence[str]
+              ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Patients of the chosen sources and their scans (everything when none is chosen)."""
+    if not chosen:
+        return patients, scans
+    keep = patients.loc[patients["source"].isin(list(chosen))]
+    return keep, scans.loc[scans["patient_id"].isin(keep["patient_id"])]
+
+
+def cohort_kpis(patients: pd.DataFrame, scans: pd.DataFrame) -> CohortKpis:
+    """Counts and median follow-up (per patient with scans) of store frames."""
+    fu = patients["followup_years"].dropna()
+    return CohortKpis(int(len(patients)), int(len(scans)), int(patients["died"].sum()),
+                      float(fu.median()) if len(fu) else None)
 
 
 GROUPINGS: dict[str, str] = {

@@ -17,7 +17,16 @@ from numpy.typing import NDArray
 
 from sscmort_core import store as st_store
 from sscmort_core.errors import MetricInputError
-from sscmort_core.evaluation import auc, calibration_curve, decision_curve, roc_curve_points
+from sscmort_core.evaluation import (
+    PER_PATIENT,
+    PER_SCAN,
+    auc,
+    calibration_curve,
+    decision_curve,
+    ipcw_decision_curve,
+    km_calibration_curve,
+    roc_curve_points,
+)
 from sscmort_core.labels import HORIZONS_YEARS
 from sscmort_core.pipeline.eval_data import (
     DEFAULT_MIN_EVENTS,
@@ -27,7 +36,8 @@ from sscmort_core.pipeline.eval_data import (
     load_horizon_data,
     too_few_events,
 )
-from sscmort_core.pipeline.evaluate import PairedTest
+from sscmort_core.pipeline.evaluate import METRIC_ESTIMANDS, PairedTest
+from sscmort_core.pipeline.staleness import model_staleness
 from sscmort_core.views.names import model_label
 from sscmort_core.views.study import STUDY, ReportedAUC, reported_aucs
 
@@ -43,6 +53,12 @@ class ModelChoice:
     label: str
     kind: str
     has_metrics: bool
+    stale: bool = False  # outcomes changed since it was trained (pipeline.staleness)
+
+    @property
+    def shown(self) -> str:
+        """The label with the stale mark, for pickers."""
+        return f"{self.label} [stale]" if self.stale else self.label
 
 
 def model_labels(store: st_store.Store) -> dict[str, str]:
@@ -60,8 +76,10 @@ def model_choices(store: st_store.Store) -> list[ModelChoice]:
     counts = st_store.oof_prediction_summary(store).groupby("model_id")["n_predictions"].sum()
     evaluated = set(st_store.metrics_frame(store)["model_id"])
     labels = model_labels(store)
+    status = model_staleness(store)
     out = [ModelChoice(str(r["model_id"]), labels[r["model_id"]], str(r["kind"]),
-                       r["model_id"] in evaluated)
+                       r["model_id"] in evaluated,
+                       r["model_id"] in status and status[r["model_id"]].stale)
            for _, r in models.iterrows() if r["model_id"] in counts.index]
     return sorted(out, key=lambda c: (c.kind == ORACLE_KIND, c.kind, c.label))
 
@@ -249,19 +267,73 @@ def decision_frames(store: st_store.Store, model_ids: Sequence[str], horizon: in
     return _decision(_curve_inputs(store, model_ids, horizon, min_events), thresholds)
 
 
+def _km_calibration(inp: _CurveInputs, n_bins: int) -> CurveSet:
+    """Observed risk per risk group as 1 - Kaplan-Meier at the horizon, on every predicted
+    scan (censored ones included); ``observed_fraction`` holds it so the calibration chart
+    draws it, ``observed_ipcw`` the IPCW estimate beside it."""
+    parts, unavailable = [], list(inp.unavailable)
+    for d in inp.usable:
+        try:
+            cur = km_calibration_curve(d.time_years, d.event.astype(int), d.risk,
+                                       d.horizon_years, n_bins=n_bins)
+        except MetricInputError as err:
+            unavailable.append((inp.labels[d.model_id], str(err)))
+            continue
+        parts.append(pd.DataFrame({
+            "model_id": d.model_id, "model": inp.labels[d.model_id],
+            "mean_predicted": cur.mean_predicted, "observed_fraction": cur.observed_km,
+            "observed_ipcw": cur.observed_ipcw, "count": cur.count, "n_events": cur.n_events,
+            "n_censored": cur.n_censored}))
+    return CurveSet("km_calibration", inp.horizon, _concat(parts, [
+        "model_id", "model", "mean_predicted", "observed_fraction", "observed_ipcw", "count",
+        "n_events", "n_censored"]), tuple(unavailable))
+
+
+def _ipcw_decision(inp: _CurveInputs, thresholds: NDArray[np.float64]) -> CurveSet:
+    """Net benefit with IPCW on every predicted scan; treat-all computed the same way on the
+    first usable model's scans."""
+    parts, unavailable = [], list(inp.unavailable)
+    for d in inp.usable:
+        try:
+            dc = ipcw_decision_curve(d.time_years, d.event.astype(int), d.risk,
+                                     d.horizon_years, thresholds)
+        except MetricInputError as err:
+            unavailable.append((inp.labels[d.model_id], str(err)))
+            continue
+        if not parts:
+            for name, nb in (("Treat all", dc.net_benefit_treat_all),
+                             ("Treat none", dc.net_benefit_treat_none)):
+                parts.append(pd.DataFrame({"model_id": None, "model": name,
+                                           "threshold": dc.thresholds, "net_benefit": nb}))
+        parts.append(pd.DataFrame({"model_id": d.model_id, "model": inp.labels[d.model_id],
+                                   "threshold": dc.thresholds,
+                                   "net_benefit": dc.net_benefit_model}))
+    return CurveSet("ipcw_decision", inp.horizon, _concat(parts, [
+        "model_id", "model", "threshold", "net_benefit"]), tuple(unavailable))
+
+
 @dataclass(frozen=True, eq=False)
 class HorizonCurves:
+    """Curves of one horizon. ``calibration`` and ``decision`` use the labelled scans only
+    (complete cases); ``km_calibration`` and ``ipcw_decision`` are their censoring-aware
+    counterparts on every predicted scan (frames laid out alike, so the same charts draw
+    them)."""
+
     roc: CurveSet
     calibration: CurveSet
     decision: CurveSet
+    km_calibration: CurveSet | None = None
+    ipcw_decision: CurveSet | None = None
 
 
 def horizon_curves(store: st_store.Store, model_ids: Sequence[str], horizon: int, *,
                    min_events: int = DEFAULT_MIN_EVENTS) -> HorizonCurves:
-    """ROC, calibration and decision curves at ``horizon`` from one load of the predictions
-    (what the Model comparison page draws per tab)."""
+    """ROC, calibration and decision curves at ``horizon`` (complete-case and
+    censoring-aware) from one load of the predictions (what the Model comparison page draws
+    per tab)."""
     inp = _curve_inputs(store, model_ids, horizon, min_events)
-    return HorizonCurves(_roc(inp), _calibration(inp, 10), _decision(inp, DECISION_THRESHOLDS))
+    return HorizonCurves(_roc(inp), _calibration(inp, 10), _decision(inp, DECISION_THRESHOLDS),
+                         _km_calibration(inp, 10), _ipcw_decision(inp, DECISION_THRESHOLDS))
 
 
 def _concat(parts: list[pd.DataFrame], columns: list[str]) -> pd.DataFrame:
@@ -269,7 +341,10 @@ def _concat(parts: list[pd.DataFrame], columns: list[str]) -> pd.DataFrame:
 
 
 def paired_tests_frame(tests: Sequence[PairedTest], labels: dict[str, str]) -> pd.DataFrame:
-    """One display row per pair: AUCs, difference with its bootstrap CI, both p-values."""
+    """One display row per pair: AUCs, difference with its patient-bootstrap CI and the
+    p-values. "p" is the one to report: the clustered DeLong test (Obuchowski 1997; the
+    patient bootstrap's where it cannot be computed), named in "p method"; both respect that
+    scans cluster in patients, while "DeLong p" treats scans as independent."""
     rows = []
     for t in tests:
         c = t.comparison
@@ -281,20 +356,46 @@ def paired_tests_frame(tests: Sequence[PairedTest], labels: dict[str, str]) -> p
             "AUC A - B": None if c is None else c.delong.auc_diff,
             "diff CI low": None if c is None else c.bootstrap.ci_low,
             "diff CI high": None if c is None else c.bootstrap.ci_high,
+            "p": None if c is None else c.p_value,
+            "p method": None if c is None else c.p_value_method,
+            "clustered DeLong p": None if c is None or c.clustered is None
+            else c.clustered.p_value,
             "DeLong p": None if c is None else c.delong.p_value,
             "bootstrap p": None if c is None else c.bootstrap.p_value,
+            "estimand": PER_SCAN,
             "scans": t.n_scans, "patients": t.n_patients, "events": t.n_events,
             "note": t.note or ""})
     return pd.DataFrame(rows)
 
 
+# Stored metric -> column of the metrics table (each with "<column> CI low" / "CI high").
+_TABLE_METRICS: dict[str, str] = {
+    "auc": "AUC", "brier": "Brier", "calibration_slope": "calibration slope",
+    "calibration_intercept": "calibration intercept", "c_index": "C-index",
+    "td_auc": "time-dependent AUC", "auc_per_patient": "AUC per patient",
+    "harrell_c": "Harrell's C to horizon", "uno_c": "Uno's C to horizon",
+    "ipcw_brier": "IPCW Brier", "calibration_oe": "observed / expected",
+    "ipcw_calibration_slope": "IPCW calibration slope",
+    "ipcw_calibration_intercept": "IPCW calibration intercept"}
+# How censored scans enter each metric (the long table's "censoring" column).
+METRIC_CENSORING: dict[str, str] = {
+    **dict.fromkeys(("auc", "auc_per_patient", "brier", "calibration_slope",
+                     "calibration_intercept"), "censored scans left out (complete cases)"),
+    "c_index": "all scans; Harrell's C depends on the censoring",
+    "harrell_c": "all scans, deaths before the horizon; depends on the censoring",
+    **dict.fromkeys(("uno_c", "td_auc", "ipcw_brier", "ipcw_calibration_slope",
+                     "ipcw_calibration_intercept"),
+                    "all scans, inverse probability of censoring weights"),
+    "calibration_oe": "all scans, observed = 1 - Kaplan-Meier"}
+_ESTIMAND_NOTE = f"{PER_SCAN}; AUC per patient: {PER_PATIENT}"
 TABLE_COLUMNS: tuple[str, ...] = (
-    "horizon (years)", "model", "kind", "model_id", "AUC", "AUC CI low", "AUC CI high",
-    "Brier", "calibration slope", "calibration intercept", "C-index", "time-dependent AUC",
-    "scans", "patients", "events", "note")
-_TABLE_METRICS = {"auc": "AUC", "brier": "Brier", "calibration_slope": "calibration slope",
-                  "calibration_intercept": "calibration intercept", "c_index": "C-index",
-                  "td_auc": "time-dependent AUC"}
+    "horizon (years)", "model", "kind", "model_id",
+    *[c for label in _TABLE_METRICS.values() for c in (label, f"{label} CI low",
+                                                         f"{label} CI high")],
+    "estimand", "scans", "patients", "events", "note")
+LONG_COLUMNS: tuple[str, ...] = (
+    "horizon (years)", "model", "kind", "model_id", "metric", "value", "CI low", "CI high",
+    "estimand", "censoring", "scans", "patients", "events", "note")
 
 
 def metrics_table(store: st_store.Store, model_ids: Sequence[str], *,
@@ -325,17 +426,46 @@ def _table_row(h: int, model_id: str, label: str, kind: str,
     if part.empty:
         return row | {"note": "not evaluated yet"}
     for metric, column in _TABLE_METRICS.items():
-        row[column] = st_store.to_python(part["value"].get(metric, np.nan))
+        for suffix, field in (("", "value"), (" CI low", "ci_low"), (" CI high", "ci_high")):
+            row[column + suffix] = st_store.to_python(part[field].get(metric, np.nan))
+    row["estimand"] = _ESTIMAND_NOTE
     auc_row = part.loc["auc"] if "auc" in part.index else None
     if auc_row is not None:
-        row |= {"AUC CI low": st_store.to_python(auc_row["ci_low"]),
-                "AUC CI high": st_store.to_python(auc_row["ci_high"]),
-                "scans": st_store.to_python(auc_row["n_scans"]),
+        row |= {"scans": st_store.to_python(auc_row["n_scans"]),
                 "patients": st_store.to_python(auc_row["n_patients"]),
                 "events": st_store.to_python(auc_row["n_events"])}
     notes = [str(n) for n in dict.fromkeys(part["note"].dropna())]
     row["note"] = "; ".join(notes)
     return row
+
+
+def metrics_long(store: st_store.Store, model_ids: Sequence[str], *,
+                 horizons: Sequence[int] = HORIZONS_YEARS) -> pd.DataFrame:
+    """Stored metrics of ``model_ids`` as one row per horizon, model and metric (columns
+    :data:`LONG_COLUMNS`): value with its patient-bootstrap CI, the estimand, how censored
+    scans enter, and the scans, patients and events that metric used."""
+    ids = check_model_ids(store, model_ids)
+    labels = model_labels(store)
+    kinds = st_store.models_frame(store).set_index("model_id")["kind"].to_dict()
+    stored = st_store.metrics_for_models(store, list(ids))
+    stored = stored.loc[stored["horizon_years"].isin(list(horizons))
+                        & stored["metric"].isin(list(_TABLE_METRICS))]
+    order = {m: i for i, m in enumerate(_TABLE_METRICS)}
+    rows = [{"horizon (years)": int(r["horizon_years"]), "model": labels[r["model_id"]],
+             "kind": kinds[r["model_id"]], "model_id": r["model_id"],
+             "metric": _TABLE_METRICS[r["metric"]],
+             "value": st_store.to_python(r["value"]), "CI low": st_store.to_python(r["ci_low"]),
+             "CI high": st_store.to_python(r["ci_high"]),
+             "estimand": METRIC_ESTIMANDS.get(r["metric"], PER_SCAN),
+             "censoring": METRIC_CENSORING[r["metric"]],
+             "scans": int(r["n_scans"]), "patients": int(r["n_patients"]),
+             "events": int(r["n_events"]), "note": r["note"] if pd.notna(r["note"]) else "",
+             "_order": (int(r["horizon_years"]), ids.index(r["model_id"]),
+                        order[r["metric"]])}
+            for _, r in stored.iterrows()]
+    frame = pd.DataFrame(rows, columns=[*LONG_COLUMNS, "_order"])
+    return frame.sort_values("_order", kind="mergesort").drop(columns="_order") \
+        .reset_index(drop=True)
 
 
 def _reference_row(r: ReportedAUC, h: int) -> dict[str, object]:

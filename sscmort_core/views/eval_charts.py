@@ -1,7 +1,7 @@
 """Altair charts of the Model comparison page (pure: frames in, charts or PNG bytes out).
 
-Inputs are the frames of :mod:`sscmort_core.evaluate_store` (:class:`CurveSet` frames and the
-:func:`~sscmort_core.evaluate_store.metrics_table`). A model keeps its colour across charts:
+Inputs are the frames of :mod:`sscmort_core.views.comparison` (:class:`CurveSet` frames and the
+:func:`~sscmort_core.views.comparison.metrics_table`). A model keeps its colour across charts:
 colours follow the order in which models first appear in a frame (``model_id`` column).
 """
 

@@ -15,7 +15,7 @@ def feature_by_outcome_chart(df: pd.DataFrame, feature_label: str,
                              horizon_years: int) -> alt.Chart:
     """Box plots of a feature by outcome at the horizon (censored shown, grey, for context).
 
-    df: :func:`sscmort_core.explain_tabular.feature_outcome_frame`."""
+    df: :func:`sscmort_core.views.radiomics.feature_outcome_frame`."""
     return alt.Chart(df.dropna(subset=["value"])).mark_boxplot(extent="min-max", size=40).encode(
         x=alt.X("outcome:N", title=f"Outcome within {horizon_years} y",
                 sort=["died", "alive", "censored"]),
@@ -38,7 +38,7 @@ def shap_beeswarm_chart(df: pd.DataFrame, title: str) -> alt.Chart:
     """Beeswarm-like SHAP summary: one dot per scan and feature, jittered within its row,
     coloured by the feature's value rank (blue low, red high).
 
-    df: :func:`sscmort_core.explain_tabular.shap_summary_frame`."""
+    df: :func:`sscmort_core.views.radiomics.shap_summary_frame`."""
     order = df.drop_duplicates("label").sort_values("order")["label"].tolist()
     n = len(order)
     return alt.Chart(df).mark_circle(size=14, opacity=0.7).encode(
@@ -85,7 +85,7 @@ def risk_lines_chart(df: pd.DataFrame, title: str = "Predicted risk per scan "
                      "(out-of-fold)") -> alt.Chart:
     """Risk over scan dates, one line per model and horizon (dash = horizon).
 
-    df: :func:`sscmort_core.explain_tabular.risk_lines_frame`."""
+    df: :func:`sscmort_core.views.radiomics.risk_lines_frame`."""
     return alt.Chart(df).mark_line(point=True).encode(
         x=alt.X("scan_date:T", title="Scan date"),
         y=alt.Y("risk:Q", title="Risk of death", scale=alt.Scale(domain=[0, 1]),

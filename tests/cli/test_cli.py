@@ -125,11 +125,12 @@ def test_ingest_keeps_no_phi_anywhere(tmp_path, phi_series, capsys, caplog):
         volume = s.data_dir / row["volume_path"]
         dump = "\n".join(str(s.query_df(f"SELECT * FROM {t}").to_dict())
                          for t in ("patients", "scans", "qct", "meta"))
-    import gzip
+    import zlib
 
-    assert volume.name.endswith(".nii.gz")  # searched decompressed: gzip bytes hide text
+    assert volume.suffix == ".mha"  # header text + zlib data: searched decompressed
+    header, _, data = volume.read_bytes().partition(b"ElementDataFile = LOCAL\n")
     haystacks = {"store file": store_path.read_bytes(),
-                 "volume": gzip.decompress(volume.read_bytes()),
+                 "volume": header + zlib.decompress(data),
                  "stdout+stderr": (out + err).encode(), "logs": caplog.text.encode(),
                  "tables": dump.encode()}
     for keyword, value in PHI.items():

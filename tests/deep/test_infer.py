@@ -165,6 +165,11 @@ def test_cli_predict_nifti_json(registered_store, models_dir, scan, tmp_path, ca
                                                       "deep-test_resnet-v2"]
     e = out["ensemble"]
     assert e["model_id"] == DEEP_ENSEMBLE_ID and e["risk_1y"] <= e["risk_3y"] <= e["risk_5y"]
+    _cli(["predict", str(path), "--store", str(registered_store), "--models-dir",
+          str(models_dir), "--model", "deep-test_resnet-v2", "--json", "--quiet"])
+    one = json.loads(capsys.readouterr().out)
+    assert [m["model_id"] for m in one["models"]] == ["deep-test_resnet-v2"]
+    assert one["ensemble"] is None
 
 
 def test_saliency_grad_cam_round_trip(registered_store, models_dir, scan, monkeypatch):

@@ -19,6 +19,7 @@ from lifelines.utils import concordance_index as lifelines_cindex
 from scipy import stats
 from sklearn.calibration import calibration_curve as sk_calibration_curve
 from sklearn.metrics import brier_score_loss, roc_auc_score, roc_curve
+from sksurv.nonparametric import kaplan_meier_estimator
 
 from sscmort_core.errors import (
     CalibrationFitError,
@@ -103,12 +104,13 @@ def slow_cindex(time_, event, risk) -> float:
 
 
 def slow_censoring_km_left(time_, event, t) -> float:
-    """P(C >= t): product over censoring times s < t of (1 - censored at s / at risk at s)."""
+    """P(C >= t): product over censoring times s < t of (1 - censored at s / at risk at s),
+    deaths first at a tie: a death at s has left the risk set of censoring at s."""
     g = 1.0
     for s in sorted(set(time_[i] for i in range(len(time_)) if not event[i])):
         if s >= t:
             break
-        at_risk = sum(1 for u in time_ if u >= s)
+        at_risk = sum(1 for u, e in zip(time_, event) if u > s or (u == s and not e))
         censored = sum(1 for u, e in zip(time_, event) if u == s and not e)
         g *= 1 - censored / at_risk
     return g
@@ -554,12 +556,37 @@ def test_concordance_without_comparable_pairs():
         concordance_index([2, 2], [1, 1], [0.1, 0.2])  # two deaths at one time
 
 
-def test_censoring_km_matches_lifelines():
+def test_censoring_km_matches_sksurv_reverse_km_and_slow_loop():
+    # grid times: deaths tie with censorings; sksurv's reverse KM also takes deaths first
     time_, event, _ = survival_data(np.random.default_rng(4))
+    km_times, km_g = kaplan_meier_estimator(event.astype(bool), time_, reverse=True)
+    at = np.unique(time_)
+    left = np.r_[1.0, km_g][np.searchsorted(km_times, at, side="left")]  # product over s < at
+    np.testing.assert_allclose(censoring_survival_left(time_, event, at), left, atol=1e-12)
+    for t in at[::7]:
+        assert censoring_survival_left(time_, event, np.array([t]))[0] == pytest.approx(
+            slow_censoring_km_left(time_, event, t), abs=1e-12)
+
+
+def test_censoring_km_matches_lifelines_when_no_death_ties_a_censoring():
+    rng = np.random.default_rng(4)
+    time_, event, _ = survival_data(rng)
+    time_ = time_ + np.where(event == 1, 0.0, 0.1)  # censorings off the deaths' grid
     kmf = KaplanMeierFitter().fit(time_, 1 - event)  # censorings are the events of G
     at = np.unique(time_)
     left_limits = kmf.survival_function_at_times(np.nextafter(at, -np.inf)).to_numpy()
     np.testing.assert_allclose(censoring_survival_left(time_, event, at), left_limits, atol=1e-12)
+
+
+def test_censoring_km_golden_deaths_first_at_a_tie():
+    # by hand: times 1 2 2 3 4 5, the death and the censoring at 2 tie. Deaths first: at 2 the
+    # risk set of censoring is {censored at 2} + {time > 2} = 4 -> G = 3/4 after 2 (lifelines'
+    # reverse KM keeps the death: 5 at risk, 4/5); at 4: 1 + 1 = 2 -> 3/8; at 5: 1 -> 0.
+    time_ = np.array([1, 2, 2, 3, 4, 5.0])
+    event = np.array([1, 1, 0, 1, 0, 0])
+    at = np.array([1, 2, 2.5, 4, 4.5, 5, 6.0])
+    np.testing.assert_allclose(censoring_survival_left(time_, event, at),
+                               [1, 1, 3 / 4, 3 / 4, 3 / 8, 3 / 8, 0])
 
 
 def test_time_dependent_auc_golden():

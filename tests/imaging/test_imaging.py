@@ -21,9 +21,9 @@ import pytest
 import SimpleITK as sitk
 from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.uid import (
+    MPEG2MPML,
     CTImageStorage,
     ExplicitVRLittleEndian,
-    HTJ2KLossless,
     MRImageStorage,
     RLELossless,
     generate_uid,
@@ -523,14 +523,16 @@ def test_oversize_decoded_nifti(tmp_path):
 
 
 def test_undecodable_compression_names_the_syntax(series):
+    """A syntax no installed decoder handles (MPEG-2 video here): the message names it and
+    asks for an uncompressed export (corrupt data in a decodable syntax: test_compressed.py)."""
     folder, _ = series
     victim = sorted(folder.iterdir())[0]
     ds = pydicom.dcmread(victim)
-    ds.file_meta.TransferSyntaxUID = HTJ2KLossless
-    ds.PixelData = pydicom.encaps.encapsulate([b"\xff\x4f\xff\x51garbage"])
+    ds.file_meta.TransferSyntaxUID = MPEG2MPML
+    ds.PixelData = pydicom.encaps.encapsulate([b"\x00\x00\x01\xb3garbage"])
     ds["PixelData"].VR = "OB"
     ds.save_as(victim)
-    _raises(UnsupportedFormatError, folder, "High-Throughput JPEG 2000", "uncompressed")
+    _raises(UnsupportedFormatError, folder, "MPEG2", "uncompressed")
 
 
 def test_metaimage_pointing_outside_its_folder(tmp_path):
@@ -701,3 +703,44 @@ def test_synthetic_nifti_round_trip(tmp_path, small_phantom):
     vol = read_volume(path).volume
     np.testing.assert_array_equal(vol.hu, small_phantom.hu)
     assert vol.spacing_mm == pytest.approx(small_phantom.spacing_mm)
+
+
+# ---------------------------------------------------------------------------------------------
+# picking one series of a study (registry manifests: series_uid / series_description)
+# ---------------------------------------------------------------------------------------------
+@pytest.fixture()
+def two_series_study(tmp_path) -> Path:
+    """A folder with a 12-slice "SUPINE" and a 15-slice "PRONE" axial series."""
+    write_series(tmp_path / "st", chest_hu(12), series_uid="1.7.1", description="Supine",
+                 prefix="s")
+    write_series(tmp_path / "st", chest_hu(15), series_uid="1.7.2", description="PRONE",
+                 prefix="p")
+    return tmp_path / "st"
+
+
+def test_a_selector_picks_a_series_other_than_the_default(two_series_study):
+    from sscmort_core.imaging import SeriesSelector
+
+    assert read_volume(two_series_study).volume.shape[0] == 15  # default: the larger one
+    by_uid = read_volume(two_series_study, series=SeriesSelector(series_uid="1.7.1"))
+    by_desc = read_volume(two_series_study, series=SeriesSelector(series_description=" supine"))
+    assert by_uid.volume.shape[0] == by_desc.volume.shape[0] == 12
+    reasons = [s.reason_ignored for s in by_uid.report.ignored_series]
+    assert reasons == ["not the series the manifest names"]
+
+
+def test_a_selector_matching_nothing_or_several_is_refused(two_series_study, tmp_path):
+    from sscmort_core.errors import SeriesNotFoundError
+    from sscmort_core.imaging import SeriesSelector
+
+    with pytest.raises(SeriesNotFoundError, match="none of the 2 series matches") as err:
+        read_volume(two_series_study, series=SeriesSelector(series_uid="9.9.9"))
+    assert "9.9.9" not in str(err.value)  # a UID links back: never shown
+    write_series(two_series_study, chest_hu(12), series_uid="1.7.3", description="PRONE",
+                 prefix="q")
+    with pytest.raises(SeriesNotFoundError, match="2 series match"):
+        read_volume(two_series_study, series=SeriesSelector(series_description="prone"))
+    nifti = tmp_path / "ct.nii.gz"
+    sitk.WriteImage(sitk.GetImageFromArray(chest_hu(12)), str(nifti))
+    with pytest.raises(UnsupportedFormatError, match="single image file"):
+        read_volume(nifti, series=SeriesSelector(series_description="prone"))

@@ -52,7 +52,8 @@ def test_upload_a_synthetic_series_and_save_it(tiny_store, series_zip, monkeypat
     metrics = {m.label: m.value for m in at.metric}
     assert float(metrics["Lung volume"].replace(",", "").split()[0]) > 1000
     assert "ILD extent (%)" in metrics
-    at.button[0].click().run()  # the form's "Save to cohort" (new patient)
+    save = next(b for b in at.button if b.label == "Save to cohort")  # the form's (new patient)
+    save.click().run()
     assert not at.exception
     assert any("Saved as scan" in s.value for s in at.success), [e.value for e in at.error]
     # The app process owns the store; read it through the app's own cached connection.

@@ -3,20 +3,22 @@ inputs as the separate stages, which each regenerate and segment the volume agai
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
 from sscmort_core import store as st
+from sscmort_core.cli import main
 from sscmort_core.deep.inputs import _input_for_row, model_inputs
 from sscmort_core.lungs import qct_metrics, segment_lungs
 from sscmort_core.pipeline import DEMO_STAGES
-from sscmort_core.pipeline.demo import _demo_jobs, _measure_synthetic, build_demo
+from sscmort_core.pipeline.demo import _demo_jobs, _measure_synthetic, build_demo, plan_stages
 from sscmort_core.pipeline.measure import _Job as _MeasureJob
 from sscmort_core.pipeline.measure import _measure_job
 from sscmort_core.radiomics.features import load_params
 from sscmort_core.radiomics.stage import _Job, extract_stored_scan, run_radiomics_stage
 from sscmort_core.scans import volume_from_row
-
 
 QCT_KEYS = ("lung_volume_ml", "mean_lung_density_hu", "skewness", "kurtosis", "haa_pct",
             "ild_extent_pct")
@@ -60,7 +62,26 @@ def test_only_the_asked_for_extras_are_computed(tiny_store):
     m = _measure_synthetic(job)
     assert m.radiomics is None and m.model_input is None
     with pytest.raises(ValueError, match="unknown demo stages"):
-        _demo_jobs([row], ("radiomics", "nonsense"))
+        plan_stages(("radiomics", "nonsense"), 10)
+
+
+def test_a_tiny_demo_skips_the_model_stages_up_front_and_keeps_the_rest(tmp_path, capsys):
+    """3 patients cannot fill 5 folds: the model stages are left out with a note (before any
+    work), the store is built, and the oracle is still evaluated."""
+    assert plan_stages(DEMO_STAGES, 3) == (
+        ("radiomics", "evaluate"),
+        tuple(f"{s} models skipped: 3 patients cannot fill 5 cross-validation folds (use "
+              "--patients 5 or more)" for s in ("tabular", "deep")))
+    path = tmp_path / "tiny.duckdb"
+    code = main(["demo", "--store", str(path), "--patients", "3", "--workers", "1",
+                 "--skip", "radiomics", "--quiet", "--json",
+                 "--models-dir", str(tmp_path / "m")])
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    assert json.loads(out.out)["notes"] and out.err.count("note: ") == 2
+    with st.open_store(path, read_only=True) as store:
+        assert set(st.models_frame(store)["kind"]) == {"oracle"}
+        assert not st.metrics_frame(store).empty  # the evaluation stage ran
 
 
 def test_demo_seeds_radiomics_and_the_input_cache(tmp_path, monkeypatch):
@@ -82,12 +103,12 @@ def test_demo_seeds_radiomics_and_the_input_cache(tmp_path, monkeypatch):
     monkeypatch.setattr(train, "train_quick_backbones", fake_quick)
     path = tmp_path / "d.duckdb"
     stages = []
-    build_demo(path, n_patients=3, seed=5, workers=1, stages=("radiomics", "deep"),
+    build_demo(path, n_patients=5, seed=5, workers=1, stages=("radiomics", "deep"),
                progress=lambda stage, done, total: stages.append((stage, total)))
-    assert ("volumes + lungs + QCT + radiomics + model inputs", 5) in stages
     assert ("radiomics", 0) in stages  # the radiomics stage found every scan done
     with st.open_store(path) as store:
         n_scans = st.table_counts(store)["scans"]
+        assert ("volumes + lungs + QCT + radiomics + model inputs", n_scans) in stages
         n_feat = store.con.execute(
             "SELECT count(DISTINCT scan_id) FROM radiomics_features").fetchone()[0]
         assert n_feat == n_scans

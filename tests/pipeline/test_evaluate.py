@@ -241,3 +241,90 @@ def test_reported_aucs_are_the_studys():
     (rad,) = [r for r in study.STUDY_REPORTED_AUCS if r.group == "radiomics"]
     assert (rad.auc_low, rad.auc_high, rad.is_range) == (0.682, 0.723, True)
     assert len(study.reported_aucs(3)) == 2
+
+
+# --- censoring-aware rows (issue 16) ------------------------------------------------------------
+def test_censoring_aware_rows_match_the_metric_functions(store_path):
+    """The new rows route data: Uno's C, truncated Harrell's C, IPCW Brier and O/E on all
+    predicted scans, the per-patient AUC on the labelled ones, each with a patient CI."""
+    from sscmort_core.evaluation import (
+        PER_PATIENT,
+        ipcw_brier,
+        observed_expected,
+        uno_c,
+    )
+
+    with st.open_store(store_path) as s:
+        run = ev.run_evaluation(s, model_ids=["noisy"], n_boot=N_BOOT, seed=3, min_events=1)
+        stored = st.metrics_frame(s).set_index(["horizon_years", "metric"])
+    scans, preds = _labels_and_scans(store_path)
+    h = 5
+    p = preds.loc[preds["horizon_years"] == h].merge(scans, on="scan_id")
+    t, e = time_to_event_years(p["scan_date"], p["death_date"], p["last_followup_date"])
+    risk = p["risk"].to_numpy()
+    assert stored.loc[(h, "uno_c"), "value"] == pytest.approx(uno_c(t, e, risk, h), abs=1e-12)
+    assert stored.loc[(h, "harrell_c"), "value"] == pytest.approx(
+        concordance_index(t, e, risk, tau=h), abs=1e-12)
+    assert stored.loc[(h, "ipcw_brier"), "value"] == pytest.approx(
+        ipcw_brier(t, e, risk, h), abs=1e-12)
+    assert stored.loc[(h, "calibration_oe"), "value"] == pytest.approx(
+        observed_expected(t, e, risk, h).ratio, abs=1e-12)
+    lab = label_scans(p["scan_date"], p["death_date"], p["last_followup_date"], h)
+    per_patient = auc_with_ci(lab.positive[lab.known].astype(int), risk[lab.known],
+                              p["patient_id"][lab.known], n_boot=N_BOOT, seed=3,
+                              estimand=PER_PATIENT)
+    row = stored.loc[(h, "auc_per_patient")]
+    assert (row["value"], row["ci_low"], row["ci_high"]) == pytest.approx(
+        (per_patient.auc, per_patient.ci_low, per_patient.ci_high), abs=1e-12)
+    for metric in ev.METRICS:  # every computed row has a patient-bootstrap CI
+        r = stored.loc[(h, metric)]
+        if pd.notna(r["value"]):
+            assert pd.notna(r["ci_low"]) and r["ci_low"] <= r["ci_high"], metric
+    assert stored.loc[(h, "uno_c"), "n_scans"] == len(p)  # censored scans kept
+    estimands = {m.metric: m.estimand for m in run.results[-1].metrics}
+    assert estimands["auc_per_patient"] == PER_PATIENT
+    assert set(estimands.values()) == {PER_PATIENT, "per scan"}
+
+
+def test_paired_frame_shows_the_clustered_p_and_long_table_names_estimands(store_path):
+    with st.open_store(store_path) as s:
+        ev.run_evaluation(s, n_boot=N_BOOT, min_events=1)
+        tests = ev.paired_tests(s, ["noisy", "oracle"], 5, n_boot=N_BOOT, min_events=1)
+        frame = cmp.paired_tests_frame(tests, {})
+        long = cmp.metrics_long(s, ["noisy", "oracle"])
+        table = cmp.metrics_table(s, ["noisy"])
+    (t,) = tests
+    assert frame["p"].iloc[0] == t.comparison.p_value
+    if t.comparison.clustered is not None:
+        assert frame["p"].iloc[0] == frame["clustered DeLong p"].iloc[0]
+        assert frame["p method"].iloc[0].startswith("clustered DeLong")
+    assert list(long.columns) == list(cmp.LONG_COLUMNS)
+    assert len(long) == 2 * 3 * len(ev.METRICS)
+    per_patient = long.loc[long["metric"] == "AUC per patient", "estimand"]
+    assert (per_patient == "per patient (each patient weighted equally)").all()
+    assert (long.loc[long["metric"] == "Uno's C to horizon", "censoring"]
+            .str.contains("inverse probability of censoring").all())
+    computed = table.loc[table["kind"] != "reported"]
+    assert computed["Uno's C to horizon CI low"].notna().any()
+    assert computed["estimand"].str.startswith("per scan").all()
+
+
+def test_censoring_aware_curves_use_every_predicted_scan(store_path):
+    from sscmort_core.evaluation import ipcw_decision_curve, km_calibration_curve
+
+    with st.open_store(store_path) as s:
+        curves = cmp.horizon_curves(s, ["noisy", "oracle"], 5, min_events=1)
+    scans, preds = _labels_and_scans(store_path)
+    p = preds.loc[preds["horizon_years"] == 5].merge(scans, on="scan_id")
+    t, e = time_to_event_years(p["scan_date"], p["death_date"], p["last_followup_date"])
+    km = curves.km_calibration.frame
+    part = km.loc[km["model_id"] == "noisy"]
+    expected = km_calibration_curve(t, e, p["risk"], 5)
+    np.testing.assert_allclose(part["observed_fraction"], expected.observed_km)
+    assert part["count"].sum() == len(p)  # censored scans included
+    dec = curves.ipcw_decision.frame
+    nb = dec.loc[dec["model_id"] == "noisy", "net_benefit"].to_numpy()
+    np.testing.assert_allclose(nb, ipcw_decision_curve(t, e, p["risk"], 5,
+                                                       cmp.DECISION_THRESHOLDS)
+                               .net_benefit_model)
+    assert {"Treat all", "Treat none"} <= set(dec["model"])

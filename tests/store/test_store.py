@@ -14,7 +14,8 @@ from sscmort_core.errors import SchemaTooNewError, StoreError
 
 EXPECTED_TABLES = {"meta", "patients", "scans", "synthetic_truth", "clinical", "qct",
                    "radiomics_features", "radiomics_failures", "models", "predictions",
-                   "metrics", "explanations", "explanation_arrays", "jobs", "schema_version"}
+                   "metrics", "explanations", "explanation_arrays", "jobs", "schema_version",
+                   "prediction_failures"}
 
 
 def _patients(n=3):
@@ -137,3 +138,41 @@ def test_insert_frame_names_missing_columns(tmp_path):
         with pytest.raises(ValueError, match="missing columns"):
             with s.transaction() as cur:
                 st.insert_frame(cur, "patients", _patients().drop(columns=["sex"]))
+
+
+def test_a_store_from_before_registry_imports_gains_their_tables(tmp_path):
+    """A store built by the migrations before the registry-import one (a demo store of round 1)
+    is migrated: the import tables appear empty, the rows already there stay, and the import
+    queries answer on it."""
+    import duckdb
+
+    n_before = next(i for i, m in enumerate(st.MIGRATIONS) if "registry_patients" in m)
+    p = tmp_path / "old.duckdb"
+    con = duckdb.connect(str(p))
+    con.execute("CREATE TABLE schema_version (version INTEGER PRIMARY KEY, "
+                "applied_at TIMESTAMP NOT NULL DEFAULT current_timestamp)")
+    for version in range(1, n_before + 1):
+        con.execute(st.MIGRATIONS[version - 1])
+        con.execute("INSERT INTO schema_version (version) VALUES (?)", [version])
+    con.register("pts", _patients())
+    con.execute(f"INSERT INTO patients ({', '.join(st.PATIENT_COLUMNS)}) "
+                f"SELECT {', '.join(st.PATIENT_COLUMNS)} FROM pts")
+    con.close()
+    with st.open_store(p) as s:
+        assert st.schema_version(s.con) == st.SCHEMA_VERSION
+        for table, columns in (("registry_patients", st.REGISTRY_PATIENT_COLUMNS),
+                               ("import_scan_keys", st.IMPORT_KEY_COLUMNS),
+                               ("import_failures", st.IMPORT_FAILURE_COLUMNS),
+                               ("outcome_changes", st.OUTCOME_CHANGE_COLUMNS)):
+            cols = {r[0] for r in s.con.execute(f"DESCRIBE {table}").fetchall()}
+            assert set(columns) <= cols, table
+        assert st.table_counts(s)["patients"] == 3
+        assert st.import_failures_frame(s).empty and st.registry_flags(s, ["P0"]) == {}
+        counts = st.source_counts(s)
+        assert counts[["source", "patients", "scans"]].values.tolist() == [["test", 3, 0]]
+        with s.transaction() as cur:  # a failure recorded twice counts two attempts
+            frame = pd.DataFrame([{"row_key": "k", "patient_id": "P0", "manifest_file":
+                                   "scans.csv", "manifest_row": 2, "path": "x", "reason": "r"}])
+            st.record_import_failures(cur, frame)
+            st.record_import_failures(cur, frame.assign(reason="r2"))
+        assert st.import_failures_frame(s)[["attempts", "reason"]].values.tolist() == [[2, "r2"]]

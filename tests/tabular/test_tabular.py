@@ -291,3 +291,32 @@ def test_model_files_name_the_stable_class_path(trained):
     strings = [arg for op, arg, _ in pickletools.genops(data) if isinstance(arg, str)]
     assert "sscmort_core.tabular" in strings and "sscmort_core.tabular.model" not in strings
     assert pickle.loads(data).model_id == model.model_id
+
+
+def test_cli_predict_all_means_every_registered_model_kind(trained, tmp_path, capsys):
+    """`sscmort predict PATH` uses every registered model, as the upload page does: here the
+    radiomics and QCT models (no deep model is registered); `--model ID` just that one."""
+    import SimpleITK as sitk
+
+    from sscmort_core.cli import main
+    from sscmort_core.scans import load_scan_volume
+
+    with st.open_store(trained.path, read_only=True) as s:
+        vol = load_scan_volume(s, st.scans_frame(s)["scan_id"].iloc[0])
+    img = sitk.GetImageFromArray(np.asarray(vol.hu, dtype=np.int16))  # (z, y, x) -> x, y, z
+    img.SetSpacing(tuple(float(v) for v in vol.spacing_mm[::-1]))
+    scan = tmp_path / "scan.nii.gz"
+    sitk.WriteImage(img, str(scan))
+    base = ["predict", str(scan), "--store", str(trained.path), "--models-dir",
+            str(trained.models_dir), "--json", "--quiet"]
+    assert main(base) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert sorted(m["model_id"] for m in out["models"]) == sorted(trained.ids)
+    assert {m["kind"] for m in out["models"]} == {"radiomics", "qct"}
+    assert out["ensemble"] is None and out["device"] is None and out["problems"] == []
+    qct_id = next(i for i in trained.ids if i.startswith("qct-"))
+    assert main(base + ["--model", qct_id]) == 0
+    assert [m["model_id"] for m in json.loads(capsys.readouterr().out)["models"]] == [qct_id]
+    assert main(base + ["--model", "nonsense"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no registered model 'nonsense'" in err and qct_id in err

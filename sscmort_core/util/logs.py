@@ -1,0 +1,81 @@
+"""Where log lines go: sscmort's own log and every library's warnings into one file beside the
+store (``<store folder>/<store name>_files/sscmort.log``), never onto the user's terminal or
+page. The user sees sscmort's one-line messages; the file keeps the detail for whoever runs
+the installation.
+
+:func:`configure_logging` is called once by the CLI (``cli.main``) and by the app
+(``pages/_shared``). Calling it again with another store moves the file handler there.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+
+LOG_NAME = "sscmort.log"
+# Libraries that log tracebacks or chatter at WARNING when given a hard file: their records
+# go to the file only (level WARNING), never to stderr.
+QUIET_LIBRARIES = ("pydicom", "PIL", "shap", "numba", "radiomics", "pykwalify", "matplotlib",
+                   "urllib3", "fsspec", "h5py", "timm", "huggingface_hub", "py.warnings")
+_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+_HANDLER_TAG = "_sscmort_file_handler"
+
+
+def log_path_for(store_path: Path) -> Path:
+    """The log file that belongs to a store (beside its de-identified volumes)."""
+    store_path = Path(store_path)
+    return store_path.parent / f"{store_path.stem}_files" / LOG_NAME
+
+
+def configure_logging(store_path: Path | None, *, level: int = logging.INFO) -> Path | None:
+    """Send every log record (and Python warnings) to the store's log file; nothing to stderr.
+
+    Returns the file's path, or None when it cannot be written (then records are dropped:
+    a log must never stop a command). Identifying data is never logged by sscmort itself.
+    """
+    root = logging.getLogger()
+    for h in list(root.handlers):  # basicConfig / earlier calls: no stream to stderr
+        if getattr(h, _HANDLER_TAG, False) or isinstance(h, logging.StreamHandler):
+            root.removeHandler(h)
+            h.close()
+    root.setLevel(level)
+    for name in QUIET_LIBRARIES:
+        logging.getLogger(name).setLevel(logging.WARNING)
+    logging.captureWarnings(True)
+    warnings.simplefilter("default")  # each distinct warning once, into the log
+    _quiet_simpleitk()
+    path = None if store_path is None else log_path_for(store_path)
+    handler: logging.Handler = logging.NullHandler() if path is None else _LazyFileHandler(path)
+    handler.setFormatter(logging.Formatter(_FORMAT))
+    setattr(handler, _HANDLER_TAG, True)
+    root.addHandler(handler)
+    logging.lastResort = None  # no fallback printing of records to stderr
+    return path
+
+
+class _LazyFileHandler(logging.FileHandler):
+    """A file handler that creates its folder and file only when a record arrives (a command
+    that logs nothing leaves nothing behind), and drops records it cannot write."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path, encoding="utf-8", delay=True)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            Path(self.baseFilename).parent.mkdir(parents=True, exist_ok=True)
+        except OSError:
+            return
+        super().emit(record)
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 (logging API)
+        return None  # never print a logging traceback to the user
+
+
+def _quiet_simpleitk() -> None:
+    """SimpleITK/ITK print warnings straight to stderr from C++ unless told not to."""
+    try:
+        import SimpleITK as sitk  # heavy: loaded by every command that reads images anyway
+    except ImportError:
+        return
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)

@@ -1,0 +1,1 @@
+"""Tests of sscmort (the folders mirror sscmort_core)."""

@@ -1,0 +1,44 @@
+"""Library chatter goes to the store's log file, never to the user's terminal."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from sscmort_core.util.logs import log_path_for
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _run(code: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=REPO, timeout=120)
+
+
+def test_library_warnings_and_logs_reach_the_file_not_stderr(tmp_path):
+    store = tmp_path / "s.duckdb"
+    out = _run(f"""
+import logging, warnings
+from pathlib import Path
+from sscmort_core.util.logs import configure_logging
+configure_logging(Path({str(store)!r}))
+logging.getLogger("pydicom").warning("Stream too short")
+logging.getLogger("pydicom").exception("a traceback from a decoder")
+logging.getLogger("sscmort").info("stored scan S-1")
+warnings.warn("a library warning")
+""")
+    assert out.returncode == 0, out.stderr
+    assert out.stderr == "" and out.stdout == ""
+    text = log_path_for(store).read_text()
+    for line in ("Stream too short", "a traceback from a decoder", "stored scan S-1",
+                 "a library warning"):
+        assert line in text
+
+
+def test_a_command_that_logs_nothing_leaves_no_log_folder(tmp_path):
+    store = tmp_path / "none.duckdb"
+    out = _run(f"from pathlib import Path\nfrom sscmort_core.util.logs import configure_logging\n"
+               f"configure_logging(Path({str(store)!r}))\n")
+    assert out.returncode == 0 and out.stderr == ""
+    assert list(tmp_path.iterdir()) == []
