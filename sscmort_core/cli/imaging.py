@@ -1,12 +1,24 @@
-"""CLI commands of the imaging stages: ``ingest`` (store a scan) and ``qct`` (measure only)."""
+"""CLI commands of the imaging stages: ``ingest`` (store a scan), ``qct`` (measure only) and
+``measure`` (QCT, zones, patterns and mask QC of every stored scan missing them)."""
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
-from sscmort_core.cli.output import Command, Progress, add_common, add_store, emit, iso_date
+from sscmort_core.cli.output import (
+    Command,
+    Progress,
+    add_common,
+    add_executor,
+    add_store,
+    cli_executor,
+    emit,
+    existing_store,
+    iso_date,
+)
 from sscmort_core.errors import DataError
 
 
@@ -55,6 +67,22 @@ def cmd_qct(args: argparse.Namespace) -> None:
     emit(args, summary, "\n".join(text))
 
 
+def cmd_measure(args: argparse.Namespace) -> None:
+    from sscmort_core.pipeline.measure import run_measure_stage  # heavy: SimpleITK, scipy
+    from sscmort_core.store import open_store  # heavy: duckdb, pandas
+
+    if args.workers is not None and args.workers < 1:
+        raise DataError(f"--workers must be at least 1, got {args.workers}")
+    with open_store(existing_store(args.store)) as store, cli_executor(args) as executor:
+        result = run_measure_stage(store, progress=Progress(not args.quiet), executor=executor)
+    for scan_id, reason in result.failed:
+        print(f"warning: scan {scan_id}: lung measures failed: {reason}", file=sys.stderr)
+    s = result.to_json()
+    emit(args, s, f"lung measures ({s['method_version']}): {s['measured']} scans measured, "
+                  f"{s['flagged']} with a mask that needs review, {len(s['failed'])} failed; "
+                  f"{s['seconds']} s with {s['workers']} worker(s) ({s['executor']})")
+
+
 def register(sub: Any, commands: dict[str, Command]) -> None:
     p = sub.add_parser("ingest", help="add a chest CT (DICOM folder/zip, NIfTI, NRRD, MHA) "
                                       "to the store, de-identified, with lungs and QCT")
@@ -79,3 +107,12 @@ def register(sub: Any, commands: dict[str, Command]) -> None:
                         "5 honeycombing, 6 consolidation)")
     add_common(p)
     commands["qct"] = cmd_qct
+
+    p = sub.add_parser("measure", help="QCT, zones, ILD patterns and mask QC of every stored "
+                                       "scan whose rows are missing or from another method "
+                                       "version")
+    add_store(p)
+    add_common(p)
+    p.add_argument("--workers", type=int, default=None, help="worker processes (all cores)")
+    add_executor(p)
+    commands["measure"] = cmd_measure

@@ -2,10 +2,15 @@
 (:func:`sscmort_core.lungs.measure_lungs`) for every scan whose rows are missing or were made
 by another method version (:func:`sscmort_core.store.scans_missing_qct`).
 
-Workers regenerate or load each volume and segment its lungs (they never touch the store);
-the calling process writes each batch of results in one transaction. The same row conversion
-(:func:`measure_rows`) serves the demo's single pass and the ingest of one scan, so every
-stored scan has the same four kinds of rows.
+The per-scan work runs on an executor (:mod:`sscmort_core.util.executors`: the local process
+pool by default, or Ray), as the radiomics stage does: each task gets a scan row and the
+store's data folder, never voxels; workers regenerate or load the volume and segment its lungs
+(they never touch the store), and the calling process writes each batch of results in one
+transaction as they arrive. A scan whose worker fails or is lost is reported, never stops
+the batch, and is measured again by the next run (its rows are still missing or stale).
+
+The same row conversion (:func:`measure_rows`) serves the demo's single pass, the ingest of
+one scan and the registry import, so every stored scan has the same four kinds of rows.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Sequence
 
 import pandas as pd
 
@@ -21,11 +26,13 @@ from sscmort_core import store as st_store
 from sscmort_core.errors import SscmortError
 from sscmort_core.lungs import LungMask, LungMeasures, measure_lungs, qct_method_version
 from sscmort_core.scans import scan_with_lungs_from_row
-from sscmort_core.util.progress import ProgressFn, no_progress
-from sscmort_core.util.workers import default_workers, map_in_workers
+from sscmort_core.util.executors import Executor, LocalExecutor
+from sscmort_core.util.progress import ProgressFn, no_progress, offset_progress
+from sscmort_core.util.workers import default_workers
 
 STAGE = "lungs: zones, patterns, QC"
 BATCH = 64  # scans per write transaction
+ROW_CHUNK = 2000  # scan rows read (and tasks handed to the executor) at a time
 
 
 @dataclass(frozen=True)
@@ -78,7 +85,8 @@ class _Outcome:
 
 
 def _measure_job(job: _Job) -> _Outcome:
-    """Worker: load or regenerate one scan, segment and measure it."""
+    """Worker: load or regenerate one scan, segment and measure it. Never raises for a bad
+    scan (the reason comes back instead) and never touches the store."""
     scan_id = str(job.row["scan_id"])
     try:
         scan = scan_with_lungs_from_row(job.row, Path(job.data_dir))
@@ -86,13 +94,8 @@ def _measure_job(job: _Job) -> _Outcome:
         return _Outcome(scan_id, measure_rows(scan_id, m, scan.lungs), None)
     except SscmortError as err:
         return _Outcome(scan_id, None, str(err))
-
-
-def map_scans(fn: Callable[[Any], Any], jobs: Sequence[Any], workers: int,
-              progress: ProgressFn, stage: str) -> Iterator[Any]:
-    """Where this stage's per-scan work runs: the local worker pool (one place to swap in
-    another executor)."""
-    return map_in_workers(fn, jobs, workers, progress, stage)
+    except Exception as err:  # noqa: BLE001 - one bad scan never stops the batch
+        return _Outcome(scan_id, None, f"could not be measured ({type(err).__name__})")
 
 
 @dataclass(frozen=True)
@@ -102,39 +105,60 @@ class MeasureSummary:
     failed: tuple[tuple[str, str], ...]  # (scan_id, reason)
     method_version: str
     seconds: float
+    workers: int = 1
+    executor: str = "local"
 
     def to_json(self) -> dict[str, Any]:
         return {"measured": self.measured, "flagged": self.flagged,
                 "failed": [{"scan_id": s, "reason": r} for s, r in self.failed],
-                "method_version": self.method_version, "seconds": round(self.seconds, 1)}
+                "method_version": self.method_version, "seconds": round(self.seconds, 1),
+                "workers": self.workers, "executor": self.executor}
 
 
 def run_measure_stage(store: st_store.Store, *, workers: int | None = None,
                       progress: ProgressFn = no_progress,
-                      scan_ids: Sequence[str] | None = None) -> MeasureSummary:
+                      scan_ids: Sequence[str] | None = None,
+                      executor: Executor | None = None) -> MeasureSummary:
     """Measure every stored scan whose rows are missing or stale (or only ``scan_ids``
-    among them); results are written in transactions of BATCH scans."""
+    among them) on ``executor`` (default: the local pool of ``workers`` processes, all cores
+    when None), reading scan rows :data:`ROW_CHUNK` at a time; results are written in
+    transactions of :data:`BATCH` scans as they arrive, so an interruption keeps what was done."""
     t0 = time.perf_counter()
     version = qct_method_version()
     todo = st_store.scans_missing_qct(store, version)
     if scan_ids is not None:
         wanted = set(scan_ids)
         todo = [s for s in todo if s in wanted]
-    jobs = [_Job(r, str(store.data_dir)) for r in st_store.scan_rows(store, todo)] \
-        if todo else []
+    ex = executor or LocalExecutor(max(1, workers or default_workers()))
     done: list[MeasureRows] = []
     failed: list[tuple[str, str]] = []
     n_written = n_flagged = 0
-    for out in map_scans(_measure_job, jobs, workers or default_workers(), progress, STAGE):
-        if out.rows is None:
-            failed.append((out.scan_id, str(out.reason)))
-            continue
-        done.append(out.rows)
-        if len(done) >= BATCH:
-            n_written, n_flagged = _flush(store, done, n_written, n_flagged)
-    n_written, n_flagged = _flush(store, done, n_written, n_flagged)
-    return MeasureSummary(n_written, n_flagged, tuple(failed), version,
-                          time.perf_counter() - t0)
+    if not todo:
+        progress(STAGE, 0, 0)
+    try:
+        for start in range(0, len(todo), ROW_CHUNK):
+            jobs = [_Job(r, str(store.data_dir))
+                    for r in st_store.scan_rows(store, todo[start:start + ROW_CHUNK])]
+            results = ex.outcomes(_measure_job, jobs,
+                                  offset_progress(progress, start, len(todo)), STAGE)
+            try:
+                for task in results:
+                    out = task.value if task.ok else _Outcome(
+                        str(jobs[task.index].row["scan_id"]), None, str(task.error))
+                    if out.rows is None:
+                        failed.append((out.scan_id, str(out.reason)))
+                        continue
+                    done.append(out.rows)
+                    if len(done) >= BATCH:
+                        n_written, n_flagged = _flush(store, done, n_written, n_flagged)
+            finally:
+                results.close()  # stop the workers first (an interruption), then keep the rest
+    finally:
+        n_written, n_flagged = _flush(store, done, n_written, n_flagged)
+    order = {sid: i for i, sid in enumerate(todo)}
+    return MeasureSummary(n_written, n_flagged,
+                          tuple(sorted(failed, key=lambda f: order.get(f[0], 0))), version,
+                          time.perf_counter() - t0, ex.workers, ex.kind)
 
 
 def _flush(store: st_store.Store, done: list[MeasureRows], n_written: int,

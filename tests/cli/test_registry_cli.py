@@ -20,6 +20,7 @@ import signal
 import subprocess
 import sys
 import time
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -30,10 +31,12 @@ from scipy import ndimage
 from sscmort_core import store as st
 from sscmort_core.cli import main
 from sscmort_core.imaging import pseudonymous_id
+from sscmort_core.imaging.volume import STORED_SUFFIX
 from sscmort_core.labels import HORIZONS_YEARS, label_scan
 from sscmort_core.pipeline.staleness import model_staleness
 from sscmort_core.synthetic import generate_cohort, phantom_for_scan, write_dicom_series
 from sscmort_core.synthetic.registry import write_registry_folder
+from sscmort_core.util.logs import log_path_for
 
 REPO = Path(__file__).resolve().parents[2]
 SEED, N_PATIENTS = 12, 8  # 23 scans; deaths within 1, 3 and 5 years (checked below)
@@ -43,8 +46,22 @@ def _run(*argv: str) -> tuple[int, str, str]:
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         code = main([*argv, "--quiet"] if argv[0] in ("import", "export", "radiomics",
-                                                       "train", "evaluate") else list(argv))
+                                                       "train", "evaluate", "measure")
+                    else list(argv))
     return code, out.getvalue(), err.getvalue()
+
+
+def _plain_bytes(f: Path) -> bytes:
+    """A file's bytes with compression undone: gzip, or a MetaImage's zlib-compressed voxels
+    (the stored volumes) after its text header, so identifying text could not hide in them."""
+    data = f.read_bytes()
+    if f.name.endswith(".gz"):
+        return gzip.decompress(data)
+    if f.name.endswith(".mha"):
+        header, sep, body = data.partition(b"ElementDataFile = LOCAL\n")
+        if sep and b"CompressedData = True" in header:
+            return header + zlib.decompress(body)
+    return data
 
 
 def _copy_store(src: Path, dest_dir: Path) -> Path:
@@ -151,9 +168,8 @@ def test_import_counts_labels_and_nothing_identifying_stored(imported):
     haystacks = {"store file": path.read_bytes(), "stdout": imported["out"].encode(),
                  "stderr": imported["err"].encode(), "logs": imported["logs"].encode()}
     for f in files:
-        data = f.read_bytes()
-        haystacks[str(f)] = gzip.decompress(data) if f.name.endswith(".gz") else data
-    assert any(str(f).endswith(".nii.gz") for f in files)
+        haystacks[str(f)] = _plain_bytes(f)
+    assert any(str(f).endswith(STORED_SUFFIX) for f in files)
     needles = [*reg.registry_ids, *reg.names, *reg.phi_values,
                *(n.replace("^", " ") for n in reg.names)]
     for needle in needles:
@@ -164,6 +180,30 @@ def test_import_counts_labels_and_nothing_identifying_stored(imported):
             assert day.isoformat().encode() not in haystacks[name], f"{day} in {name}"
 
 
+def test_imported_scans_get_zones_patterns_and_mask_qc(imported, store_copy):
+    """The import measures each scan as ingest does: QCT, zones, pattern extents and the QC
+    checks, all of the current method version, so the measure stage finds nothing to do."""
+    from sscmort_core.lungs import CHECKS, LUNGS, ZONES, qct_method_version
+
+    with st.open_store(imported["store"], read_only=True) as s:
+        scans = st.scans_frame(s)["scan_id"].tolist()
+        regions, pats, qc = st.regions_frame(s), st.patterns_frame(s), st.mask_qc_frame(s)
+        whole = st.qct_frame(s).set_index("scan_id")
+        assert st.scans_missing_qct(s, qct_method_version()) == []
+    assert len(scans) == 23 and len(regions) == 23 * len(LUNGS) * len(ZONES)
+    assert sorted(pats["scan_id"]) == sorted(scans) and len(qc) == 23 * len(CHECKS)
+    for frame in (regions, pats, qc, whole):
+        assert set(frame["method_version"]) == {qct_method_version()}
+    cols = [c for c in pats.columns if c.endswith("_pct")]
+    np.testing.assert_allclose(pats[cols].sum(axis=1), 100.0)
+    both = regions[(regions["lung"] == "both") & (regions["zone"] == "whole")].set_index(
+        "scan_id")
+    np.testing.assert_allclose(both.loc[whole.index, "volume_ml"], whole["lung_volume_ml"])
+    code, out, err = _run("measure", "--store", str(store_copy), "--workers", "1", "--json")
+    assert code == 0, err
+    assert json.loads(out)["measured"] == 0  # the import left nothing stale
+
+
 def test_dry_run_reports_and_changes_nothing(imported, tiny_store):
     before = Path(tiny_store).read_bytes()
     code, out, err = _run("import", str(imported["reg"].root), "--store", str(tiny_store),
@@ -172,7 +212,8 @@ def test_dry_run_reports_and_changes_nothing(imported, tiny_store):
     assert out.splitlines()[0].startswith("dry run: would import 23 scans of 8 patients (8 new")
     assert "5 y:" in out and "positive" in out
     assert Path(tiny_store).read_bytes() == before
-    assert not (Path(tiny_store).parent / "tiny_files").exists()  # no key, no volume
+    files = Path(tiny_store).parent / "tiny_files"  # no key, no volume: the log file at most
+    assert not files.exists() or list(files.iterdir()) == [log_path_for(tiny_store)]
 
 
 def test_rerun_skips_what_is_in(store_copy, imported):
@@ -561,7 +602,7 @@ def _import_and_kill(folder: Path, store: Path, after_files: int, workers: int,
     try:
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline and proc.poll() is None:
-            if volumes.is_dir() and len(list(volumes.glob("*.nii.gz"))) >= after_files:
+            if volumes.is_dir() and len(list(volumes.glob(f"*{STORED_SUFFIX}"))) >= after_files:
                 break
             time.sleep(0.01)
         assert proc.poll() is None, "the import ended before it could be killed"
@@ -578,7 +619,8 @@ def _rerun_completes(folder: Path, store: Path, n_scans: int, n_before: int) -> 
     assert s["imported"] == n_scans - n_before and s["already_in"] == n_before
     assert _whole_scans_only(store) == n_scans
     files = store.parent / f"{store.stem}_files"
-    assert len(list((files / "volumes" / "registry").glob("*.nii.gz"))) == n_scans  # no orphan
+    stored = list((files / "volumes" / "registry").glob(f"*{STORED_SUFFIX}"))
+    assert len(stored) == n_scans  # no orphan
     assert not (files / "import-staging").exists()
 
 

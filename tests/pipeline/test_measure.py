@@ -12,6 +12,7 @@ from sscmort_core import store as st
 from sscmort_core.lungs import CHECKS, LUNGS, ZONES, qct, qct_method_version
 from sscmort_core.pipeline.measure import accept_flagged_mask, run_measure_stage
 from sscmort_core.tabular.io import feature_matrix
+from sscmort_core.util.executors import ExecutorSpec, LocalExecutor, open_executor
 
 
 def test_the_demo_pass_stores_every_measure_of_every_scan(tiny_store):
@@ -54,6 +55,82 @@ def test_stale_rows_are_measured_again_and_replaced(tiny_store, monkeypatch):
         np.testing.assert_allclose(fresh["volume_ml"], old["volume_ml"])  # same mask
         again = run_measure_stage(s, workers=1, scan_ids=stale[:3])
         assert again.measured == 0  # nothing stale among them any more
+
+
+MEASURE_TABLES = ("qct", "qct_regions", "qct_patterns", "mask_qc")
+
+
+def _forget(path, n: int) -> list[str]:
+    """Delete every measure row of the store's first ``n`` scans (they become stale)."""
+    with st.open_store(path) as s:
+        ids = st.scans_frame(s)["scan_id"].tolist()[:n]
+        with s.transaction() as cur:
+            for table in MEASURE_TABLES:
+                cur.execute(f"DELETE FROM {table} WHERE scan_id IN (SELECT unnest(?))", [ids])
+    return ids
+
+
+def _measure_rows(path) -> dict[str, pd.DataFrame]:
+    with st.open_store(path, read_only=True) as s:
+        return {t: s.query_df(f"SELECT * FROM {t} ORDER BY ALL").drop(
+            columns=["created_at"], errors="ignore") for t in MEASURE_TABLES}
+
+
+def test_the_stage_on_ray_equals_the_local_pool(tiny_store, tmp_path, ray_local):
+    """The same stale scans measured on the local pool and on Ray (as the radiomics stage is
+    checked): the same rows, bit for bit; the CLI's ``measure --executor ray`` too."""
+    import shutil
+
+    from sscmort_core.cli import main
+
+    reference = _measure_rows(tiny_store)
+    other, cli = tmp_path / "ray.duckdb", tmp_path / "cli.duckdb"
+    ids = _forget(tiny_store, 3)
+    shutil.copy(tiny_store, other)
+    shutil.copy(tiny_store, cli)
+    with st.open_store(tiny_store) as s:
+        local = run_measure_stage(s, executor=LocalExecutor(2))
+    with open_executor(ExecutorSpec("ray", 2)) as ex, st.open_store(other) as s:
+        on_ray = run_measure_stage(s, executor=ex)
+    assert (local.measured, on_ray.measured, local.failed, on_ray.failed) == (3, 3, (), ())
+    assert (local.executor, on_ray.executor, on_ray.workers) == ("local", "ray", 2)
+    a, b = _measure_rows(tiny_store), _measure_rows(other)
+    for table in MEASURE_TABLES:
+        pd.testing.assert_frame_equal(a[table], b[table], check_exact=True)
+        pd.testing.assert_frame_equal(a[table], reference[table], check_exact=True)
+        assert set(ids) <= set(a[table]["scan_id"])
+    assert main(["measure", "--store", str(cli), "--executor", "ray", "--workers", "2",
+                 "--json", "--quiet"]) == 0
+    c = _measure_rows(cli)
+    for table in MEASURE_TABLES:
+        pd.testing.assert_frame_equal(a[table], c[table], check_exact=True)
+    with st.open_store(cli, read_only=True) as s:
+        assert st.scans_missing_qct(s, qct_method_version()) == []
+
+
+def test_a_scan_that_fails_is_reported_and_measured_by_the_next_run(tiny_store, monkeypatch):
+    """A scan whose volume cannot be read (any error in the worker) comes back with a reason,
+    never stops the batch, and stays stale, so the next run measures it."""
+    from sscmort_core.pipeline import measure
+
+    ids = _forget(tiny_store, 3)
+    real = measure.scan_with_lungs_from_row
+
+    def corrupt_first(row, data_dir):
+        if row["scan_id"] == ids[0]:
+            raise ValueError("corrupt volume")
+        return real(row, data_dir)
+
+    with st.open_store(tiny_store) as s:
+        monkeypatch.setattr(measure, "scan_with_lungs_from_row", corrupt_first)
+        first = run_measure_stage(s, executor=LocalExecutor(1))  # in-process: patched
+        assert first.measured == 2
+        assert first.failed == ((ids[0], "could not be measured (ValueError)"),)
+        assert st.scans_missing_qct(s, qct_method_version()) == [ids[0]]
+        monkeypatch.setattr(measure, "scan_with_lungs_from_row", real)
+        again = run_measure_stage(s, executor=LocalExecutor(1))
+        assert (again.measured, again.failed) == (1, ())
+        assert st.scans_missing_qct(s, qct_method_version()) == []
 
 
 def _flag(s: st.Store, scan_id: str) -> None:
