@@ -21,7 +21,6 @@ from sscmort_core.tabular.model import QCT_FEATURES
 from sscmort_core.views.lungs import PATTERN_LABELS
 from sscmort_core.views.names import QCT_LABELS
 
-
 # the feature browser's set of whole-lung QCT metrics and ILD pattern extents (the QCT
 # model's features), browsed beside the radiomics parameter sets under this key
 QCT_SET = "qct"
