@@ -28,6 +28,7 @@ from sscmort_core.errors import (
     SettingsError,
     SscmortError,
 )
+from sscmort_core.lungs import classify_patterns
 from sscmort_core.scans import load_scan_with_lungs
 from sscmort_core.util.logs import configure_logging
 
@@ -318,3 +319,8 @@ def refuse_unknown(action: str, typed: str, message: str) -> None:
         audit(action, (st_store.opaque_id(typed),), outcome="refused",
               detail="the link names nothing in this store")
     st.error(message)
+@st.cache_data(max_entries=6, show_spinner="Mapping the ILD patterns...")
+def load_pattern_labels(path: str, scan_id: str):
+    """(z, y, x) uint8 pattern labels of a stored scan's lungs, cached per store and scan."""
+    vol, lungs = load_volume_with_lungs(path, scan_id)
+    return classify_patterns(vol.hu, lungs.mask, vol.spacing_mm).labels

@@ -7,6 +7,7 @@ import streamlit as st
 from pages._shared import cohort_summary, page_setup
 from sscmort_core import store as st_store
 from sscmort_core.views import charts, cohort, imports
+from sscmort_core.views import lungs as lv
 
 store = page_setup("Overview")
 
@@ -70,3 +71,13 @@ for col, b in zip(st.columns(max(len(best), 1)), best):
                help=f"{b.n_scans} scans, {b.n_events} deaths within {b.horizon_years} y; "
                     "the synthetic oracle is left out.")
     col.caption(f"{b.label}{ci}")
+
+st.subheader("Lung masks needing review")
+flagged = lv.flagged_table(store)
+if flagged.empty:
+    st.caption("Every stored scan's lung mask passed its QC checks.")
+else:
+    st.dataframe(flagged, hide_index=True, width="stretch", column_config={
+        "timeline": st.column_config.LinkColumn("Review", display_text="open timeline")})
+    st.caption(f"{int(flagged['accepted_by'].isna().sum())} of {len(flagged)} flagged masks are "
+               "left out of model training until accepted on the patient timeline.")

@@ -15,7 +15,7 @@ from sscmort_core.views import radiomics as ex
 from sscmort_core.views import radiomics_charts as charts
 
 store = page_setup("Radiomics & SHAP")
-param_sets = st_store.radiomics_param_sets(store)
+param_sets = ex.feature_sets(store)  # radiomics parameter sets, then QCT and ILD patterns
 models = ex.tabular_models(store)
 browse, summary, single = st.tabs(["Feature browser", "SHAP summary", "Scan explanation"])
 # every tab body runs on every rerun: the cohort-wide frames are cached per store contents
@@ -46,8 +46,10 @@ def _horizon(key: str, where) -> int:
 
 
 def _feature_browser() -> None:
+    if not (param_sets["param_hash"] != ex.QCT_SET).any():
+        st.info("No radiomics features yet: run `sscmort radiomics` on this store"
+                + ("; QCT and ILD pattern features can be browsed." if len(param_sets) else "."))
     if param_sets.empty:
-        st.info("No radiomics features yet: run `sscmort radiomics` on this store.")
         return
     c1, c2 = st.columns([2, 1])
     hashes = param_sets["param_hash"].tolist()

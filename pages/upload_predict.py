@@ -8,6 +8,7 @@ import datetime as dt
 import pandas as pd
 import streamlit as st
 
+from pages._lungs import mask_notice, slice_viewer, zones_and_patterns
 from pages._pacs import choose_scan, results_section, upload_id
 from pages._shared import audit, page_setup, require, show_error
 from sscmort_core import store as st_store
@@ -17,7 +18,8 @@ from sscmort_core.labels import HORIZONS_YEARS
 from sscmort_core.pipeline.ingest import save_analysis
 from sscmort_core.pipeline.predict import predict_all
 from sscmort_core.util.paths import default_models_dir
-from sscmort_core.views import charts, render
+from sscmort_core.views import charts
+from sscmort_core.views import lungs as lv
 from sscmort_core.views.names import QCT_LABELS, ingest_report_lines
 from sscmort_core.views.render import colorbar_rgb, overlay_rgb
 
@@ -46,17 +48,13 @@ for w in rep.warnings:
     st.warning(w)
 
 st.subheader("Lungs")
-left, right = st.columns([3, 2])
-with right:
-    z = st.slider("Axial slice (0 = caudal)", 0, vol.hu.shape[0] - 1, vol.hu.shape[0] // 2)
-    st.metric("Lung volume", f"{analysis.lungs.volume_ml:,.0f} mL")
-    st.caption(f"Left {analysis.lungs.left_volume_ml:,.0f} mL, right "
-               f"{analysis.lungs.right_volume_ml:,.0f} mL. Blue outline = segmented lungs.")
-with left:
-    up = max(1, 512 // vol.hu.shape[1])
-    st.image(render.render_slice(vol.hu[z], render.LUNG_WINDOW,
-                                 ((analysis.lungs.mask[z], (0, 200, 255)),), upscale=up),
-             caption=f"Slice {z}, lung window", width="content")
+m = analysis.measures
+st.metric("Lung volume", f"{analysis.lungs.volume_ml:,.0f} mL")
+st.caption(f"Left {analysis.lungs.left_volume_ml:,.0f} mL, right "
+           f"{analysis.lungs.right_volume_ml:,.0f} mL.")
+mask_notice(m.qc.summary())
+slice_viewer(vol.hu, analysis.lungs.mask, m.patterns.labels, vol.spacing_mm, "up")
+zones_and_patterns(lv.regions_of(m), m.patterns.extents(), "up")
 
 st.subheader("Quantitative CT against the cohort")
 cohort_qct = st_store.qct_frame(store)
@@ -140,4 +138,6 @@ with st.form("save"):
             show_error(err)
         else:
             audit("save", (res.patient_id, res.scan_id))
-            st.success(f"Saved as scan {res.scan_id} of patient {res.patient_id}.")
+            st.success(f"Saved as scan {res.scan_id} of patient {res.patient_id}."
+                       + (f" {res.mask_review}: accept the mask on the patient timeline to "
+                          "use it in training." if res.mask_review else ""))

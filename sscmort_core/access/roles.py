@@ -79,6 +79,8 @@ ACTION_ROLES: Mapping[str, Role] = MappingProxyType({
     "train": Role.ANALYST,
     "evaluate": Role.ANALYST,
     "extract": Role.ANALYST,
+    "measure": Role.ANALYST,
+    "accept mask": Role.ANALYST,
     "export": Role.ANALYST,
     "audit": Role.ADMIN,
     "settings": Role.ADMIN,

@@ -74,6 +74,6 @@ def register(sub: Any, commands: dict[str, Command]) -> None:
     p.add_argument("--real-ct", type=Path, default=None,
                    help="folder of real CT series (default ../shared/data/real_ct beside the "
                         "checkout)")
-    p.add_argument("--only", nargs="*", choices=("phantom", "ingest", "cli"),
+    p.add_argument("--only", nargs="*", choices=("phantom", "ingest", "cli", "lungs"),
                    help="benchmarks to run (default all)")
     commands["bench"] = cmd_bench

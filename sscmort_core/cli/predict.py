@@ -80,7 +80,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
     with _registry_store(args.store) as (store, source):
         report = predict_volume_all(
             store, analysis.volume.hu, analysis.lungs.mask, analysis.volume.spacing_mm,
-            qct=analysis.qct.to_dict(), models_dir=models_dir, device=args.device,
+            qct=analysis.measures.features(), models_dir=models_dir, device=args.device,
             model=args.model, precision=args.precision)
     if not report.predictions:
         raise ModelError("no model could predict: " + ("; ".join(

@@ -1,6 +1,6 @@
 """Analyse one user-supplied CT without the store: read -> validate -> de-identify -> lungs ->
-QCT. ``sscmort qct`` and the upload page's first step run only this (no store, no pandas);
-:mod:`sscmort_core.pipeline.ingest` stores what it returns.
+QCT, zones, patterns and mask QC. ``sscmort qct`` and the upload page's first step run only
+this (no store, no pandas); :mod:`sscmort_core.pipeline.ingest` stores what it returns.
 
 Identifying DICOM values never leave :mod:`sscmort_core.imaging`: this module sees the
 de-identified :class:`Volume`, the report (tag names only) and a pseudonymous patient id.
@@ -8,6 +8,7 @@ de-identified :class:`Volume`, the report (tag names only) and a pseudonymous pa
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import tempfile
 import time
@@ -15,15 +16,24 @@ from dataclasses import dataclass
 from pathlib import Path, PurePath
 from typing import Any, BinaryIO, Sequence
 
+import numpy as np
+
 from sscmort_core.access.settings import UploadLimits, check_upload_sizes
-from sscmort_core.errors import FileTooLargeError, InputError, UnsupportedFormatError
-from sscmort_core.imaging import ReadResult, SeriesSelector, read_dicom_files, read_volume
+from sscmort_core.errors import DataError, FileTooLargeError, InputError, UnsupportedFormatError
+from sscmort_core.imaging import (
+    ReadResult,
+    SeriesSelector,
+    read_dicom_files,
+    read_volume,
+    save_volume,
+)
 from sscmort_core.imaging.volume import IngestReport, Volume
-from sscmort_core.lungs import LungMask, QCTMetrics, qct_metrics, segment_lungs
+from sscmort_core.lungs import LungMask, LungMeasures, QCTMetrics, measure_lungs, segment_lungs
 from sscmort_core.util.hashing import array_sha256
 from sscmort_core.util.progress import ProgressFn, no_progress
 
-STAGES = ("read and validate", "de-identify", "segment lungs", "quantitative CT")
+STAGES = ("read and validate", "de-identify", "segment lungs",
+          "quantitative CT, zones, patterns, QC")
 CHUNK_BYTES = 1 << 20  # uploads are copied to disk this much at a time
 
 
@@ -35,9 +45,13 @@ class ScanAnalysis:
     report: IngestReport
     pseudonymous_patient_id: str | None
     lungs: LungMask
-    qct: QCTMetrics
+    measures: LungMeasures
     voxel_sha256: str
     stage_seconds: tuple[tuple[str, float], ...]
+
+    @property
+    def qct(self) -> QCTMetrics:
+        return self.measures.qct
 
 
 def analyse_path(path: Path, *, secret: bytes | None,
@@ -137,8 +151,25 @@ def _analyse(read: Any, progress: ProgressFn) -> ScanAnalysis:
     times.append((STAGES[2], time.perf_counter() - t))
     t = time.perf_counter()
     report(STAGES[3], 3)
-    q = qct_metrics(vol.hu, lungs.mask, vol.spacing_mm)
+    measures = measure_lungs(vol.hu, lungs, vol.spacing_mm)
     times.append((STAGES[3], time.perf_counter() - t))
     report("done", total)
-    return ScanAnalysis(vol, result.report, result.pseudonymous_patient_id, lungs, q,
+    return ScanAnalysis(vol, result.report, result.pseudonymous_patient_id, lungs, measures,
                         array_sha256(vol.hu), tuple(times))
+
+
+LABEL_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha")
+
+
+def write_label_volume(analysis: ScanAnalysis, labels: Any, path: Path) -> Path:
+    """Write ``labels`` ((z, y, x) on the analysed volume's grid: the lung mask, or the
+    pattern map's labels) as uint8 with the input's spacing, origin and direction, so it
+    overlays the input in any viewer. DataError for an unknown suffix or a missing folder."""
+    path = Path(path)
+    if not str(path).lower().endswith(LABEL_SUFFIXES):
+        raise DataError(f"output must end in one of {', '.join(LABEL_SUFFIXES)}", path)
+    if not path.parent.is_dir():
+        raise DataError("the output's folder does not exist", path)
+    vol = analysis.volume
+    out = dataclasses.replace(vol, hu=np.ascontiguousarray(labels, dtype=np.uint8))
+    return save_volume(out, path)

@@ -15,7 +15,7 @@ import numpy as np
 
 from sscmort_core import store as st_store
 from sscmort_core.errors import ModelError, SscmortError
-from sscmort_core.lungs import qct_metrics
+from sscmort_core.lungs import classify_patterns, qct_metrics
 from sscmort_core.pipeline.analyse import ScanAnalysis
 from sscmort_core.predictions import RiskPrediction
 from sscmort_core.radiomics.features import extract_features, params_from_text
@@ -34,8 +34,9 @@ def tabular_predictions(store: st_store.Store, hu: np.ndarray, lung_mask: np.nda
     extraction): one bad model never hides the others.
 
     hu: (z, y, x) HU; lung_mask: (z, y, x) bool; spacing_mm: (z, y, x). ``qct``: the volume's
-    QCT metrics when the caller has them (else measured here). Radiomics features are
-    extracted once per parameter set the models were trained with (the card keeps the file).
+    QCT metrics and pattern extents when the caller has them (else measured here). Radiomics
+    features are extracted once per parameter set the models were trained with (the card
+    keeps the file).
     ``model_ids``: only these (default every registered radiomics / QCT model).
     """
     out: list[RiskPrediction] = []
@@ -46,7 +47,10 @@ def tabular_predictions(store: st_store.Store, hu: np.ndarray, lung_mask: np.nda
             model = load_model(store, model_id, models_dir=models_dir)
             if model.kind == "qct":
                 if qct is None:
-                    qct = qct_metrics(hu, lung_mask, tuple(spacing_mm)).to_dict()
+                    sp = tuple(float(s) for s in spacing_mm)
+                    pm = classify_patterns(hu, lung_mask, sp)  # type: ignore[arg-type]
+                    qct = {**qct_metrics(hu, lung_mask, sp, pm).to_dict(),  # type: ignore
+                           **pm.extents()}
                 out.append(predict_features(model, {k: float(v) for k, v in qct.items()}))
                 continue
             key = str(model.param_hash)
@@ -80,7 +84,7 @@ def predict_all(store: st_store.Store, analysis: ScanAnalysis, *,
     """Risks of an analysed (not necessarily stored) scan from every registered model."""
     vol = analysis.volume
     return predict_volume_all(store, vol.hu, analysis.lungs.mask, vol.spacing_mm,
-                              qct=analysis.qct.to_dict(),  # measured at ingest: not again
+                              qct=analysis.measures.features(),  # measured at ingest: not again
                               models_dir=models_dir, device=device)
 
 

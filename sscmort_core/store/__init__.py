@@ -1,8 +1,8 @@
 """The DuckDB cohort store: schema and migrations (:mod:`.schema`), opening and locking
 (:mod:`.db`), then every query, by area: the cohort (:mod:`.cohort`), derived features
-(:mod:`.features`), models and their outputs (:mod:`.models`), background jobs (:mod:`.jobs`),
-registry imports and table files (:mod:`.imports`), the append-only audit trail
-(:mod:`.audit`).
+(:mod:`.features`), lung zones, patterns and mask QC (:mod:`.lungs`), models and their
+outputs (:mod:`.models`), background jobs (:mod:`.jobs`), registry imports and table files
+(:mod:`.imports`), the append-only audit trail (:mod:`.audit`).
 
 All SQL of sscmort lives in this package, with bound parameters. Callers use the names
 re-exported here (``from sscmort_core import store as st_store``).
@@ -100,6 +100,19 @@ from sscmort_core.store.jobs import (  # noqa: F401
     running_job_ids,
     update_job_progress,
 )
+from sscmort_core.store.lungs import (  # noqa: F401
+    MEASURE_TABLES,
+    accept_mask,
+    flagged_scans_frame,
+    mask_qc_frame,
+    patterns_frame,
+    qct_features_frame,
+    qct_long_frame,
+    regions_frame,
+    replace_lung_measures,
+    scan_outcome_columns,
+    training_excluded_scan_ids,
+)
 from sscmort_core.store.models import (  # noqa: F401
     auc_rows_with_models,
     clear_prediction_failures,
@@ -129,13 +142,16 @@ from sscmort_core.store.schema import (  # noqa: F401
     EXPLANATION_COLUMNS,
     IMPORT_FAILURE_COLUMNS,
     IMPORT_KEY_COLUMNS,
+    MASK_QC_COLUMNS,
     METRIC_COLUMNS,
     MIGRATIONS,
     OUTCOME_CHANGE_COLUMNS,
     PATIENT_COLUMNS,
+    PATTERN_COLUMNS,
     PREDICTION_COLUMNS,
     QCT_COLUMNS,
     RADIOMICS_COLUMNS,
+    REGION_COLUMNS,
     REGISTRY_PATIENT_COLUMNS,
     SCAN_COLUMNS,
     SCHEMA_VERSION,

@@ -204,6 +204,7 @@ def _model_card(model: TabularModel, data: _Data, oof_raw: np.ndarray, shap: Sha
         "dropped_features": list(fm.dropped_features), "n_features": len(model.feature_names),
         "pyradiomics_version": data.pyradiomics_version,
         "scans_without_features": fm.n_scans_without,
+        "flagged_masks_excluded": fm.n_flagged_excluded,
         "cv": {"folds": config["folds"], "seed": config["seed"], "grouped_by": "patient",
                "stratified_by": "death within 5 years",
                "censored": "excluded per horizon (label rule)"},

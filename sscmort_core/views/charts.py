@@ -113,3 +113,25 @@ def distribution_with_marker(values: np.ndarray, marker: float | None, title: st
         layers.append(alt.Chart(m).mark_rule(color="#c0392b", strokeWidth=3).encode(
             x=f"{x_title}:Q", tooltip=["label", alt.Tooltip(f"{x_title}:Q", format=".1f")]))
     return alt.layer(*layers).properties(height=160, title=title)
+
+
+def zone_map_chart(cells: pd.DataFrame, metric_label: str, *, domain: tuple[float, float]
+                   | None = None) -> alt.LayerChart:
+    """The zone map: rows upper / middle / lower third, columns right subpleural ... left
+    subpleural (the patient's right on the left, as on a coronal view), each cell coloured by
+    its value and labelled with it (cells from :func:`sscmort_core.views.lungs.zone_map_frame`;
+    empty zones are grey with "-")."""
+    df = cells.copy()
+    df["label"] = [("-" if v is None or pd.isna(v) else f"{v:.1f}") for v in df["value"]]
+    columns = list(dict.fromkeys(df["column"]))
+    scale = alt.Scale(scheme="orangered", domain=list(domain)) if domain else \
+        alt.Scale(scheme="orangered")
+    base = alt.Chart(df).encode(
+        x=alt.X("column:N", sort=columns, title=None, axis=alt.Axis(labelAngle=0, orient="top")),
+        y=alt.Y("third:N", sort=["upper", "middle", "lower"], title=None))
+    cells_ = base.mark_rect(stroke="white", strokeWidth=2).encode(
+        color=alt.Color("value:Q", scale=scale, title=metric_label),
+        tooltip=["third", "column", alt.Tooltip("value:Q", format=".1f", title=metric_label),
+                 alt.Tooltip("volume_ml:Q", format=".0f", title="volume (mL)")])
+    text = base.mark_text(fontSize=13, fontWeight="bold").encode(text="label:N")
+    return (cells_ + text).properties(height=150, title=f"Zone map: {metric_label}")

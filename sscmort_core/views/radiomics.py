@@ -17,14 +17,41 @@ from sscmort_core.cards import ModelCard
 from sscmort_core.errors import DataError
 from sscmort_core.evaluation import auc_columns, auc_or_none
 from sscmort_core.labels import HORIZONS_YEARS, label_scans
+from sscmort_core.tabular.model import QCT_FEATURES
+from sscmort_core.views.lungs import PATTERN_LABELS
+from sscmort_core.views.names import QCT_LABELS
+
+# the feature browser's set of whole-lung QCT metrics and ILD pattern extents (the QCT
+# model's features), browsed beside the radiomics parameter sets under this key
+QCT_SET = "qct"
 
 
 def pretty_feature(name: str) -> str:
-    """``original_glcm_Contrast`` -> ``glcm Contrast``; QCT names stay as they are."""
+    """``original_glcm_Contrast`` -> ``glcm Contrast``; QCT names by their page label."""
     if name.startswith("original_"):
         _, cls, feat = name.split("_", 2)
         return f"{cls} {feat}"
-    return name
+    return {**QCT_LABELS, **PATTERN_LABELS}.get(name, name)
+
+
+def feature_sets(store: st.Store) -> pd.DataFrame:
+    """The browsable feature sets: every radiomics parameter set, then QCT_SET (whole-lung
+    QCT and pattern extents) when scans have QCT; columns of radiomics_param_sets."""
+    sets = st.radiomics_param_sets(store)
+    n = int(st.table_counts(store)["qct"])
+    if n:
+        extra = pd.DataFrame([{"param_hash": QCT_SET, "pyradiomics_version":
+                               "QCT and ILD pattern map", "n_scans": n,
+                               "n_features": len(QCT_FEATURES)}])
+        sets = pd.concat([sets, extra], ignore_index=True)
+    return sets
+
+
+def _long_frame(store: st.Store, param_hash: str,
+                features: Sequence[str] | None = None) -> pd.DataFrame:
+    if param_hash == QCT_SET:
+        return st.qct_long_frame(store, list(features or QCT_FEATURES)).dropna(subset=["value"])
+    return st.radiomics_long_frame(store, param_hash, features)
 
 
 def shap_summary_frame(store: st.Store, model_id: str, horizon_years: int,
@@ -130,7 +157,12 @@ def feature_outcome_frame(store: st.Store, param_hash: str, feature: str,
                           horizon_years: int) -> pd.DataFrame:
     """One feature per scan with its outcome at the horizon ("died", "alive", "censored"),
     scanner and kernel."""
-    df = st.radiomics_feature_by_scan(store, param_hash, feature)
+    if param_hash == QCT_SET:
+        df = _long_frame(store, QCT_SET, [feature]).merge(st.scan_outcome_columns(store),
+                                                          on="scan_id")
+        df = df.drop(columns=["feature"])
+    else:
+        df = st.radiomics_feature_by_scan(store, param_hash, feature)
     if df.empty:
         raise DataError(f"no values of {feature} for parameter hash {param_hash}")
     lab = label_scans(df["scan_date"], df["death_date"], df["last_followup_date"], horizon_years)
@@ -160,9 +192,9 @@ def feature_effect(df: pd.DataFrame, feature: str, horizon_years: int) -> Featur
 
 def feature_ranking(store: st.Store, param_hash: str, horizon_years: int) -> pd.DataFrame:
     """Every feature's univariable AUC at the horizon, strongest (|AUC - 0.5|) first."""
-    long = st.radiomics_long_frame(store, param_hash)
+    long = _long_frame(store, param_hash)
     if long.empty:
-        raise DataError(f"no radiomics features for parameter hash {param_hash}")
+        raise DataError(f"no features for parameter set {param_hash}")
     wide = long.pivot(index="scan_id", columns="feature", values="value")
     scans = st.scans_frame(store).set_index("scan_id").loc[wide.index]
     lab = label_scans(scans["scan_date"], scans["death_date"], scans["last_followup_date"],

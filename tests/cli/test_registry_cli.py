@@ -34,9 +34,10 @@ from sscmort_core.imaging import pseudonymous_id
 from sscmort_core.imaging.volume import STORED_SUFFIX
 from sscmort_core.labels import HORIZONS_YEARS, label_scan
 from sscmort_core.pipeline.staleness import model_staleness
+from sscmort_core.store.audit import JOURNAL_NAME
 from sscmort_core.synthetic import generate_cohort, phantom_for_scan, write_dicom_series
 from sscmort_core.synthetic.registry import write_registry_folder
-from sscmort_core.util.logs import only_a_log_beside
+from sscmort_core.util.logs import LOG_NAME
 
 REPO = Path(__file__).resolve().parents[2]
 SEED, N_PATIENTS = 12, 8  # 23 scans; deaths within 1, 3 and 5 years (checked below)
@@ -46,8 +47,29 @@ def _run(*argv: str) -> tuple[int, str, str]:
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         code = main([*argv, "--quiet"] if argv[0] in ("import", "export", "radiomics",
-                                                       "train", "evaluate") else list(argv))
+                                                       "train", "evaluate", "measure")
+                    else list(argv))
     return code, out.getvalue(), err.getvalue()
+
+
+def _plain_bytes(f: Path) -> bytes:
+    """A file's bytes with compression undone: gzip, or a MetaImage's zlib-compressed voxels
+    (the stored volumes) after its text header, so identifying text could not hide in them."""
+    data = f.read_bytes()
+    if f.name.endswith(".gz"):
+        return gzip.decompress(data)
+    if f.name.endswith(".mha"):
+        header, sep, body = data.partition(b"ElementDataFile = LOCAL\n")
+        if sep and b"CompressedData = True" in header:
+            return header + zlib.decompress(body)
+    return data
+
+
+def _no_key_or_volume(store: Path) -> None:
+    """Nothing was written beside the store: no key, no volume; the store's log file (image
+    reads are logged) and its audit journal at most."""
+    files = Path(store).parent / f"{Path(store).stem}_files"
+    assert not files.exists() or {p.name for p in files.iterdir()} <= {LOG_NAME, JOURNAL_NAME}
 
 
 def _copy_store(src: Path, dest_dir: Path) -> Path:
@@ -131,16 +153,6 @@ def store_copy(imported, tmp_path):
 # ---------------------------------------------------------------------------------------------
 # the import
 # ---------------------------------------------------------------------------------------------
-def _decompressed(name: str, data: bytes) -> bytes:
-    """A stored file's bytes as a search sees them: gzip and MetaImage (zlib) bodies inflated."""
-    if name.endswith(".gz"):
-        return gzip.decompress(data)
-    if name.endswith(".mha"):
-        header, sep, body = data.partition(b"ElementDataFile = LOCAL\n")
-        return header + sep + (zlib.decompress(body) if body else b"")
-    return data
-
-
 def test_import_counts_labels_and_nothing_identifying_stored(imported):
     reg, summary = imported["reg"], json.loads(imported["out"])
     assert (summary["patients"], summary["new_patients"]) == (N_PATIENTS, N_PATIENTS)
@@ -164,8 +176,7 @@ def test_import_counts_labels_and_nothing_identifying_stored(imported):
     haystacks = {"store file": path.read_bytes(), "stdout": imported["out"].encode(),
                  "stderr": imported["err"].encode(), "logs": imported["logs"].encode()}
     for f in files:
-        data = f.read_bytes()
-        haystacks[str(f)] = _decompressed(f.name, data)
+        haystacks[str(f)] = _plain_bytes(f)
     assert any(str(f).endswith(STORED_SUFFIX) for f in files)
     needles = [*reg.registry_ids, *reg.names, *reg.phi_values,
                *(n.replace("^", " ") for n in reg.names)]
@@ -177,6 +188,30 @@ def test_import_counts_labels_and_nothing_identifying_stored(imported):
             assert day.isoformat().encode() not in haystacks[name], f"{day} in {name}"
 
 
+def test_imported_scans_get_zones_patterns_and_mask_qc(imported, store_copy):
+    """The import measures each scan as ingest does: QCT, zones, pattern extents and the QC
+    checks, all of the current method version, so the measure stage finds nothing to do."""
+    from sscmort_core.lungs import CHECKS, LUNGS, ZONES, qct_method_version
+
+    with st.open_store(imported["store"], read_only=True) as s:
+        scans = st.scans_frame(s)["scan_id"].tolist()
+        regions, pats, qc = st.regions_frame(s), st.patterns_frame(s), st.mask_qc_frame(s)
+        whole = st.qct_frame(s).set_index("scan_id")
+        assert st.scans_missing_qct(s, qct_method_version()) == []
+    assert len(scans) == 23 and len(regions) == 23 * len(LUNGS) * len(ZONES)
+    assert sorted(pats["scan_id"]) == sorted(scans) and len(qc) == 23 * len(CHECKS)
+    for frame in (regions, pats, qc, whole):
+        assert set(frame["method_version"]) == {qct_method_version()}
+    cols = [c for c in pats.columns if c.endswith("_pct")]
+    np.testing.assert_allclose(pats[cols].sum(axis=1), 100.0)
+    both = regions[(regions["lung"] == "both") & (regions["zone"] == "whole")].set_index(
+        "scan_id")
+    np.testing.assert_allclose(both.loc[whole.index, "volume_ml"], whole["lung_volume_ml"])
+    code, out, err = _run("measure", "--store", str(store_copy), "--workers", "1", "--json")
+    assert code == 0, err
+    assert json.loads(out)["measured"] == 0  # the import left nothing stale
+
+
 def test_dry_run_reports_and_changes_nothing(imported, tiny_store):
     before = Path(tiny_store).read_bytes()
     code, out, err = _run("import", str(imported["reg"].root), "--store", str(tiny_store),
@@ -185,7 +220,7 @@ def test_dry_run_reports_and_changes_nothing(imported, tiny_store):
     assert out.splitlines()[0].startswith("dry run: would import 23 scans of 8 patients (8 new")
     assert "5 y:" in out and "positive" in out
     assert Path(tiny_store).read_bytes() == before
-    assert only_a_log_beside(tiny_store)  # no key, no volume
+    _no_key_or_volume(tiny_store)
 
 
 def test_rerun_skips_what_is_in(store_copy, imported):
@@ -463,7 +498,7 @@ def test_each_manifest_problem_is_refused_and_changes_nothing(name, small_regist
     for rid in small_registry.registry_ids:
         assert rid not in err
     assert Path(tiny_store).read_bytes() == before
-    assert only_a_log_beside(tiny_store)  # no key, no volume
+    _no_key_or_volume(tiny_store)
 
 
 def test_a_refused_import_into_no_store_creates_none(small_registry, tmp_path):
@@ -473,7 +508,8 @@ def test_a_refused_import_into_no_store_creates_none(small_registry, tmp_path):
     store = tmp_path / "new.duckdb"
     code, _, err = _run("import", str(folder), "--store", str(store), "--workers", "1")
     assert code == 2 and "scans.csv:3: scan_date" in err
-    assert not store.exists() and not (tmp_path / "new_files").exists()
+    assert not store.exists()
+    _no_key_or_volume(store)
 
 
 def test_mapping_file_column_options_and_parquet(small_registry, tmp_path):

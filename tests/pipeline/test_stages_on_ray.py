@@ -291,7 +291,8 @@ def test_cli_radiomics_and_predict_all_scans_on_ray(predict_template, tmp_path, 
     path = _copy(template, tmp_path / "s.duckdb")
     keep = _scan_ids(template, 3)
     with st.open_store(path) as s:  # keep the CLI's store small (children first: DuckDB
-        for table in ("qct", "synthetic_truth", "predictions", "explanations", "scans"):
+        for table in ("qct", "qct_regions", "qct_patterns", "mask_qc", "mask_qc_reviews",
+                      "synthetic_truth", "predictions", "explanations", "scans"):
             s.con.execute(f"DELETE FROM {table} WHERE scan_id NOT IN (SELECT unnest(?))",
                           [keep])  # checks foreign keys per statement, not per transaction)
     monkeypatch.setenv("SSCMORT_EXECUTOR", "ray")  # the environment chooses Ray
