@@ -232,7 +232,7 @@ def test_batch_predictions_equal_the_one_scan_paths(predict_template, tmp_path):
                           batch_size=2, scan_ids=ids)
         got = st.predictions_frame(s, split=SPLIT).set_index(
             ["model_id", "scan_id", "horizon_years"])["risk"]
-        qct = st.qct_frame(s).set_index("scan_id")
+        qct = st.qct_features_frame(s).set_index("scan_id")  # QCT metrics + pattern extents
         (qct_model,) = tabular_model_ids(s)
         model = load_model(s, qct_model, models_dir=models_dir)
         deep = {r.model_id: r.weights_sha256 for r in st.deep_models_frame(s).itertuples()}
