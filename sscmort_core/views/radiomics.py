@@ -17,13 +17,24 @@ from sscmort_core.cards import ModelCard
 from sscmort_core.errors import DataError
 from sscmort_core.evaluation import auc_columns, auc_or_none
 from sscmort_core.labels import HORIZONS_YEARS, label_scans
+from sscmort_core.views.names import QCT_LABELS
+
+
+_CLASSES = {"firstorder": "First order", "glcm": "GLCM", "glrlm": "GLRLM", "glszm": "GLSZM",
+            "gldm": "GLDM", "ngtdm": "NGTDM", "shape": "Shape"}
 
 
 def pretty_feature(name: str) -> str:
-    """``original_glcm_Contrast`` -> ``glcm Contrast``; QCT names stay as they are."""
-    if name.startswith("original_"):
-        _, cls, feat = name.split("_", 2)
-        return f"{cls} {feat}"
+    """``original_glcm_Contrast`` -> ``GLCM Contrast``; a filtered image keeps its filter
+    (``wavelet-LLH_glcm_Contrast`` -> ``GLCM Contrast (wavelet-LLH)``), so no two features
+    share a label; QCT names read as on every page (units included)."""
+    if name in QCT_LABELS:
+        return QCT_LABELS[name]
+    parts = name.split("_", 2)
+    if len(parts) == 3 and parts[1] in _CLASSES:
+        image, cls, feat = parts
+        text = f"{_CLASSES[cls]} {feat}"
+        return text if image == "original" else f"{text} ({image})"
     return name
 
 
@@ -187,7 +198,8 @@ class TabularModelInfo:
 
     @property
     def display(self) -> str:
-        return f"{self.label} ({self.model_id})"
+        """The name a picker shows: the card's label (ids and hashes stay out of sight)."""
+        return self.label
 
 
 def tabular_models(store: st.Store) -> list[TabularModelInfo]:
