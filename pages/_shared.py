@@ -16,11 +16,8 @@ from sscmort_core.scans import load_scan_with_lungs
 from sscmort_core.util.logs import configure_logging
 
 RESEARCH_NOTICE = "Research use only: not for clinical decisions."
-SYNTHETIC_NOTICE = ("Synthetic cohort: every patient, scan and outcome shown here was generated "
-                    "by sscmort's simulator. None of it describes a real person.")
-MIXED_NOTICE = ("This store also holds {real:,} real (imported or uploaded) patients: only rows "
-                "of source \"synthetic\" are simulated. Overview and Cohort explorer filter by "
-                "source.")
+SYNTHETIC_NOTICE = "Synthetic cohort: simulated by sscmort, no real person."
+MIXED_NOTICE = "also {real:,} real patients (source filter on Overview and Cohort explorer)."
 
 
 def store_path() -> Path:
@@ -52,13 +49,14 @@ def get_store() -> st_store.Store:
 
 
 def banners(synthetic: bool, real: int = 0) -> None:
-    """The research-use notice on every page, and the synthetic banner where it applies (with
-    a second line when real patients share the store with synthetic ones)."""
-    st.warning(RESEARCH_NOTICE, icon=":material/science:")
+    """One compact line on every page (issue 14): the research-use notice, and the synthetic
+    notice where it applies (naming the real patients that share the store)."""
+    parts = [f":orange-badge[:material/science: {RESEARCH_NOTICE}]"]
     if synthetic:
-        st.info(SYNTHETIC_NOTICE, icon=":material/smart_toy:")
+        parts.append(f":blue-badge[:material/smart_toy: {SYNTHETIC_NOTICE}]")
         if real:
-            st.info(MIXED_NOTICE.format(real=real), icon=":material/join:")
+            parts.append(f":gray-badge[{MIXED_NOTICE.format(real=real)}]")
+    st.markdown(" ".join(parts))
 
 
 def sidebar(summary: st_store.CohortSummary) -> None:
