@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from urllib.parse import urlencode
 
 import streamlit as st
+from streamlit.errors import StreamlitPageNotFoundError
 
 from sscmort_core import store as st_store
 from sscmort_core.errors import SscmortError
@@ -100,3 +102,16 @@ def load_volume_with_lungs(path: str, scan_id: str):
     """(ScanVolume, LungMask) of a stored scan, cached per store file and scan."""
     scan = load_scan_with_lungs(_open(path), scan_id)
     return scan.volume, scan.lungs
+
+
+def app_link(page: str, label: str, query: dict[str, str], icon: str | None = None,
+             where=None) -> None:
+    """An in-app link (issue 14): same tab, same session, ``query`` read by the target page.
+    Where the page is not in this run's navigation (a page run alone, or one the user's role
+    hides) it falls back to a plain relative link."""
+    where = where or st
+    try:
+        where.page_link(page, label=label, icon=icon, query_params=query)
+    except StreamlitPageNotFoundError:
+        url_path = Path(page).stem
+        where.markdown(f"[{label}]({url_path}?{urlencode(query)})")

@@ -6,13 +6,14 @@ from __future__ import annotations
 import streamlit as st
 
 from pages._pacs import dicom_download
-from pages._shared import load_volume_with_lungs, page_setup, store_path
+from pages._shared import app_link, load_volume_with_lungs, page_setup, store_path
 from sscmort_core import store as st_store
 from sscmort_core.errors import SscmortError
 from sscmort_core.pipeline.export_dicom import results_for_scan
-from sscmort_core.views import charts, render
+from sscmort_core.views import charts, palette, render
 from sscmort_core.views import radiomics as explain_tabular
 from sscmort_core.views import radiomics_charts as charts_radiomics
+from sscmort_core.views.names import column_label, format_shape, format_spacing, format_volume_ml
 
 store = page_setup("Patient timeline")
 
@@ -61,45 +62,61 @@ if not risk.empty:
     models = sorted(risk["model"].unique())
     default = [m for m in models if m.startswith("Oracle")] + \
         [m for m in models if not m.startswith("Oracle")][:2]
-    shown = st.multiselect("Models", models, default=default)
+    c1, c2 = st.columns([4, 1])
+    shown = c1.multiselect("Models", models, default=default, key="tl_models")
+    full = c2.toggle("0-100% axis", value=False, help="Off: the axis spans the risks shown.")
+    colours = palette.model_colours(risk["model_id"].unique(), oracle=["oracle"])
     if shown:
-        st.altair_chart(charts_radiomics.risk_lines_chart(risk[risk["model"].isin(shown)]),
-                        width="stretch")
+        st.altair_chart(charts_radiomics.risk_lines_chart(
+            risk[risk["model"].isin(shown)], colours=colours, full_scale=full),
+            width="stretch")
     st.caption("Out-of-fold predictions: each scan's risk comes from a model that never saw "
                "this patient. The oracle line is the synthetic generator's true risk.")
 
 table = scans[["scan_id", "scan_date", "kernel", "ild_extent_pct", "lung_volume_ml"]].copy()
-table.insert(0, "explanation", [explain_tabular.explanation_link(s) for s in table["scan_id"]])
 st.dataframe(table, hide_index=True, width="stretch", column_config={
-    "explanation": st.column_config.LinkColumn("Explanation", display_text="SHAP"),
-    "ild_extent_pct": st.column_config.NumberColumn("ILD extent %", format="%.1f"),
+    **{c: st.column_config.Column(column_label(c)) for c in table.columns},
+    "ild_extent_pct": st.column_config.NumberColumn("ILD extent (%)", format="%.1f"),
     "lung_volume_ml": st.column_config.NumberColumn("Lung volume (mL)", format="%.0f")})
+links = st.columns(min(len(table), 6) or 1)
+for i, r in enumerate(table.itertuples()):  # in-app links: same session, the scan's tab
+    app_link("pages/radiomics_shap.py", f"Explain {r.scan_date} (SHAP)",
+             {"scan": r.scan_id, "tab": "scan"}, icon=":material/insights:",
+             where=links[i % len(links)])
 
-st.subheader("Slice viewer")
-labels = {f"{r.scan_date}  ({r.scan_id}, {r.kernel or 'kernel ?'})": r.scan_id
-          for r in scans.itertuples()}
-choice = st.selectbox("Scan", list(labels))
-try:
-    vol, lungs = load_volume_with_lungs(str(store_path()), labels[choice])
-except SscmortError as err:
-    st.error(str(err))
-    st.stop()
-nz = vol.hu.shape[0]
-v1, v2 = st.columns([3, 1])
-with v2:
-    z = st.slider("Axial slice (0 = caudal)", 0, nz - 1, nz // 2)
-    window = st.radio("Window", ["Lung (-600/1500)", "Mediastinal (40/400)"])
-    show_mask = st.checkbox("Outline lungs", value=True)
-    st.caption(f"{vol.hu.shape[2]} x {vol.hu.shape[1]} x {nz} voxels, spacing "
-               f"{vol.spacing_mm[2]:.2f} x {vol.spacing_mm[1]:.2f} x {vol.spacing_mm[0]:.2f} mm; "
-               f"segmented lung volume {lungs.volume_ml:,.0f} mL")
-level_width = render.LUNG_WINDOW if window.startswith("Lung") else render.MEDIASTINAL_WINDOW
-outlines = ((lungs.mask[z], (0, 200, 255)),) if show_mask else ()
-upscale = max(1, 512 // vol.hu.shape[1])
-with v1:
-    st.image(render.render_slice(vol.hu[z], level_width, outlines, upscale=upscale),
-             caption=f"Slice {z}; blue = segmented lung outline", width="content")
 
-st.subheader("Results as DICOM")
-dicom_download(("scan", labels[choice]), lambda: results_for_scan(store, labels[choice]).results,
-               f"{labels[choice]}-sscmort-dicom.zip")
+@st.fragment
+def _slice_viewer() -> None:
+    """Scan picker, slice viewer and the scan's DICOM results: their widgets rerun only this
+    part of the page."""
+    st.subheader("Slice viewer")
+    labels = {f"{r.scan_date}  ({r.scan_id}, {r.kernel or 'kernel ?'})": r.scan_id
+              for r in scans.itertuples()}
+    choice = st.selectbox("Scan", list(labels), key="tl_scan")
+    try:
+        vol, lungs = load_volume_with_lungs(str(store_path()), labels[choice])
+    except SscmortError as err:
+        st.error(str(err))
+        return
+    nz = vol.hu.shape[0]
+    v1, v2 = st.columns([3, 1])
+    with v2:
+        z = st.slider("Axial slice (0 = caudal)", 0, nz - 1, nz // 2)
+        window = st.radio("Window", ["Lung (-600/1500)", "Mediastinal (40/400)"])
+        show_mask = st.checkbox("Outline lungs", value=True)
+        st.caption(f"{format_shape(vol.hu.shape)} voxels (x x y x z), spacing "
+                   f"{format_spacing(vol.spacing_mm)} mm; segmented lung volume "
+                   f"{format_volume_ml(lungs.volume_ml)}")
+    level_width = render.LUNG_WINDOW if window.startswith("Lung") else render.MEDIASTINAL_WINDOW
+    outlines = ((lungs.mask[z], (0, 200, 255)),) if show_mask else ()
+    upscale = max(1, 512 // vol.hu.shape[1])
+    with v1:
+        st.image(render.render_slice(vol.hu[z], level_width, outlines, upscale=upscale),
+                 caption=f"Slice {z}; blue = segmented lung outline", width="content")
+    scan_id = labels[choice]
+    st.subheader("Results as DICOM")
+    dicom_download(("scan", scan_id), lambda: results_for_scan(store, scan_id).results,
+                   f"{scan_id}-sscmort-dicom.zip")
+
+
+_slice_viewer()

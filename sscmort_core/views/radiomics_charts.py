@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from sscmort_core.views import palette
+from sscmort_core.views.names import format_risk
 from sscmort_core.views.radiomics import Waterfall
 
 OUTCOME_COLOURS = alt.Scale(domain=["died", "alive", "censored"],
@@ -83,8 +84,8 @@ def shap_waterfall_chart(w: Waterfall) -> alt.LayerChart:
     text = alt.Chart(steps).mark_text(align="left", dx=4, fontSize=10).encode(
         y=alt.Y("label:N", sort=order), x=alt.X("end:Q"), text="text:N")
     marks = pd.DataFrame({"x": [w.base_value, w.output_logit],
-                          "what": [f"base {w.base_value:.2f} (risk {w.base_risk:.1%})",
-                                   f"this scan {w.output_logit:.2f} (risk {w.output_risk:.1%})"]})
+                          "what": [f"base {w.base_value:.2f} (risk {format_risk(w.base_risk)})",
+                                   f"this scan {w.output_logit:.2f} (risk {format_risk(w.output_risk)})"]})
     rules = alt.Chart(marks).mark_rule(strokeDash=[4, 3]).encode(
         x="x:Q", color=alt.Color("what:N", title=None, legend=alt.Legend(orient="bottom"),
                                  scale=alt.Scale(range=["#7f8c8d", "#111111"])),
