@@ -68,6 +68,7 @@ COLUMN_LABELS: dict[str, str] = {
     "last_followup_date": "Last follow-up", "horizon": "Horizon",
     "horizon_years": "Horizon (y)", "horizon (years)": "Horizon (y)",
     "explanation": "Explanation", "timeline": "Timeline", "rows": "Rows",
+    "p": "p", "p method": "p method", "scans": "Scans", "patients": "Patients",
     **QCT_LABELS,
 }
 
@@ -153,3 +154,58 @@ def sentence(text: str) -> str:
         core = w.strip("(),.:;<>=%")
         words.append(w if any(a in core for a in ACRONYMS) else w.lower())
     return " ".join(words)
+
+
+def _num(value: object, p_value: bool = False) -> str:
+    if value is None or (isinstance(value, float) and not np.isfinite(value)):
+        return "n/a"
+    if isinstance(value, (bool, np.bool_)):
+        return "yes" if value else "no"
+    if isinstance(value, (int, np.integer)):
+        return f"{int(value):,}"
+    if isinstance(value, (float, np.floating)):
+        if p_value:
+            return "<0.001" if value < 0.001 else f"{value:.3f}"
+        return f"{value:,.0f}" if float(value).is_integer() and abs(value) >= 100 else \
+            f"{value:.3f}"
+    return str(value)
+
+
+COUNT_COLUMNS = frozenset({"scans", "patients", "events", "n_scans", "n_patients", "n_events",
+                           "rows", "horizon (years)", "horizon_years"})
+
+
+def compact_table(frame: pd.DataFrame, drop: tuple[str, ...] = ("model_id",),
+                  ci_pairs: Mapping[str, str] | None = None) -> pd.DataFrame:
+    """A metrics-like table as text cells that fit a page without sideways scrolling:
+    "<m>", "<m> CI low" and "<m> CI high" become one "<m> (95% CI)" cell "0.934 (0.907-0.960)";
+    ``ci_pairs`` maps other CI prefixes onto their metric (e.g. {"diff": "AUC A - B"});
+    p-values read "<0.001"; missing values read "n/a" (never "None"); headers via
+    :func:`column_label`; ``drop`` columns (ids) and all-missing columns are left out."""
+    ci_pairs = dict(ci_pairs or {})
+    cols = [c for c in frame.columns if c not in drop]
+    out: dict[str, list[str]] = {}
+    used: set[str] = set()
+    for c in cols:
+        if c in used:
+            continue
+        prefix = next((k for k, v in ci_pairs.items() if v == c), c)
+        lo, hi = f"{prefix} CI low", f"{prefix} CI high"
+        if lo in frame.columns and hi in frame.columns:
+            used |= {lo, hi}
+            out[f"{column_label(c)} (95% CI)"] = [
+                "n/a" if _num(v) == "n/a" else
+                f"{_num(v)} ({_num(a)}-{_num(b)})" if _num(a) != "n/a" else _num(v)
+                for v, a, b in zip(frame[c], frame[lo], frame[hi])]
+            continue
+        if c.endswith(" CI low") or c.endswith(" CI high"):
+            continue  # a CI whose metric is missing: nothing to attach it to
+        values = frame[c]
+        if values.isna().all():
+            continue
+        is_p = c == "p" or c.endswith(" p")
+        if c in COUNT_COLUMNS:
+            values = values.map(lambda v: v if v is None or pd.isna(v) else int(v))
+        out[column_label(c)] = ["" if c == "note" and _num(v) == "n/a" else _num(v, is_p)
+                                for v in values]
+    return pd.DataFrame(out, index=frame.index)

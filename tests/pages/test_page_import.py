@@ -125,8 +125,8 @@ def test_import_job_then_sources_on_overview_and_cohort_explorer(registry, tiny_
     assert any("also 4 real patients" in i.value for i in at.markdown)
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Patients"] == "16"
-    by_source = next(d.value for d in at.dataframe if "source" in d.value.columns)
-    assert dict(zip(by_source["source"], by_source["patients"])) == {"registry": 4,
+    by_source = next(d.value for d in at.dataframe if "Source" in d.value.columns)
+    assert dict(zip(by_source["Source"], by_source["Patients"])) == {"registry": 4,
                                                                       "synthetic": 12}
     at.multiselect[0].set_value(["registry"]).run()
     assert not at.exception
