@@ -74,10 +74,10 @@ table.insert(0, "timeline", "patient_timeline?patient=" + table["patient_id"])
 st.dataframe(
     table, hide_index=True, width="stretch",
     column_config={
-        **{c: st.column_config.Column(column_label(c)) for c in table.columns},
-        "timeline": st.column_config.LinkColumn("Timeline", display_text="open"),
-        "age_at_first_scan": st.column_config.NumberColumn("Age (y)", format="%d"),
-        "baseline_fvc": st.column_config.NumberColumn("FVC (% pred.)", format="%.0f"),
-        "baseline_dlco": st.column_config.NumberColumn("DLCO (% pred.)", format="%.0f"),
-        "followup_years": st.column_config.NumberColumn("Follow-up (y)", format="%.1f"),
+        **{c: st.column_config.Column(column_label(c), width="small") for c in table.columns},
+        "timeline": st.column_config.LinkColumn("Timeline", display_text="open", width="small"),
+        "age_at_first_scan": st.column_config.NumberColumn("Age (y)", format="%d", width="small"),
+        "baseline_fvc": st.column_config.NumberColumn("FVC (% pred.)", format="%.0f", width="small"),
+        "baseline_dlco": st.column_config.NumberColumn("DLCO (% pred.)", format="%.0f", width="small"),
+        "followup_years": st.column_config.NumberColumn("Follow-up (y)", format="%.1f", width="small"),
     })
