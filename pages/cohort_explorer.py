@@ -68,16 +68,24 @@ st.caption("Number at risk")
 st.dataframe(charts.at_risk_table(km), width="stretch")
 
 st.subheader("Patients")
+
+
+def _num(label: str, fmt: str):
+    return st.column_config.NumberColumn(label, format=fmt, width="small")
+
+
 table = chosen[["patient_id", "source", "sex", "subtype", "antibody", "age_at_first_scan",
                 "n_scans", "baseline_fvc", "baseline_dlco", "died", "followup_years"]].copy()
 table.insert(0, "timeline", "patient_timeline?patient=" + table["patient_id"])
+if table["source"].nunique() <= 1:  # one source: the column says nothing (and costs width)
+    table = table.drop(columns=["source"])
 st.dataframe(
     table, hide_index=True, width="stretch",
     column_config={
         **{c: st.column_config.Column(column_label(c), width="small") for c in table.columns},
         "timeline": st.column_config.LinkColumn("Timeline", display_text="open", width="small"),
-        "age_at_first_scan": st.column_config.NumberColumn("Age (y)", format="%d", width="small"),
-        "baseline_fvc": st.column_config.NumberColumn("FVC (% pred.)", format="%.0f", width="small"),
-        "baseline_dlco": st.column_config.NumberColumn("DLCO (% pred.)", format="%.0f", width="small"),
-        "followup_years": st.column_config.NumberColumn("Follow-up (y)", format="%.1f", width="small"),
+        "age_at_first_scan": _num("Age (y)", "%d"),
+        "baseline_fvc": _num("FVC (% pred.)", "%.0f"),
+        "baseline_dlco": _num("DLCO (% pred.)", "%.0f"),
+        "followup_years": _num("Follow-up (y)", "%.1f"),
     })

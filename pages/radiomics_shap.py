@@ -68,7 +68,8 @@ def _feature_browser() -> None:
     m = st.columns(4)
     m[0].metric("Died / alive", f"{eff.n_died} / {eff.n_alive}")
     m[1].metric("Censored (excluded)", eff.n_censored)
-    m[2].metric("Cohen's d (died - alive)", "n/a" if eff.cohens_d is None else f"{eff.cohens_d:+.2f}")
+    m[2].metric("Cohen's d (died - alive)",
+                "n/a" if eff.cohens_d is None else f"{eff.cohens_d:+.2f}")
     m[3].metric("AUC of the feature alone", "n/a" if eff.auc is None else f"{eff.auc:.3f}")
     label = ex.pretty_feature(feature)
     left, right = st.columns(2)

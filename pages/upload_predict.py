@@ -80,9 +80,9 @@ for i, (k, label) in enumerate(QCT_LABELS.items()):
         shown = f"{q[k]:,.0f}" if k == "lung_volume_ml" else f"{q[k]:,.1f}"  # mL: integer
         st.metric(label, shown)
         if not cohort_qct.empty:
-            st.altair_chart(charts.distribution_with_marker(cohort_qct[k].to_numpy(), q[k],
-                                                            f"{label}: cohort", label),
-                            width="stretch")
+            st.altair_chart(charts.distribution_with_marker(  # the metric names it above
+                cohort_qct[k].to_numpy(), q[k], f"Cohort ({len(cohort_qct):,} scans)", label),
+                width="stretch")
 
 results_section(analysis, report.predictions, key, fetched)
 save_form(store, analysis, fetched)

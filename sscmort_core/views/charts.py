@@ -10,7 +10,7 @@ from sscmort_core.views import palette
 from sscmort_core.views.cohort import HorizonCount, KaplanMeierResult
 
 # date axes always carry the year ("Apr 2019"), never bare month names
-DATE_AXIS = alt.Axis(format="%b %Y", labelOverlap=True, labelAngle=0)
+DATE_AXIS = alt.Axis(format="%b %Y", labelOverlap=True, labelAngle=0, labelFlush=True)
 
 
 def horizon_counts_chart(counts: list[HorizonCount]) -> alt.Chart:
@@ -113,7 +113,8 @@ def trend_chart(df: pd.DataFrame, date_col: str, value_cols: dict[str, str], tit
         y=alt.Y("value:Q", title=y_title, scale=alt.Scale(zero=False)),
         color=alt.Color("measure:N", title=None, legend=alt.Legend(orient="bottom")),
         tooltip=[alt.Tooltip(f"{date_col}:T"), "measure", alt.Tooltip("value:Q", format=".2f")],
-    ).properties(height=290, title=title)
+    ).properties(height=290, title=title, padding={"left": 5, "top": 5, "right": 24,
+                                                     "bottom": 5})  # room for the last date
 
 
 def distribution_with_marker(values: np.ndarray, marker: float | None, title: str,

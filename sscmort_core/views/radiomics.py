@@ -19,7 +19,6 @@ from sscmort_core.evaluation import auc_columns, auc_or_none
 from sscmort_core.labels import HORIZONS_YEARS, label_scans
 from sscmort_core.views.names import QCT_LABELS
 
-
 _CLASSES = {"firstorder": "First order", "glcm": "GLCM", "glrlm": "GLRLM", "glszm": "GLSZM",
             "gldm": "GLDM", "ngtdm": "NGTDM", "shape": "Shape"}
 
@@ -231,6 +230,6 @@ def risk_lines_frame(store: st.Store, patient_id: str,
 
 def explanation_link(scan_id: str, model_id: str | None = None) -> str:
     """Relative URL of a scan's explanation on the Radiomics & SHAP page (url_path
-    ``radiomics_shap``), e.g. for the patient timeline's scan table (st.column_config.LinkColumn)."""
+    ``radiomics_shap``), e.g. for a table's st.column_config.LinkColumn."""
     query = {"scan": scan_id} if model_id is None else {"scan": scan_id, "model": model_id}
     return f"radiomics_shap?{urlencode(query)}"

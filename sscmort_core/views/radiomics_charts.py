@@ -84,8 +84,10 @@ def shap_waterfall_chart(w: Waterfall) -> alt.LayerChart:
     text = alt.Chart(steps).mark_text(align="left", dx=4, fontSize=10).encode(
         y=alt.Y("label:N", sort=order), x=alt.X("end:Q"), text="text:N")
     marks = pd.DataFrame({"x": [w.base_value, w.output_logit],
-                          "what": [f"base {w.base_value:.2f} (risk {format_risk(w.base_risk)})",
-                                   f"this scan {w.output_logit:.2f} (risk {format_risk(w.output_risk)})"]})
+                          "what": [f"base {w.base_value:.2f} "
+                                   f"(risk {format_risk(w.base_risk)})",
+                                   f"this scan {w.output_logit:.2f} "
+                                   f"(risk {format_risk(w.output_risk)})"]})
     rules = alt.Chart(marks).mark_rule(strokeDash=[4, 3]).encode(
         x="x:Q", color=alt.Color("what:N", title=None, legend=alt.Legend(orient="bottom"),
                                  scale=alt.Scale(range=["#7f8c8d", "#111111"])),
@@ -112,8 +114,8 @@ def risk_lines_chart(df: pd.DataFrame, title: str = "Predicted risk per scan "
         low = float(df["risk"].min()) if len(df) else 0.0
         domain = [max(0.0, np.floor(low * 20) / 20 - 0.05), min(1.0, np.ceil(top * 20) / 20
                                                                  + 0.05)]
-    x = alt.X("scan_date:T", title="Scan date", axis=alt.Axis(format="%b %Y", labelAngle=0,
-                                                               labelOverlap=True))
+    x = alt.X("scan_date:T", title="Scan date", axis=alt.Axis(
+        format="%b %Y", labelAngle=0, labelFlush=True, labelOverlap=True))
     y = alt.Y("risk:Q", title="Risk of death", scale=alt.Scale(domain=domain, nice=False),
               axis=alt.Axis(format="%"))
     colour = alt.Color("model:N", title="Model", scale=palette.model_scale(shown, colours),

@@ -25,8 +25,11 @@ from sscmort_core.pipeline import evaluate
 from sscmort_core.synthetic.cohort import generate_cohort
 from sscmort_core.synthetic.dicom import write_dicom_series
 from sscmort_core.synthetic.phantom import phantom_for_scan
-from tests.pages.test_browser import CHROMIUM, _wait_idle
-from tests.pages.test_browser import running_app  # noqa: F401 (the app, on tiny_store below)
+from tests.pages.test_browser import (
+    CHROMIUM,
+    _wait_idle,
+    running_app,  # noqa: F401, F811 (the app, on tiny_store)
+)
 from tests.pipeline.test_evaluate import add_noisy_model
 
 pytestmark = pytest.mark.browser
@@ -136,8 +139,36 @@ def _browser(pw):
               "--disable-sync"])
 
 
+MAIN_HEIGHT = """
+() => { const m = document.querySelector('[data-testid="stMain"]');
+        return m ? m.scrollHeight : document.body.scrollHeight; }
+"""
+
+
+def _scroll_through(page) -> int:
+    """Scroll the app's main area top to bottom (every chart drawn), back to the top; its
+    height in px."""
+    height = page.evaluate(MAIN_HEIGHT)
+    for y in range(0, height + 1, 600):
+        page.evaluate(f"() => document.querySelector('[data-testid=\"stMain\"]')"
+                      f"?.scrollTo(0, {y})")
+        page.wait_for_timeout(120)
+    page.evaluate("() => document.querySelector('[data-testid=\"stMain\"]')?.scrollTo(0, 0)")
+    return height
+
+
+def _screenshot(page, path: Path, height: int) -> None:
+    """The whole page (Streamlit scrolls inside stMain, so grow the viewport, then restore)."""
+    size = page.viewport_size
+    page.set_viewport_size({"width": size["width"], "height": min(max(height, 300), 16000)})
+    page.wait_for_timeout(400)
+    page.screenshot(path=str(path))
+    page.set_viewport_size(size)
+
+
 def _check_page(page, name: str, size: str, shots: Path) -> list[str]:
     """Every defect class on the page as it stands; screenshot saved."""
+    height = _scroll_through(page)
     last, stable = None, 0
     for _ in range(40):  # until every chart has drawn and stopped changing (vega's resize)
         now = page.evaluate(CHARTS_DRAWN)
@@ -156,7 +187,7 @@ def _check_page(page, name: str, size: str, shots: Path) -> list[str]:
     body = page.inner_text("body")
     if "Research use only" not in body:
         problems.append(f"{name}@{size}: no research-use line")
-    page.screenshot(path=str(shots / f"{name}-{size}.png"), full_page=True)
+    _screenshot(page, shots / f"{name}-{size}.png", height)
     return problems
 
 
@@ -225,7 +256,7 @@ def _shots(artifacts_dir: Path) -> Path:
     return out
 
 
-def test_pages_fit_1280_smoke(running_app, series_zip, artifacts_dir, tmp_path):
+def test_pages_fit_1280_smoke(running_app, series_zip, artifacts_dir, tmp_path):  # noqa: F811
     if not CHROMIUM.exists():
         pytest.skip("Debian chromium is not installed (`make install-dev` installs it as root)")
     problems = _run(running_app, SMOKE_PAGES, {"1280x720": SIZES["1280x720"]}, series_zip,
@@ -234,7 +265,8 @@ def test_pages_fit_1280_smoke(running_app, series_zip, artifacts_dir, tmp_path):
 
 
 @pytest.mark.slow
-def test_every_page_fits_at_both_sizes(running_app, series_zip, artifacts_dir, tmp_path):
+def test_every_page_fits_at_both_sizes(running_app, series_zip, artifacts_dir,  # noqa: F811
+                                       tmp_path):
     if not CHROMIUM.exists():
         pytest.skip("Debian chromium is not installed (`make install-dev` installs it as root)")
     problems = _run(running_app, tuple(ALL_PAGES), SIZES, series_zip, tmp_path,
