@@ -76,14 +76,15 @@ def _num(label: str, fmt: str):
 
 table = chosen[["patient_id", "source", "sex", "subtype", "antibody", "age_at_first_scan",
                 "n_scans", "baseline_fvc", "baseline_dlco", "died", "followup_years"]].copy()
-table.insert(0, "timeline", "patient_timeline?patient=" + table["patient_id"])
-if table["source"].nunique() <= 1:  # one source: the column says nothing (and costs width)
+table["patient_id"] = "patient_timeline?patient=" + table["patient_id"]  # id as its link
+if patients["source"].nunique() <= 1:  # one source in the store: the column says nothing
     table = table.drop(columns=["source"])
 st.dataframe(
     table, hide_index=True, width="stretch",
     column_config={
         **{c: st.column_config.Column(column_label(c), width="small") for c in table.columns},
-        "timeline": st.column_config.LinkColumn("Timeline", display_text="open", width="small"),
+        "patient_id": st.column_config.LinkColumn("Patient (timeline)",
+                                                  display_text=r"patient=(.*)$"),
         "age_at_first_scan": _num("Age (y)", "%d"),
         "baseline_fvc": _num("FVC (% pred.)", "%.0f"),
         "baseline_dlco": _num("DLCO (% pred.)", "%.0f"),

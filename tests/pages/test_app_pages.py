@@ -64,7 +64,7 @@ def test_cohort_explorer_filters_and_km(tiny_store, monkeypatch):
     assert 0 < n_f <= 12
     patients_table = at.dataframe[-1].value
     assert len(patients_table) == n_f and set(patients_table["sex"]) == {"F"}
-    assert patients_table["timeline"].str.startswith("patient_timeline?patient=").all()
+    assert patients_table["patient_id"].str.startswith("patient_timeline?patient=").all()
 
 
 def test_patient_timeline_with_query_param(tiny_store, tiny_store_template, monkeypatch):
