@@ -10,12 +10,14 @@ import streamlit as st
 
 from sscmort_core.views import charts, render
 from sscmort_core.views import lungs as lv
+from sscmort_core.views.names import format_shape, format_spacing
 
 
+@st.fragment
 def slice_viewer(hu: np.ndarray, mask: np.ndarray, labels: np.ndarray | None,
                  spacing_mm: tuple[float, float, float], key: str, note: str = "") -> None:
     """Axial slice viewer: window, lung outline, pattern overlay with its legend; ``note``
-    ends the caption of the controls."""
+    ends the caption of the controls. A fragment: its widgets rerun only the viewer."""
     nz = hu.shape[0]
     view, controls = st.columns([3, 1])
     with controls:
@@ -25,9 +27,8 @@ def slice_viewer(hu: np.ndarray, mask: np.ndarray, labels: np.ndarray | None,
         show_mask = st.checkbox("Outline lungs", value=True, key=f"{key}_outline")
         show_patterns = labels is not None and st.checkbox(
             "ILD pattern overlay", value=True, key=f"{key}_patterns")
-        st.caption(f"{hu.shape[2]} x {hu.shape[1]} x {nz} voxels, spacing "
-                   f"{spacing_mm[2]:.2f} x {spacing_mm[1]:.2f} x {spacing_mm[0]:.2f} mm"
-                   + (f"; {note}" if note else ""))
+        st.caption(f"{format_shape(hu.shape)} voxels (x x y x z), spacing "
+                   f"{format_spacing(spacing_mm)} mm" + (f"; {note}" if note else ""))
     level_width = render.LUNG_WINDOW if window.startswith("Lung") else render.MEDIASTINAL_WINDOW
     up = max(1, 512 // hu.shape[1])
     if show_patterns:

@@ -26,12 +26,13 @@ MAX_ZIPS = 3  # prepared downloads kept per session
 
 
 def analyse_with_status(run: Callable[[Callable[[str, int, int], None]], Any]) -> Any | None:
-    """Run ``run(progress)`` inside a status box listing the stages; None (with one error box)
-    when it raises a named error."""
+    """Run ``run(progress)`` inside a status box listing the stages; None when it raises a
+    named error, which then shows open and red with its reason (never behind a click)."""
     with st.status("Analysing the scan...", expanded=True) as status:
         def progress(stage: str, done: int, total: int) -> None:
             name = stage.split(": ", 1)[-1]
             if name in STAGES:
+                status.update(label=f"Analysing the scan: step {done + 1}/{total}, {name}")
                 status.write(f"Step {done + 1}/{total}: {name}")
             elif stage == "retrieve" and done in (1, total):
                 status.write(f"Retrieved {done} of {total} images from the PACS")
@@ -39,13 +40,18 @@ def analyse_with_status(run: Callable[[Callable[[str, int, int], None]], Any]) -
         try:
             result = run(progress)
         except SscmortError as err:
-            status.update(label="The scan could not be used", state="error")
-            show_error(err)
-            return None
-        analysis = getattr(result, "analysis", result)
-        status.update(label="Scan analysed: " + ", ".join(
-            f"{name} {sec:.2f} s" for name, sec in analysis.stage_seconds), state="complete",
-            expanded=False)
+            status.update(label=f"The scan could not be used: {err}", state="error",
+                          expanded=True)
+            failure = err
+        else:
+            failure = None
+            analysis = getattr(result, "analysis", result)
+            status.update(label="Scan read and lungs measured (" + ", ".join(
+                f"{name} {sec:.1f} s" for name, sec in analysis.stage_seconds)
+                + "); the models run next", state="complete", expanded=False)
+    if failure is not None:
+        show_error(failure)  # outside the status box: open and red whatever its state
+        return None
     return result
 
 
@@ -94,11 +100,13 @@ def pacs_tab(store: st_store.Store) -> PacsAnalysis | None:
 def choose_scan(store: st_store.Store) -> tuple[Any, Hashable, PacsAnalysis | None] | None:
     """The "Upload files" and "From PACS" tabs. Returns (analysis, key, PACS fetch or None) of
     the scan shown, or None while there is none. A new upload or fetch replaces the last;
-    removing the uploaded files clears an upload's analysis."""
+    removing the uploaded files clears an upload's analysis, while coming back from another
+    page (which empties the uploader) keeps it (issue 14)."""
     state = st.session_state
     files_tab, from_pacs = st.tabs(["Upload files", "From PACS"])
     with files_tab:
-        uploads = st.file_uploader("Chest CT", accept_multiple_files=True,
+        returning = "ct_upload" not in state  # Streamlit drops a widget's state off-page
+        uploads = st.file_uploader("Chest CT", accept_multiple_files=True, key="ct_upload",
                                    help="Limit set in .streamlit/config.toml "
                                         "(server.maxUploadSize).")
         key = tuple((u.name, u.size, u.file_id) for u in uploads or ())
@@ -111,8 +119,17 @@ def choose_scan(store: st_store.Store) -> tuple[Any, Hashable, PacsAnalysis | No
             done = state["analysis"]
             audit("upload", (upload_id(done),) if done else (), outcome="ok" if done else
                   "error", detail=f"{len(uploads)} file(s)")
+            state["upload_names"] = [u.name for u in uploads]
         elif not uploads and state.get("pacs_fetched") is None:
-            state["upload_key"] = state["analysis"] = None
+            removed = state.get("upload_had_files") and not returning  # the user's click
+            if removed or state.get("analysis") is None:
+                state["upload_key"] = state["analysis"] = None
+            else:
+                names = state.get("upload_names") or []
+                st.caption(f"Showing this session's last analysis ({len(names)} file(s): "
+                           f"{', '.join(names[:3])}{'...' if len(names) > 3 else ''}). "
+                           "Upload another scan to replace it.")
+        state["upload_had_files"] = bool(uploads)
     with from_pacs:
         fetched = pacs_tab(store)
         if fetched is not None:

@@ -14,8 +14,10 @@ import sys
 import time
 from pathlib import Path
 from typing import Any, NoReturn, Sequence
+from urllib.parse import urlencode
 
 import streamlit as st
+from streamlit.errors import StreamlitPageNotFoundError
 from streamlit.runtime.scriptrunner import get_script_run_ctx
 
 from sscmort_core import access as acc
@@ -36,11 +38,8 @@ TIMING = logging.getLogger("sscmort.app.pages")  # one line per page run, in the
 SECRETS_LABEL = ".streamlit/secrets.toml"
 
 RESEARCH_NOTICE = "Research use only: not for clinical decisions."
-SYNTHETIC_NOTICE = ("Synthetic cohort: every patient, scan and outcome shown here was generated "
-                    "by sscmort's simulator. None of it describes a real person.")
-MIXED_NOTICE = ("This store also holds {real:,} real (imported or uploaded) patients: only rows "
-                "of source \"synthetic\" are simulated. Overview and Cohort explorer filter by "
-                "source.")
+SYNTHETIC_NOTICE = "Synthetic cohort: simulated by sscmort, no real person."
+MIXED_NOTICE = "also {real:,} real patients (source filter on Overview and Cohort explorer)."
 
 
 def store_path() -> Path:
@@ -72,13 +71,14 @@ def get_store() -> st_store.Store:
 
 
 def banners(synthetic: bool, real: int = 0) -> None:
-    """The research-use notice on every page, and the synthetic banner where it applies (with
-    a second line when real patients share the store with synthetic ones)."""
-    st.warning(RESEARCH_NOTICE, icon=":material/science:")
+    """One compact line on every page (issue 14): the research-use notice, and the synthetic
+    notice where it applies (naming the real patients that share the store)."""
+    parts = [f":orange-badge[:material/science: {RESEARCH_NOTICE}]"]
     if synthetic:
-        st.info(SYNTHETIC_NOTICE, icon=":material/smart_toy:")
+        parts.append(f":blue-badge[:material/smart_toy: {SYNTHETIC_NOTICE}]")
         if real:
-            st.info(MIXED_NOTICE.format(real=real), icon=":material/join:")
+            parts.append(f":gray-badge[{MIXED_NOTICE.format(real=real)}]")
+    st.markdown(" ".join(parts))
 
 
 def sidebar(summary: st_store.CohortSummary) -> None:
@@ -319,8 +319,23 @@ def refuse_unknown(action: str, typed: str, message: str) -> None:
         audit(action, (st_store.opaque_id(typed),), outcome="refused",
               detail="the link names nothing in this store")
     st.error(message)
+
+
 @st.cache_data(max_entries=6, show_spinner="Mapping the ILD patterns...")
 def load_pattern_labels(path: str, scan_id: str):
     """(z, y, x) uint8 pattern labels of a stored scan's lungs, cached per store and scan."""
     vol, lungs = load_volume_with_lungs(path, scan_id)
     return classify_patterns(vol.hu, lungs.mask, vol.spacing_mm).labels
+
+
+def app_link(page: str, label: str, query: dict[str, str], icon: str | None = None,
+             where=None) -> None:
+    """An in-app link (issue 14): same tab, same session, ``query`` read by the target page.
+    Where the page is not in this run's navigation (a page run alone, or one the user's role
+    hides) it falls back to a plain relative link."""
+    where = where or st
+    try:
+        where.page_link(page, label=label, icon=icon, query_params=query)
+    except StreamlitPageNotFoundError:
+        url_path = Path(page).stem
+        where.markdown(f"[{label}]({url_path}?{urlencode(query)})")

@@ -12,7 +12,8 @@ from sscmort_core.pipeline import evaluate
 from sscmort_core.pipeline.eval_data import ORACLE_KIND
 from sscmort_core.views import comparison as ev
 from sscmort_core.views import eval_charts as charts_eval
-from sscmort_core.views import study
+from sscmort_core.views import palette, study
+from sscmort_core.views.names import compact_table, human_columns
 
 store = page_setup("Model comparison")
 st.caption("Every model is scored on its out-of-fold predictions. Censored scans are left out "
@@ -83,17 +84,19 @@ def _curves(_store: st_store.Store, version: str, model_ids: tuple[str, ...],
 
 
 labels = {m: c.label for m, c in choices.items()}
+# a model's colour is keyed on its id among every model offered: stable as the choice changes
+colours = palette.model_colours(list(choices), oracle=[m for m, c in choices.items()
+                                                        if c.kind == ORACLE_KIND])
 table = ev.metrics_table(store, chosen)
 st.subheader("Metrics")
 if table["AUC"].notna().any():
-    st.altair_chart(charts_eval.auc_summary_chart(table, study.STUDY_REPORTED_AUCS),
-                    width="content")
-st.dataframe(
-    table.drop(columns=["model_id"]), hide_index=True, width="stretch",
-    column_config={c: st.column_config.NumberColumn(c, format="%.3f") for c in (
-        "AUC", "AUC CI low", "AUC CI high", "Brier", "calibration slope",
-        "calibration intercept", "C-index", "time-dependent AUC")})
-export_button("Download the table (CSV)", table.to_csv(index=False),
+    st.altair_chart(charts_eval.auc_summary_chart(table, study.STUDY_REPORTED_AUCS,
+                                                  colours=colours), width="content")
+st.table(compact_table(table.drop(columns=["estimand", "model_id"], errors="ignore")).set_index(
+    "Model"))  # every column in view, CIs beside their values, "n/a" for missing
+if "estimand" in table and table["estimand"].notna().any():
+    st.caption("Estimand: " + "; ".join(dict.fromkeys(table["estimand"].dropna())) + ".")
+export_button("Download the table (CSV)", human_columns(table).to_csv(index=False),
               file_name="sscmort_model_comparison.csv", mime="text/csv",
               object_ids=chosen, icon=":material/download:")
 st.caption(f'Rows of kind "reported" are the AUCs published by the study ({study.STUDY}) on '
@@ -113,9 +116,11 @@ for tab, h in zip(st.tabs([f"{h} year{'s' if h > 1 else ''}" for h in HORIZONS_Y
             st.info(f"{label}: no curve at {h} y, {reason}.")
         if roc.empty:
             continue
-        charts = [charts_eval.roc_chart(roc.frame, h, study.reported_aucs(h))]
-        charts += [charts_eval.calibration_chart(cal.frame, h)] if not cal.empty else []
-        charts += [charts_eval.decision_chart(dec.frame, h)] if not dec.empty else []
+        charts = [charts_eval.roc_chart(roc.frame, h, study.reported_aucs(h), colours=colours)]
+        charts += [charts_eval.calibration_chart(cal.frame, h, colours=colours)
+                   ] if not cal.empty else []
+        charts += [charts_eval.decision_chart(dec.frame, h, colours=colours)
+                   ] if not dec.empty else []
         left, right = st.columns(2)
         for i, chart in enumerate(charts):
             (left if i % 2 == 0 else right).altair_chart(chart, width="stretch")
@@ -132,9 +137,8 @@ for tab, h in zip(st.tabs([f"{h} year{'s' if h > 1 else ''}" for h in HORIZONS_Y
         except SscmortError as err:
             show_error(err)
             continue
-        st.dataframe(ev.paired_tests_frame(tests, labels), hide_index=True, width="stretch",
-                     column_config={c: st.column_config.NumberColumn(c, format="%.3g") for c in (
-                         "AUC A", "AUC B", "AUC A - B", "diff CI low", "diff CI high",
-                         "DeLong p", "bootstrap p")})
+        paired = ev.paired_tests_frame(tests, labels)
+        st.table(compact_table(paired.drop(columns=["estimand"], errors="ignore"),
+                               ci_pairs={"diff": "AUC A - B"}).set_index("Model A"))
         st.caption(f"DeLong treats scans as independent; the bootstrap resamples patients "
                    f"({n_boot} resamples), so a bootstrap p of 0 means below 1/{n_boot}.")

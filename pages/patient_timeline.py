@@ -9,6 +9,7 @@ from pages._lungs import mask_notice, slice_viewer, zones_and_patterns
 from pages._pacs import dicom_download
 from pages._shared import (
     allowed,
+    app_link,
     audit,
     audit_view,
     load_pattern_labels,
@@ -21,10 +22,11 @@ from pages._shared import (
 from sscmort_core import store as st_store
 from sscmort_core.errors import SscmortError
 from sscmort_core.pipeline.export_dicom import results_for_scan
-from sscmort_core.views import charts
+from sscmort_core.views import charts, palette
 from sscmort_core.views import lungs as lv
 from sscmort_core.views import radiomics as explain_tabular
 from sscmort_core.views import radiomics_charts as charts_radiomics
+from sscmort_core.views.names import column_label, format_volume_ml
 
 store = page_setup("Patient timeline")
 
@@ -76,20 +78,28 @@ if not risk.empty:
     models = sorted(risk["model"].unique())
     default = [m for m in models if m.startswith("Oracle")] + \
         [m for m in models if not m.startswith("Oracle")][:2]
-    shown = st.multiselect("Models", models, default=default)
+    c1, c2 = st.columns([4, 1])
+    shown = c1.multiselect("Models", models, default=default, key="tl_models")
+    full = c2.toggle("0-100% axis", value=False, help="Off: the axis spans the risks shown.")
+    colours = palette.model_colours(risk["model_id"].unique(), oracle=["oracle"])
     if shown:
-        st.altair_chart(charts_radiomics.risk_lines_chart(risk[risk["model"].isin(shown)]),
-                        width="stretch")
+        st.altair_chart(charts_radiomics.risk_lines_chart(
+            risk[risk["model"].isin(shown)], colours=colours, full_scale=full),
+            width="stretch")
     st.caption("Out-of-fold predictions: each scan's risk comes from a model that never saw "
                "this patient. The oracle line is the synthetic generator's true risk.")
 
 table = scans[["scan_id", "scan_date", "kernel", "ild_extent_pct", "lung_volume_ml"]].copy()
-table.insert(0, "explanation", [explain_tabular.explanation_link(s) for s in table["scan_id"]])
 table["lung mask"] = lv.mask_status(store, table["scan_id"].tolist())
 st.dataframe(table, hide_index=True, width="stretch", column_config={
-    "explanation": st.column_config.LinkColumn("Explanation", display_text="SHAP"),
-    "ild_extent_pct": st.column_config.NumberColumn("ILD extent %", format="%.1f"),
+    **{c: st.column_config.Column(column_label(c)) for c in table.columns},
+    "ild_extent_pct": st.column_config.NumberColumn("ILD extent (%)", format="%.1f"),
     "lung_volume_ml": st.column_config.NumberColumn("Lung volume (mL)", format="%.0f")})
+links = st.columns(min(len(table), 6) or 1)
+for i, r in enumerate(table.itertuples()):  # in-app links: same session, the scan's tab
+    app_link("pages/radiomics_shap.py", f"Explain {r.scan_date} (SHAP)",
+             {"scan": r.scan_id, "tab": "scan"}, icon=":material/insights:",
+             where=links[i % len(links)])
 
 st.subheader("Lungs of one scan")
 labels = {f"{r.scan_date}  ({r.scan_id}, {r.kernel or 'kernel ?'})": r.scan_id
@@ -114,7 +124,7 @@ if review.excluded_from_training and allowed("accept mask") \
     audit("accept mask", (scan_id,), detail=review.message)
     st.success(f"Mask accepted by {review.accepted_by} on {review.accepted_at}.")
 slice_viewer(vol.hu, lungs.mask, pattern_labels, vol.spacing_mm, "tl",
-             note=f"segmented lung volume {lungs.volume_ml:,.0f} mL")
+             note=f"segmented lung volume {format_volume_ml(lungs.volume_ml)}")
 regions = st_store.regions_frame(store, [scan_id])
 extents = st_store.patterns_frame(store).set_index("scan_id")
 if len(regions) and scan_id in extents.index:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -80,18 +80,21 @@ class RiskReport:
 
 
 def predict_all(store: st_store.Store, analysis: ScanAnalysis, *,
-                models_dir: Path | None = None, device: str = "auto") -> RiskReport:
-    """Risks of an analysed (not necessarily stored) scan from every registered model."""
+                models_dir: Path | None = None, device: str = "auto",
+                progress: Callable[[str, int, int], None] | None = None) -> RiskReport:
+    """Risks of an analysed (not necessarily stored) scan from every registered model;
+    ``progress(stage, done, total)`` hears of each model group as it starts."""
     vol = analysis.volume
     return predict_volume_all(store, vol.hu, analysis.lungs.mask, vol.spacing_mm,
                               qct=analysis.measures.features(),  # measured at ingest: not again
-                              models_dir=models_dir, device=device)
+                              models_dir=models_dir, device=device, progress=progress)
 
 
 def predict_volume_all(store: st_store.Store | None, hu: np.ndarray, lung_mask: np.ndarray,
                        spacing_mm: Sequence[float], *, qct: Mapping[str, float] | None = None,
                        models_dir: Path | None = None, device: str = "auto",
-                       model: str = "all", precision: str = "bf16") -> RiskReport:
+                       model: str = "all", precision: str = "bf16",
+                       progress: Callable[[str, int, int], None] | None = None) -> RiskReport:
     """Risks of a volume and its lung mask (hu, lung_mask: (z, y, x); spacing_mm: (z, y, x))
     from every registered model (``model`` "all"), or from the one model ``model`` names.
 
@@ -115,7 +118,9 @@ def predict_volume_all(store: st_store.Store | None, hu: np.ndarray, lung_mask: 
                          f"{', '.join(known) or 'none'}")
     preds: list[RiskPrediction] = []
     problems: list[tuple[str, str]] = []
+    say = progress or (lambda _stage, _done, _total: None)
     if store is not None and (model == "all" or model in tab_ids):
+        say(f"radiomics and QCT models ({len(tab_ids)})", 0, 2)
         tab_preds, tab_problems = tabular_predictions(
             store, hu, lung_mask, spacing_mm, models_dir=models_dir, qct=qct,
             model_ids=tab_ids if model == "all" else [model])
@@ -123,6 +128,7 @@ def predict_volume_all(store: st_store.Store | None, hu: np.ndarray, lung_mask: 
         problems.extend(tab_problems)
     dev = None
     if deep and (model == "all" or model in deep):
+        say(f"deep models ({len(deep)})", 1, 2)
         try:
             vp = predict_volume(hu, lung_mask, models=choose_models(deep, model),
                                 models_dir=models_dir, device=device, precision=precision)

@@ -24,14 +24,23 @@ from sscmort_core.views.names import QCT_LABELS
 # the feature browser's set of whole-lung QCT metrics and ILD pattern extents (the QCT
 # model's features), browsed beside the radiomics parameter sets under this key
 QCT_SET = "qct"
+_CLASSES = {"firstorder": "First order", "glcm": "GLCM", "glrlm": "GLRLM", "glszm": "GLSZM",
+            "gldm": "GLDM", "ngtdm": "NGTDM", "shape": "Shape"}
 
 
 def pretty_feature(name: str) -> str:
-    """``original_glcm_Contrast`` -> ``glcm Contrast``; QCT names by their page label."""
-    if name.startswith("original_"):
-        _, cls, feat = name.split("_", 2)
-        return f"{cls} {feat}"
-    return {**QCT_LABELS, **PATTERN_LABELS}.get(name, name)
+    """``original_glcm_Contrast`` -> ``GLCM Contrast``; a filtered image keeps its filter
+    (``wavelet-LLH_glcm_Contrast`` -> ``GLCM Contrast (wavelet-LLH)``), so no two features
+    share a label; QCT and pattern names read as on every page (units included)."""
+    labels = {**QCT_LABELS, **PATTERN_LABELS}
+    if name in labels:
+        return labels[name]
+    parts = name.split("_", 2)
+    if len(parts) == 3 and parts[1] in _CLASSES:
+        image, cls, feat = parts
+        text = f"{_CLASSES[cls]} {feat}"
+        return text if image == "original" else f"{text} ({image})"
+    return name
 
 
 def feature_sets(store: st.Store) -> pd.DataFrame:
@@ -219,7 +228,8 @@ class TabularModelInfo:
 
     @property
     def display(self) -> str:
-        return f"{self.label} ({self.model_id})"
+        """The name a picker shows: the card's label (ids and hashes stay out of sight)."""
+        return self.label
 
 
 def tabular_models(store: st.Store) -> list[TabularModelInfo]:
@@ -251,6 +261,6 @@ def risk_lines_frame(store: st.Store, patient_id: str,
 
 def explanation_link(scan_id: str, model_id: str | None = None) -> str:
     """Relative URL of a scan's explanation on the Radiomics & SHAP page (url_path
-    ``radiomics_shap``), e.g. for the patient timeline's scan table (st.column_config.LinkColumn)."""
+    ``radiomics_shap``), e.g. for a table's st.column_config.LinkColumn."""
     query = {"scan": scan_id} if model_id is None else {"scan": scan_id, "model": model_id}
     return f"radiomics_shap?{urlencode(query)}"

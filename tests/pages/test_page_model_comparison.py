@@ -48,8 +48,8 @@ def page_store(tiny_store):
 def test_page_offers_to_compute_then_draws_rocs_table_and_downloads(page_store, monkeypatch):
     at = _open(page_store, monkeypatch)
     assert at.title[0].value == "Model comparison"
-    assert any(RESEARCH_NOTICE in w.value for w in at.warning)
-    assert any(SYNTHETIC_NOTICE in i.value for i in at.info)
+    assert any(RESEARCH_NOTICE in w.value for w in at.markdown)
+    assert any(SYNTHETIC_NOTICE in i.value for i in at.markdown)
     assert any("not computed yet" in w.value for w in at.warning)
     compute = [b for b in at.button if b.label.startswith("Compute metrics for 2 model")]
     assert compute, [b.label for b in at.button]
@@ -57,11 +57,12 @@ def test_page_offers_to_compute_then_draws_rocs_table_and_downloads(page_store, 
     assert not at.exception, [e.value for e in at.exception]
     assert not any("not computed yet" in w.value for w in at.warning)
 
-    table = at.dataframe[0].value
+    table = at.table[0].value.reset_index()  # st.table: every column in view (issue 14)
+    assert "None" not in table.to_string() and "model_id" not in table.columns
     titles = [t for spec in _chart_specs(at) for t in _titles(spec)]
     # curves are drawn where the metrics could be computed (same too-few-events rule)
-    noisy = table.loc[table["kind"] == "deep"]  # the only deep model here
-    drawable = noisy.loc[noisy["AUC"].notna(), "horizon (years)"].tolist()
+    noisy = table.loc[table["Kind"] == "deep"]  # the only deep model here
+    drawable = noisy.loc[noisy["AUC (95% CI)"] != "n/a", "Horizon (y)"].astype(int).tolist()
     assert drawable, "the tiny cohort should have enough events at some horizon"
     for h in drawable:
         assert any(t.startswith(f"ROC at {h} year") for t in titles)
@@ -70,17 +71,17 @@ def test_page_offers_to_compute_then_draws_rocs_table_and_downloads(page_store, 
     for h in sorted({1, 3, 5} - set(drawable)):  # says so instead of drawing
         assert any(f"no curve at {h} y, too few" in i.value for i in at.info)
 
-    assert "reported" in set(table["kind"])
-    assert (table.loc[(table["kind"] == "reported") & (table["horizon (years)"] == 3), "AUC"]
-            .dropna().tolist() == [0.801])
-    oracle = table.loc[table["kind"] == "oracle", "model"]
+    assert "reported" in set(table["Kind"])
+    assert (table.loc[(table["Kind"] == "reported") & (table["Horizon (y)"] == "3"),
+                      "AUC (95% CI)"].tolist() == ["0.801", "n/a"])  # deep; radiomics range
+    oracle = table.loc[table["Kind"] == "oracle", "Model"]
     assert oracle.str.startswith("Oracle (generator's true risk").all()
     labels = [d.proto.label for d in at.get("download_button")]
     assert "Download the table (CSV)" in labels
     assert labels.count("Download these charts (PNG)") == len(drawable)
     # paired tests: one row (noisy vs oracle) per drawable horizon
-    assert len(at.dataframe) == 1 + len(drawable)
-    assert all(len(df.value) == 1 for df in at.dataframe[1:])
+    assert len(at.table) == 1 + len(drawable)
+    assert all(len(t.value) == 1 for t in at.table[1:])
 
 
 def test_page_without_models_says_so(tiny_store, monkeypatch):
