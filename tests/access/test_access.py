@@ -59,7 +59,8 @@ def test_roles_are_ordered_and_each_includes_the_ones_below():
     assert table[Role.VIEWER] == {"login", "logout", "view", "view patient", "view scan"}
     assert table[Role.CLINICIAN] == table[Role.VIEWER] | {"upload", "predict"}
     assert table[Role.ANALYST] == table[Role.CLINICIAN] | {"save", "import", "train",
-                                                           "evaluate", "extract", "export"}
+                                                           "evaluate", "extract", "measure",
+                                                           "accept mask", "export"}
     assert table[Role.ADMIN] == set(acc.ACTION_ROLES)
     assert acc.can_open(Role.VIEWER, "patient_timeline")
     assert not acc.can_open(Role.VIEWER, "upload_predict")
