@@ -490,8 +490,10 @@ def run_import(store: st_store.Store | None, folder: Path,
     if store is None and not dry_run:
         raise ValueError("an import needs a store")
     secret = read_secret(store) or secrets.token_bytes(32)
-    with tempfile.TemporaryDirectory(prefix="sscmort-pacs-import-") as staging:
-        plan = plan_import(store, folder, options, secret, progress, Path(staging))
+    with contextlib.ExitStack() as stack:  # a staging folder only for PACS rows
+        staging = Path(stack.enter_context(tempfile.TemporaryDirectory(
+            prefix="sscmort-pacs-import-"))) if options.pacs is not None else None
+        plan = plan_import(store, folder, options, secret, progress, staging)
         if plan.problems:
             n = len(plan.problems)
             raise ManifestError(f"{n} problem{'s' if n > 1 else ''} in the manifest; nothing "

@@ -147,8 +147,11 @@ def zone_map_chart(cells: pd.DataFrame, metric_label: str, *, domain: tuple[floa
         x=alt.X("column:N", sort=columns, title=None, axis=alt.Axis(labelAngle=0, orient="top")),
         y=alt.Y("third:N", sort=["upper", "middle", "lower"], title=None))
     cells_ = base.mark_rect(stroke="white", strokeWidth=2).encode(
-        color=alt.Color("value:Q", scale=scale, title=metric_label),
+        color=alt.Color("value:Q", scale=scale, title=metric_label,
+                        legend=None),  # every cell is labelled with its value
         tooltip=["third", "column", alt.Tooltip("value:Q", format=".1f", title=metric_label),
                  alt.Tooltip("volume_ml:Q", format=".0f", title="volume (mL)")])
     text = base.mark_text(fontSize=13, fontWeight="bold").encode(text="label:N")
-    return (cells_ + text).properties(height=150, title=f"Zone map: {metric_label}")
+    return (cells_ + text).properties(  # padding: row labels and legend stay inside the view
+        height=150, title=f"Zone map: {metric_label}",
+        padding={"left": 12, "top": 5, "right": 12, "bottom": 12})

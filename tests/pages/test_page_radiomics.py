@@ -81,7 +81,7 @@ def test_page_without_features_or_models_says_what_to_run(tiny_store, monkeypatc
 
 
 def test_page_in_app_navigation(page_store, monkeypatch):
-    assert PAGE in (REPO / "app.py").read_text()
+    assert f"\"{Path(PAGE).stem}\"" in (REPO / "app.py").read_text()  # in the navigation
     path, _, _ = page_store
     monkeypatch.setenv("SSCMORT_STORE", str(path))
     at = AppTest.from_file(str(REPO / "app.py"), default_timeout=120)
