@@ -7,6 +7,7 @@ import streamlit as st
 from pages._shared import page_setup, show_error
 from sscmort_core import store as st_store
 from sscmort_core.errors import SscmortError
+from sscmort_core.evaluation import ESTIMANDS
 from sscmort_core.labels import HORIZONS_YEARS
 from sscmort_core.pipeline import evaluate
 from sscmort_core.pipeline.eval_data import ORACLE_KIND
@@ -16,9 +17,10 @@ from sscmort_core.views import study
 
 store = page_setup("Model comparison")
 st.caption("Every model is scored on its out-of-fold predictions. Censored scans are left out "
-           "of AUC, Brier and calibration at that horizon and kept for Harrell's C and the "
+           "of AUC, Brier and calibration at that horizon and kept, with inverse probability "
+           "of censoring weights, for Uno's C, the IPCW Brier score and calibration and the "
            "time-dependent AUC. CIs: patient-level bootstrap (scans of one patient resampled "
-           "together).")
+           "together). Each row names its estimand and how censored scans enter.")
 
 choices = {c.model_id: c for c in ev.model_choices(store)}
 if not choices:
@@ -79,24 +81,35 @@ def _curves(_store: st_store.Store, version: str, model_ids: tuple[str, ...],
     return ev.horizon_curves(_store, list(model_ids), horizon)
 
 
+@st.cache_data(show_spinner="Metrics with each patient weighted equally...", max_entries=16)
+def _long(_store: st_store.Store, version: str, model_ids: tuple[str, ...], estimand: str,
+          boot: int):
+    """Cached per store contents (``version``), models, estimand and n_boot."""
+    return ev.metrics_long(_store, list(model_ids), estimand=estimand, n_boot=boot,
+                           include_reference=True)
+
+
 labels = {m: c.label for m, c in choices.items()}
+version = ev.data_version(store, chosen)
 table = ev.metrics_table(store, chosen)
 st.subheader("Metrics")
+estimand = st.radio("Estimand (the population the scans are weighted to)", ESTIMANDS,
+                    horizontal=True, help="Per scan: every scan weighs 1, so patients scanned "
+                    "more often weigh more. Per patient: a patient's k scans weigh 1/k each "
+                    "(computed on demand, not stored).")
 if table["AUC"].notna().any():
     st.altair_chart(charts_eval.auc_summary_chart(table, study.STUDY_REPORTED_AUCS),
                     width="content")
-st.dataframe(
-    table.drop(columns=["model_id"]), hide_index=True, width="stretch",
-    column_config={c: st.column_config.NumberColumn(c, format="%.3f") for c in (
-        "AUC", "AUC CI low", "AUC CI high", "Brier", "calibration slope",
-        "calibration intercept", "C-index", "time-dependent AUC")})
-st.download_button("Download the table (CSV)", table.to_csv(index=False),
+long = _long(store, version, tuple(chosen), estimand, n_boot)
+st.dataframe(long.drop(columns=["model_id"]), hide_index=True, width="stretch",
+             column_config={c: st.column_config.NumberColumn(c, format="%.3f")
+                            for c in ("value", "CI low", "CI high")})
+st.download_button("Download the table (CSV)", long.to_csv(index=False),
                    file_name="sscmort_model_comparison.csv", mime="text/csv",
                    icon=":material/download:")
 st.caption(f'Rows of kind "reported" are the AUCs published by the study ({study.STUDY}) on '
            "its own registry cohort, for reference; they are not computed here.")
 
-version = ev.data_version(store, chosen)
 for tab, h in zip(st.tabs([f"{h} year{'s' if h > 1 else ''}" for h in HORIZONS_YEARS]),
                   HORIZONS_YEARS):
     with tab:
@@ -130,7 +143,9 @@ for tab, h in zip(st.tabs([f"{h} year{'s' if h > 1 else ''}" for h in HORIZONS_Y
             continue
         st.dataframe(ev.paired_tests_frame(tests, labels), hide_index=True, width="stretch",
                      column_config={c: st.column_config.NumberColumn(c, format="%.3g") for c in (
-                         "AUC A", "AUC B", "AUC A - B", "diff CI low", "diff CI high",
-                         "DeLong p", "bootstrap p")})
-        st.caption(f"DeLong treats scans as independent; the bootstrap resamples patients "
-                   f"({n_boot} resamples), so a bootstrap p of 0 means below 1/{n_boot}.")
+                         "AUC A", "AUC B", "AUC A - B", "diff CI low", "diff CI high", "p",
+                         "clustered DeLong p", "DeLong p", "bootstrap p")})
+        st.caption(f"p (the one to report) respects that scans cluster in patients: the "
+                   f"clustered DeLong test (Obuchowski 1997), else the patient bootstrap "
+                   f"({n_boot} resamples; 0 means below 1/{n_boot}). \"DeLong p\" treats scans "
+                   "as independent, for reference. Estimand of the paired tests: per scan.")

@@ -36,7 +36,12 @@ from sscmort_core.pipeline.eval_data import (
     load_horizon_data,
     too_few_events,
 )
-from sscmort_core.pipeline.evaluate import METRIC_ESTIMANDS, PairedTest
+from sscmort_core.pipeline.evaluate import (
+    METRIC_ESTIMANDS,
+    PairedTest,
+    estimand_metrics,
+    metrics_rows,
+)
 from sscmort_core.pipeline.staleness import model_staleness
 from sscmort_core.views.names import model_label
 from sscmort_core.views.study import STUDY, ReportedAUC, reported_aucs
@@ -440,14 +445,24 @@ def _table_row(h: int, model_id: str, label: str, kind: str,
 
 
 def metrics_long(store: st_store.Store, model_ids: Sequence[str], *,
-                 horizons: Sequence[int] = HORIZONS_YEARS) -> pd.DataFrame:
-    """Stored metrics of ``model_ids`` as one row per horizon, model and metric (columns
+                 horizons: Sequence[int] = HORIZONS_YEARS, estimand: str = PER_SCAN,
+                 n_boot: int = 2000, include_reference: bool = False) -> pd.DataFrame:
+    """Metrics of ``model_ids`` as one row per horizon, model and metric (columns
     :data:`LONG_COLUMNS`): value with its patient-bootstrap CI, the estimand, how censored
-    scans enter, and the scans, patients and events that metric used."""
+    scans enter, and the scans, patients and events that metric used.
+
+    :data:`PER_SCAN` reads the stored rows; :data:`PER_PATIENT` computes every metric with
+    each patient weighted equally (:func:`~sscmort_core.pipeline.evaluate.estimand_metrics`,
+    ``n_boot`` resamples; not stored). ``include_reference`` appends the study's reported AUCs
+    as rows of kind "reported"."""
     ids = check_model_ids(store, model_ids)
     labels = model_labels(store)
     kinds = st_store.models_frame(store).set_index("model_id")["kind"].to_dict()
-    stored = st_store.metrics_for_models(store, list(ids))
+    if estimand == PER_SCAN:
+        stored = st_store.metrics_for_models(store, list(ids))
+    else:
+        stored = metrics_rows(estimand_metrics(store, ids, estimand, n_boot=n_boot,
+                                               horizons=horizons))
     stored = stored.loc[stored["horizon_years"].isin(list(horizons))
                         & stored["metric"].isin(list(_TABLE_METRICS))]
     order = {m: i for i, m in enumerate(_TABLE_METRICS)}
@@ -456,16 +471,28 @@ def metrics_long(store: st_store.Store, model_ids: Sequence[str], *,
              "metric": _TABLE_METRICS[r["metric"]],
              "value": st_store.to_python(r["value"]), "CI low": st_store.to_python(r["ci_low"]),
              "CI high": st_store.to_python(r["ci_high"]),
-             "estimand": METRIC_ESTIMANDS.get(r["metric"], PER_SCAN),
+             "estimand": METRIC_ESTIMANDS.get(r["metric"], PER_SCAN)
+             if estimand == PER_SCAN else estimand,
              "censoring": METRIC_CENSORING[r["metric"]],
              "scans": int(r["n_scans"]), "patients": int(r["n_patients"]),
              "events": int(r["n_events"]), "note": r["note"] if pd.notna(r["note"]) else "",
              "_order": (int(r["horizon_years"]), ids.index(r["model_id"]),
                         order[r["metric"]])}
             for _, r in stored.iterrows()]
+    if include_reference:
+        rows += [_reference_long(r, h, i) for h in horizons
+                 for i, r in enumerate(reported_aucs(h))]
     frame = pd.DataFrame(rows, columns=[*LONG_COLUMNS, "_order"])
     return frame.sort_values("_order", kind="mergesort").drop(columns="_order") \
         .reset_index(drop=True)
+
+
+def _reference_long(r: ReportedAUC, h: int, i: int) -> dict[str, object]:
+    wide = _reference_row(r, h)
+    return {"horizon (years)": h, "model": r.label, "kind": "reported", "model_id": None,
+            "metric": "AUC", "value": wide["AUC"], "estimand": PER_SCAN,
+            "censoring": "reported by the study", "scans": r.n_scans, "events": r.n_events,
+            "note": wide["note"], "_order": (h, 10_000 + i, 0)}
 
 
 def _reference_row(r: ReportedAUC, h: int) -> dict[str, object]:
