@@ -17,7 +17,13 @@ import pandas as pd
 from sscmort_core import store as st
 from sscmort_core.cards import ModelCard, write_card_file
 from sscmort_core.errors import ChecksumMismatchError, DataError, ModelError
-from sscmort_core.labels import HORIZONS_YEARS, HorizonLabels, label_fingerprint, label_scans
+from sscmort_core.labels import (
+    HORIZONS_YEARS,
+    HorizonLabels,
+    label_fingerprint,
+    label_scans,
+    time_to_event_years,
+)
 from sscmort_core.predictions import RiskPrediction
 from sscmort_core.radiomics.features import load_params
 from sscmort_core.tabular.model import (
@@ -81,6 +87,14 @@ def horizon_labels(store: st.Store, scan_ids: Sequence[str]) -> dict[int, Horizo
     scans = st.scans_frame(store).set_index("scan_id").loc[list(scan_ids)]
     return {h: label_scans(scans["scan_date"], scans["death_date"],
                            scans["last_followup_date"], h) for h in HORIZONS_YEARS}
+
+
+def survival_times(store: st.Store, scan_ids: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """((n,) years from each scan to death or last follow-up, (n,) bool death) of ``scan_ids``
+    (:func:`~sscmort_core.labels.time_to_event_years`)."""
+    scans = st.scans_frame(store).set_index("scan_id").loc[list(scan_ids)]
+    return time_to_event_years(scans["scan_date"], scans["death_date"],
+                               scans["last_followup_date"])
 
 
 def training_label_fingerprint(store: st.Store, scan_ids: Sequence[str]) -> str:

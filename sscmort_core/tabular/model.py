@@ -19,12 +19,26 @@ from typing import Any, Mapping
 import numpy as np
 
 from sscmort_core.errors import ModelError
+from sscmort_core.labels import HORIZONS_YEARS
 from sscmort_core.predictions import RiskPrediction
+from sscmort_core.tabular.survival import CumulativeRisk, fit_survival
 
 TABULAR_VERSION = "1"
 KINDS: tuple[str, ...] = ("radiomics", "qct")
-ALGORITHMS: dict[str, tuple[str, ...]] = {"radiomics": ("logistic", "gbm"), "qct": ("logistic",)}
-ALGORITHM_LABELS = {"logistic": "penalised logistic", "gbm": "gradient boosting"}
+ALGORITHMS: dict[str, tuple[str, ...]] = {"radiomics": ("logistic", "gbm", "discrete_time"),
+                                          "qct": ("logistic", "discrete_time")}
+ALGORITHM_LABELS = {"logistic": "penalised logistic (complete cases)",
+                    "gbm": "gradient boosting (complete cases)",
+                    "discrete_time": "discrete-time survival"}
+# How each algorithm treats censored scans (model cards, the Models page, reports).
+SURVIVAL_ALGORITHMS: tuple[str, ...] = ("discrete_time",)
+FIT_LIKELIHOOD: dict[str, str] = {
+    "logistic": "complete cases: per horizon, binary likelihood on the labelled scans "
+                "(censored scans excluded)",
+    "gbm": "complete cases: per horizon, binary likelihood on the labelled scans "
+           "(censored scans excluded)",
+    "discrete_time": "survival likelihood: discrete-time hazard over (0,1], (1,3], (3,5] "
+                     "years; every scan counts up to its death or last follow-up"}
 QCT_FEATURES: tuple[str, ...] = ("lung_volume_ml", "mean_lung_density_hu", "skewness",
                                  "kurtosis", "haa_pct", "ild_extent_pct")
 MAX_MISSING_SHARE = 0.2  # a feature missing in more scans than this is dropped
@@ -88,6 +102,10 @@ class HorizonModel:
             return "constant (too few events to fit)"
         if self.algorithm == "logistic":
             return f"L2 logistic, C={self.hyperparameters['C']:.3g}"
+        if self.algorithm == "discrete_time":
+            c = self.hyperparameters.get("C")
+            return "discrete-time survival, " + ("intervals only (too few deaths)" if c is None
+                                                 else f"L2 C={c:.3g}")
         return "histogram gradient boosting, " + ", ".join(
             f"{k}={v}" for k, v in self.hyperparameters.items())
 
@@ -151,13 +169,7 @@ def fit_horizon(x: np.ndarray, y: np.ndarray, groups: np.ndarray, algorithm: str
                 horizon_years: int, seed: int) -> HorizonModel:
     """Fit one horizon on labelled rows. x: (n, p) raw features, y: (n,) 0/1, groups: (n,)."""
     y = np.asarray(y).astype(int)
-    medians = np.nanmedian(x, axis=0) if len(x) else np.zeros(x.shape[1])
-    medians = np.where(np.isnan(medians), 0.0, medians)
-    filled = np.where(np.isnan(x), medians, x)
-    means = filled.mean(axis=0) if len(x) else np.zeros(x.shape[1])
-    scales = filled.std(axis=0) if len(x) else np.ones(x.shape[1])
-    scales = np.where(scales > 0, scales, 1.0)
-    z = (filled - means) / scales  # (n, p)
+    medians, means, scales, z = _standardisation(x)  # z: (n, p)
     n_pos = int(y.sum())
     rng = np.random.default_rng(seed)
     background = z[rng.choice(len(z), size=min(len(z), 200), replace=False)] if len(z) else z
@@ -170,6 +182,35 @@ def fit_horizon(x: np.ndarray, y: np.ndarray, groups: np.ndarray, algorithm: str
                             hyperparameters={}, **common)
     est, hyper = _fit_estimator(z, y, groups, algorithm, seed)
     return HorizonModel(estimator=est, constant_logit=None, hyperparameters=hyper, **common)
+
+
+def _standardisation(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(medians, means, scales, z) of raw rows x (n, p): median-imputed, then z-scored."""
+    medians = np.nanmedian(x, axis=0) if len(x) else np.zeros(x.shape[1])
+    medians = np.where(np.isnan(medians), 0.0, medians)
+    filled = np.where(np.isnan(x), medians, x)
+    means = filled.mean(axis=0) if len(x) else np.zeros(x.shape[1])
+    scales = filled.std(axis=0) if len(x) else np.ones(x.shape[1])
+    scales = np.where(scales > 0, scales, 1.0)
+    return medians, means, scales, (filled - means) / scales
+
+
+def fit_survival_horizons(x: np.ndarray, time_years: np.ndarray, event: np.ndarray,
+                          groups: np.ndarray, seed: int) -> tuple[HorizonModel, ...]:
+    """One discrete-time survival fit (:mod:`.survival`) on every row, censored ones included,
+    as a :class:`HorizonModel` per horizon sharing it. x: (n, p) raw features, time_years and
+    event: (n,) follow-up from the scan."""
+    medians, means, scales, z = _standardisation(x)
+    hazard = fit_survival(z, np.asarray(time_years, float), np.asarray(event, bool), groups,
+                          seed)
+    rng = np.random.default_rng(seed)
+    background = z[rng.choice(len(z), size=min(len(z), 200), replace=False)] if len(z) else z
+    return tuple(HorizonModel(
+        horizon_years=h, algorithm="discrete_time", medians=medians, means=means, scales=scales,
+        estimator=CumulativeRisk(hazard, j), constant_logit=None,
+        hyperparameters={"C": hazard.c}, background=background, n_train=len(z),
+        n_positive=int((np.asarray(event, bool) & (np.asarray(time_years) <= h)).sum()))
+        for j, h in enumerate(HORIZONS_YEARS))
 
 
 @dataclass(frozen=True)
@@ -209,6 +250,7 @@ def monotone(risks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def model_label(kind: str, algorithm: str) -> str:
+    """E.g. "QCT discrete-time survival v1", "QCT penalised logistic (complete cases) v1"."""
     return f"{'Radiomics' if kind == 'radiomics' else 'QCT'} {ALGORITHM_LABELS[algorithm]} " \
            f"v{TABULAR_VERSION}"
 

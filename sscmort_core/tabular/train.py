@@ -30,21 +30,27 @@ from sscmort_core.tabular.io import (
     feature_matrix,
     horizon_labels,
     save_model,
+    survival_times,
     training_label_fingerprint,
 )
 from sscmort_core.tabular.model import (
     ALGORITHMS,
+    FIT_LIKELIHOOD,
     GBM_PARAMS,
+    INNER_FOLDS,
     KINDS,
     LOGISTIC_CS,
+    SURVIVAL_ALGORITHMS,
     TABULAR_VERSION,
     FeatureMatrix,
     HorizonModel,
     TabularModel,
     fit_horizon,
+    fit_survival_horizons,
     model_label,
     monotone,
 )
+from sscmort_core.tabular.survival import INTERVAL_EDGES_YEARS, SURVIVAL_CS
 from sscmort_core.util.paths import default_models_dir
 from sscmort_core.util.progress import ProgressFn, no_progress
 
@@ -74,6 +80,8 @@ class _Data:
 
     fm: FeatureMatrix
     labels: Mapping[int, HorizonLabels]
+    time_years: np.ndarray  # (n,) years from the scan to death or last follow-up
+    event: np.ndarray  # (n,) bool death observed
     fold_of: np.ndarray  # (n,) fold of each scan
     data_hash: str
     params_text: str | None
@@ -91,8 +99,9 @@ def _training_data(store: st.Store, kind: str, folds: int, seed: int) -> _Data:
     five = labels[HORIZONS_YEARS[-1]]
     fold_of = grouped_folds(fm.patient_ids, folds, seed, stratify=five.positive & five.known)
     params_text, pyr_version = _radiomics_provenance(store, fm)
-    return _Data(fm, labels, fold_of, data_hash(fm, labels), params_text, pyr_version,
-                 training_label_fingerprint(store, fm.scan_ids))
+    time_years, event = survival_times(store, fm.scan_ids)
+    return _Data(fm, labels, time_years, event, fold_of, data_hash(fm, labels), params_text,
+                 pyr_version, training_label_fingerprint(store, fm.scan_ids))
 
 
 def _train(store: st.Store, kind: str, *, models_dir: Path, seed: int, folds: int,
@@ -112,12 +121,19 @@ def _train(store: st.Store, kind: str, *, models_dir: Path, seed: int, folds: in
     ids = []
     for algorithm in algorithms:
         t1 = time.perf_counter()
-        oof, finals = _cross_validate(data.fm, data.labels, data.fold_of, algorithm, seed, tick)
+        if algorithm in SURVIVAL_ALGORITHMS:
+            oof, finals = _cross_validate_survival(data, seed, tick)
+        else:
+            oof, finals = _cross_validate(data.fm, data.labels, data.fold_of, algorithm, seed,
+                                          tick)
         config = {"algorithm": algorithm, "version": TABULAR_VERSION, "folds": folds,
                   "seed": seed, "features": list(data.fm.feature_names),
                   "param_hash": data.fm.param_hash,
                   "gbm_params": dict(GBM_PARAMS) if algorithm == "gbm" else None,
                   "logistic_cs": list(LOGISTIC_CS) if algorithm == "logistic" else None}
+        if algorithm in SURVIVAL_ALGORITHMS:  # follow-up times enter the fit, so the id
+            config |= {"survival_cs": list(SURVIVAL_CS), "intervals_years":
+                       list(INTERVAL_EDGES_YEARS), "follow_up_hash": data.label_fingerprint}
         short = hashlib.sha256((json.dumps(config, sort_keys=True) + data.data_hash).encode())
         model = TabularModel(model_id=f"{kind}-{algorithm}-v{TABULAR_VERSION}-"
                                       f"{short.hexdigest()[:8]}",
@@ -175,6 +191,25 @@ def _cross_validate(fm: FeatureMatrix, labels: Mapping[int, HorizonLabels], fold
     return oof, tuple(finals)
 
 
+def _cross_validate_survival(data: _Data, seed: int, tick: Callable[[], None]
+                             ) -> tuple[np.ndarray, tuple[HorizonModel, ...]]:
+    """(n, 3) OOF risks and the final models of the discrete-time survival algorithm: one fit
+    per fold on every scan of the other folds (censored ones count up to their follow-up)."""
+    fm = data.fm
+    oof = np.full((len(fm.scan_ids), len(HORIZONS_YEARS)), np.nan)
+    every = np.ones(len(fm.scan_ids), dtype=bool)
+    for _, train, test in cv_splits(data.fold_of, every):
+        hms = fit_survival_horizons(fm.X[train], data.time_years[train], data.event[train],
+                                    fm.patient_ids[train], seed)
+        oof[test] = np.column_stack([m.risk(fm.X[test]) for m in hms])
+        for _ in HORIZONS_YEARS:
+            tick()
+    finals = fit_survival_horizons(fm.X, data.time_years, data.event, fm.patient_ids, seed)
+    for _ in HORIZONS_YEARS:
+        tick()
+    return oof, finals
+
+
 def _radiomics_provenance(store: st.Store, fm: FeatureMatrix) -> tuple[str | None, str | None]:
     if fm.kind != "radiomics":
         return None, None
@@ -194,11 +229,14 @@ def _model_card(model: TabularModel, data: _Data, oof_raw: np.ndarray, shap: Sha
     fm, labels = data.fm, data.labels
     oof, adjusted = monotone(oof_raw)
     horizons = []
+    survival = model.algorithm in SURVIVAL_ALGORITHMS
     for j, h in enumerate(HORIZONS_YEARS):
         lab, hm = labels[h], model.horizons[j]
         horizons.append({
             "horizon_years": h, "n_scans_labelled": int(lab.known.sum()),
-            "n_positive": lab.n_positive, "n_censored_excluded": lab.n_censored,
+            "n_positive": lab.n_positive,
+            "n_censored_excluded": 0 if survival else lab.n_censored,
+            "n_censored_counted": lab.n_censored if survival else 0,
             "oof_auc": auc_or_none(lab.y, oof[lab.known, j]), "final_model": hm.describe()})
     extra = {
         "dropped_features": list(fm.dropped_features), "n_features": len(model.feature_names),
@@ -206,7 +244,10 @@ def _model_card(model: TabularModel, data: _Data, oof_raw: np.ndarray, shap: Sha
         "scans_without_features": fm.n_scans_without,
         "cv": {"folds": config["folds"], "seed": config["seed"], "grouped_by": "patient",
                "stratified_by": "death within 5 years",
-               "censored": "excluded per horizon (label rule)"},
+               "censored": "counted by the survival likelihood up to the last follow-up"
+               if survival else "excluded per horizon (label rule)"},
+        "likelihood": FIT_LIKELIHOOD[model.algorithm],
+        "settings": _settings_provenance(model.algorithm),
         "horizons": horizons,
         "monotone": {"rule": "running maximum of the 1-, 3-, 5-year risks of a scan",
                      "oof_scans_adjusted": int(adjusted.sum()),
@@ -222,6 +263,19 @@ def _model_card(model: TabularModel, data: _Data, oof_raw: np.ndarray, shap: Sha
         n_scans=len(fm.scan_ids), n_patients=int(len(np.unique(fm.patient_ids))),
         algorithm=model.algorithm, features=tuple(model.feature_names),
         param_hash=model.param_hash, extra=extra)
+
+
+def _settings_provenance(algorithm: str) -> dict[str, str]:
+    """How each setting of ``algorithm`` was chosen: fixed before looking at any result, or
+    inside an inner patient-grouped split of the training scans (never on scored scans)."""
+    if algorithm == "gbm":
+        return {"gbm_params": "fixed before looking (conservative defaults, GBM_PARAMS)"}
+    inner = ("chosen per outer training fold by an inner patient-grouped "
+             f"{INNER_FOLDS}-fold CV on held-out log-loss (nested CV)")
+    fixed = "fixed before looking"
+    if algorithm == "logistic":
+        return {"C (L2 strength)": inner, "C grid": fixed}
+    return {"C (L2 strength)": inner, "C grid": fixed, "intervals": fixed + " (the horizons)"}
 
 
 def _register(store: st.Store, model: TabularModel, data: _Data, oof_raw: np.ndarray,

@@ -169,7 +169,8 @@ def _tiny_deep_model(models_dir: Path, seed: int):
 
 @pytest.fixture(scope="module")
 def predict_template(tiny_store_template, tmp_path_factory):
-    """The tiny store with a QCT model (trained on it) and two tiny random deep models."""
+    """The tiny store with the QCT models (complete-case logistic and discrete-time survival,
+    trained on it) and two tiny random deep models."""
     from sscmort_core.tabular.train import train_tabular
 
     root = tmp_path_factory.mktemp("predict")
@@ -202,17 +203,17 @@ def test_batch_predict_on_ray_equals_the_local_pool(predict_template, tmp_path, 
     with st.open_store(b) as s:
         on_ray = predict_all_scans(s, executor=ray_ex, models_dir=models_dir, device="cpu",
                                    batch_size=4, scan_ids=ids)
-    assert len(local.models) == 3 and set(local.models) == set(on_ray.models)
-    assert local.n_written == on_ray.n_written == 6 * 3 and not on_ray.failures
+    assert len(local.models) == 4 and set(local.models) == set(on_ray.models)
+    assert local.n_written == on_ray.n_written == 6 * 4 and not on_ray.failures
     assert on_ray.executor["executor"] == "ray" and on_ray.devices == ("cpu",)
     pa, pb = _inference(a), _inference(b)
-    assert len(pa) == 6 * 3 * 3 and (pa["split"] == "inference").all()
+    assert len(pa) == 6 * 4 * 3 and (pa["split"] == "inference").all()
     pd.testing.assert_frame_equal(pa, pb, check_exact=False, rtol=0, atol=1e-12)
     # a rerun finds everything done and writes nothing
     with st.open_store(b) as s:
         again = predict_all_scans(s, executor=ray_ex, models_dir=models_dir, device="cpu",
                                   batch_size=4, scan_ids=ids)
-    assert (again.n_written, again.n_skipped) == (0, 6 * 3)
+    assert (again.n_written, again.n_skipped) == (0, 6 * 4)
 
 
 def test_batch_predictions_equal_the_one_scan_paths(predict_template, tmp_path):
