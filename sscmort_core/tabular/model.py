@@ -21,6 +21,7 @@ import numpy as np
 from sscmort_core.errors import ModelError
 from sscmort_core.labels import HORIZONS_YEARS
 from sscmort_core.predictions import RiskPrediction
+from sscmort_core.tabular.recalibration import Recalibration
 from sscmort_core.tabular.survival import CumulativeRisk, fit_survival
 
 TABULAR_VERSION = "1"
@@ -225,6 +226,8 @@ class TabularModel:
     horizons: tuple[HorizonModel, ...]
     param_hash: str | None
     radiomics_params_text: str | None = field(default=None, repr=False)
+    # per-horizon recalibration fitted on out-of-fold risks (None: none; older model files)
+    recalibration: Recalibration | None = None
 
     def vector(self, features: Mapping[str, float]) -> tuple[np.ndarray, int]:
         """(1, p) row in this model's feature order, and how many features were missing."""
@@ -234,8 +237,14 @@ class TabularModel:
         return x, missing
 
     def raw_risks(self, x: np.ndarray) -> np.ndarray:
-        """(n, 3) per-horizon risks before the monotone adjustment."""
+        """(n, 3) per-horizon risks before recalibration and the monotone adjustment."""
         return np.column_stack([m.risk(x) for m in self.horizons])
+
+    def calibrated_risks(self, x: np.ndarray) -> np.ndarray:
+        """(n, 3) per-horizon risks after the stored recalibration, before the monotone
+        adjustment (the raw risks when the model has none)."""
+        raw = self.raw_risks(x)
+        return raw if self.recalibration is None else self.recalibration.apply(raw)
 
 
 # joblib files name the classes by this stable path (re-exported by the package), as before
@@ -265,7 +274,7 @@ def predict_features(model: TabularModel, features: Mapping[str, float]) -> Risk
     if missing > MAX_MISSING_SHARE * len(model.feature_names):
         raise ModelError(f"{missing} of the {len(model.feature_names)} features model "
                          f"{model.model_id} needs are missing")
-    risks, adjusted = monotone(model.raw_risks(x))
+    risks, adjusted = monotone(model.calibrated_risks(x))
     notes = []
     if missing:
         notes.append(f"{missing} missing feature(s) imputed with training medians")
@@ -298,7 +307,7 @@ def predict_matrix(model: TabularModel, x: np.ndarray) -> BatchRisks:
     if x.ndim != 2 or x.shape[1] != len(model.feature_names):
         raise ValueError(f"need (n, {len(model.feature_names)}) features, got {x.shape}")
     n_missing = (~np.isfinite(x)).sum(axis=1)  # as predict_features counts them
-    risks, adjusted = monotone(model.raw_risks(x)) if len(x) else (np.zeros((0, 3)),
+    risks, adjusted = monotone(model.calibrated_risks(x)) if len(x) else (np.zeros((0, 3)),
                                                                    np.zeros(0, bool))
     usable = n_missing <= MAX_MISSING_SHARE * len(model.feature_names)
     return BatchRisks(risks, adjusted, n_missing, usable)

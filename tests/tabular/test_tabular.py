@@ -101,7 +101,7 @@ def test_stored_folds_are_patient_constant_and_every_scan_has_oof(trained):
     with st.open_store(trained.path, read_only=True) as s:
         scans = st.scans_frame(s)
         pred = st.predictions_frame(s, list(trained.ids))
-    assert set(pred["split"]) == {"oof"}
+    assert set(pred["split"]) == {"oof"}  # the default split; before recalibration apart
     merged = pred.merge(scans[["scan_id", "patient_id"]], on="scan_id")
     assert (merged.groupby(["model_id", "patient_id"])["fold"].nunique() == 1).all()
     per_model = pred.groupby("model_id").size()
