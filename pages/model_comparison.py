@@ -118,14 +118,19 @@ for tab, h in zip(st.tabs([f"{h} year{'s' if h > 1 else ''}" for h in HORIZONS_Y
         except SscmortError as err:  # e.g. a scan's dates contradict each other
             show_error(err)
             continue
-        roc, cal, dec = curves.roc, curves.calibration, curves.decision
+        roc, cal, dec = curves.roc, curves.km_calibration, curves.ipcw_decision
         for label, reason in roc.unavailable:
             st.info(f"{label}: no curve at {h} y, {reason}.")
         if roc.empty:
             continue
+        recal = ev.recalibration_frames(store, chosen, h)
         charts = [charts_eval.roc_chart(roc.frame, h, study.reported_aucs(h))]
-        charts += [charts_eval.calibration_chart(cal.frame, h)] if not cal.empty else []
-        charts += [charts_eval.decision_chart(dec.frame, h)] if not dec.empty else []
+        charts += [charts_eval.calibration_chart(cal.frame, h, " (observed: 1 - KM)")] \
+            if not cal.empty else []
+        charts += [charts_eval.decision_chart(dec.frame, h, note=" (IPCW)")] \
+            if not dec.empty else []
+        charts += [charts_eval.calibration_chart(recal.frame, h, ": before / after "
+                                                 "recalibration")] if not recal.empty else []
         left, right = st.columns(2)
         for i, chart in enumerate(charts):
             (left if i % 2 == 0 else right).altair_chart(chart, width="stretch")

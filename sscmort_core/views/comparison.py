@@ -317,6 +317,41 @@ def _ipcw_decision(inp: _CurveInputs, thresholds: NDArray[np.float64]) -> CurveS
         "model_id", "model", "threshold", "net_benefit"]), tuple(unavailable))
 
 
+# Split of the tabular models' OOF risks before recalibration (tabular.train writes it).
+UNCALIBRATED_SPLIT = "oof_uncalibrated"
+
+
+def recalibration_frames(store: st_store.Store, model_ids: Sequence[str], horizon: int, *,
+                         n_bins: int = 10) -> CurveSet:
+    """Reliability (observed = 1 - Kaplan-Meier per risk group, every predicted scan) of each
+    recalibrated model before and after its recalibration at ``horizon``; models without
+    risks before recalibration (e.g. deep models) are listed in ``unavailable``."""
+    ids = check_model_ids(store, model_ids)
+    labels = model_labels(store)
+    before = load_horizon_data(store, ids, (horizon,), split=UNCALIBRATED_SPLIT)
+    has = [m for m in ids if len(before[(m, horizon)].risk)]
+    missing = tuple((labels[m], "not recalibrated") for m in ids if m not in has)
+    if not has:
+        return CurveSet("recalibration", horizon, _concat([], []), missing)
+    after = load_horizon_data(store, has, (horizon,))
+    parts, unavailable = [], list(missing)
+    for m in has:
+        for name, d in (("before", before[(m, horizon)]), ("after", after[(m, horizon)])):
+            try:
+                cur = km_calibration_curve(d.time_years, d.event.astype(int), d.risk, horizon,
+                                           n_bins=n_bins)
+            except MetricInputError as err:
+                unavailable.append((labels[m], str(err)))
+                break
+            parts.append(pd.DataFrame({
+                "model_id": m, "model": f"{labels[m]}: {name} recalibration",
+                "mean_predicted": cur.mean_predicted, "observed_fraction": cur.observed_km,
+                "count": cur.count}))
+    return CurveSet("recalibration", horizon, _concat(parts, [
+        "model_id", "model", "mean_predicted", "observed_fraction", "count"]),
+        tuple(unavailable))
+
+
 @dataclass(frozen=True, eq=False)
 class HorizonCurves:
     """Curves of one horizon. ``calibration`` and ``decision`` use the labelled scans only

@@ -95,3 +95,23 @@ def test_trained_models_store_apply_and_describe_their_recalibration(trained):  
             raw = st.predictions_frame(s, [model_id], split=tab_train.UNCALIBRATED_SPLIT)
             assert len(oof) == len(raw) == 3 * len(fm.scan_ids)  # before and after, apart
             np.testing.assert_array_equal(oof["fold"], raw["fold"])
+
+
+def test_the_comparison_page_reads_the_split_training_writes():
+    from sscmort_core.views import comparison
+
+    assert comparison.UNCALIBRATED_SPLIT == tab_train.UNCALIBRATED_SPLIT
+
+
+def test_reliability_before_and_after_for_the_page(trained):  # noqa: F811
+    from sscmort_core.views.comparison import recalibration_frames
+
+    qct = [m for m in trained.ids if m.startswith("qct-")]
+    with st.open_store(trained.path, read_only=True) as s:
+        oracle = [m for m in st.models_frame(s)["model_id"] if m not in trained.ids]
+        cs = recalibration_frames(s, qct + oracle[:1], 5, n_bins=3)
+    per_curve = cs.frame.groupby(["model_id", "model"])["count"].sum()
+    assert sorted(per_curve.index.get_level_values("model_id")) == sorted(qct * 2)
+    assert sum(n.endswith(": before recalibration") for _, n in per_curve.index) == len(qct)
+    assert per_curve.nunique() == 1  # every scan in every curve, censored ones included
+    assert [r for _, r in cs.unavailable] == ["not recalibrated"] * len(oracle[:1])
