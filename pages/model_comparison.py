@@ -90,6 +90,7 @@ def _long(_store: st_store.Store, version: str, model_ids: tuple[str, ...], esti
 
 
 labels = {m: c.label for m, c in choices.items()}
+kinds = {m: c.kind for m, c in choices.items()}
 version = ev.data_version(store, chosen)
 table = ev.metrics_table(store, chosen)
 st.subheader("Metrics")
@@ -150,6 +151,11 @@ for tab, h in zip(st.tabs([f"{h} year{'s' if h > 1 else ''}" for h in HORIZONS_Y
                      column_config={c: st.column_config.NumberColumn(c, format="%.3g") for c in (
                          "AUC A", "AUC B", "AUC A - B", "diff CI low", "diff CI high", "p",
                          "clustered DeLong p", "DeLong p", "bootstrap p")})
+        ref = ev.best_clinical(store, chosen, h)
+        if ref is not None:
+            st.markdown(f"**Added value over the best clinical model at {h} y**: "
+                        f"{labels[ref]} (highest stored AUC among the clinical references)")
+            st.dataframe(ev.added_value_frame(tests, labels, kinds, ref), hide_index=True)
         st.caption(f"p (the one to report) respects that scans cluster in patients: the "
                    f"clustered DeLong test (Obuchowski 1997), else the patient bootstrap "
                    f"({n_boot} resamples; 0 means below 1/{n_boot}). \"DeLong p\" treats scans "

@@ -26,10 +26,13 @@ from sscmort_core.labels import (
 )
 from sscmort_core.predictions import RiskPrediction
 from sscmort_core.radiomics.features import load_params
+from sscmort_core.tabular.clinical import reference_features
 from sscmort_core.tabular.model import (
     KINDS,
     MAX_MISSING_SHARE,
     QCT_FEATURES,
+    REFERENCE_KINDS,
+    TRAINABLE_KINDS,
     FeatureMatrix,
     TabularModel,
     predict_features,
@@ -45,16 +48,21 @@ def current_param_hash() -> str:
 
 
 def feature_matrix(store: st.Store, kind: str, *, param_hash: str | None = None) -> FeatureMatrix:
-    """The feature matrix of ``kind`` ("radiomics" or "qct") over the stored scans.
+    """The feature matrix of ``kind`` ("radiomics", "qct", or a clinical reference kind of
+    :mod:`.clinical`) over the stored scans.
 
     Radiomics uses ``param_hash`` (default: the current parameter file's). Features that are
     constant, or missing in more than :data:`MAX_MISSING_SHARE` of the scans, are dropped.
     Raises DataError when no scan has features.
     """
-    if kind not in KINDS:
-        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    if kind not in TRAINABLE_KINDS:
+        raise ValueError(f"kind must be one of {TRAINABLE_KINDS}, got {kind!r}")
     scans = st.scans_frame(store)[["scan_id", "patient_id"]]
-    if kind == "qct":
+    if kind in REFERENCE_KINDS:
+        wide = reference_features(store, kind, QCT_FEATURES)
+        param_hash = None
+        hint = "measure QCT and import the clinical table first"
+    elif kind == "qct":
         wide = st.qct_frame(store).set_index("scan_id")[list(QCT_FEATURES)]
         param_hash = None
         hint = "measure QCT first (`sscmort demo` or `sscmort ingest`)"

@@ -26,8 +26,14 @@ from sscmort_core.tabular.survival import CumulativeRisk, fit_survival
 
 TABULAR_VERSION = "1"
 KINDS: tuple[str, ...] = ("radiomics", "qct")
+# Clinical reference kinds (features from .clinical; never predicted from a volume alone).
+REFERENCE_KINDS: tuple[str, ...] = ("goh", "clinical", "clinical_qct")
+TRAINABLE_KINDS: tuple[str, ...] = KINDS + REFERENCE_KINDS
 ALGORITHMS: dict[str, tuple[str, ...]] = {"radiomics": ("logistic", "gbm", "discrete_time"),
-                                          "qct": ("logistic", "discrete_time")}
+                                          "qct": ("logistic", "discrete_time"),
+                                          **dict.fromkeys(REFERENCE_KINDS, ("discrete_time",))}
+KIND_LABELS = {"radiomics": "Radiomics", "qct": "QCT", "goh": "Goh staging",
+               "clinical": "Clinical", "clinical_qct": "Clinical + QCT"}
 ALGORITHM_LABELS = {"logistic": "penalised logistic (complete cases)",
                     "gbm": "gradient boosting (complete cases)",
                     "discrete_time": "discrete-time survival"}
@@ -260,8 +266,7 @@ def monotone(risks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def model_label(kind: str, algorithm: str) -> str:
     """E.g. "QCT discrete-time survival v1", "QCT penalised logistic (complete cases) v1"."""
-    return f"{'Radiomics' if kind == 'radiomics' else 'QCT'} {ALGORITHM_LABELS[algorithm]} " \
-           f"v{TABULAR_VERSION}"
+    return f"{KIND_LABELS[kind]} {ALGORITHM_LABELS[algorithm]} v{TABULAR_VERSION}"
 
 
 def predict_features(model: TabularModel, features: Mapping[str, float]) -> RiskPrediction:

@@ -38,10 +38,10 @@ from sscmort_core.tabular.model import (
     FIT_LIKELIHOOD,
     GBM_PARAMS,
     INNER_FOLDS,
-    KINDS,
     LOGISTIC_CS,
     SURVIVAL_ALGORITHMS,
     TABULAR_VERSION,
+    TRAINABLE_KINDS,
     FeatureMatrix,
     HorizonModel,
     TabularModel,
@@ -71,8 +71,8 @@ def train_tabular(store: st.Store, kind: str, *, models_dir: Path | None = None,
     Runs single-threaded (BLAS / OpenMP limited to one thread): these fits are small, and on a
     shared machine thread synchronisation made them several times slower, not faster.
     """
-    if kind not in KINDS:
-        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    if kind not in TRAINABLE_KINDS:
+        raise ValueError(f"kind must be one of {TRAINABLE_KINDS}, got {kind!r}")
     with threadpool_limits(limits=1):
         return _train(store, kind, models_dir=Path(models_dir or default_models_dir()),
                       seed=seed, folds=folds, progress=progress)

@@ -408,6 +408,48 @@ def paired_tests_frame(tests: Sequence[PairedTest], labels: dict[str, str]) -> p
     return pd.DataFrame(rows)
 
 
+CLINICAL_KINDS: tuple[str, ...] = ("goh", "clinical")  # reference models without imaging
+IMAGING_KINDS: tuple[str, ...] = ("radiomics", "qct", "deep", "ensemble", "clinical_qct")
+
+
+def best_clinical(store: st_store.Store, model_ids: Sequence[str], horizon: int) -> str | None:
+    """The clinical reference model (kind in :data:`CLINICAL_KINDS`) among ``model_ids`` with
+    the highest stored AUC at ``horizon`` (None: none chosen or none evaluated)."""
+    kinds = st_store.models_frame(store).set_index("model_id")["kind"].to_dict()
+    ids = [m for m in model_ids if kinds.get(m) in CLINICAL_KINDS]
+    stored = st_store.metrics_for_models(store, ids) if ids else pd.DataFrame()
+    if stored.empty:
+        return None
+    auc_rows = stored.loc[(stored["metric"] == "auc") & (stored["horizon_years"] == horizon)
+                          & stored["value"].notna()]
+    if auc_rows.empty:
+        return None
+    return str(auc_rows.sort_values(["value", "model_id"], ascending=[False, True])
+               .iloc[0]["model_id"])
+
+
+def added_value_frame(tests: Sequence[PairedTest], labels: dict[str, str],
+                      kinds: dict[str, str], reference: str) -> pd.DataFrame:
+    """Each imaging model's AUC minus the ``reference`` clinical model's, from the paired
+    tests already computed (patient-bootstrap CI, clustered p), one row per imaging model."""
+    rows = []
+    for t in tests:
+        if reference not in (t.model_a, t.model_b):
+            continue
+        other, sign = (t.model_b, -1.0) if t.model_a == reference else (t.model_a, 1.0)
+        if kinds.get(other) not in IMAGING_KINDS or t.comparison is None:
+            continue
+        c = t.comparison
+        lo, hi = sorted((sign * c.bootstrap.ci_low, sign * c.bootstrap.ci_high))
+        rows.append({"imaging model": labels.get(other, other),
+                     "added AUC over " + labels.get(reference, reference):
+                     sign * c.delong.auc_diff, "CI low": lo, "CI high": hi,
+                     "p (clustered)": c.p_value, "p method": c.p_value_method,
+                     "scans": t.n_scans, "patients": t.n_patients, "events": t.n_events,
+                     "estimand": PER_SCAN})
+    return pd.DataFrame(rows)
+
+
 # Stored metric -> column of the metrics table (each with "<column> CI low" / "CI high").
 _TABLE_METRICS: dict[str, str] = {
     "auc": "AUC", "brier": "Brier", "calibration_slope": "calibration slope",
