@@ -112,6 +112,14 @@ class BestModel:
     ci_high: float | None
     n_scans: int
     n_events: int
+    n_candidates: int = 1  # evaluated non-oracle models it was picked from
+
+    @property
+    def selection(self) -> str:
+        """How it was chosen, for the page: the largest of n OOF AUCs, uncorrected."""
+        return (f"highest OOF AUC (per scan, patient-grouped CV) of "
+                f"{self.n_candidates} evaluated model(s), the oracle left out; picking the "
+                "maximum is optimistic (not corrected for the selection)")
 
 
 def best_models(store: st_store.Store) -> list[BestModel]:
@@ -126,7 +134,8 @@ def best_models(store: st_store.Store) -> list[BestModel]:
             horizon_years=int(h), model_id=str(best["model_id"]), label=model_label(best),
             kind=str(best["kind"]), auc=float(best["value"]),
             ci_low=st_store.to_python(best["ci_low"]), ci_high=st_store.to_python(best["ci_high"]),
-            n_scans=int(best["n_scans"]), n_events=int(best["n_events"])))
+            n_scans=int(best["n_scans"]), n_events=int(best["n_events"]),
+            n_candidates=int(part.loc[part["value"].notna(), "model_id"].nunique())))
     return out
 
 

@@ -121,6 +121,9 @@ def test_overview_shows_best_model_per_horizon(page_store, monkeypatch):
     metrics = {m.label: m.value for m in at.metric}
     assert {"1-year AUC", "3-year AUC", "5-year AUC"} <= set(metrics)
     assert any(c.value.startswith("Deep: resnet18 v1 [95% CI") for c in at.caption)
+    # the selection it came from: one evaluated candidate here (the oracle left out)
+    assert any("Selection: highest OOF AUC (per scan, patient-grouped CV) of 1 evaluated"
+               in c.value for c in at.caption)
 
 
 def test_contradictory_dates_are_one_error_per_tab_not_a_traceback(page_store, monkeypatch):
