@@ -30,7 +30,6 @@ from scipy import ndimage
 from sscmort_core import store as st
 from sscmort_core.cli import main
 from sscmort_core.imaging import pseudonymous_id
-from sscmort_core.imaging.volume import STORED_SUFFIX
 from sscmort_core.labels import HORIZONS_YEARS, label_scan
 from sscmort_core.pipeline.staleness import model_staleness
 from sscmort_core.synthetic import generate_cohort, phantom_for_scan, write_dicom_series
@@ -154,7 +153,7 @@ def test_import_counts_labels_and_nothing_identifying_stored(imported):
     for f in files:
         data = f.read_bytes()
         haystacks[str(f)] = gzip.decompress(data) if f.name.endswith(".gz") else data
-    assert any(str(f).endswith(STORED_SUFFIX) for f in files)  # header text searched as is
+    assert any(str(f).endswith(".nii.gz") for f in files)
     needles = [*reg.registry_ids, *reg.names, *reg.phi_values,
                *(n.replace("^", " ") for n in reg.names)]
     for needle in needles:
@@ -562,7 +561,7 @@ def _import_and_kill(folder: Path, store: Path, after_files: int, workers: int,
     try:
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline and proc.poll() is None:
-            if volumes.is_dir() and len(list(volumes.glob(f"*{STORED_SUFFIX}"))) >= after_files:
+            if volumes.is_dir() and len(list(volumes.glob("*.nii.gz"))) >= after_files:
                 break
             time.sleep(0.01)
         assert proc.poll() is None, "the import ended before it could be killed"
@@ -579,7 +578,7 @@ def _rerun_completes(folder: Path, store: Path, n_scans: int, n_before: int) -> 
     assert s["imported"] == n_scans - n_before and s["already_in"] == n_before
     assert _whole_scans_only(store) == n_scans
     files = store.parent / f"{store.stem}_files"
-    assert len(list((files / "volumes" / "registry").glob(f"*{STORED_SUFFIX}"))) == n_scans  # no orphan
+    assert len(list((files / "volumes" / "registry").glob("*.nii.gz"))) == n_scans  # no orphan
     assert not (files / "import-staging").exists()
 
 
