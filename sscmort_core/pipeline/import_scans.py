@@ -27,7 +27,6 @@ import pandas as pd
 from sscmort_core import store as st_store
 from sscmort_core.errors import SscmortError
 from sscmort_core.imaging import SeriesSelector, read_volume, save_volume
-from sscmort_core.imaging.volume import STORED_SUFFIX
 from sscmort_core.lungs import qct_method_version
 from sscmort_core.pipeline.ingest import analyse_path
 from sscmort_core.util.hashing import array_sha256, file_sha256
