@@ -234,7 +234,7 @@ def test_batch_predictions_equal_the_one_scan_paths(predict_template, tmp_path):
         got = st.predictions_frame(s, split=SPLIT).set_index(
             ["model_id", "scan_id", "horizon_years"])["risk"]
         qct = st.qct_frame(s).set_index("scan_id")
-        (qct_model,) = tabular_model_ids(s)
+        qct_model = next(m for m in tabular_model_ids(s) if m.startswith("qct-logistic-"))
         model = load_model(s, qct_model, models_dir=models_dir)
         deep = {r.model_id: r.weights_sha256 for r in st.deep_models_frame(s).itertuples()}
         for sid in ids:
@@ -270,7 +270,7 @@ def test_a_scan_that_cannot_be_read_is_recorded_and_the_others_predicted(predict
     assert fails["reason"].str.contains("sha256").all()
     # the QCT model scores stored QCT metrics, so it still predicts that scan
     assert set(pred.loc[pred["model_id"].isin(deep_ids), "scan_id"]) == {ids[0], ids[2]}
-    assert len(pred) == 3 * (2 * 2 + 3)
+    assert len(pred) == 3 * (2 * 2 + 2 * 3)  # two QCT models (logistic, survival)
 
 
 def test_cuda_on_a_cluster_without_gpus_is_a_named_error(predict_template, tmp_path, ray_ex):
@@ -303,7 +303,7 @@ def test_cli_radiomics_and_predict_all_scans_on_ray(predict_template, tmp_path, 
                  str(models_dir), "--device", "cpu", "--json", "--quiet"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["executor"]["executor"] == "ray" and out["split"] == "inference"
-    assert (out["scans"], out["written"], out["failed"]) == (3, 9, 0)
+    assert (out["scans"], out["written"], out["failed"]) == (3, 12, 0)
     assert len(_inference(path)) == 3 * 3 * 3
     # PATH and --all-scans together, or neither: one line, exit 2
     assert main(["predict", "--all-scans", str(path), "--store", str(path)]) == 2
