@@ -1,6 +1,8 @@
 # sscmort: `make run` starts the app on the synthetic demo cohort, `make test` runs the tests.
 # Both create .venv and install everything on a fresh clone, and do nothing slow when
-# nothing changed (stamp files in .venv record what was installed).
+# nothing changed (stamp files in .venv record what was installed). They install the lock files
+# (exact versions and hashes, `pip install --require-hashes`), never requirements*.txt directly;
+# `make lock` regenerates the locks from requirements*.txt, and nothing else does.
 
 PYTHON ?= python3
 VENV := .venv
@@ -10,24 +12,43 @@ STORE ?= data/sscmort.duckdb
 PORT ?= 8501
 # pyradiomics has no wheel for Python 3.11. 3.1.0's sdist lacks a C header (cmatrices.h) and
 # does not build; 3.0.1's does, given numpy/versioneer/setuptools/wheel first and no isolation.
+# Its dependencies and those build tools are in requirements.txt (so in requirements.lock); the
+# sdist itself is pinned and hashed in requirements-pyradiomics.lock, installed with --no-deps.
 PYRADIOMICS := pyradiomics==3.0.1
-BUILD_DEPS := pip setuptools wheel versioneer "numpy>=1.26,<2.5"
+# The locks are for the platform `make` installs on: Linux x86_64, CPython 3.11.
+UV ?= $(VENV)/bin/uv
+LOCK_FLAGS := --quiet --generate-hashes --python-version 3.11 \
+	--python-platform x86_64-unknown-linux-gnu
 
-.PHONY: run test test-all bench install install-dev demo clean-venv browser pacs-tools
+.PHONY: run test test-all bench bench-app install install-dev demo clean-venv browser pacs-tools lock
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 
-$(VENV)/.runtime-stamp: requirements.txt pyproject.toml | $(PY)
-	$(PIP) install --quiet --upgrade $(BUILD_DEPS)
-	$(PIP) install --quiet -r requirements.txt
-	$(PIP) install --quiet --no-build-isolation "$(PYRADIOMICS)"
+$(VENV)/.runtime-stamp: requirements.lock requirements-pyradiomics.lock pyproject.toml | $(PY)
+	$(PIP) install --quiet --require-hashes -r requirements.lock
+	$(PIP) install --quiet --require-hashes --no-deps --no-build-isolation \
+	  -r requirements-pyradiomics.lock
 	$(PIP) install --quiet --no-deps --no-build-isolation -e .
 	touch $@
 
-$(VENV)/.dev-stamp: requirements-dev.txt $(VENV)/.runtime-stamp
-	$(PIP) install --quiet -r requirements-dev.txt
+# requirements-dev.lock holds requirements.lock's pins plus the test tools: one install of it
+# gives the whole test environment.
+$(VENV)/.dev-stamp: requirements-dev.lock $(VENV)/.runtime-stamp
+	$(PIP) install --quiet --require-hashes -r requirements-dev.lock
 	touch $@
+
+# Deliberate refresh (new requirement, security fix, monthly): re-resolves requirements*.txt,
+# keeping the current pins where they still satisfy them (uv reads the existing output file;
+# `make lock UPGRADE=--upgrade` takes the newest releases instead; UV=PATH uses another uv
+# than .venv's). The dev lock is compiled
+# with the runtime lock as a constraint, so the two never disagree. Run `make test` after.
+lock: $(if $(filter $(VENV)/bin/uv,$(UV)),$(VENV)/.dev-stamp)
+	$(UV) pip compile $(LOCK_FLAGS) $(UPGRADE) requirements.txt -o requirements.lock
+	$(UV) pip compile $(LOCK_FLAGS) $(UPGRADE) requirements.txt requirements-dev.txt \
+	  -c requirements.lock -o requirements-dev.lock
+	echo "$(PYRADIOMICS)" | $(UV) pip compile $(LOCK_FLAGS) --no-deps - \
+	  -o requirements-pyradiomics.lock
 
 install: $(VENV)/.runtime-stamp
 
@@ -63,8 +84,11 @@ $(STORE): | $(VENV)/.runtime-stamp
 demo: $(VENV)/.runtime-stamp
 	$(VENV)/bin/sscmort demo --store $(STORE)
 
+# `sscmort app`: localhost without login; any other address only with login configured
+# (.streamlit/secrets.toml, see .streamlit/secrets.toml.example). ADDRESS=0.0.0.0 to serve.
+ADDRESS ?= localhost
 run: $(VENV)/.runtime-stamp $(STORE)
-	SSCMORT_STORE=$(STORE) $(VENV)/bin/streamlit run app.py --server.port $(PORT)
+	$(VENV)/bin/sscmort app --store $(STORE) --address $(ADDRESS) --port $(PORT)
 
 test: install-dev
 	$(PY) -m pytest -m "not slow"
@@ -74,6 +98,11 @@ test-all: install-dev
 
 bench: $(VENV)/.runtime-stamp
 	$(VENV)/bin/sscmort bench
+
+# Load benchmark of the app: N = 1, 4, 8 headless Chromium sessions through every page, one
+# uploading the real CT (../shared/data/real_ct); per page p50/p95 settle and server time.
+bench-app: install-dev
+	$(PY) tests/bench/bench_app.py --sessions 1 4 8
 
 clean-venv:
 	rm -rf $(VENV)

@@ -1,26 +1,45 @@
-"""App-side helpers shared by the pages: the cached store handle, banners, error display.
+"""App-side helpers shared by the pages: the cached store handle, banners, error display, and
+the page guard (issue 17): who is acting with which role, the role check of every page and
+action, and the audit rows they write (the policy itself is ``sscmort_core.access``).
 
 This is the only place (besides the pages) that knows about Streamlit; the core never does.
 """
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import os
+import sys
+import time
 from pathlib import Path
+from typing import Any, NoReturn, Sequence
+from urllib.parse import urlencode
 
 import streamlit as st
+from streamlit.errors import StreamlitPageNotFoundError
+from streamlit.runtime.scriptrunner import get_script_run_ctx
 
+from sscmort_core import access as acc
 from sscmort_core import store as st_store
-from sscmort_core.errors import SscmortError
+from sscmort_core.errors import (
+    AccessError,
+    NotLoggedInError,
+    PathNotAllowedError,
+    RoleConfigError,
+    SettingsError,
+    SscmortError,
+)
+from sscmort_core.lungs import classify_patterns
 from sscmort_core.scans import load_scan_with_lungs
 from sscmort_core.util.logs import configure_logging
 
+TIMING = logging.getLogger("sscmort.app.pages")  # one line per page run, in the store's log
+SECRETS_LABEL = ".streamlit/secrets.toml"
+
 RESEARCH_NOTICE = "Research use only: not for clinical decisions."
-SYNTHETIC_NOTICE = ("Synthetic cohort: every patient, scan and outcome shown here was generated "
-                    "by sscmort's simulator. None of it describes a real person.")
-MIXED_NOTICE = ("This store also holds {real:,} real (imported or uploaded) patients: only rows "
-                "of source \"synthetic\" are simulated. Overview and Cohort explorer filter by "
-                "source.")
+SYNTHETIC_NOTICE = "Synthetic cohort: simulated by sscmort, no real person."
+MIXED_NOTICE = "also {real:,} real patients (source filter on Overview and Cohort explorer)."
 
 
 def store_path() -> Path:
@@ -52,17 +71,19 @@ def get_store() -> st_store.Store:
 
 
 def banners(synthetic: bool, real: int = 0) -> None:
-    """The research-use notice on every page, and the synthetic banner where it applies (with
-    a second line when real patients share the store with synthetic ones)."""
-    st.warning(RESEARCH_NOTICE, icon=":material/science:")
+    """One compact line on every page (issue 14): the research-use notice, and the synthetic
+    notice where it applies (naming the real patients that share the store)."""
+    parts = [f":orange-badge[:material/science: {RESEARCH_NOTICE}]"]
     if synthetic:
-        st.info(SYNTHETIC_NOTICE, icon=":material/smart_toy:")
+        parts.append(f":blue-badge[:material/smart_toy: {SYNTHETIC_NOTICE}]")
         if real:
-            st.info(MIXED_NOTICE.format(real=real), icon=":material/join:")
+            parts.append(f":gray-badge[{MIXED_NOTICE.format(real=real)}]")
+    st.markdown(" ".join(parts))
 
 
 def sidebar(summary: st_store.CohortSummary) -> None:
-    """Store path, synthetic flag and counts in the sidebar."""
+    """Who is acting (with log out), store path, synthetic flag and counts in the sidebar."""
+    identity_block(st.session_state["_access"])
     with st.sidebar:
         st.caption("Cohort store")
         st.code(str(store_path()), language=None)
@@ -75,10 +96,13 @@ def sidebar(summary: st_store.CohortSummary) -> None:
         st.caption(RESEARCH_NOTICE)
 
 
-def page_setup(title: str) -> st_store.Store:
-    """Every page starts here: the store, the sidebar, the banners and the title. The store's
+def page_setup(title: str, page: str | None = None) -> st_store.Store:
+    """Every page starts here: the store, the page guard (role check and audit of the view),
+    the sidebar, the banners and the title. ``page`` is the page's key in
+    ``sscmort_core.access.PAGE_ROLES`` (default: the calling file's name). The store's
     headline counts are read once per run; the page gets them from :func:`cohort_summary`."""
     store = get_store()
+    guard_page(page or Path(sys._getframe(1).f_code.co_filename).stem)
     summary = st_store.cohort_summary(store)
     st.session_state["_cohort_summary"] = summary  # this run's: page_setup runs first
     sidebar(summary)
@@ -102,3 +126,216 @@ def load_volume_with_lungs(path: str, scan_id: str):
     """(ScanVolume, LungMask) of a stored scan, cached per store file and scan."""
     scan = load_scan_with_lungs(_open(path), scan_id)
     return scan.volume, scan.lungs
+
+
+# --- the page guard (issue 17) -------------------------------------------------------------
+def session_claims() -> dict[str, Any]:
+    """The one identity source: the session's OIDC claims as Streamlit's login keeps them
+    (``st.user``, read from its signed cookie). Tests set them with ``AppTest.user``."""
+    return st.user.to_dict()
+
+
+def deployment_settings() -> acc.Settings:
+    """The ``[auth]`` and ``[sscmort]`` settings of ``st.secrets`` (none without a file); an
+    unreadable secrets file is a SettingsError (never a silent fall-back to no login)."""
+    try:
+        data = st.secrets.to_dict()
+    except FileNotFoundError as err:  # StreamlitSecretNotFoundError
+        if getattr(err, "error_id", None) != "no-secrets-found":
+            raise SettingsError(f"the secrets file cannot be read: {err}") from None
+        data = {}
+    return acc.settings_from_mapping(data, SECRETS_LABEL)
+
+
+def current_access() -> acc.Access:
+    """This run's access (also kept in session state for the page), or the page stops with a
+    login box or one refusal. Run at the top of every run: a role change, an expired login or
+    a half-written setting takes effect on the user's next action."""
+    settings = None
+    try:
+        settings = deployment_settings()
+        access = acc.resolve_access(session_claims(), settings,
+                                    str(st.get_option("server.address") or ""))
+    except NotLoggedInError:
+        _login_box(settings)
+    except (SettingsError, RoleConfigError) as err:
+        st.error(f"sscmort is not configured correctly: {err}")
+        st.stop()
+    except AccessError as err:  # forged / incomplete identity, expired login, no role
+        _refuse_login(err)
+    st.session_state["_access"] = access
+    if st.session_state.get("_audit_login") != (access.who, access.role):
+        st.session_state["_audit_login"] = (access.who, access.role)
+        audit("login", detail=f"{access.mode} session as {access.role.label}")
+    return access
+
+
+def _login_box(settings: acc.Settings | None) -> NoReturn:
+    st.warning(RESEARCH_NOTICE, icon=":material/science:")
+    st.title("sscmort")
+    st.info("Log in with your hospital account to use sscmort.", icon=":material/login:")
+    if st.button("Log in", type="primary"):
+        st.login(settings.provider) if settings and settings.provider else st.login()
+    st.stop()
+    raise AssertionError("unreachable: st.stop() raises")
+
+
+def _refuse_login(err: AccessError) -> NoReturn:
+    claims = session_claims()
+    who = str(claims.get("email") or "unknown").strip().lower() or "unknown"
+    if st.session_state.get("_audit_refused_login") != (who, str(err)):
+        st.session_state["_audit_refused_login"] = (who, str(err))
+        _record(who, "none", "login", (), "refused", str(err))
+    st.warning(RESEARCH_NOTICE, icon=":material/science:")
+    st.error(str(err))
+    if st.button("Log out"):
+        st.logout()
+    st.stop()
+    raise AssertionError("unreachable: st.stop() raises")
+
+
+def guard_page(page: str) -> acc.Access:
+    """The role check of a page, and the audit of its view (once per visit)."""
+    access = current_access()
+    if not access.can_open(page):
+        audit("view", (page,), outcome="refused", detail=f"page {page} needs the "
+              f"{acc.page_role(page).label} role")
+        st.session_state["_last_view"] = None
+        st.error(f"Not allowed: this page needs the {acc.page_role(page).label} role; you are "
+                 f"{access.role.label}.")
+        identity_block(access)  # who is refused, and a way to log out
+        st.stop()
+    audit_view("view", (page,))
+    return access
+
+
+def allowed(action: str) -> bool:
+    """Whether this run's role may do ``action`` (to leave out what it may not)."""
+    return st.session_state["_access"].can(action)
+
+
+def require(action: str, object_ids: Sequence[str] = ()) -> bool:
+    """At the place that writes: True when the role allows ``action``; else one error box, an
+    audit row of the refusal, and False (the caller writes nothing)."""
+    access: acc.Access = st.session_state["_access"]
+    if access.can(action):
+        return True
+    message = acc.refusal(access.role, action)
+    audit(action, object_ids, outcome="refused", detail=message)
+    st.error(message)
+    return False
+
+
+def audit(action: str, object_ids: Sequence[str] = (), *, outcome: str = "ok",
+          detail: str | None = None) -> None:
+    """Append an audit row for this session's user."""
+    access: acc.Access = st.session_state["_access"]
+    _record(access.who, access.role.label, action, tuple(object_ids), outcome, detail)
+
+
+def audit_view(action: str, object_ids: Sequence[str]) -> None:
+    """Audit a view ("view", "view patient", "view scan") when it differs from this
+    session's last one of that kind, so that moving a slider does not add rows."""
+    key = f"_last_{action}"
+    if st.session_state.get(key) != tuple(object_ids):
+        st.session_state[key] = tuple(object_ids)
+        audit(action, object_ids)
+
+
+def _record(who: str, role: str, action: str, object_ids: tuple[str, ...], outcome: str,
+            detail: str | None) -> None:
+    st_store.record_audit(get_store(), st_store.AuditEvent(
+        who, role, action, object_ids, outcome, detail, channel="app", session=_session_tag()))
+
+
+def _session_tag() -> str | None:
+    ctx = get_script_run_ctx()
+    return None if ctx is None else hashlib.sha256(ctx.session_id.encode()).hexdigest()[:10]
+
+
+def identity_block(access: acc.Access) -> None:
+    """Sidebar: who is acting and with which role, and a log out; or the local-mode note."""
+    with st.sidebar:
+        if access.mode == "local":
+            st.caption("Local mode: no login (this app listens on localhost only). You act "
+                       "as admin; the audit trail records you as \"local\".")
+            return
+        name = access.identity.name or access.who
+        st.caption(f"Signed in as **{name}** ({access.who}), role **{access.role.label}**")
+        if st.button("Log out", key="_logout"):
+            audit("logout")
+            st.logout()
+
+
+def run_page(page: Any) -> None:
+    """Run the page chosen by ``st.navigation`` and log its script time to the store's log
+    (``sscmort.app.pages``: page, seconds, how it ended), for the load benchmark."""
+    name = getattr(page, "url_path", "") or "overview"
+    t0 = time.perf_counter()
+    ended = "ok"
+    try:
+        page.run()
+    except BaseException as err:  # st.stop / st.rerun end a run with an exception too
+        ended = type(err).__name__
+        raise
+    finally:
+        TIMING.info("page=%s seconds=%.4f end=%s", name, time.perf_counter() - t0, ended)
+
+
+def export_button(label: str, data: Any, *, file_name: str, mime: str,
+                  object_ids: Sequence[str], where: Any = None, **kwargs: Any) -> None:
+    """A download of store data: for roles that may export, a download button whose click is
+    audited; for the others one line saying which role may (the data is never sent)."""
+    where = where or st
+    if not allowed("export"):
+        where.caption(f"{label}: exporting needs the {acc.action_role('export').label} role.")
+        return
+    where.download_button(label, data, file_name=file_name, mime=mime, on_click=audit,
+                          args=("export", tuple(object_ids)), kwargs={"detail": file_name},
+                          **kwargs)
+
+
+def typed_path(text: str, action: str) -> Path | None:
+    """A server path typed into a form, resolved, when it lies inside the allowed import roots
+    (``sscmort.import_roots``; any path in local mode without the setting); else one error
+    box, an audited refusal recording only a hash of the typed value, and None."""
+    access: acc.Access = st.session_state["_access"]
+    try:
+        return acc.check_import_path(text, deployment_settings().import_roots,
+                                     unrestricted_without_roots=access.mode == "local")
+    except PathNotAllowedError as err:
+        audit(action, (st_store.opaque_id(str(text)),), outcome="refused",
+              detail=f"typed path refused: {err.reason}")
+        st.error(str(err))
+        return None
+
+
+def refuse_unknown(action: str, typed: str, message: str) -> None:
+    """A link or form named something this store does not hold (e.g. another store's patient
+    or scan): one error box, and an audited refusal that records only a hash of the value."""
+    key = f"_refused_{action}"
+    if st.session_state.get(key) != typed:
+        st.session_state[key] = typed
+        audit(action, (st_store.opaque_id(typed),), outcome="refused",
+              detail="the link names nothing in this store")
+    st.error(message)
+
+
+@st.cache_data(max_entries=6, show_spinner="Mapping the ILD patterns...")
+def load_pattern_labels(path: str, scan_id: str):
+    """(z, y, x) uint8 pattern labels of a stored scan's lungs, cached per store and scan."""
+    vol, lungs = load_volume_with_lungs(path, scan_id)
+    return classify_patterns(vol.hu, lungs.mask, vol.spacing_mm).labels
+
+
+def app_link(page: str, label: str, query: dict[str, str], icon: str | None = None,
+             where=None) -> None:
+    """An in-app link (issue 14): same tab, same session, ``query`` read by the target page.
+    Where the page is not in this run's navigation (a page run alone, or one the user's role
+    hides) it falls back to a plain relative link."""
+    where = where or st
+    try:
+        where.page_link(page, label=label, icon=icon, query_params=query)
+    except StreamlitPageNotFoundError:
+        url_path = Path(page).stem
+        where.markdown(f"[{label}]({url_path}?{urlencode(query)})")

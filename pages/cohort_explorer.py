@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import numpy as np
 import streamlit as st
 
 from pages._shared import page_setup
 from sscmort_core import store as st_store
 from sscmort_core.views import charts, cohort
+from sscmort_core.views.names import column_label, sentence
 
 store = page_setup("Cohort explorer")
 
@@ -23,8 +25,8 @@ def _range(label: str, column: str) -> tuple[float, float] | None:
     values = patients[column].dropna()
     if values.empty:
         return None
-    lo, hi = float(values.min()), float(values.max())
-    picked = st.slider(label, lo, hi, (lo, hi), key=f"rng_{column}")
+    lo, hi = float(np.floor(values.min())), float(np.ceil(values.max()))  # whole units
+    picked = st.slider(label, lo, hi, (lo, hi), step=1.0, format="%.0f", key=f"rng_{column}")
     return None if picked == (lo, hi) else picked
 
 
@@ -57,21 +59,34 @@ km = cohort.kaplan_meier(chosen["followup_years"].to_numpy(), chosen["died"].to_
                          chosen[cohort.GROUPINGS[grouping]].to_numpy())
 p_text = ("log-rank p = n/a (one group)" if km.logrank_p is None
           else f"log-rank p = {km.logrank_p:.3g}")
-st.altair_chart(charts.kaplan_meier_chart(km, f"Survival from first scan by {grouping.lower()}"
-                                          f" ({p_text})"), width="stretch")
+bands = st.toggle("95% CI bands", value=km.groups is not None and len(km.groups) <= 2,
+                  help="Pale bands overlap when there are many groups.")
+st.altair_chart(charts.kaplan_meier_chart(km, f"Survival from first scan by "
+                                          f"{sentence(grouping)} ({p_text})", bands=bands),
+                width="stretch")
 st.caption("Number at risk")
 st.dataframe(charts.at_risk_table(km), width="stretch")
 
 st.subheader("Patients")
+
+
+def _num(label: str, fmt: str):
+    return st.column_config.NumberColumn(label, format=fmt, width="small")
+
+
 table = chosen[["patient_id", "source", "sex", "subtype", "antibody", "age_at_first_scan",
                 "n_scans", "baseline_fvc", "baseline_dlco", "died", "followup_years"]].copy()
-table.insert(0, "timeline", "patient_timeline?patient=" + table["patient_id"])
+table["patient_id"] = "patient_timeline?patient=" + table["patient_id"]  # id as its link
+if patients["source"].nunique() <= 1:  # one source in the store: the column says nothing
+    table = table.drop(columns=["source"])
 st.dataframe(
     table, hide_index=True, width="stretch",
     column_config={
-        "timeline": st.column_config.LinkColumn("Timeline", display_text="open"),
-        "age_at_first_scan": st.column_config.NumberColumn("Age", format="%d"),
-        "baseline_fvc": st.column_config.NumberColumn("FVC %", format="%.0f"),
-        "baseline_dlco": st.column_config.NumberColumn("DLCO %", format="%.0f"),
-        "followup_years": st.column_config.NumberColumn("Follow-up (y)", format="%.1f"),
+        **{c: st.column_config.Column(column_label(c), width="small") for c in table.columns},
+        "patient_id": st.column_config.LinkColumn("Patient (timeline)",
+                                                  display_text=r"patient=(.*)$"),
+        "age_at_first_scan": _num("Age (y)", "%d"),
+        "baseline_fvc": _num("FVC (% pred.)", "%.0f"),
+        "baseline_dlco": _num("DLCO (% pred.)", "%.0f"),
+        "followup_years": _num("Follow-up (y)", "%.1f"),
     })

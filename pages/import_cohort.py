@@ -3,11 +3,9 @@ with progress -> failures and the outcome-change audit."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import streamlit as st
 
-from pages._shared import page_setup, show_error
+from pages._shared import audit, page_setup, require, show_error, typed_path
 from sscmort_core.errors import SscmortError
 from sscmort_core.pipeline.cohort_import import ImportOptions
 from sscmort_core.store import outcome_changes_frame
@@ -37,18 +35,28 @@ with st.form("manifest"):
     checked = st.form_submit_button("Check manifest", type="primary")
 
 
-def _options(check_images: bool) -> ImportOptions:
-    return ImportOptions(shift_dates=shift, workers=int(workers), source=source.strip(),
-                         mapping_file=Path(mapping.strip()) if mapping.strip() else None,
-                         columns=tuple(x.strip() for x in renames.splitlines() if x.strip()),
-                         check_images=check_images)
+def _options(check_images: bool) -> tuple[str, ImportOptions] | None:
+    """The allowed manifest folder and the form's options, or None when the role may not
+    import or a typed path is refused (each refusal shown and audited)."""
+    if not require("import"):
+        return None
+    if (where := typed_path(folder, "import")) is None:
+        return None
+    mapping_file = typed_path(mapping, "import") if mapping.strip() else None
+    if mapping.strip() and mapping_file is None:
+        return None
+    return str(where), ImportOptions(
+        shift_dates=shift, workers=int(workers), source=source.strip(),
+        mapping_file=mapping_file,
+        columns=tuple(x.strip() for x in renames.splitlines() if x.strip()),
+        check_images=check_images)
 
 
-if checked:
+if checked and (opts := _options(read_images)) is not None:
     bar = st.progress(0.0, text="Checking the manifest...")
     try:
         st.session_state["import_check"] = imports.check_manifest(
-            store, folder, _options(read_images),
+            store, *opts,
             progress=lambda stage, d, t: bar.progress(d / max(t, 1), text=f"{stage}: {d}/{t}"))
         st.session_state["import_checked_folder"] = folder
     except SscmortError as err:
@@ -79,12 +87,13 @@ running = imports.import_running(store)
 start = st.button("Start import", type="primary", disabled=running or check is None
                   or not check.ok or st.session_state.get("import_checked_folder") != folder,
                   help="Check the manifest first; one import at a time.")
-if start:
+if start and (opts := _options(True)) is not None:
     try:
-        job_id = imports.start_import(store, folder, _options(True))
+        job_id = imports.start_import(store, *opts)
     except SscmortError as err:
         show_error(err)
     else:
+        audit("import", (job_id,), detail="import job started from the Import cohort page")
         running = True
         st.success(f"Started job {job_id}. It checks every image, then imports; progress "
                    "appears below.")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from pages._shared import page_setup, show_error
+from pages._shared import audit, export_button, page_setup, require, show_error
 from sscmort_core import store as st_store
 from sscmort_core.errors import SscmortError
 from sscmort_core.evaluation import ESTIMANDS
@@ -13,7 +13,7 @@ from sscmort_core.pipeline import evaluate
 from sscmort_core.pipeline.eval_data import ORACLE_KIND
 from sscmort_core.views import comparison as ev
 from sscmort_core.views import eval_charts as charts_eval
-from sscmort_core.views import study
+from sscmort_core.views import palette, study
 
 store = page_setup("Model comparison")
 st.caption("Every model is scored on its out-of-fold predictions. Censored scans are left out "
@@ -46,6 +46,8 @@ with st.expander("Settings"):
 
 
 def _evaluate(model_ids: list[str]) -> None:
+    if not require("evaluate", model_ids):
+        return
     bar = st.progress(0.0, text="Computing metrics...")
     try:
         evaluate.run_evaluation(store, model_ids=model_ids, n_boot=n_boot, progress=lambda _s, d, t:
@@ -53,6 +55,7 @@ def _evaluate(model_ids: list[str]) -> None:
     except SscmortError as err:
         show_error(err)
         st.stop()
+    audit("evaluate", model_ids, detail=f"{n_boot} bootstrap resamples")
     st.rerun()
 
 
@@ -92,6 +95,9 @@ def _long(_store: st_store.Store, version: str, model_ids: tuple[str, ...], esti
 labels = {m: c.label for m, c in choices.items()}
 kinds = {m: c.kind for m, c in choices.items()}
 version = ev.data_version(store, chosen)
+# a model's colour is keyed on its id among every model offered: stable as the choice changes
+colours = palette.model_colours(list(choices), oracle=[m for m, c in choices.items()
+                                                        if c.kind == ORACLE_KIND])
 table = ev.metrics_table(store, chosen)
 st.subheader("Metrics")
 estimand = st.radio("Estimand (the population the scans are weighted to)", ESTIMANDS,
@@ -99,15 +105,15 @@ estimand = st.radio("Estimand (the population the scans are weighted to)", ESTIM
                     "more often weigh more. Per patient: a patient's k scans weigh 1/k each "
                     "(computed on demand, not stored).")
 if table["AUC"].notna().any():
-    st.altair_chart(charts_eval.auc_summary_chart(table, study.STUDY_REPORTED_AUCS),
-                    width="content")
+    st.altair_chart(charts_eval.auc_summary_chart(table, study.STUDY_REPORTED_AUCS,
+                                                  colours=colours), width="content")
 long = _long(store, version, tuple(chosen), estimand, n_boot)
 st.dataframe(long.drop(columns=["model_id"]), hide_index=True, width="stretch",
              column_config={c: st.column_config.NumberColumn(c, format="%.3f")
                             for c in ("value", "CI low", "CI high")})
-st.download_button("Download the table (CSV)", long.to_csv(index=False),
-                   file_name="sscmort_model_comparison.csv", mime="text/csv",
-                   icon=":material/download:")
+export_button("Download the table (CSV)", long.to_csv(index=False),
+              file_name="sscmort_model_comparison.csv", mime="text/csv",
+              object_ids=chosen, icon=":material/download:")
 st.caption(f'Rows of kind "reported" are the AUCs published by the study ({study.STUDY}) on '
            "its own registry cohort, for reference; they are not computed here.")
 
@@ -125,20 +131,23 @@ for tab, h in zip(st.tabs([f"{h} year{'s' if h > 1 else ''}" for h in HORIZONS_Y
         if roc.empty:
             continue
         recal = ev.recalibration_frames(store, chosen, h)
-        charts = [charts_eval.roc_chart(roc.frame, h, study.reported_aucs(h))]
-        charts += [charts_eval.calibration_chart(cal.frame, h, " (observed: 1 - KM)")] \
+        charts = [charts_eval.roc_chart(roc.frame, h, study.reported_aucs(h),
+                                         colours=colours)]
+        charts += [charts_eval.calibration_chart(cal.frame, h, " (observed: 1 - KM)",
+                                                  colours=colours)] \
             if not cal.empty else []
-        charts += [charts_eval.decision_chart(dec.frame, h, note=" (IPCW)")] \
+        charts += [charts_eval.decision_chart(dec.frame, h, note=" (IPCW)", colours=colours)] \
             if not dec.empty else []
         charts += [charts_eval.calibration_chart(recal.frame, h, ": before / after "
                                                  "recalibration")] if not recal.empty else []
         left, right = st.columns(2)
         for i, chart in enumerate(charts):
             (left if i % 2 == 0 else right).altair_chart(chart, width="stretch")
-        (right if len(charts) % 2 else left).download_button(
+        export_button(
             "Download these charts (PNG)", key=f"png_{h}", mime="image/png",
             data=lambda c=charts: charts_eval.chart_png(charts_eval.horizon_figure(*c)),
-            file_name=f"sscmort_model_comparison_{h}y.png", icon=":material/image:")
+            file_name=f"sscmort_model_comparison_{h}y.png", icon=":material/image:",
+            object_ids=chosen, where=right if len(charts) % 2 else left)
         if len(chosen) < 2:
             continue
         st.markdown(f"**Paired tests at {h} y** (on the scans both models predicted)")

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import streamlit as st
 
-from pages._shared import page_setup, show_error
+from pages._shared import audit, audit_view, page_setup, require, show_error
 from sscmort_core import store as st_store
 from sscmort_core.deep import registry, saliency
 from sscmort_core.deep.config import PROFILE_LABELS, UI_BACKBONES
 from sscmort_core.errors import SscmortError
 from sscmort_core.labels import HORIZONS_YEARS
 from sscmort_core.pipeline import jobs
-from sscmort_core.util.paths import default_models_dir
 from sscmort_core.pipeline.staleness import model_staleness
+from sscmort_core.util.paths import default_models_dir
 from sscmort_core.views import render
 from sscmort_core.views.models import model_card, registry_frame, stale_labels
 
@@ -74,6 +74,7 @@ if not deep.empty:
     sal_scan = c2.selectbox("Scan", st_store.scans_frame(store)["scan_id"])
     horizon = c3.radio("Horizon (years)", HORIZONS_YEARS, index=2, horizontal=True)
     if st.button("Show saliency"):
+        audit_view("view scan", (sal_scan,))
         try:
             sal = saliency.explain_scan(store, sal_scan, sal_model, models_dir=models_dir,
                                         horizon_years=int(horizon))
@@ -101,15 +102,17 @@ with st.form("train"):
     started = st.form_submit_button("Start training", type="primary", disabled=running)
 if running:
     st.caption("A training run is in progress; one at a time.")
-if started:
+launched = started and require("train")  # a refusal stays on screen (no rerun below)
+if launched:
     job_id = jobs.start_deep_training(store, backbone, profile=profile, models_dir=models_dir,
                                       folds=int(folds), seed=int(seed))
+    audit("train", (job_id,), detail=f"{backbone}, {profile} profile")
     st.success(f"Started job {job_id}. It runs inside the app; progress appears below.")
 
 
-@st.fragment(run_every=2.0 if running or started else None)
+@st.fragment(run_every=2.0 if running or launched else None)
 def job_panel() -> None:
-    if (running or started) and not jobs.training_running(store):
+    if (running or launched) and not jobs.training_running(store):
         st.rerun()  # the run finished: redraw the registry with the new model
     history = st_store.jobs_frame(store)
     for r in history[history["status"] == "running"].itertuples():

@@ -5,14 +5,28 @@ from __future__ import annotations
 
 import streamlit as st
 
+from pages._lungs import mask_notice, slice_viewer, zones_and_patterns
 from pages._pacs import dicom_download
-from pages._shared import load_volume_with_lungs, page_setup, store_path
+from pages._shared import (
+    allowed,
+    app_link,
+    audit,
+    audit_view,
+    load_pattern_labels,
+    load_volume_with_lungs,
+    page_setup,
+    refuse_unknown,
+    require,
+    store_path,
+)
 from sscmort_core import store as st_store
 from sscmort_core.errors import SscmortError
 from sscmort_core.pipeline.export_dicom import results_for_scan
-from sscmort_core.views import charts, render
+from sscmort_core.views import charts, palette
+from sscmort_core.views import lungs as lv
 from sscmort_core.views import radiomics as explain_tabular
 from sscmort_core.views import radiomics_charts as charts_radiomics
+from sscmort_core.views.names import column_label, format_volume_ml
 
 store = page_setup("Patient timeline")
 
@@ -22,9 +36,12 @@ if patients.empty:
     st.stop()
 ids = patients["patient_id"].tolist()
 wanted = st.query_params.get("patient")
+if wanted is not None and wanted not in ids:
+    refuse_unknown("view patient", wanted, "The patient named in the link is not in this store.")
 pid = st.selectbox("Patient (pseudonymous id)", ids,
                    index=ids.index(wanted) if wanted in ids else 0)
 st.query_params["patient"] = pid
+audit_view("view patient", (pid,))
 p = patients.set_index("patient_id").loc[pid]
 scans = st_store.scans_frame(store, pid)
 clinical = st_store.clinical_frame(store, pid)
@@ -61,45 +78,61 @@ if not risk.empty:
     models = sorted(risk["model"].unique())
     default = [m for m in models if m.startswith("Oracle")] + \
         [m for m in models if not m.startswith("Oracle")][:2]
-    shown = st.multiselect("Models", models, default=default)
+    c1, c2 = st.columns([4, 1])
+    shown = c1.multiselect("Models", models, default=default, key="tl_models")
+    full = c2.toggle("0-100% axis", value=False, help="Off: the axis spans the risks shown.")
+    colours = palette.model_colours(risk["model_id"].unique(), oracle=["oracle"])
     if shown:
-        st.altair_chart(charts_radiomics.risk_lines_chart(risk[risk["model"].isin(shown)]),
-                        width="stretch")
+        st.altair_chart(charts_radiomics.risk_lines_chart(
+            risk[risk["model"].isin(shown)], colours=colours, full_scale=full),
+            width="stretch")
     st.caption("Out-of-fold predictions: each scan's risk comes from a model that never saw "
                "this patient. The oracle line is the synthetic generator's true risk.")
 
 table = scans[["scan_id", "scan_date", "kernel", "ild_extent_pct", "lung_volume_ml"]].copy()
-table.insert(0, "explanation", [explain_tabular.explanation_link(s) for s in table["scan_id"]])
+table["lung mask"] = lv.mask_status(store, table["scan_id"].tolist())
 st.dataframe(table, hide_index=True, width="stretch", column_config={
-    "explanation": st.column_config.LinkColumn("Explanation", display_text="SHAP"),
-    "ild_extent_pct": st.column_config.NumberColumn("ILD extent %", format="%.1f"),
+    **{c: st.column_config.Column(column_label(c)) for c in table.columns},
+    "ild_extent_pct": st.column_config.NumberColumn("ILD extent (%)", format="%.1f"),
     "lung_volume_ml": st.column_config.NumberColumn("Lung volume (mL)", format="%.0f")})
+links = st.columns(min(len(table), 6) or 1)
+for i, r in enumerate(table.itertuples()):  # in-app links: same session, the scan's tab
+    app_link("pages/radiomics_shap.py", f"Explain {r.scan_date} (SHAP)",
+             {"scan": r.scan_id, "tab": "scan"}, icon=":material/insights:",
+             where=links[i % len(links)])
 
-st.subheader("Slice viewer")
+st.subheader("Lungs of one scan")
 labels = {f"{r.scan_date}  ({r.scan_id}, {r.kernel or 'kernel ?'})": r.scan_id
           for r in scans.itertuples()}
-choice = st.selectbox("Scan", list(labels))
+wanted_scan = st.query_params.get("scan")
+names = list(labels)
+choice = st.selectbox("Scan", names, index=[labels[n] for n in names].index(wanted_scan)
+                      if wanted_scan in labels.values() else 0)
+scan_id = labels[choice]
+audit_view("view scan", (scan_id,))
 try:
-    vol, lungs = load_volume_with_lungs(str(store_path()), labels[choice])
+    vol, lungs = load_volume_with_lungs(str(store_path()), scan_id)
+    pattern_labels = load_pattern_labels(str(store_path()), scan_id)
 except SscmortError as err:
     st.error(str(err))
     st.stop()
-nz = vol.hu.shape[0]
-v1, v2 = st.columns([3, 1])
-with v2:
-    z = st.slider("Axial slice (0 = caudal)", 0, nz - 1, nz // 2)
-    window = st.radio("Window", ["Lung (-600/1500)", "Mediastinal (40/400)"])
-    show_mask = st.checkbox("Outline lungs", value=True)
-    st.caption(f"{vol.hu.shape[2]} x {vol.hu.shape[1]} x {nz} voxels, spacing "
-               f"{vol.spacing_mm[2]:.2f} x {vol.spacing_mm[1]:.2f} x {vol.spacing_mm[0]:.2f} mm; "
-               f"segmented lung volume {lungs.volume_ml:,.0f} mL")
-level_width = render.LUNG_WINDOW if window.startswith("Lung") else render.MEDIASTINAL_WINDOW
-outlines = ((lungs.mask[z], (0, 200, 255)),) if show_mask else ()
-upscale = max(1, 512 // vol.hu.shape[1])
-with v1:
-    st.image(render.render_slice(vol.hu[z], level_width, outlines, upscale=upscale),
-             caption=f"Slice {z}; blue = segmented lung outline", width="content")
+review = lv.mask_review(store, scan_id)
+mask_notice(review.message, review.accepted_by, review.accepted_at)
+if review.excluded_from_training and allowed("accept mask") \
+        and st.button("Accept this lung mask (reviewed)") and require("accept mask", (scan_id,)):
+    review = lv.accept_mask(store, scan_id, who=st.session_state["_access"].who)
+    audit("accept mask", (scan_id,), detail=review.message)
+    st.success(f"Mask accepted by {review.accepted_by} on {review.accepted_at}.")
+slice_viewer(vol.hu, lungs.mask, pattern_labels, vol.spacing_mm, "tl",
+             note=f"segmented lung volume {format_volume_ml(lungs.volume_ml)}")
+regions = st_store.regions_frame(store, [scan_id])
+extents = st_store.patterns_frame(store).set_index("scan_id")
+if len(regions) and scan_id in extents.index:
+    zones_and_patterns(regions, extents.loc[scan_id], "tl")
+else:
+    st.info("This scan's zones and patterns are not measured yet (`sscmort demo` or ingest "
+            "measure them).")
 
 st.subheader("Results as DICOM")
 dicom_download(("scan", labels[choice]), lambda: results_for_scan(store, labels[choice]).results,
-               f"{labels[choice]}-sscmort-dicom.zip")
+               f"{labels[choice]}-sscmort-dicom.zip", object_ids=(labels[choice],))

@@ -7,17 +7,21 @@ import json
 import pandas as pd
 import streamlit as st
 
-from pages._shared import page_setup, show_error
+from pages._shared import app_link, audit_view, page_setup, refuse_unknown, show_error
 from sscmort_core import store as st_store
 from sscmort_core.errors import SscmortError
 from sscmort_core.labels import HORIZONS_YEARS
 from sscmort_core.views import radiomics as ex
 from sscmort_core.views import radiomics_charts as charts
+from sscmort_core.views.names import format_risk, horizon_label
 
 store = page_setup("Radiomics & SHAP")
-param_sets = st_store.radiomics_param_sets(store)
+param_sets = ex.feature_sets(store)  # radiomics parameter sets, then QCT and ILD patterns
 models = ex.tabular_models(store)
-browse, summary, single = st.tabs(["Feature browser", "SHAP summary", "Scan explanation"])
+# an in-app link with ?scan=... (Patient timeline) lands on that scan's explanation
+browse, summary, single = st.tabs(
+    ["Feature browser", "SHAP summary", "Scan explanation"],
+    default="Scan explanation" if st.query_params.get("tab") == "scan" else None)
 # every tab body runs on every rerun: the cohort-wide frames are cached per store contents
 VERSION = json.dumps([str(store.path), param_sets.to_dict(orient="records"),
                       [(m.model_id, str(m.created)) for m in models],
@@ -41,17 +45,19 @@ def _shap_frame(_store: st_store.Store, version: str, model_id: str, horizon: in
 
 
 def _horizon(key: str, where) -> int:
-    return where.radio("Horizon", HORIZONS_YEARS, format_func=lambda h: f"{h} year(s)",
+    return where.radio("Horizon", HORIZONS_YEARS, format_func=horizon_label,
                        horizontal=True, index=len(HORIZONS_YEARS) - 1, key=key)
 
 
 def _feature_browser() -> None:
+    if not (param_sets["param_hash"] != ex.QCT_SET).any():
+        st.info("No radiomics features yet: run `sscmort radiomics` on this store"
+                + ("; QCT and ILD pattern features can be browsed." if len(param_sets) else "."))
     if param_sets.empty:
-        st.info("No radiomics features yet: run `sscmort radiomics` on this store.")
         return
     c1, c2 = st.columns([2, 1])
     hashes = param_sets["param_hash"].tolist()
-    param_hash = c1.selectbox("Parameter set (hash; pyradiomics version, scans)", hashes,
+    param_hash = c1.selectbox("Radiomics parameter set", hashes,
                               format_func=lambda h: _param_label(h), key="fb_params")
     horizon = _horizon("fb_horizon", c2)
     ranking = _ranking(store, VERSION, param_hash, horizon)
@@ -64,7 +70,8 @@ def _feature_browser() -> None:
     m = st.columns(4)
     m[0].metric("Died / alive", f"{eff.n_died} / {eff.n_alive}")
     m[1].metric("Censored (excluded)", eff.n_censored)
-    m[2].metric("Cohen's d (died - alive)", "n/a" if eff.cohens_d is None else f"{eff.cohens_d:+.2f}")
+    m[2].metric("Cohen's d (died - alive)",
+                "n/a" if eff.cohens_d is None else f"{eff.cohens_d:+.2f}")
     m[3].metric("AUC of the feature alone", "n/a" if eff.auc is None else f"{eff.auc:.3f}")
     label = ex.pretty_feature(feature)
     left, right = st.columns(2)
@@ -75,8 +82,14 @@ def _feature_browser() -> None:
 
 
 def _param_label(h: str) -> str:
+    """"Set 1: pyradiomics 3.0.1, 40 scans, 100 features" (the hash stays in the store)."""
     r = param_sets.set_index("param_hash").loc[h]
-    return f"{h} ({r['pyradiomics_version']}, {int(r['n_scans'])} scans, {int(r['n_features'])} features)"
+    if h == ex.QCT_SET:
+        return (f"{r['pyradiomics_version']}, {int(r['n_scans'])} scans, "
+                f"{int(r['n_features'])} features")
+    n = param_sets["param_hash"].tolist().index(h) + 1
+    return (f"Set {n}: pyradiomics {r['pyradiomics_version']}, {int(r['n_scans'])} scans, "
+            f"{int(r['n_features'])} features")
 
 
 def _pick_model(key: str, where) -> ex.TabularModelInfo:
@@ -110,23 +123,27 @@ def _scan_explanation() -> None:
         st.info("This model has no stored explanations.")
         return
     wanted = st.query_params.get("scan")
+    if wanted is not None and wanted not in scan_ids:
+        refuse_unknown("view scan", wanted, "The scan named in the link has no explanation in "
+                                            "this store.")
     scan_id = st.selectbox("Scan", scan_ids,
                            index=scan_ids.index(wanted) if wanted in scan_ids else 0,
                            key="one_scan")
     st.query_params["scan"] = scan_id
+    audit_view("view scan", (scan_id,))
     w = ex.waterfall(store, model.model_id, scan_id, horizon)
     row = st_store.scan_row(store, scan_id) or {}
     m = st.columns(3)
-    m[0].metric("Base risk (cohort)", f"{w.base_risk:.1%}")
-    m[1].metric("Model risk for this scan", f"{w.output_risk:.1%}")
-    m[2].metric("Stored out-of-fold risk", "n/a" if w.stored_risk is None
-                else f"{w.stored_risk:.1%}")
+    m[0].metric("Base risk (cohort)", format_risk(w.base_risk))
+    m[1].metric("Model risk for this scan", format_risk(w.output_risk))
+    m[2].metric("Stored out-of-fold risk", format_risk(w.stored_risk))
     st.altair_chart(charts.shap_waterfall_chart(w), width="stretch")
     st.caption(f"Scan of {row.get('scan_date')} ({row.get('scanner')}, {row.get('kernel')} "
                "kernel). The model risk comes from the model fit on all labelled scans; the "
                "stored risk is out-of-fold and monotone across horizons, so they can differ.")
     if row.get("patient_id"):
-        st.markdown(f"[Open the patient timeline](patient_timeline?patient={row['patient_id']})")
+        app_link("pages/patient_timeline.py", "Open the patient timeline",
+                 {"patient": row["patient_id"]}, icon=":material/timeline:")
 
 
 try:

@@ -232,3 +232,38 @@ class ManifestError(DataError):
                  problems: tuple[str, ...] = ()) -> None:
         self.problems = tuple(problems)
         super().__init__(reason, path)
+
+
+# --- access: login, roles, deployment settings (issue 17) -------------------------------------
+class AccessError(SscmortError):
+    """Who may do what: a session, identity, role or deployment setting refuses an action."""
+
+
+class NotLoggedInError(AccessError):
+    """Login is required and this session has no logged-in identity."""
+
+
+class IdentityError(AccessError):
+    """The identity of the session lacks what sscmort needs (e-mail, issue time) or is not
+    credible (unverified e-mail, issued in the future): treated as a forged session."""
+
+
+class SessionExpiredError(AccessError):
+    """The login is older than the configured session lifetime: log in again."""
+
+
+class NotAuthorisedError(AccessError):
+    """The user's role does not allow the page or action (or the user has no role at all)."""
+
+
+class RoleConfigError(AccessError):
+    """The role file is missing, not TOML, or maps someone to an unknown role."""
+
+
+class SettingsError(AccessError):
+    """A deployment setting (``[sscmort]`` / ``[auth]`` in secrets.toml) is missing or invalid;
+    the message names the setting."""
+
+
+class PathNotAllowedError(AccessError):
+    """A path typed by a user lies outside the allowed roots (e.g. ``sscmort.import_roots``)."""

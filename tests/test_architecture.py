@@ -30,7 +30,7 @@ CORE = Path(__file__).resolve().parents[1] / "sscmort_core"
 # Low to high. A unit may import its own modules and any unit of a strictly lower layer.
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("errors",),
-    ("labels", "folds", "util"),
+    ("labels", "folds", "util", "access"),
     ("predictions", "cards"),
     ("store", "imaging", "synthetic", "evaluation", "pacs"),
     ("lungs",),

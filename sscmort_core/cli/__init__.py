@@ -1,8 +1,9 @@
 """Command line: ``sscmort`` / ``python -m sscmort_core`` (../shared/DESIGN.md "CLI contract").
 
 One module per command family (:mod:`.demo`, :mod:`.imaging`, :mod:`.radiomics`,
-:mod:`.train`, :mod:`.predict`, :mod:`.evaluate`, :mod:`.pacs`, :mod:`.registry`), each with a
-``register(sub, commands)``; the shared output helpers are :mod:`.output`. Each command
+:mod:`.train`, :mod:`.predict`, :mod:`.evaluate`, :mod:`.pacs`, :mod:`.registry`, :mod:`.audit`,
+:mod:`.app`), each with a ``register(sub, commands)``; the shared output helpers are
+:mod:`.output`. Each command
 takes ``--store PATH`` where it uses the store, prints a JSON summary on stdout with
 ``--json``, shows progress on stderr for long work, and on bad input exits with status 2 and
 one line on stderr naming the file and the problem, leaving the store unchanged. Heavy
@@ -17,12 +18,23 @@ from __future__ import annotations
 import argparse
 import sys
 
-from sscmort_core.cli import demo, evaluate, imaging, pacs, predict, radiomics, registry, train
+from sscmort_core.cli import (
+    app,
+    audit,
+    demo,
+    evaluate,
+    imaging,
+    pacs,
+    predict,
+    radiomics,
+    registry,
+    train,
+)
 from sscmort_core.cli.output import EXIT_BAD_INPUT, Command
 from sscmort_core.errors import SscmortError
 from sscmort_core.util.logs import configure_logging
 
-FAMILIES = (demo, imaging, radiomics, train, predict, evaluate, pacs, registry)
+FAMILIES = (demo, imaging, radiomics, train, predict, evaluate, pacs, registry, audit, app)
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Command]]:

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from sscmort_core.cli.audit import record_cli
 from sscmort_core.cli.output import (
     Command,
     Progress,
@@ -29,6 +30,11 @@ def cmd_demo(args: argparse.Namespace) -> None:
                              workers=args.workers, progress=Progress(not args.quiet),
                              stages=stages, models_dir=args.models_dir, executor=executor)
     s = summary.to_json()
+    from sscmort_core.store import open_store  # heavy: duckdb, pandas
+
+    with open_store(args.store) as store:
+        record_cli(store, "import", (), detail=f"sscmort demo: synthetic cohort of "
+                   f"{s['patients']} patients, {s['scans']} scans")
     for note in summary.notes:
         print(f"note: {note}", file=sys.stderr)
     emit(args, s, f"demo store {s['store']}: {s['patients']} patients, {s['scans']} scans "
@@ -68,6 +74,6 @@ def register(sub: Any, commands: dict[str, Command]) -> None:
     p.add_argument("--real-ct", type=Path, default=None,
                    help="folder of real CT series (default ../shared/data/real_ct beside the "
                         "checkout)")
-    p.add_argument("--only", nargs="*", choices=("phantom", "ingest", "cli"),
+    p.add_argument("--only", nargs="*", choices=("phantom", "ingest", "cli", "lungs"),
                    help="benchmarks to run (default all)")
     commands["bench"] = cmd_bench

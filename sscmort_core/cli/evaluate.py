@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from sscmort_core.cli.audit import record_cli
 from sscmort_core.cli.output import (
     Command,
     Progress,
@@ -46,6 +47,8 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     with open_store(existing_store(args.store)) as store:
         run = run_evaluation(store, model_ids=args.models, n_boot=args.n_boot, seed=args.seed,
                              progress=Progress(not args.quiet))
+        record_cli(store, "evaluate", run.model_ids,
+                   detail=f"sscmort evaluate: {run.rows_written} metric rows")
     summary = run.to_json() | {"store": str(args.store)}
     emit(args, summary, _text(summary))
 

@@ -13,6 +13,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from sscmort_core.cli.audit import record_cli
 from sscmort_core.cli.output import (
     Command,
     Progress,
@@ -78,6 +79,8 @@ def cmd_pacs_fetch(args: argparse.Namespace) -> None:
                                keep_source=args.send_back, progress=progress)
         out = {**got.result.to_json(), "series_instances": got.fetched.series.n_instances,
                "sent_back": None}
+        record_cli(store, "save", (out["patient_id"], out["scan_id"]),
+                   detail="sscmort pacs fetch")
         text = (f"stored scan {out['scan_id']} for patient {out['patient_id']} from "
                 f"{client.shown_url}: lung volume {out['qct']['lung_volume_ml']:.0f} mL, "
                 f"ILD extent {out['qct']['ild_extent_pct']:.1f}%")
@@ -90,6 +93,8 @@ def cmd_pacs_fetch(args: argparse.Namespace) -> None:
             except PacsError as err:  # the scan is stored: say so with the failure
                 raise type(err)(f"stored scan {out['scan_id']}, but sending the results back "
                                 f"failed: {err.reason}", err.path) from None
+            record_cli(store, "export", (out["scan_id"],),
+                       detail=f"sscmort pacs fetch --send-back: {sent.n_stored} objects")
             out["sent_back"] = {"n_stored": sent.n_stored, "note": results.note,
                                 "models": [p.model_id for p in report.predictions],
                                 "problems": [{"model": m, "problem": p}
@@ -108,6 +113,8 @@ def cmd_export_dicom(args: argparse.Namespace) -> None:
         with open_store(existing_store(args.store)) as store:
             got = export_scan(store, args.scan_id, Path(args.out), send_to=client,
                               models_dir=args.models_dir)
+            record_cli(store, "export", (args.scan_id,), detail="sscmort export-dicom" + (
+                " --send" if client is not None else ""))
     finally:
         if client is not None:
             client.close()

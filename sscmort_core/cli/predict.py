@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterator
 
+from sscmort_core.cli.audit import record_cli
 from sscmort_core.cli.output import (
     Command,
     Progress,
@@ -79,7 +80,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
     with _registry_store(args.store) as (store, source):
         report = predict_volume_all(
             store, analysis.volume.hu, analysis.lungs.mask, analysis.volume.spacing_mm,
-            qct=analysis.qct.to_dict(), models_dir=models_dir, device=args.device,
+            qct=analysis.measures.features(), models_dir=models_dir, device=args.device,
             model=args.model, precision=args.precision)
     if not report.predictions:
         raise ModelError("no model could predict: " + ("; ".join(
@@ -115,6 +116,8 @@ def cmd_predict_all(args: argparse.Namespace) -> None:
                                    device=args.device, precision=args.precision,
                                    batch_size=args.batch_size,
                                    progress=Progress(not args.quiet))
+        record_cli(store, "predict", result.models, detail=f"sscmort predict --all-scans: "
+                   f"{result.n_written} risks written for {result.n_scans} scans")
     s = result.to_json()
     lines = [f"warning: model {p['model_id']}: {p['reason']}" for p in s["problems"]]
     lines += [f"warning: scan {f['scan_id']}: model {f['model_id']}: {f['reason']}"

@@ -7,6 +7,7 @@ import argparse
 import sys
 from typing import Any
 
+from sscmort_core.cli.audit import record_cli
 from sscmort_core.cli.output import (
     Command,
     Progress,
@@ -29,6 +30,8 @@ def cmd_radiomics(args: argparse.Namespace) -> None:
     with open_store(existing_store(args.store)) as store, cli_executor(args) as executor:
         result = run_radiomics_stage(store, progress=Progress(not args.quiet),
                                      executor=executor)
+        record_cli(store, "extract", (result.param_hash,),
+                   detail=f"sscmort radiomics: {result.n_extracted} scans extracted")
     for failure in result.failures:
         print(f"warning: scan {failure.scan_id}: radiomics failed: {failure.reason}",
               file=sys.stderr)

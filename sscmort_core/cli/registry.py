@@ -4,25 +4,49 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
 
+from sscmort_core.cli.audit import record_cli
 from sscmort_core.cli.output import (
     Command,
     Progress,
     add_common,
+    add_executor,
     add_store,
+    cli_executor,
     emit,
     existing_store,
     int_at_least,
 )
+from sscmort_core.cli.pacs import positive_seconds
 from sscmort_core.errors import DataError, ManifestError
+from sscmort_core.util.executor_api import ENV_EXECUTOR
+from sscmort_core.util.logs import log_path_for, only_a_log_beside
 
-TABLE_FORMATS = ("csv", "parquet")  # store.imports.TABLE_FORMATS (kept light: --help loads no pandas)
+TABLE_FORMATS = ("csv", "parquet")  # = store.imports.TABLE_FORMATS; --help loads no pandas
 
 
 def cmd_import(args: argparse.Namespace) -> None:
+    folder = Path(args.manifest)
+    if not folder.is_dir():
+        raise DataError("no such manifest folder", folder)
+    pacs = None
+    if args.pacs:
+        from sscmort_core.pacs import connect  # heavy: pydicom, requests
+
+        pacs = connect(args.pacs, timeout_s=args.pacs_timeout)
+    with contextlib.ExitStack() as stack:
+        executor = stack.enter_context(cli_executor(args)) \
+            if args.executor or args.ray_address or os.environ.get(ENV_EXECUTOR) else None
+        _import(args, pacs, executor)
+
+
+def _import(args: argparse.Namespace, pacs: Any, executor: Any) -> None:
     from sscmort_core.pipeline.cohort_import import (  # heavy: SimpleITK, pydicom
         ImportOptions,
         describe,
@@ -31,10 +55,9 @@ def cmd_import(args: argparse.Namespace) -> None:
     from sscmort_core.store import open_store  # heavy: duckdb, pandas
 
     folder = Path(args.manifest)
-    if not folder.is_dir():
-        raise DataError("no such manifest folder", folder)
     options = ImportOptions(shift_dates=args.shift_dates, workers=args.workers,
-                            source=args.source, mapping_file=args.mapping,
+                            source=args.source, mapping_file=args.mapping, pacs=pacs,
+                            executor=executor,
                             columns=tuple(args.column or ()), batch_scans=args.batch)
     progress = Progress(not args.quiet)
     path = Path(args.store)
@@ -69,21 +92,35 @@ def _import_into(path: Path, folder: Path, options: Any, progress: Progress, run
     existed = path.exists()
     try:
         with open_store(path) as store:
-            return run(store, folder, options, progress=progress)
+            result = run(store, folder, options, progress=progress)
+            record_cli(store, "import", (), detail=f"sscmort import: {describe_counts(result)}")
+            return result
     except ManifestError:
         if not existed:
             for p in (path, path.with_name(path.name + ".wal")):
                 p.unlink(missing_ok=True)
+            if only_a_log_beside(path):  # the folder this call's log made goes too
+                shutil.rmtree(log_path_for(path).parent, ignore_errors=True)
         raise
+
+
+def describe_counts(result: Any) -> str:
+    """The audit detail of an import: counts only (never a path or registry id)."""
+    s = result.to_json()
+    counts = [f"{k} {v}" for k, v in s.items() if isinstance(v, int) and not isinstance(v, bool)]
+    return ", ".join(counts) or "done"
 
 
 def cmd_export(args: argparse.Namespace) -> None:
     from sscmort_core.pipeline.export import export_tables  # heavy: duckdb, pandas
     from sscmort_core.store import open_store  # heavy: duckdb, pandas
 
-    with open_store(existing_store(args.store), read_only=True) as store:
+    # opened for writing only to add the audit row of the export (the tables are only read)
+    with open_store(existing_store(args.store)) as store:
         result = export_tables(store, args.what, Path(args.out), args.format)
-    s = result.to_json()
+        s = result.to_json()
+        record_cli(store, "export", (), detail=f"sscmort export {args.what} ({args.format}): "
+                   + ", ".join(f"{n} ({r} rows)" for n, r in s["files"].items()))
     emit(args, s, f"wrote {', '.join(f'{n} ({r} rows)' for n, r in s['files'].items())} and "
                   f"README.md (one row per column) to {s['folder']}")
 
@@ -112,6 +149,12 @@ def register(sub: Any, commands: dict[str, Command]) -> None:
                    help="label of the imported rows (default 'registry')")
     p.add_argument("--batch", type=int_at_least(1), default=16, metavar="N",
                    help="scans per store transaction (16)")
+    add_executor(p)
+    p.add_argument("--pacs", default=None, metavar="URL",
+                   help="DICOMweb root of the PACS that rows naming study_uid + series_uid "
+                        "are retrieved from (credentials as for `sscmort pacs`)")
+    p.add_argument("--pacs-timeout", type=positive_seconds, default=60.0, metavar="SECONDS",
+                   help="give up on a PACS request after this long without data (default 60)")
     add_store(p)
     add_common(p)
     commands["import"] = cmd_import

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from tqdm import tqdm
 
+from sscmort_core.cli.audit import record_cli
 from sscmort_core.cli.output import (
     Command,
     Progress,
@@ -90,6 +91,7 @@ def train_tabular_models(opts: TrainOptions) -> tuple[dict[str, Any], str]:
     with open_store(opts.store) as store:
         ids = train_tabular(store, opts.kind, models_dir=opts.models_dir, seed=opts.seed,
                             folds=opts.folds, progress=Progress(not opts.quiet))
+        record_cli(store, "train", ids, detail=f"sscmort train --kind {opts.kind}")
         info = {m.model_id: m for m in tabular_models(store)}
     models = [{"model_id": i, "label": info[i].label,
                "oof_auc": {f"{h}y": a for h, a in zip(HORIZONS_YEARS, info[i].oof_auc)}}
@@ -133,6 +135,8 @@ def train_deep(opts: TrainOptions) -> tuple[dict[str, Any], str]:
                 device=opts.device, pretrained=opts.pretrained, seed=opts.seed,
                 folds=opts.folds, progress=bars, on_epoch=bars.epoch, workers=opts.workers,
                 config_overrides=opts.config_overrides())
+            record_cli(store, "train", (model_id,), detail=f"sscmort train --kind deep "
+                       f"--backbone {name} --profile {opts.profile}")
             card = read_card(opts.models_dir, model_id)
             out.append({"model_id": model_id, "backbone": name, "profile": card.profile,
                         "pretrained": card.pretrained,

@@ -155,9 +155,12 @@ def train_quick_backbones(store: st_store.Store, *, models_dir: Path | None = No
 def _cohort(store: st_store.Store, cfg: TrainConfig, folds: int, seed: int,
             workers: int | None, progress: ProgressFn, cache_dir: Path | None,
             executor: Executor | None = None) -> _Cohort:
+    flagged = st_store.training_excluded_scan_ids(store)  # masks failing QC, not accepted
+    wanted = [s for s in st_store.scans_frame(store)["scan_id"] if s not in flagged]
     inputs = model_inputs(store, k=cfg.n_slices, size=cfg.image_size,
                           workers=workers or max(1, os.cpu_count() or 1), progress=progress,
-                          cache_dir=cache_dir, executor=executor)
+                          cache_dir=cache_dir, scan_ids=wanted if flagged else None,
+                          executor=executor)
     if len(inputs.scan_ids) == 0:
         raise DataError("the store has no usable scans to train on", store.path)
     scans = st_store.scans_frame(store).set_index("scan_id").loc[list(inputs.scan_ids)]

@@ -1,9 +1,12 @@
 """Quantitative CT of the lungs: volume, density histogram moments, HAA and ILD extent.
 
 All metrics are computed over the voxels of a lung mask (``(z, y, x)`` bool), in HU.
-:func:`qct_metrics` is re-exported by :mod:`sscmort_core.lungs`. Stored QCT rows record
-:func:`qct_method_version` (this module's and the lung mask's versions), so a change of either is
-seen as a stale row.
+:func:`qct_metrics` is re-exported by :mod:`sscmort_core.lungs`. The ILD extent is the share
+of the lung the pattern map (:mod:`.patterns`) calls ground glass, reticulation,
+honeycombing or consolidation (qct-2; qct-1 used :func:`ild_mask`, which missed dense lung
+and honeycombing and is kept as the benchmarks' baseline). Stored QCT, regional, pattern and
+QC rows record :func:`qct_method_version` (these metrics and the zones, the pattern model,
+the QC checks and the lung mask), so a change of any is seen as a stale row.
 """
 
 from __future__ import annotations
@@ -14,10 +17,19 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from sscmort_core.errors import EmptyMaskError, ImplausibleHUError
+from sscmort_core.lungs.patterns import (
+    ILD_PATTERNS,
+    PATTERNS,
+    PatternMap,
+    classify_patterns,
+    pattern_model_version,
+)
+from sscmort_core.lungs.qc import QC_VERSION
 from sscmort_core.lungs.segmentation import lung_mask_version
 
-# Bump when a metric changes (rows in the store record it with the lung-mask version).
-QCT_METHOD_VERSION = "qct-1"
+# Bump when a metric here or a zone of .regions changes (rows record it with the versions of
+# the pattern model, the QC checks and the lung mask).
+QCT_METHOD_VERSION = "qct-2"
 # high-attenuation area, inclusive (Lederer et al. 2009; Podolanczuk et al. 2016, MESA)
 HAA_RANGE_HU = (-600.0, -250.0)
 # ILD estimate (see ild_mask): lung density after a grey opening, in this range
@@ -28,8 +40,17 @@ OPENING_Z_MM = 15.0  # the same along z (3 slices of 5-7.5 mm)
 
 
 def qct_method_version() -> str:
-    """What a stored QCT row was measured with: these metrics on this lung mask."""
-    return f"{QCT_METHOD_VERSION}+{lung_mask_version()}"
+    """What a stored QCT row (and its regional, pattern and QC rows) was measured with: these
+    metrics and zones, this pattern model and these QC checks on this lung mask."""
+    return f"{QCT_METHOD_VERSION}+{pattern_model_version()}+{QC_VERSION}+{lung_mask_version()}"
+
+
+ILD_CODES = np.array([PATTERNS.index(p) + 1 for p in ILD_PATTERNS])  # pattern-map labels
+
+
+def ild_voxels(patterns: PatternMap) -> np.ndarray:
+    """(z, y, x) bool: the voxels the pattern map calls ILD."""
+    return np.isin(patterns.labels, ILD_CODES)
 
 
 @dataclass(frozen=True)
@@ -39,8 +60,8 @@ class QCTMetrics:
     lung_volume_ml: mask volume. mean_lung_density_hu: mean HU. skewness: Fisher-Pearson
     (biased, ``scipy.stats.skew`` default). kurtosis: *excess* (Fisher) kurtosis, 0 for a
     normal distribution (``scipy.stats.kurtosis`` default); the JSON key stays "kurtosis".
-    haa_pct: % of lung voxels in [-600, -250] HU. ild_extent_pct: estimated % of the lung
-    affected by ILD (see :func:`ild_mask`).
+    haa_pct: % of lung voxels in [-600, -250] HU. ild_extent_pct: % of the lung the
+    pattern map calls ILD (:attr:`PatternMap.ild_pct`).
     """
 
     lung_volume_ml: float
@@ -118,7 +139,8 @@ def lung_opening(values: np.ndarray, m: np.ndarray, size: tuple[int, int, int]) 
 
 def ild_mask(hu: np.ndarray, lung_mask: np.ndarray,
              spacing_mm: tuple[float, float, float]) -> np.ndarray:
-    """(z, y, x) bool voxels estimated as ILD (ground glass, reticulation, dense lung).
+    """(z, y, x) bool voxels estimated as ILD by density alone (qct-1's estimate, now the
+    benchmarks' baseline for the pattern map).
 
     1. mean HU over an in-plane box of about 8 mm, lung voxels only: noise down about 3-fold,
        nothing outside the lung leaks in;
@@ -145,10 +167,12 @@ def ild_mask(hu: np.ndarray, lung_mask: np.ndarray,
 
 
 def qct_metrics(hu: np.ndarray, lung_mask: np.ndarray,
-                spacing_mm: tuple[float, float, float]) -> QCTMetrics:
+                spacing_mm: tuple[float, float, float],
+                patterns: PatternMap | None = None) -> QCTMetrics:
     """QCT metrics of ``hu`` (z, y, x) HU over ``lung_mask`` (z, y, x) bool.
 
-    spacing_mm (z, y, x) gives the voxel volume. Raises EmptyMaskError for an empty mask and
+    spacing_mm (z, y, x) gives the voxel volume; ``patterns``: the mask's pattern map when
+    the caller has it (else made here). Raises EmptyMaskError for an empty mask and
     ValueError for mismatched shapes.
     """
     if hu.shape != lung_mask.shape or hu.ndim != 3:
@@ -162,7 +186,9 @@ def qct_metrics(hu: np.ndarray, lung_mask: np.ndarray,
     mean, skew, kurt = moments(values)
     lo, hi = HAA_RANGE_HU
     haa = float(np.count_nonzero((values >= lo) & (values <= hi))) / n
-    ild = float(np.count_nonzero(ild_mask(hu, mask, spacing_mm))) / n
+    if patterns is None:
+        patterns = classify_patterns(hu, mask, spacing_mm)
+    ild = patterns.ild_pct / 100.0
     voxel_ml = float(np.prod(spacing_mm)) / 1000.0
     return QCTMetrics(lung_volume_ml=n * voxel_ml, mean_lung_density_hu=mean, skewness=skew,
                       kurtosis=kurt, haa_pct=100.0 * haa, ild_extent_pct=100.0 * ild)

@@ -1,4 +1,5 @@
-"""Lung segmentation for chest CT (threshold + connectivity + morphology; no learned model).
+"""Lung segmentation for chest CT (threshold + connectivity + morphology + the chest wall's
+geometry; no learned model).
 
 Input: HU ``(z, y, x)`` in canonical orientation (z inferior -> superior, x from the patient's
 right to left: what :func:`sscmort_core.imaging.read_volume` returns and what the synthetic
@@ -23,12 +24,19 @@ coarser input is used as is), which also lowers noise:
    under the diaphragm is not); then dense lung below -200 HU (ILD; fat is about -100)
    connected to the lung is grown into up to 20 mm, keeping only regions thicker than a
    one-voxel partial-volume rim. Bowel gas, the airway and the other lung are never taken.
-5. labels return to the input grid by nearest-neighbour upsampling (each working voxel is
+   With the costal step (the default) the growth also passes honeycomb cyst walls
+   (:func:`cyst_walls`).
+5. dense lung against the chest wall (consolidation, honeycombing, reticulation reaching the
+   pleura: as dense as the chest wall, so no threshold keeps it) is bounded by the ribs
+   instead (:mod:`sscmort_core.lungs.costal`): on rays from the chest's centre, where a
+   diseased lung stops short of the pleura (the rib surface less the scan's healthy
+   lung-to-rib gap), what lies between is lung, except bone, fat and the body's outside.
+6. labels return to the input grid by nearest-neighbour upsampling (each working voxel is
    an f x f block of input voxels, so volumes are unbiased; the outline is blocky at f).
 
-Steps 2-4 run inside the box around the air inside the body. Deterministic (no random
-state). About 0.45 s of CPU for the 64 x 512 x 512 real CT and 0.07 s for a 60 x 128 x 128
-phantom, single-threaded.
+Steps 2-5 run inside the box around the air inside the body. Deterministic (no random
+state). ``segment_lungs(..., costal=False)`` is the threshold mask of lungmask-1 (steps
+1-4 and 6), kept as the benchmarks' baseline. Timings: docs/BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -39,9 +47,10 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from sscmort_core.errors import EmptyMaskError
+from sscmort_core.lungs.costal import costal_fill
 
 # Bump when the mask changes: QCT rows, radiomics features and model inputs are keyed on it.
-LUNG_MASK_VERSION = "lungmask-1"
+LUNG_MASK_VERSION = "lungmask-2"  # 2: dense lung bounded by the ribs (costal step)
 AIR_HU = -320.0  # lung / airway air vs soft tissue, on the block-averaged grid
 AIRWAY_HU = -950.0  # airway lumen (lung parenchyma is about -850)
 TARGET_INPLANE_MM = 1.5  # working grid; finer input is block-averaged to about this
@@ -55,6 +64,10 @@ TRACHEA_SEARCH_MM = 40.0  # look for the trachea this far below the top of the i
 AIRWAY_GROWTH = 2.5  # stop following the airway when its area exceeds this x the trachea's
 DENSE_HU = -200.0  # dense lung (ILD) is grown into up to this density (fat is about -100) ...
 DENSE_REACH_MM = 20.0  # ... and this far from the aerated lung
+CYST_AIR_HU, CYST_AIR_NEIGHBOURS = -700.0, 4  # see cyst_walls
+DISEASED_LUNG_HU = (-600.0, -150.0)  # ground glass and reticulation (a normal lung's edge
+# blurred by a smooth kernel stays below; vessels are above)
+COSTAL_PAD_MM = 40.0  # the working box reaches this far beyond the air (ribs behind dense lung)
 
 def lung_mask_version() -> str:
     """The mask's version, read when called (what every derived cache is keyed on)."""
@@ -360,7 +373,7 @@ def _bbox(mask: np.ndarray, pad: tuple[int, int, int]) -> tuple[slice, slice, sl
 
 
 def fill_lung(lung: np.ndarray, small: np.ndarray, forbidden: np.ndarray,
-              spacing: tuple[float, float, float]) -> np.ndarray:
+              spacing: tuple[float, float, float], walls: bool = False) -> np.ndarray:
     """One lung with vessels, nodules and dense (ILD) regions included: (z, y, x) bool.
 
     ``forbidden`` (z, y, x): voxels that are never lung (the airway, the other lung, bowel gas);
@@ -370,7 +383,7 @@ def fill_lung(lung: np.ndarray, small: np.ndarray, forbidden: np.ndarray,
     box = _bbox(lung, (0, reach + 1, reach + 1))
     m, hu, bad = lung[box], small[box], forbidden[box]
     m = _fill_holes_selective(m, hu, bad, spacing)
-    m = _grow_dense(m, hu, ~bad, reach)
+    m = _grow_dense(m, hu, ~bad, reach, walls)
     m = _fill_holes_selective(m, hu, bad, spacing)
     out = np.zeros_like(lung)
     out[box] = m
@@ -396,20 +409,37 @@ def _fill_holes_selective(m: np.ndarray, hu: np.ndarray, bad: np.ndarray,
     return m | fill[holes]
 
 
-def _grow_dense(m: np.ndarray, hu: np.ndarray, ok: np.ndarray, reach: int) -> np.ndarray:
-    """Add dense lung (AIR_HU..DENSE_HU) connected to the lung within ``reach`` steps.
+def cyst_walls(hu: np.ndarray) -> np.ndarray:
+    """(z, y, x) bool: soft-tissue voxels (DENSE_HU..BONE) with at least CYST_AIR_NEIGHBOURS
+    air voxels (< CYST_AIR_HU) among their 3 x 3 in-plane neighbours: the walls of honeycomb
+    cysts and of traction bronchiectasis (a flat lung boundary has at most 3)."""
+    air = ndi.uniform_filter((hu < CYST_AIR_HU).astype(np.float32), size=(1, 3, 3),
+                             mode="nearest") * 9.0
+    return (hu >= DENSE_HU) & (hu < 150.0) & (air >= CYST_AIR_NEIGHBOURS - 0.5)
+
+
+def _grow_dense(m: np.ndarray, hu: np.ndarray, ok: np.ndarray, reach: int,
+                walls: bool = False) -> np.ndarray:
+    """Add dense lung (AIR_HU..DENSE_HU; with ``walls``, cyst walls too: :func:`cyst_walls`)
+    connected to the lung within ``reach`` steps.
 
     Steps go to the 8 in-plane neighbours and the 2 along z (so a basal slice whose lung is
     all dense is reached from the slice above). Small air specks inside the dense region are
     passable, so noise does not stop the growth.
     """
-    dense = (hu < DENSE_HU) & ok & ~m
+    dense = (hu < DENSE_HU) | (cyst_walls(hu) if walls else False)
+    dense &= ok & ~m
     if not dense.any():
         return m
     grown = ndi.binary_dilation(m, structure=_GROW_STEP, iterations=reach, mask=dense | m)
     added = grown & ~m
     # a partial-volume rim along every boundary is 1 voxel thick: keep only thicker regions
-    return m | dilate_square(erode_square(added, 1), 1)
+    # (with the cyst walls step, also a rim beside diseased lung: that rim is lung too)
+    kept = dilate_square(erode_square(added, 1), 1)
+    if walls:
+        diseased = (hu > DISEASED_LUNG_HU[0]) & (hu < DISEASED_LUNG_HU[1])  # not vessels
+        kept |= added & dilate_square(erode_square(m, 1) & diseased, 2)
+    return m | kept
 
 
 # ---------------------------------------------------------------------------------------------
@@ -422,7 +452,7 @@ def _check_input(hu: np.ndarray, spacing_mm: tuple[float, float, float]) -> None
         raise ValueError(f"spacing_mm must be 3 positive numbers (z, y, x), got {spacing_mm}")
 
 
-def _coarse_labels(small: np.ndarray, spacing: tuple[float, float, float]
+def _coarse_labels(small: np.ndarray, spacing: tuple[float, float, float], costal: bool = True
                    ) -> tuple[np.ndarray, np.ndarray | None]:
     """(z, Y, X) int8 labels 0 / 1 right / 2 left, and the airway mask, on the working grid."""
     voxel_ml = float(np.prod(spacing)) / 1000.0
@@ -431,13 +461,14 @@ def _coarse_labels(small: np.ndarray, spacing: tuple[float, float, float]
     if not inner.any():
         raise EmptyMaskError("no lung found: there is no air inside the body")
     body_cx = mean_x(~air)  # the body's (and table's) mean x: about the midline
-    # the rest works inside the box around the inner air (plus room for dense growth)
-    pad = int(np.ceil(DENSE_REACH_MM / spacing[1])) + 2
+    # the rest works inside the box around the inner air (plus room for dense growth and for
+    # the ribs beyond dense lung)
+    pad = int(np.ceil((COSTAL_PAD_MM if costal else DENSE_REACH_MM) / spacing[1])) + 2
     box = _bbox(inner, (0, pad, pad))
     labels = np.zeros(small.shape, dtype=np.int8)
     airway_full = np.zeros(small.shape, dtype=bool)
     sub_labels, airway = _labels_in_box(small[box], inner[box], spacing, voxel_ml,
-                                        body_cx - box[2].start)
+                                        body_cx - box[2].start, costal)
     labels[box] = sub_labels
     if airway is None:
         return labels, None
@@ -446,7 +477,8 @@ def _coarse_labels(small: np.ndarray, spacing: tuple[float, float, float]
 
 
 def _labels_in_box(small: np.ndarray, inner: np.ndarray, spacing: tuple[float, float, float],
-                   voxel_ml: float, body_cx: float) -> tuple[np.ndarray, np.ndarray | None]:
+                   voxel_ml: float, body_cx: float, costal: bool = True
+                   ) -> tuple[np.ndarray, np.ndarray | None]:
     """_coarse_labels on the box around the inner air (arrays and body_cx in box coordinates)."""
     airway = airway_mask(small, inner, spacing)
     candidates = inner & ~airway if airway is not None else inner
@@ -456,7 +488,8 @@ def _labels_in_box(small: np.ndarray, inner: np.ndarray, spacing: tuple[float, f
     filled = []
     for i, lung in enumerate(lungs):
         other = lungs[1 - i] if len(lungs) == 2 else None
-        filled.append(fill_lung(lung, small, never if other is None else never | other, spacing))
+        filled.append(fill_lung(lung, small, never if other is None else never | other, spacing,
+                                walls=costal))
     labels = np.zeros(small.shape, dtype=np.int8)
     centres = [mean_x(f) for f in filled]
     if len(filled) == 2:  # the one with smaller x is the patient's right lung
@@ -467,22 +500,60 @@ def _labels_in_box(small: np.ndarray, inner: np.ndarray, spacing: tuple[float, f
         labels[lung & (labels == 0)] = side
     if airway is not None:
         labels[airway] = 0
+    if costal:
+        _add_costal(labels, small, never | ~_body(small, inner), spacing, body_cx)
     return labels, airway
 
 
-def segment_lungs(hu: np.ndarray, spacing_mm: tuple[float, float, float]) -> LungMask:
+def _body(small: np.ndarray, inner: np.ndarray) -> np.ndarray:
+    """(z, y, x) bool: the largest component of what is not outside air (the patient, not
+    the table or clothes beside it)."""
+    lab, n = ndi.label(~((small < AIR_HU) & ~inner))
+    if n <= 1:
+        return lab > 0
+    sizes = np.bincount(lab.ravel())
+    sizes[0] = 0
+    return lab == int(np.argmax(sizes))
+
+
+def _add_costal(labels: np.ndarray, small: np.ndarray, never: np.ndarray,
+                spacing: tuple[float, float, float], body_cx: float) -> None:
+    """Step 5 (in place): dense lung between each lung and the pleura (:mod:`.costal`), on
+    the side of the body's midline it lies (or the one lung's, when only one was found)."""
+    lung = labels > 0
+    ys = np.nonzero(lung.any(axis=(0, 2)))[0]
+    centre = (0.5 * (ys[0] + ys[-1]), body_cx)
+    add = costal_fill(small, lung, never, spacing, centre)
+    if not add.any():
+        return
+    present = [side for side in (RIGHT, LEFT) if (labels == side).any()]
+    x = np.arange(labels.shape[2])[None, None, :]
+    zs = np.nonzero(add.any(axis=(1, 2)))[0]
+    sl = slice(int(zs[0]), int(zs[-1]) + 1)  # holes closed only where lung was added
+    lab, hu, bad_all, add = labels[sl], small[sl], never[sl], add[sl]
+    for side in present:
+        mine = add & ((x <= body_cx) if side == RIGHT else (x > body_cx)) \
+            if len(present) == 2 else add
+        grown = _fill_holes_selective((lab == side) | mine, hu, bad_all | (lab > 0)
+                                      & (lab != side), spacing)
+        lab[grown & (lab == 0) & ~bad_all] = side
+
+
+def segment_lungs(hu: np.ndarray, spacing_mm: tuple[float, float, float], *,
+                  costal: bool = True) -> LungMask:
     """Segment both lungs of a chest CT.
 
     hu: (z, y, x) Hounsfield units (int16 or float), canonical orientation (see module doc).
     spacing_mm: (z, y, x). Returns a :class:`LungMask` at the input's resolution.
-    Raises EmptyMaskError when no lung-sized air region is found.
+    ``costal=False`` skips step 5 (the threshold mask of lungmask-1: the benchmarks' and the
+    QC tests' baseline). Raises EmptyMaskError when no lung-sized air region is found.
     """
     _check_input(hu, spacing_mm)
     spacing = tuple(float(s) for s in spacing_mm)
     f = _factor(spacing)  # type: ignore[arg-type]
     small = block_mean(hu, f)  # (z, ceil(y/f), ceil(x/f))
     work_spacing = (spacing[0], spacing[1] * f, spacing[2] * f)
-    labels, airway = _coarse_labels(small, work_spacing)
+    labels, airway = _coarse_labels(small, work_spacing, costal)
     if airway is not None:
         labels[airway] = AIRWAY  # one upsampling for all masks
     full = _upsample(labels, f, hu.shape)  # (z, y, x)

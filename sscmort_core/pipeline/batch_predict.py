@@ -181,7 +181,7 @@ def _tabular(store: st_store.Store, ids: Sequence[str], models_dir: Path,
         todo = [s for s in ids if s not in done]
         skipped += len(ids) - len(todo)
         if model.kind == "qct" and qct is None:
-            qct = st_store.qct_frame(store).set_index("scan_id")
+            qct = st_store.qct_features_frame(store).set_index("scan_id")  # + patterns
         for start in range(0, len(todo), TABULAR_CHUNK_SCANS):
             chunk = todo[start:start + TABULAR_CHUNK_SCANS]
             progress(STAGE_TABULAR, start, len(todo))

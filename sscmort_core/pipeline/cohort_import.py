@@ -16,16 +16,24 @@ with ``shift_dates`` every date of a patient moves by one keyed offset
 values never reach the store, a log line or a message. Re-running the same manifest skips
 scans already in (by a keyed hash of the row: registry id, path, series), links a scan whose
 voxels are already stored for the patient, and retries the failures.
+
+A scans row may name a series on a PACS (study_uid + series_uid instead of a path): with
+``ImportOptions.pacs`` (a :class:`sscmort_core.pacs.PacsClient`), each such row not yet in
+the store is retrieved (WADO-RS) into a temporary folder that is removed when the import
+ends, then read like a DICOM folder. Its UIDs enter only the row's keyed hash, never the
+store; a failure names the row, not the UIDs.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import hashlib
 import hmac
 import re
 import secrets
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +42,7 @@ from typing import Any, Callable, Mapping, Sequence
 import pandas as pd
 
 from sscmort_core import store as st_store
-from sscmort_core.errors import DataError, ManifestError
+from sscmort_core.errors import DataError, ManifestError, PacsNotFoundError
 from sscmort_core.imaging import pseudonymous_id
 from sscmort_core.pipeline import import_scans as bulk
 from sscmort_core.pipeline.dateshift import exact_shift, shift
@@ -68,6 +76,8 @@ class ImportOptions:
     columns: tuple[str, ...] = ()
     batch_scans: int = WRITE_BATCH_SCANS
     check_images: bool = True
+    pacs: Any = None  # a sscmort_core.pacs.PacsClient for rows naming a study_uid
+    executor: Any = None  # a sscmort_core.util.executors.Executor (None: the local pool)
 
     def __post_init__(self) -> None:
         if not SOURCE_PATTERN.match(self.source) or self.source == "synthetic":
@@ -127,11 +137,12 @@ class ImportPlan:
         return sum(1 for s in self.scans if s.status == status)
 
 
-def row_key(secret: bytes, registry_id: str, resolved: Path, root: Path, uid: str | None,
-            desc: str | None) -> str:
-    """Keyed hash of a scans row's identity (registry id, path, series): what lets a re-run
-    skip it. Reveals none of its parts."""
-    rel = resolved.relative_to(root.resolve()).as_posix()
+def row_key(secret: bytes, registry_id: str, resolved: Path | None, root: Path,
+            uid: str | None, desc: str | None, study_uid: str | None = None) -> str:
+    """Keyed hash of a scans row's identity (registry id, path or PACS study, series): what
+    lets a re-run skip it. Reveals none of its parts."""
+    rel = f"pacs:{study_uid}" if study_uid else \
+        Path(resolved).relative_to(root.resolve()).as_posix()  # type: ignore[arg-type]
     text = f"scan-row|{registry_id.strip()}|{rel}|{uid or ''}|{(desc or '').casefold()}"
     return hmac.new(secret, text.encode("utf-8"), hashlib.sha256).hexdigest()[:32]
 
@@ -173,14 +184,17 @@ class _Store:
 
 
 def plan_import(store: st_store.Store | None, folder: Path, options: ImportOptions,
-                secret: bytes, progress: ProgressFn = no_progress) -> ImportPlan:
+                secret: bytes, progress: ProgressFn = no_progress,
+                staging: Path | None = None) -> ImportPlan:
     """Check the manifest in ``folder`` against itself, the store (None: no store yet) and
-    the images; return what an import would do and every problem found."""
+    the images; return what an import would do and every problem found. ``staging``: where
+    PACS rows are retrieved to (a temporary folder when None; :func:`run_import` passes one
+    that lives until its scans are written)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise DataError("no such manifest folder", folder)
     tables, mapping, problems = read_tables(folder, options.mapping_file, options.columns)
-    manifest, found = validate_manifest(tables, mapping, folder)
+    manifest, found = validate_manifest(tables, mapping, folder, pacs=options.pacs is not None)
     problems += found
     pats = manifest.patients.dropna(subset=["registry_id"]).drop_duplicates("registry_id")
     pid_of = {rid: pseudonymous_id(secret, rid) for rid in pats["registry_id"]}
@@ -194,7 +208,13 @@ def plan_import(store: st_store.Store | None, folder: Path, options: ImportOptio
     clinical, changed = _clinical_plan(manifest, pid_of, offsets, stored, options.source)
     checked = False
     if options.check_images:
-        scans, found = _check_images(store, manifest, scans, options, progress)
+        with contextlib.ExitStack() as stack:
+            if staging is None and options.pacs is not None:
+                staging = Path(stack.enter_context(tempfile.TemporaryDirectory(
+                    prefix="sscmort-pacs-import-")))
+            scans, found = _retrieve_pacs_rows(manifest, scans, options, staging, progress)
+            problems += found
+            scans, found = _check_images(store, manifest, scans, options, progress)
         problems += found
         checked = True
     horizons = horizon_summary(manifest.patients, manifest.scans) if not problems else ()
@@ -206,11 +226,43 @@ def _scan_rows(manifest: Manifest, pid_of: Mapping[str, str], secret: bytes
                ) -> pd.DataFrame:
     """The scans rows that can be planned (known patient, date and path), with their keys."""
     s = manifest.scans
-    ok = s["registry_id"].isin(list(pid_of)) & s["scan_date"].notna() & s["resolved"].notna()
+    pacs_row = s["study_uid"].notna() & ~s["row"].isin(manifest.bad_scan_rows)
+    ok = s["registry_id"].isin(list(pid_of)) & s["scan_date"].notna() \
+        & (s["resolved"].notna() | pacs_row)
     s = s.loc[ok].copy()
     s["row_key"] = [row_key(secret, r.registry_id, r.resolved, manifest.root, r.series_uid,
-                            r.series_description) for r in s.itertuples()]
+                            r.series_description, r.study_uid) for r in s.itertuples()]
     return s
+
+
+def _retrieve_pacs_rows(manifest: Manifest, scans: list[ScanPlan], options: ImportOptions,
+                        staging: Path | None, progress: ProgressFn
+                        ) -> tuple[list[ScanPlan], list[Problem]]:
+    """Retrieve the series of every PACS row still to import into ``staging`` and point its
+    image job there; a series the PACS does not have is a problem of its row. Other PACS
+    failures (down, refused credentials, timeout) stop the import with their one line."""
+    pacs_rows = manifest.scans.dropna(subset=["study_uid"]).set_index("row")
+    todo = [s for s in scans if s.row in pacs_rows.index and s.status in ("new", "retry")
+            and s.row not in manifest.bad_scan_rows]
+    if not todo:
+        return scans, []
+    assert staging is not None and options.pacs is not None
+    problems, fetched = [], {}
+    for i, s in enumerate(todo):
+        progress("import: retrieve from PACS", i, len(todo))
+        row = pacs_rows.loc[s.row]
+        target = Path(staging) / s.row_key
+        try:
+            options.pacs.retrieve_series(str(row["study_uid"]), str(row["series_uid"]), target)
+        except PacsNotFoundError:
+            problems.append(Problem(manifest.files["scans"], s.row, "series_uid",
+                                    "no such study / series on the PACS"))
+            continue
+        fetched[s.row_key] = str(target)
+    progress("import: retrieve from PACS", len(todo), len(todo))
+    out = [dataclasses.replace(s, job=dataclasses.replace(s.job, path=fetched[s.row_key]))
+           if s.row_key in fetched else s for s in scans]
+    return out, problems
 
 
 def _previous_offset(pid: str, rows: pd.DataFrame, stored: _Store) -> int | None:
@@ -354,7 +406,8 @@ def _check_images(store: st_store.Store | None, manifest: Manifest, scans: list[
     todo = [s for s in scans if s.status in ("new", "retry") and s.row not in
             manifest.bad_scan_rows]
     workers = options.workers or default_workers()
-    checks = {c.row_key: c for c in bulk.check_images([s.job for s in todo], workers, progress)}
+    checks = {c.row_key: c for c in bulk.check_images([s.job for s in todo], workers, progress,
+                                                      options.executor)}
     shas = [c.voxel_sha256 for c in checks.values() if c.voxel_sha256]
     stored = st_store.scans_with_voxels(store, shas) if store is not None and shas else \
         pd.DataFrame(columns=["scan_id", "patient_id", "voxel_sha256", "scan_date"])
@@ -437,18 +490,19 @@ def run_import(store: st_store.Store | None, folder: Path,
     if store is None and not dry_run:
         raise ValueError("an import needs a store")
     secret = read_secret(store) or secrets.token_bytes(32)
-    plan = plan_import(store, folder, options, secret, progress)
-    if plan.problems:
-        n = len(plan.problems)
-        raise ManifestError(f"{n} problem{'s' if n > 1 else ''} in the manifest; nothing was "
-                            "written", folder, problems=plan.problem_lines)
-    if dry_run or store is None:
-        return _result(plan, True, 0, (), time.perf_counter() - t0)
-    persist_secret(store, secret)
-    bulk.remove_orphans(store)
-    changes = write_patients(store, plan)
-    imported, failures = _write_scans(store, plan, progress)
-    bulk.remove_orphans(store)
+    with tempfile.TemporaryDirectory(prefix="sscmort-pacs-import-") as staging:
+        plan = plan_import(store, folder, options, secret, progress, Path(staging))
+        if plan.problems:
+            n = len(plan.problems)
+            raise ManifestError(f"{n} problem{'s' if n > 1 else ''} in the manifest; nothing "
+                                "was written", folder, problems=plan.problem_lines)
+        if dry_run or store is None:
+            return _result(plan, True, 0, (), time.perf_counter() - t0)
+        persist_secret(store, secret)
+        bulk.remove_orphans(store)
+        changes = write_patients(store, plan)
+        imported, failures = _write_scans(store, plan, progress)
+        bulk.remove_orphans(store)
     return _result(plan, False, imported, failures, time.perf_counter() - t0, changes)
 
 
@@ -501,7 +555,8 @@ def _write_scans(store: st_store.Store, plan: ImportPlan, progress: ProgressFn
     jobs = [bulk.ScanJob(s.job, s.scan_id, str(staging)) for s in todo]
     results = bulk.import_scans(store, jobs, targets, source=plan.options.source,
                                 workers=plan.options.workers or default_workers(),
-                                batch_scans=plan.options.batch_scans, progress=progress)
+                                batch_scans=plan.options.batch_scans, progress=progress,
+                                executor=plan.options.executor)
     imported = sum(len(r.imported) + len(r.linked) for r in results)
     failures = tuple(ImportFailure(file, targets[k].manifest_row, targets[k].shown_path, reason)
                      for r in results for k, reason in r.failed)
@@ -509,7 +564,11 @@ def _write_scans(store: st_store.Store, plan: ImportPlan, progress: ProgressFn
 
 
 def _relative(path: str, folder: Path) -> str:
-    return Path(path).relative_to(Path(folder).resolve()).as_posix()
+    """A row's path as shown and recorded: relative to the manifest folder (a PACS row's
+    retrieved folder is not: it shows as "PACS series", never its UIDs)."""
+    p = Path(path)
+    return p.relative_to(Path(folder).resolve()).as_posix() \
+        if p.is_relative_to(Path(folder).resolve()) else "PACS series"
 
 
 def _result(plan: ImportPlan, dry_run: bool, imported: int,

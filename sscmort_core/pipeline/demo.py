@@ -1,5 +1,6 @@
-"""The synthetic demo store: cohort -> volumes -> lungs -> QCT (+ radiomics and model inputs in
-the same pass) -> radiomics / QCT models -> quick deep backbones -> evaluation.
+"""The synthetic demo store: cohort -> volumes -> lungs -> QCT, zones, patterns and mask QC
+(+ radiomics and model inputs in the same pass) -> radiomics / QCT models -> quick deep
+backbones -> evaluation.
 
 Heavy per-scan work runs in worker processes that never touch the store; the calling process
 writes results in transactions, to a temporary file moved into place only when every stage
@@ -25,9 +26,10 @@ from sscmort_core.deep.config import quick_input_shape
 from sscmort_core.deep.inputs import input_for_volume, write_model_inputs
 from sscmort_core.errors import DataError, SscmortError, StoreError
 from sscmort_core.labels import HORIZONS_YEARS, label_scans
-from sscmort_core.lungs import QCTMetrics, qct_method_version, qct_metrics
+from sscmort_core.lungs import measure_lungs
 from sscmort_core.pipeline import DEMO_STAGES
 from sscmort_core.pipeline.evaluate import run_evaluation
+from sscmort_core.pipeline.measure import MeasureRows, measure_rows, write_measures
 from sscmort_core.radiomics.features import extract_outcome, load_params
 from sscmort_core.radiomics.stage import run_radiomics_stage, write_outcomes
 from sscmort_core.scans import scan_with_lungs_from_row
@@ -91,9 +93,7 @@ class _ScanMeasure:
     shape: tuple[int, int, int]
     spacing_mm: tuple[float, float, float]
     sha256: str
-    qct: QCTMetrics
-    left_volume_ml: float
-    right_volume_ml: float
+    rows: MeasureRows  # QCT, zones, patterns, mask QC
     radiomics: Any = None  # RadiomicsOutcome when the job asked for radiomics
     model_input: np.ndarray | None = None  # (K, 3, S, S) uint8 when the job asked for it
 
@@ -109,14 +109,15 @@ class _DemoJob:
 
 
 def _measure_synthetic(job: _DemoJob) -> _ScanMeasure:
-    """Worker: regenerate one synthetic volume and segment its lungs once, then measure QCT
-    and, when the job asks, extract radiomics and sample the model input from the same voxels
-    and mask (the same results as the radiomics stage and ``deep.inputs.model_inputs``, which
-    would each regenerate and segment the volume again)."""
+    """Worker: regenerate one synthetic volume and segment its lungs once, then measure QCT,
+    zones, patterns and mask QC (as the measure stage does) and, when the job asks, extract
+    radiomics and sample the model input from the same voxels and mask (the same results as
+    the radiomics stage and ``deep.inputs.model_inputs``, which would each regenerate and
+    segment the volume again)."""
     row = job.row
     scan = scan_with_lungs_from_row(row, Path("."))  # synthetic: regenerated, no file read
     hu, lungs, spacing = scan.volume.hu, scan.lungs, scan.volume.spacing_mm
-    q = qct_metrics(hu, lungs.mask, spacing)
+    rows = measure_rows(str(row["scan_id"]), measure_lungs(hu, lungs, spacing), lungs)
     rad = x = None
     if job.radiomics_params is not None:
         rad = extract_outcome(str(row["scan_id"]), hu, lungs.mask, spacing,
@@ -128,8 +129,7 @@ def _measure_synthetic(job: _DemoJob) -> _ScanMeasure:
         except SscmortError:  # left out here; deep.inputs.model_inputs retries and reports it
             x = None
     return _ScanMeasure(row["scan_id"], tuple(int(s) for s in hu.shape), spacing,
-                        array_sha256(hu), q, float(lungs.left_volume_ml),
-                        float(lungs.right_volume_ml), rad, x)
+                        array_sha256(hu), rows, rad, x)
 
 
 def check_demo_target(path: Path) -> None:
@@ -197,6 +197,7 @@ def build_demo(path: str | Path, *, n_patients: int = 600, seed: int = 0,
             summary = dataclasses.replace(
                 _demo_summary(store, path, time.perf_counter() - t0), notes=notes)
         _remove_store_files(path)
+        st_store.archive_journal(path)  # the old store's audit journal stays, beside the new
         os.replace(tmp, path)
     except BaseException:
         _remove_store_files(tmp)
@@ -209,7 +210,7 @@ def _demo_jobs(rows: list[dict[str, Any]], stages: Sequence[str]
     """The single pass's jobs and its progress label: radiomics and the quick profile's model
     inputs ride along when their stages will run."""
     params = shape = None
-    label = "volumes + lungs + QCT"
+    label = "volumes + lungs + QCT"  # QCT here: whole lung, zones, patterns and mask QC
     if "radiomics" in stages:
         params = load_params()
         label += " + radiomics"
@@ -274,19 +275,15 @@ def _write_demo(store: st_store.Store, cohort: Any, measures: list[_ScanMeasure]
     scans["series_description"] = "SYNTHETIC CHEST CT"
     scans["volume_path"] = None
     scans["source"], scans["synthetic"] = "synthetic", True
-    truth = scans.merge(pts[["patient_id", "progressor"]], on="patient_id")
+    truth = scans  # progressor and emphysema_pct come with the cohort's scan rows
     clinical = cohort.clinical.copy()
     clinical["source"], clinical["synthetic"] = "synthetic", True
-    qct = pd.DataFrame([{**m.qct.to_dict(), "scan_id": m.scan_id,
-                         "left_volume_ml": m.left_volume_ml,
-                         "right_volume_ml": m.right_volume_ml,
-                         "method_version": qct_method_version()} for m in measures])
     with store.transaction() as cur:
         st_store.insert_frame(cur, "patients", pts)
         st_store.insert_frame(cur, "scans", scans)
         st_store.insert_frame(cur, "synthetic_truth", truth)
         st_store.insert_frame(cur, "clinical", clinical)
-        st_store.insert_frame(cur, "qct", qct)
+        write_measures(cur, [m.rows for m in measures])
         _register_oracle(cur, truth, seed)
         st_store.set_meta(cur, "demo_seed", str(seed))
         st_store.set_meta(cur, "built_at", dt.datetime.now().isoformat(timespec="seconds"))

@@ -23,7 +23,7 @@ from sscmort_core.dicomout.results import DicomResults, build_results, write_res
 from sscmort_core.errors import DataError, StoreError
 from sscmort_core.imaging.source import SourceSeries
 from sscmort_core.imaging.volume import Volume
-from sscmort_core.lungs import qct_metrics
+from sscmort_core.lungs import classify_patterns, qct_metrics
 from sscmort_core.lungs.qct import ild_mask
 from sscmort_core.pacs import PacsClient, StoreResult
 from sscmort_core.pipeline.ingest import ScanAnalysis
@@ -93,11 +93,13 @@ def results_for_scan(store: st_store.Store, scan_id: str, *,
         raise StoreError(f"no scan {scan_id!r} in the store", store.path)
     scan = load_scan_with_lungs(store, scan_id)
     hu, spacing, mask = scan.volume.hu, scan.volume.spacing_mm, scan.lungs.mask
-    qct = qct_metrics(hu, mask, spacing)
+    patterns = classify_patterns(hu, mask, spacing)
+    qct = qct_metrics(hu, mask, spacing, patterns)
     preds: Sequence[RiskPrediction] = stored_predictions(store, scan_id, str(row["patient_id"]))
     source, problems = OOF_NOTE, ()
     if not preds:
-        report = predict_volume_all(store, hu, mask, spacing, qct=qct.to_dict(),
+        report = predict_volume_all(store, hu, mask, spacing,
+                                    qct={**qct.to_dict(), **patterns.extents()},
                                     models_dir=models_dir)
         preds, problems, source = report.predictions, report.problems, FRESH_NOTE
     scan_date = row["scan_date"]

@@ -1,14 +1,17 @@
 """The scans of a registry import, in bulk: the image check before anything is written, and
-the import itself (read, validate, de-identify, segment, measure) in worker processes, with
-the parent alone writing whole scans, a batch per transaction.
+the import itself (read, validate, de-identify, segment, measure: QCT, zones, ILD patterns and
+mask QC, as ``ingest`` does) in worker processes, with the parent alone writing whole scans, a
+batch per transaction.
 
 Workers never touch the store. An import worker writes the de-identified volume to a staging
 file beside the store; the parent moves it into ``volumes/registry/`` and then commits the
-scan's rows (scans, qct, its import key) in the batch's transaction, so after a kill at any
-moment the store holds only whole scans: a volume file moved in but never committed is an
-orphan that the next run removes (:func:`remove_orphans`), and the scan is imported again.
-Every batch of workers goes through :func:`sscmort_core.util.workers.map_in_workers` (one
-place to swap the executor).
+scan's rows (scans, qct, qct_regions, qct_patterns, mask_qc, its import key) in the batch's
+transaction, so after a kill at any moment the store holds only whole scans: a volume file
+moved in but never committed is an orphan that the next run removes (:func:`remove_orphans`),
+and the scan is imported again. Every batch of workers goes through :func:`_run`: an
+:class:`~sscmort_core.util.executors.Executor` when one is given (``sscmort import --executor
+local|ray``: a worker lost after the executor's retries makes its scan a failure with the
+reason), else :func:`sscmort_core.util.workers.map_in_workers`.
 """
 
 from __future__ import annotations
@@ -20,15 +23,16 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import pandas as pd
 
 from sscmort_core import store as st_store
 from sscmort_core.errors import SscmortError
 from sscmort_core.imaging import SeriesSelector, read_volume, save_volume
-from sscmort_core.lungs import qct_method_version
+from sscmort_core.imaging.volume import STORED_SUFFIX
 from sscmort_core.pipeline.ingest import analyse_path
+from sscmort_core.pipeline.measure import MeasureRows, measure_rows, write_measures
 from sscmort_core.util.hashing import array_sha256, file_sha256
 from sscmort_core.util.progress import ProgressFn
 from sscmort_core.util.workers import map_in_workers
@@ -92,9 +96,25 @@ def check_image(job: ImageJob) -> ImageCheck:
     return ImageCheck(job.row_key, array_sha256(result.volume.hu), None)
 
 
-def check_images(jobs: Sequence[ImageJob], workers: int, progress: ProgressFn
-                 ) -> list[ImageCheck]:
-    return list(map_in_workers(check_image, list(jobs), workers, progress, STAGE_CHECK))
+def _run(fn: Any, jobs: list[Any], workers: int, progress: ProgressFn, stage: str,
+         executor: Any, lost: Any) -> Iterator[Any]:
+    """``fn`` over ``jobs`` in workers, results as they come; with an executor, a task whose
+    worker was lost becomes ``lost(job, reason)``."""
+    if executor is None:
+        yield from map_in_workers(fn, jobs, workers, progress, stage)
+        return
+    results = executor.outcomes(fn, jobs, progress, stage)
+    try:
+        for task in results:
+            yield task.value if task.ok else lost(jobs[task.index], str(task.error))
+    finally:
+        results.close()
+
+
+def check_images(jobs: Sequence[ImageJob], workers: int, progress: ProgressFn,
+                 executor: Any = None) -> list[ImageCheck]:
+    return list(_run(check_image, list(jobs), workers, progress, STAGE_CHECK, executor,
+                     lambda job, why: ImageCheck(job.row_key, None, why)))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -118,13 +138,14 @@ class ScanOutcome:
     volume_sha256: str | None = None
     voxel_sha256: str | None = None
     scan: dict[str, Any] | None = None  # scans-table values except ids, date, source
-    qct: dict[str, Any] | None = None
+    measures: MeasureRows | None = None  # the qct, zone, pattern and mask QC rows
     seconds: float = 0.0
 
 
 def import_scan(job: ScanJob) -> ScanOutcome:
-    """Worker: analyse one scan (read, validate, de-identify, lungs, QCT) and stage its
-    de-identified volume. Never raises for a bad scan (the reason comes back instead)."""
+    """Worker: analyse one scan (read, validate, de-identify, lungs, QCT, zones, patterns,
+    mask QC) and stage its de-identified volume. Never raises for a bad scan (the reason
+    comes back instead)."""
     t0 = time.perf_counter()
     image = job.image
     try:
@@ -142,11 +163,9 @@ def import_scan(job: ScanJob) -> ScanOutcome:
             "slice_thickness_mm": vol.slice_thickness_mm, "spacing_z_mm": vol.spacing_mm[0],
             "spacing_y_mm": vol.spacing_mm[1], "spacing_x_mm": vol.spacing_mm[2],
             "shape_z": vol.hu.shape[0], "shape_y": vol.hu.shape[1], "shape_x": vol.hu.shape[2]}
-    qct = {**analysis.qct.to_dict(), "left_volume_ml": analysis.lungs.left_volume_ml,
-           "right_volume_ml": analysis.lungs.right_volume_ml,
-           "method_version": qct_method_version()}
+    measures = measure_rows(job.scan_id, analysis.measures, analysis.lungs)
     return ScanOutcome(image.row_key, job.scan_id, None, str(staged), file_sha256(staged),
-                       analysis.voxel_sha256, scan, qct, time.perf_counter() - t0)
+                       analysis.voxel_sha256, scan, measures, time.perf_counter() - t0)
 
 
 @dataclass(frozen=True)
@@ -230,13 +249,13 @@ def _write_rows(cur: Any, new: Sequence[ScanOutcome], linked: Sequence[ScanOutco
         "volume_sha256": o.volume_sha256, "voxel_sha256": o.voxel_sha256,
         "volume_seed": None, "noise_hu": None, "source": source, "synthetic": False}
         for o in new], columns=list(st_store.SCAN_COLUMNS))
-    qct = pd.DataFrame([{**(o.qct or {}), "scan_id": o.scan_id} for o in new],
-                       columns=list(st_store.QCT_COLUMNS))
     keys = pd.DataFrame([{"row_key": o.row_key, "patient_id": targets[o.row_key].patient_id,
                           "scan_id": o.scan_id} for o in (*new, *linked)],
                         columns=list(st_store.IMPORT_KEY_COLUMNS))
     st_store.insert_frame(cur, "scans", scans)
-    st_store.insert_frame(cur, "qct", qct)
+    measured = [o.measures for o in new if o.measures is not None]
+    if measured:  # qct, qct_regions, qct_patterns and mask_qc, as ingest writes them
+        write_measures(cur, measured)
     st_store.insert_import_keys(cur, keys)
 
 
@@ -250,12 +269,14 @@ def _failure_rows(failed: Sequence[tuple[str, str]], targets: dict[str, Target]
 
 
 def import_scans(store: st_store.Store, jobs: Sequence[ScanJob], targets: dict[str, Target],
-                 *, source: str, workers: int, batch_scans: int, progress: ProgressFn
-                 ) -> list[BatchResult]:
-    """Run the import workers over ``jobs`` and commit their results, ``batch_scans`` scans
-    per transaction, as they arrive."""
+                 *, source: str, workers: int, batch_scans: int, progress: ProgressFn,
+                 executor: Any = None) -> list[BatchResult]:
+    """Run the import workers over ``jobs`` (on ``executor`` when given) and commit their
+    results, ``batch_scans`` scans per transaction, as they arrive."""
     results, pending, seen = [], [], {}
-    for outcome in map_in_workers(import_scan, list(jobs), workers, progress, STAGE_SCANS):
+    lost = lambda job, why: ScanOutcome(job.image.row_key, job.scan_id, why)  # noqa: E731
+    for outcome in _run(import_scan, list(jobs), workers, progress, STAGE_SCANS, executor,
+                        lost):
         pending.append(outcome)
         if len(pending) >= batch_scans:
             results.append(commit_batch(store, pending, targets, source, seen))

@@ -1,5 +1,6 @@
 """Store an analysed scan (:mod:`sscmort_core.pipeline.analyse`): de-identified volume file,
-patient (new or existing, pseudonymous), scan and QCT rows in one transaction. The CLI's
+patient (new or existing, pseudonymous), scan, QCT, zone, pattern and mask QC rows in one
+transaction. The CLI's
 ``ingest`` and the upload page's "save to cohort" call only this; risks are
 :mod:`sscmort_core.pipeline.predict`'s.
 """
@@ -22,13 +23,16 @@ from sscmort_core import store as st_store
 from sscmort_core.errors import DataError
 from sscmort_core.imaging import save_volume
 from sscmort_core.imaging.volume import STORED_SUFFIX
-from sscmort_core.lungs import QCTMetrics, qct_method_version
+from sscmort_core.lungs import QCTMetrics
 from sscmort_core.pipeline.analyse import (  # noqa: F401  (re-exported for callers)
+    LABEL_SUFFIXES,
     STAGES,
     ScanAnalysis,
     analyse_path,
     analyse_upload,
+    write_label_volume,
 )
+from sscmort_core.pipeline.measure import measure_rows, write_measures
 from sscmort_core.util.hashing import file_sha256
 from sscmort_core.util.progress import ProgressFn, no_progress
 
@@ -48,12 +52,13 @@ class IngestResult:
     shape: tuple[int, int, int]
     spacing_mm: tuple[float, float, float]
     qct: QCTMetrics
+    mask_review: str = ""  # "mask needs review: ..." when a QC check failed
 
     def to_json(self) -> dict[str, Any]:
         return {"scan_id": self.scan_id, "patient_id": self.patient_id,
                 "new_patient": self.new_patient, "scan_date": self.scan_date.isoformat(),
                 "shape": list(self.shape), "spacing_mm": [round(s, 4) for s in self.spacing_mm],
-                "qct": self.qct.to_dict()}
+                "qct": self.qct.to_dict(), "mask_review": self.mask_review or None}
 
 
 def store_secret(store: st_store.Store) -> bytes:
@@ -130,7 +135,7 @@ def save_analysis(store: st_store.Store, analysis: ScanAnalysis, *,
         raise
     log.info("stored scan %s for patient %s", scan_id, pid)
     return IngestResult(scan_id, pid, existing is None, scan_date, tuple(vol.hu.shape),
-                        tuple(vol.spacing_mm), analysis.qct)
+                        tuple(vol.spacing_mm), analysis.qct, analysis.measures.qc.summary())
 
 
 def _write_scan(store: st_store.Store, analysis: ScanAnalysis, pid: str,
@@ -146,10 +151,6 @@ def _write_scan(store: st_store.Store, analysis: ScanAnalysis, pid: str,
         "shape_z": vol.hu.shape[0], "shape_y": vol.hu.shape[1], "shape_x": vol.hu.shape[2],
         "volume_path": str(rel), "volume_sha256": sha, "voxel_sha256": analysis.voxel_sha256,
         "volume_seed": None, "noise_hu": None, "source": source, "synthetic": False}])
-    qct = pd.DataFrame([{**analysis.qct.to_dict(), "scan_id": scan_id,
-                         "left_volume_ml": analysis.lungs.left_volume_ml,
-                         "right_volume_ml": analysis.lungs.right_volume_ml,
-                         "method_version": qct_method_version()}])
     with store.transaction() as cur:
         if existing is None:
             st_store.insert_frame(cur, "patients", pd.DataFrame([{
@@ -159,7 +160,8 @@ def _write_scan(store: st_store.Store, analysis: ScanAnalysis, pid: str,
         else:
             st_store.extend_followup(cur, pid, scan_date)
         st_store.insert_frame(cur, "scans", scan)
-        st_store.insert_frame(cur, "qct", qct)
+        write_measures(cur, [measure_rows(scan_id, analysis.measures, analysis.lungs)])
+
 
 
 def ingest_path(store: st_store.Store, path: Path, *, patient_id: str | None = None,

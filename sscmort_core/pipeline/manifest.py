@@ -10,7 +10,9 @@ Tables (``<name>.csv`` or ``<name>.parquet`` in the manifest folder):
   subtype (limited / diffuse / sine), antibody (scl70 / centromere / rnapol3 / other /
   negative), death_date (empty when alive), last_followup_date (may be empty for the dead).
 * ``scans``: patient_id, scan_date, path (a DICOM folder, a zip, or a NIfTI / NRRD / MHA
-  file, relative to the manifest folder), optional series_uid or series_description.
+  file, relative to the manifest folder), optional series_uid or series_description; or,
+  instead of a path, study_uid and series_uid of a series on a PACS (the import is then run
+  with a PACS client, ``sscmort import --pacs URL``, which retrieves it).
 * ``clinical`` (optional): patient_id, date, fvc_pct_pred, dlco_pct_pred.
 
 Dates are ISO 8601. A :class:`ColumnMapping` renames a registry's own column names; any other
@@ -39,12 +41,13 @@ REQUIRED_TABLES: tuple[str, ...] = ("patients", "scans")
 COLUMNS: dict[str, tuple[str, ...]] = {
     "patients": ("patient_id", "sex", "birth_year", "birth_date", "subtype", "antibody",
                  "death_date", "last_followup_date"),
-    "scans": ("patient_id", "scan_date", "path", "series_uid", "series_description"),
+    "scans": ("patient_id", "scan_date", "path", "series_uid", "series_description",
+              "study_uid"),
     "clinical": ("patient_id", "date", "fvc_pct_pred", "dlco_pct_pred"),
 }
 REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
     "patients": ("patient_id", "death_date", "last_followup_date"),
-    "scans": ("patient_id", "scan_date", "path"),
+    "scans": ("patient_id", "scan_date"),  # and path, or study_uid (checked per row)
     "clinical": ("patient_id", "date"),
 }
 FIRST_DATA_ROW = 2  # spreadsheet numbering: the header is row 1
@@ -101,7 +104,8 @@ class Manifest:
 
     patients: row, registry_id, sex, birth_year, subtype, antibody, death_date,
     last_followup_date (the death date when empty for the dead). scans: row, registry_id,
-    scan_date, path (as given), resolved (Path or None), series_uid, series_description.
+    scan_date, path (as given), resolved (Path or None; None for a PACS row until its series
+    is retrieved), series_uid, series_description, study_uid (a PACS row's study, else None).
     clinical: row, registry_id, date, fvc_pct_pred, dlco_pct_pred. Dates are datetime.date.
     ``bad_scan_rows``: rows of the scans file with a problem (their images are not read).
     """
@@ -354,8 +358,33 @@ def _birth_year(text: str, today: dt.date) -> int | None | _Bad:
     return int(year) if year.is_integer() and 1900 <= year <= today.year else BAD
 
 
-def _scans(frame: pd.DataFrame, rows: _Rows, root: Path, patients: pd.DataFrame
-           ) -> pd.DataFrame:
+def _scan_source(rows: _Rows, r: int, rec: Mapping[str, Any], root: Path, pacs: bool
+                 ) -> Path | None:
+    """The row's image path (None when it has a problem, or names a PACS series: then its
+    study_uid is set and it is fetched later)."""
+    study, uid = rec.get("study_uid") or "", rec["series_uid"]
+    if study:
+        if rec["path"]:
+            rows.add(r, "path", "give a path or a study_uid, not both")
+        elif not uid:
+            rows.add(r, "series_uid", "empty; a row naming a PACS study names its series too")
+        elif rec["series_description"]:
+            rows.add(r, "series_description", "a PACS row picks its series by series_uid")
+        elif not pacs:
+            rows.add(r, "study_uid", "names a series on a PACS; run the import with a PACS "
+                     "(sscmort import --pacs URL)")
+        return None
+    resolved, why = resolve_path(root, rec["path"])
+    if why:
+        rows.add(r, "path", why)
+    elif (uid or rec["series_description"]) and _is_grid_file(resolved):  # type: ignore
+        rows.add(r, "series_uid" if uid else "series_description",
+                 "picks a series of a DICOM folder or zip; this path is an image file")
+    return resolved
+
+
+def _scans(frame: pd.DataFrame, rows: _Rows, root: Path, patients: pd.DataFrame,
+           pacs: bool = False) -> pd.DataFrame:
     known = _first_rows(patients)
     birth = dict(zip(patients["registry_id"], patients["birth_year"]))
     seen: dict[tuple, tuple[int, str | None, dt.date | None]] = {}
@@ -370,12 +399,7 @@ def _scans(frame: pd.DataFrame, rows: _Rows, root: Path, patients: pd.DataFrame
         by = birth.get(rid)
         if day is not None and by is not None and not pd.isna(by) and day.year < int(by):
             rows.add(r, "scan_date", "before the patient's birth year")
-        resolved, why = resolve_path(root, rec["path"])
-        if why:
-            rows.add(r, "path", why)
-        elif (uid or desc) and _is_grid_file(resolved):  # type: ignore[arg-type]
-            rows.add(r, "series_uid" if uid else "series_description",
-                     "picks a series of a DICOM folder or zip; this path is an image file")
+        resolved = _scan_source(rows, r, rec, root, pacs)
         # one series: the same UID, or the same path and description
         keys = [("uid", uid)] if uid else []
         if resolved is not None:
@@ -394,9 +418,10 @@ def _scans(frame: pd.DataFrame, rows: _Rows, root: Path, patients: pd.DataFrame
             seen.setdefault(key, (r, rid, day))
         out.append({"row": r, "registry_id": rid or None, "scan_date": day,
                     "path": rec["path"], "resolved": resolved,
-                    "series_uid": uid or None, "series_description": desc or None})
+                    "series_uid": uid or None, "series_description": desc or None,
+                    "study_uid": rec.get("study_uid") or None})
     return pd.DataFrame(out, columns=["row", "registry_id", "scan_date", "path", "resolved",
-                                      "series_uid", "series_description"])
+                                      "series_uid", "series_description", "study_uid"])
 
 
 def _first_rows(patients: pd.DataFrame) -> dict[str, int]:
@@ -459,10 +484,12 @@ def _outcome_order(patients: pd.DataFrame, scans: pd.DataFrame, rows: _Rows,
 
 
 def validate_manifest(tables: Mapping[str, RawTable], mapping: ColumnMapping, root: Path, *,
-                      today: dt.date | None = None) -> tuple[Manifest, list[Problem]]:
+                      today: dt.date | None = None, pacs: bool = False
+                      ) -> tuple[Manifest, list[Problem]]:
     """Check every table (columns, then every row) and the paths; return the cleaned
     manifest and every problem, sorted by file and row. ``tables``: the tables read (patients
-    and scans required, clinical optional)."""
+    and scans required, clinical optional); ``pacs``: the import has a PACS to retrieve rows
+    naming a study_uid from (without one, such a row is a problem)."""
     today = today or dt.date.today()
     problems: list[Problem] = []
     frames: dict[str, pd.DataFrame] = {}
@@ -479,7 +506,7 @@ def validate_manifest(tables: Mapping[str, RawTable], mapping: ColumnMapping, ro
     pat_rows = _Rows(files["patients"], today)
     patients = _patients(frames["patients"], pat_rows)
     scan_rows = _Rows(files["scans"], today)
-    scans = _scans(frames["scans"], scan_rows, root, patients)
+    scans = _scans(frames["scans"], scan_rows, root, patients, pacs)
     clin_rows = _Rows(files["clinical"], today)
     clinical = _clinical(frames["clinical"], clin_rows, patients)
     _outcome_order(patients, scans, pat_rows, files["scans"])

@@ -9,13 +9,13 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
 from sscmort_core import store as st_store
 from sscmort_core.errors import ModelError, SscmortError
-from sscmort_core.lungs import qct_metrics
+from sscmort_core.lungs import classify_patterns, qct_metrics
 from sscmort_core.pipeline.analyse import ScanAnalysis
 from sscmort_core.predictions import RiskPrediction
 from sscmort_core.radiomics.features import extract_features, params_from_text
@@ -34,8 +34,9 @@ def tabular_predictions(store: st_store.Store, hu: np.ndarray, lung_mask: np.nda
     extraction): one bad model never hides the others.
 
     hu: (z, y, x) HU; lung_mask: (z, y, x) bool; spacing_mm: (z, y, x). ``qct``: the volume's
-    QCT metrics when the caller has them (else measured here). Radiomics features are
-    extracted once per parameter set the models were trained with (the card keeps the file).
+    QCT metrics and pattern extents when the caller has them (else measured here). Radiomics
+    features are extracted once per parameter set the models were trained with (the card
+    keeps the file).
     ``model_ids``: only these (default every registered radiomics / QCT model).
     """
     out: list[RiskPrediction] = []
@@ -46,7 +47,10 @@ def tabular_predictions(store: st_store.Store, hu: np.ndarray, lung_mask: np.nda
             model = load_model(store, model_id, models_dir=models_dir)
             if model.kind == "qct":
                 if qct is None:
-                    qct = qct_metrics(hu, lung_mask, tuple(spacing_mm)).to_dict()
+                    sp = tuple(float(s) for s in spacing_mm)
+                    pm = classify_patterns(hu, lung_mask, sp)  # type: ignore[arg-type]
+                    qct = {**qct_metrics(hu, lung_mask, sp, pm).to_dict(),  # type: ignore
+                           **pm.extents()}
                 out.append(predict_features(model, {k: float(v) for k, v in qct.items()}))
                 continue
             key = str(model.param_hash)
@@ -76,18 +80,21 @@ class RiskReport:
 
 
 def predict_all(store: st_store.Store, analysis: ScanAnalysis, *,
-                models_dir: Path | None = None, device: str = "auto") -> RiskReport:
-    """Risks of an analysed (not necessarily stored) scan from every registered model."""
+                models_dir: Path | None = None, device: str = "auto",
+                progress: Callable[[str, int, int], None] | None = None) -> RiskReport:
+    """Risks of an analysed (not necessarily stored) scan from every registered model;
+    ``progress(stage, done, total)`` hears of each model group as it starts."""
     vol = analysis.volume
     return predict_volume_all(store, vol.hu, analysis.lungs.mask, vol.spacing_mm,
-                              qct=analysis.qct.to_dict(),  # measured at ingest: not again
-                              models_dir=models_dir, device=device)
+                              qct=analysis.measures.features(),  # measured at ingest: not again
+                              models_dir=models_dir, device=device, progress=progress)
 
 
 def predict_volume_all(store: st_store.Store | None, hu: np.ndarray, lung_mask: np.ndarray,
                        spacing_mm: Sequence[float], *, qct: Mapping[str, float] | None = None,
                        models_dir: Path | None = None, device: str = "auto",
-                       model: str = "all", precision: str = "bf16") -> RiskReport:
+                       model: str = "all", precision: str = "bf16",
+                       progress: Callable[[str, int, int], None] | None = None) -> RiskReport:
     """Risks of a volume and its lung mask (hu, lung_mask: (z, y, x); spacing_mm: (z, y, x))
     from every registered model (``model`` "all"), or from the one model ``model`` names.
 
@@ -111,7 +118,9 @@ def predict_volume_all(store: st_store.Store | None, hu: np.ndarray, lung_mask: 
                          f"{', '.join(known) or 'none'}")
     preds: list[RiskPrediction] = []
     problems: list[tuple[str, str]] = []
+    say = progress or (lambda _stage, _done, _total: None)
     if store is not None and (model == "all" or model in tab_ids):
+        say(f"radiomics and QCT models ({len(tab_ids)})", 0, 2)
         tab_preds, tab_problems = tabular_predictions(
             store, hu, lung_mask, spacing_mm, models_dir=models_dir, qct=qct,
             model_ids=tab_ids if model == "all" else [model])
@@ -119,6 +128,7 @@ def predict_volume_all(store: st_store.Store | None, hu: np.ndarray, lung_mask: 
         problems.extend(tab_problems)
     dev = None
     if deep and (model == "all" or model in deep):
+        say(f"deep models ({len(deep)})", 1, 2)
         try:
             vp = predict_volume(hu, lung_mask, models=choose_models(deep, model),
                                 models_dir=models_dir, device=device, precision=precision)

@@ -1,7 +1,8 @@
 """The DuckDB cohort store: schema and migrations (:mod:`.schema`), opening and locking
 (:mod:`.db`), then every query, by area: the cohort (:mod:`.cohort`), derived features
-(:mod:`.features`), models and their outputs (:mod:`.models`), background jobs (:mod:`.jobs`),
-registry imports and table files (:mod:`.imports`).
+(:mod:`.features`), lung zones, patterns and mask QC (:mod:`.lungs`), models and their
+outputs (:mod:`.models`), background jobs (:mod:`.jobs`), registry imports and table files
+(:mod:`.imports`), the append-only audit trail (:mod:`.audit`).
 
 All SQL of sscmort lives in this package, with bound parameters. Callers use the names
 re-exported here (``from sscmort_core import store as st_store``).
@@ -11,6 +12,18 @@ May import: errors and the standard library, duckdb, numpy, pandas. Never a stag
 
 from __future__ import annotations
 
+from sscmort_core.store.audit import (  # noqa: F401
+    AUDIT_COLUMNS,
+    AuditEvent,
+    AuditFilter,
+    archive_journal,
+    audit_choices,
+    audit_frame,
+    journal_path,
+    opaque_id,
+    read_journal,
+    record_audit,
+)
 from sscmort_core.store.cohort import (  # noqa: F401
     CohortSummary,
     clinical_frame,
@@ -87,6 +100,19 @@ from sscmort_core.store.jobs import (  # noqa: F401
     running_job_ids,
     update_job_progress,
 )
+from sscmort_core.store.lungs import (  # noqa: F401
+    MEASURE_TABLES,
+    accept_mask,
+    flagged_scans_frame,
+    mask_qc_frame,
+    patterns_frame,
+    qct_features_frame,
+    qct_long_frame,
+    regions_frame,
+    replace_lung_measures,
+    scan_outcome_columns,
+    training_excluded_scan_ids,
+)
 from sscmort_core.store.models import (  # noqa: F401
     auc_rows_with_models,
     clear_prediction_failures,
@@ -116,13 +142,16 @@ from sscmort_core.store.schema import (  # noqa: F401
     EXPLANATION_COLUMNS,
     IMPORT_FAILURE_COLUMNS,
     IMPORT_KEY_COLUMNS,
+    MASK_QC_COLUMNS,
     METRIC_COLUMNS,
     MIGRATIONS,
     OUTCOME_CHANGE_COLUMNS,
     PATIENT_COLUMNS,
+    PATTERN_COLUMNS,
     PREDICTION_COLUMNS,
     QCT_COLUMNS,
     RADIOMICS_COLUMNS,
+    REGION_COLUMNS,
     REGISTRY_PATIENT_COLUMNS,
     SCAN_COLUMNS,
     SCHEMA_VERSION,

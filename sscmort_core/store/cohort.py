@@ -83,9 +83,9 @@ def scans_frame(store: Store, patient_id: str | None = None) -> pd.DataFrame:
 
 
 def scan_row(store: Store, scan_id: str) -> dict[str, Any] | None:
-    return one_row(store, """SELECT s.*, t.true_ild_extent_pct FROM scans s
-                             LEFT JOIN synthetic_truth t USING (scan_id) WHERE s.scan_id = ?""",
-                   [scan_id])
+    return one_row(store, """SELECT s.*, t.true_ild_extent_pct, t.progressor, t.emphysema_pct
+                             FROM scans s LEFT JOIN synthetic_truth t USING (scan_id)
+                             WHERE s.scan_id = ?""", [scan_id])
 
 
 def scan_rows(store: Store, scan_ids: Sequence[str] | None = None) -> list[dict[str, Any]]:
@@ -95,7 +95,7 @@ def scan_rows(store: Store, scan_ids: Sequence[str] | None = None) -> list[dict[
         where = f"WHERE {in_clause('s.scan_id', scan_ids)}"
         params = list(scan_ids)
     df = store.query_df(
-        f"""SELECT s.*, t.true_ild_extent_pct FROM scans s
+        f"""SELECT s.*, t.true_ild_extent_pct, t.progressor, t.emphysema_pct FROM scans s
             LEFT JOIN synthetic_truth t USING (scan_id) {where} ORDER BY s.scan_id""", params)
     return [{k: to_python(v) for k, v in r.items()} for r in df.to_dict(orient="records")]
 

@@ -15,12 +15,15 @@ def qct_frame(store: Store) -> pd.DataFrame:
 
 
 def scans_missing_qct(store: Store, method_version: str) -> list[str]:
-    """Scans with no QCT row measured by ``method_version`` (none at all, or a stale one from
-    an older lung mask or QCT method: :func:`sscmort_core.lungs.qct_method_version`)."""
+    """Scans whose QCT, zone, pattern or mask-QC rows are missing or were measured by another
+    version than ``method_version`` (an older lung mask, QCT method, pattern model or QC:
+    :func:`sscmort_core.lungs.qct_method_version`)."""
+    current = " AND ".join(
+        f"scan_id IN (SELECT scan_id FROM {t} WHERE method_version = ?)"
+        for t in ("qct", "qct_regions", "qct_patterns", "mask_qc"))
     rows = store.cursor().execute(
-        "SELECT scan_id FROM scans WHERE scan_id NOT IN "
-        "(SELECT scan_id FROM qct WHERE method_version = ?) ORDER BY scan_id",
-        [method_version]).fetchall()
+        f"SELECT scan_id FROM scans WHERE NOT ({current}) ORDER BY scan_id",
+        [method_version] * 4).fetchall()
     return [r[0] for r in rows]
 
 

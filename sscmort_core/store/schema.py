@@ -146,6 +146,48 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX outcome_changes_patient ON outcome_changes (patient_id);
     """,
+    # --- 5: the audit trail (issue 17): append-only, who did or saw what, and the outcome ----
+    """
+    CREATE SEQUENCE audit_seq START 1;
+    CREATE TABLE audit (
+        audit_id BIGINT PRIMARY KEY DEFAULT nextval('audit_seq'),
+        at_utc TIMESTAMP NOT NULL,
+        who VARCHAR NOT NULL, role VARCHAR NOT NULL, action VARCHAR NOT NULL,
+        object_ids VARCHAR NOT NULL, outcome VARCHAR NOT NULL, detail VARCHAR,
+        channel VARCHAR NOT NULL, session VARCHAR
+    );
+    """,
+    # --- 6: lungs by zone and pattern, mask QC and its review (issue 12) ---------------------
+    """
+    ALTER TABLE synthetic_truth ADD COLUMN emphysema_pct DOUBLE;
+    CREATE TABLE qct_regions (
+        scan_id VARCHAR NOT NULL REFERENCES scans (scan_id),
+        lung VARCHAR NOT NULL, zone VARCHAR NOT NULL,
+        volume_ml DOUBLE, mean_lung_density_hu DOUBLE, laa950_pct DOUBLE, haa_pct DOUBLE,
+        p15_hu DOUBLE, ild_extent_pct DOUBLE,
+        method_version VARCHAR NOT NULL,
+        PRIMARY KEY (scan_id, lung, zone)
+    );
+    CREATE TABLE qct_patterns (
+        scan_id VARCHAR PRIMARY KEY REFERENCES scans (scan_id),
+        normal_pct DOUBLE, emphysema_pct DOUBLE, ground_glass_pct DOUBLE,
+        reticulation_pct DOUBLE, honeycombing_pct DOUBLE, consolidation_pct DOUBLE,
+        method_version VARCHAR NOT NULL
+    );
+    CREATE TABLE mask_qc (
+        scan_id VARCHAR NOT NULL REFERENCES scans (scan_id),
+        check_name VARCHAR NOT NULL, passed BOOLEAN NOT NULL, value DOUBLE,
+        expected VARCHAR, message VARCHAR,
+        method_version VARCHAR NOT NULL,
+        PRIMARY KEY (scan_id, check_name)
+    );
+    CREATE TABLE mask_qc_reviews (
+        scan_id VARCHAR NOT NULL REFERENCES scans (scan_id),
+        method_version VARCHAR NOT NULL,
+        accepted_by VARCHAR NOT NULL, accepted_at TIMESTAMP NOT NULL, note VARCHAR,
+        PRIMARY KEY (scan_id, method_version)
+    );
+    """,
 )
 
 
@@ -164,7 +206,7 @@ SCAN_COLUMNS = ("scan_id", "patient_id", "scan_date", "scanner", "kernel", "seri
 
 
 TRUTH_COLUMNS = ("scan_id", "true_ild_extent_pct", "true_risk_1y", "true_risk_3y",
-                 "true_risk_5y", "progressor")
+                 "true_risk_5y", "progressor", "emphysema_pct")
 
 
 CLINICAL_COLUMNS = ("patient_id", "date", "fvc_pct_pred", "dlco_pct_pred", "source",
@@ -201,6 +243,16 @@ IMPORT_FAILURE_COLUMNS = ("row_key", "patient_id", "manifest_file", "manifest_ro
 
 
 OUTCOME_CHANGE_COLUMNS = ("patient_id", "field", "change", "source")
+REGION_COLUMNS = ("scan_id", "lung", "zone", "volume_ml", "mean_lung_density_hu", "laa950_pct",
+                  "haa_pct", "p15_hu", "ild_extent_pct", "method_version")
+
+
+PATTERN_COLUMNS = ("scan_id", "normal_pct", "emphysema_pct", "ground_glass_pct",
+                   "reticulation_pct", "honeycombing_pct", "consolidation_pct", "method_version")
+
+
+MASK_QC_COLUMNS = ("scan_id", "check_name", "passed", "value", "expected", "message",
+                   "method_version")
 
 
 _TABLE_COLUMNS: dict[str, tuple[str, ...]] = {
@@ -210,4 +262,5 @@ _TABLE_COLUMNS: dict[str, tuple[str, ...]] = {
     "radiomics_features": RADIOMICS_COLUMNS,
     "registry_patients": REGISTRY_PATIENT_COLUMNS, "import_scan_keys": IMPORT_KEY_COLUMNS,
     "import_failures": IMPORT_FAILURE_COLUMNS, "outcome_changes": OUTCOME_CHANGE_COLUMNS,
+    "qct_regions": REGION_COLUMNS, "qct_patterns": PATTERN_COLUMNS, "mask_qc": MASK_QC_COLUMNS,
 }

@@ -23,8 +23,12 @@ from sscmort_core.synthetic.dicom import (
     write_nifti,
 )
 from sscmort_core.synthetic.phantom import (
+    CONSOLIDATION,
+    EMPHYSEMA,
     GGO,
     HONEYCOMBING,
+    NORMAL,
+    PATTERN_NAMES,
     RETICULATION,
     Phantom,
     default_shape,
@@ -34,8 +38,9 @@ from sscmort_core.synthetic.phantom import (
 from sscmort_core.synthetic.protocol import KERNELS, SCANNERS, SYNTHETIC_SERIES_DESCRIPTION
 
 __all__ = [
-    "ANTIBODIES", "DEFAULT_PARAMETERS", "DEFAULT_PHI", "EXTENSIVE_EXTENT_PCT", "GGO",
-    "HONEYCOMBING", "KERNELS", "RETICULATION", "SCANNERS", "SYNTHETIC_SERIES_DESCRIPTION",
+    "ANTIBODIES", "CONSOLIDATION", "DEFAULT_PARAMETERS", "DEFAULT_PHI", "EMPHYSEMA",
+    "EXTENSIVE_EXTENT_PCT", "GGO", "HONEYCOMBING", "KERNELS", "NORMAL", "PATTERN_NAMES",
+    "RETICULATION", "SCANNERS", "SYNTHETIC_SERIES_DESCRIPTION",
     "CohortParameters", "Phantom", "SyntheticCohort", "default_shape", "generate_cohort",
     "make_phantom", "phantom_for_scan", "write_dicom_series", "write_localizer", "write_nifti",
 ]

@@ -128,6 +128,10 @@ class CohortParameters:
     scan_interval_reference_hazard_per_year: float = 0.0054  # the mean gap applies here;
     scan_interval_hazard_power: float = 1.0  # mean gap ~ (hazard now / reference) ** -power
     loss_to_followup_per_year: float = 0.04
+    # emphysema (smokers): a patient-level share of the lung in every scan, drawn from its own
+    # random stream so nothing above changes (the phantom draws it; no effect on outcomes)
+    emphysema_share: float = 0.2
+    emphysema_pct_range: tuple[float, float] = (1.0, 8.0)
 
 
 DEFAULT_PARAMETERS = CohortParameters()
@@ -413,6 +417,12 @@ def _drawn_extent_pct(pt: _Patients, acute_tau: np.ndarray, rows: np.ndarray,
     return np.minimum(fibrotic + p.acute_extent_pct * acute, p.extent_cap_pct)
 
 
+def _emphysema_pct(rng: np.random.Generator, n: int, p: CohortParameters) -> np.ndarray:
+    """(n,) per patient: % of lung with emphysema (0 for the non-smokers)."""
+    has = rng.random(n) < p.emphysema_share
+    return np.where(has, np.round(rng.uniform(*p.emphysema_pct_range, n), 2), 0.0)
+
+
 def _scans_frame(rng: np.random.Generator, pt: _Patients, lat: _Latent, rows: np.ndarray,
                  scan_days: np.ndarray, patient_ids: pd.Series,
                  p: CohortParameters) -> pd.DataFrame:
@@ -437,6 +447,7 @@ def _scans_frame(rng: np.random.Generator, pt: _Patients, lat: _Latent, rows: np
     frame["volume_seed"] = _unique_seeds(rng, len(rows))
     frame["age_at_scan"] = np.round((scan_days - _birth_mid_day(pt.birth_year[rows]))
                                     / DAYS_PER_YEAR, 2)
+    frame["progressor"] = pt.progressor[rows].astype(bool)  # the phantom draws dense fibrosis
     return frame
 
 
@@ -486,14 +497,15 @@ def generate_cohort(n_patients: int = 600, seed: int = 0,
     * ``scans``: scan_id ("SYN-S000001"), patient_id, scan_date, scanner, kernel
       ("sharp"/"smooth"), slice_thickness_mm, noise_hu, true_ild_extent_pct (what
       :func:`~sscmort_core.synthetic.phantom.phantom_for_scan` draws), true_risk_1y/3y/5y,
-      volume_seed, age_at_scan (years, from 1 July of the birth year).
+      volume_seed, age_at_scan (years, from 1 July of the birth year), progressor and
+      emphysema_pct (what the phantom needs: dense fibrosis, % of lung with emphysema).
     * ``clinical``: patient_id, date, fvc_pct_pred, dlco_pct_pred at every scan date and
       between scans.
     """
     if not isinstance(n_patients, (int, np.integer)) or n_patients < 1:
         raise ValueError(f"n_patients must be a positive integer, got {n_patients!r}")
-    streams = np.random.SeedSequence(seed).spawn(7)
-    rng_pat, rng_acute, rng_death, rng_visit, rng_cens, rng_scan, rng_clin = (
+    streams = np.random.SeedSequence(seed).spawn(8)  # the 8th (emphysema) came last
+    rng_pat, rng_acute, rng_death, rng_visit, rng_cens, rng_scan, rng_clin, rng_emph = (
         np.random.default_rng(s) for s in streams)
     pt = _draw_patients(rng_pat, int(n_patients), params)
     lat = _latent_course(rng_acute, pt, params)
@@ -504,5 +516,6 @@ def generate_cohort(n_patients: int = 600, seed: int = 0,
     patients = _patients_frame(pt, out)
     ids = patients["patient_id"]
     scans = _scans_frame(rng_scan, pt, lat, rows, scan_days, ids, params)
+    scans["emphysema_pct"] = _emphysema_pct(rng_emph, len(pt.entry_day), params)[rows]
     clinical = _clinical_frame(rng_clin, pt, rows, scan_days, ids, params)
     return SyntheticCohort(patients=patients, scans=scans, clinical=clinical, seed=int(seed))

@@ -68,7 +68,7 @@ def reference_features(store: st.Store, kind: str, qct_features: tuple[str, ...]
     scans = st.scans_frame(store)
     patients = st.patients_frame(store).set_index("patient_id")
     pft = pft_at_scan(scans, st.clinical_frame(store))
-    qct = st.qct_frame(store).set_index("scan_id").reindex(scans["scan_id"])
+    qct = st.qct_features_frame(store).set_index("scan_id").reindex(scans["scan_id"])
     if kind == "goh":
         stage = goh_extensive(qct["ild_extent_pct"].to_numpy(),
                               pft["fvc_pct_pred"].to_numpy())

@@ -47,23 +47,31 @@ def current_param_hash() -> str:
     return load_params().param_hash
 
 
-def feature_matrix(store: st.Store, kind: str, *, param_hash: str | None = None) -> FeatureMatrix:
-    """The feature matrix of ``kind`` ("radiomics", "qct", or a clinical reference kind of
-    :mod:`.clinical`) over the stored scans.
+def feature_matrix(store: st.Store, kind: str, *, param_hash: str | None = None,
+                   exclude_flagged: bool = True) -> FeatureMatrix:
+    """The feature matrix of ``kind`` ("radiomics", "qct": QCT metrics and pattern extents,
+    or a clinical reference kind of :mod:`.clinical`) over the stored scans.
 
-    Radiomics uses ``param_hash`` (default: the current parameter file's). Features that are
-    constant, or missing in more than :data:`MAX_MISSING_SHARE` of the scans, are dropped.
-    Raises DataError when no scan has features.
+    Radiomics uses ``param_hash`` (default: the current parameter file's). Scans whose lung
+    mask failed QC and was not accepted are left out (``exclude_flagged``; their count is in
+    ``n_flagged_excluded``). Features that are constant, or missing in more than
+    :data:`MAX_MISSING_SHARE` of the scans, are dropped. Raises DataError when no scan has
+    features.
     """
     if kind not in TRAINABLE_KINDS:
         raise ValueError(f"kind must be one of {TRAINABLE_KINDS}, got {kind!r}")
     scans = st.scans_frame(store)[["scan_id", "patient_id"]]
+    n_flagged = 0
+    if exclude_flagged:
+        flagged = st.training_excluded_scan_ids(store)
+        n_flagged = int(scans["scan_id"].isin(flagged).sum())
+        scans = scans[~scans["scan_id"].isin(flagged)]
     if kind in REFERENCE_KINDS:
         wide = reference_features(store, kind, QCT_FEATURES)
         param_hash = None
         hint = "measure QCT and import the clinical table first"
     elif kind == "qct":
-        wide = st.qct_frame(store).set_index("scan_id")[list(QCT_FEATURES)]
+        wide = st.qct_features_frame(store).set_index("scan_id")[list(QCT_FEATURES)]
         param_hash = None
         hint = "measure QCT first (`sscmort demo` or `sscmort ingest`)"
     else:
@@ -87,7 +95,7 @@ def feature_matrix(store: st.Store, kind: str, *, param_hash: str | None = None)
         kind=kind, scan_ids=tuple(str(s) for s in wide.index), patient_ids=pid,
         feature_names=tuple(n for n, k in zip(names, keep) if k), X=x[:, keep],
         param_hash=param_hash, dropped_features=tuple(n for n, k in zip(names, keep) if not k),
-        n_scans_without=len(scans) - len(wide))
+        n_scans_without=len(scans) - len(wide), n_flagged_excluded=n_flagged)
 
 
 def horizon_labels(store: st.Store, scan_ids: Sequence[str]) -> dict[int, HorizonLabels]:

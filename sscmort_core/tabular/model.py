@@ -47,7 +47,10 @@ FIT_LIKELIHOOD: dict[str, str] = {
     "discrete_time": "survival likelihood: discrete-time hazard over (0,1], (1,3], (3,5] "
                      "years; every scan counts up to its death or last follow-up"}
 QCT_FEATURES: tuple[str, ...] = ("lung_volume_ml", "mean_lung_density_hu", "skewness",
-                                 "kurtosis", "haa_pct", "ild_extent_pct")
+                                 "kurtosis", "haa_pct", "ild_extent_pct",
+                                 # the pattern map's extents (% of lung; normal is the rest)
+                                 "emphysema_pct", "ground_glass_pct", "reticulation_pct",
+                                 "honeycombing_pct", "consolidation_pct")
 MAX_MISSING_SHARE = 0.2  # a feature missing in more scans than this is dropped
 MIN_CLASS_COUNT = 3  # fewer positives (or negatives) than this: a constant (prevalence) model
 LOGISTIC_CS = tuple(float(c) for c in np.logspace(-3, 1, 9))  # inverse L2 strength grid
@@ -69,6 +72,7 @@ class FeatureMatrix:
     param_hash: str | None  # radiomics parameter hash (None for QCT)
     dropped_features: tuple[str, ...] = ()  # constant or too often missing
     n_scans_without: int = 0  # scans in the store with no features of this kind
+    n_flagged_excluded: int = 0  # scans left out: lung mask flagged by QC, not accepted
 
 
 @dataclass(frozen=True)

@@ -306,6 +306,7 @@ def _model_card(model: TabularModel, data: _Data, oofs: _OOF, shap: ShapValues,
         "dropped_features": list(fm.dropped_features), "n_features": len(model.feature_names),
         "pyradiomics_version": data.pyradiomics_version,
         "scans_without_features": fm.n_scans_without,
+        "flagged_masks_excluded": fm.n_flagged_excluded,
         "cv": {"folds": config["folds"], "seed": config["seed"], "grouped_by": "patient",
                "stratified_by": "death within 5 years",
                "censored": "counted by the survival likelihood up to the last follow-up"

@@ -46,7 +46,8 @@ def configure_logging(store_path: Path | None, *, level: int = logging.INFO) -> 
     warnings.simplefilter("default")  # each distinct warning once, into the log
     _quiet_simpleitk()
     path = None if store_path is None else log_path_for(store_path)
-    handler: logging.Handler = logging.NullHandler() if path is None else _LazyFileHandler(path)
+    handler: logging.Handler = (logging.NullHandler() if path is None
+                                 else _LazyFileHandler(path, Path(store_path)))
     handler.setFormatter(logging.Formatter(_FORMAT))
     setattr(handler, _HANDLER_TAG, True)
     root.addHandler(handler)
@@ -54,19 +55,46 @@ def configure_logging(store_path: Path | None, *, level: int = logging.INFO) -> 
     return path
 
 
-class _LazyFileHandler(logging.FileHandler):
-    """A file handler that creates its folder and file only when a record arrives (a command
-    that logs nothing leaves nothing behind), and drops records it cannot write."""
+def only_a_log_beside(store_path: Path) -> bool:
+    """True when the store's file folder is absent or holds nothing but the log (no key, no
+    volume: what a refused or dry-run command may leave)."""
+    folder = log_path_for(store_path).parent
+    return not folder.exists() or [p.name for p in folder.rglob("*")] == [LOG_NAME]
 
-    def __init__(self, path: Path) -> None:
+
+class _LazyFileHandler(logging.FileHandler):
+    """A file handler that creates its folder and file only when a record arrives and the store
+    exists (a command that logs nothing, or writes no store, e.g. a dry run, leaves nothing
+    behind); records before the store exists wait in memory (at most ``MAX_PENDING``), and
+    records it cannot write are dropped."""
+
+    MAX_PENDING = 1000
+
+    def __init__(self, path: Path, store_path: Path) -> None:
         super().__init__(path, encoding="utf-8", delay=True)
+        self._store_path = Path(store_path)
+        self._pending: list[logging.LogRecord] = []
 
     def emit(self, record: logging.LogRecord) -> None:
+        folder = Path(self.baseFilename).parent
+        if not folder.exists() and not self._store_path.exists():
+            if len(self._pending) < self.MAX_PENDING:
+                self._pending.append(record)
+            return
         try:
-            Path(self.baseFilename).parent.mkdir(parents=True, exist_ok=True)
+            folder.mkdir(parents=True, exist_ok=True)
         except OSError:
             return
-        super().emit(record)
+        pending, self._pending = self._pending, []
+        for r in (*pending, record):
+            super().emit(r)
+
+    def close(self) -> None:
+        """Write the records still waiting when the store came to exist after the last one."""
+        if self._pending and self._store_path.exists():
+            self.emit(self._pending.pop())
+        self._pending = []
+        super().close()
 
     def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 (logging API)
         return None  # never print a logging traceback to the user

@@ -6,7 +6,11 @@ import altair as alt
 import numpy as np
 import pandas as pd
 
+from sscmort_core.views import palette
 from sscmort_core.views.cohort import HorizonCount, KaplanMeierResult
+
+# date axes always carry the year ("Apr 2019"), never bare month names
+DATE_AXIS = alt.Axis(format="%b %Y", labelOverlap=True, labelAngle=0, labelFlush=True)
 
 
 def horizon_counts_chart(counts: list[HorizonCount]) -> alt.Chart:
@@ -32,23 +36,34 @@ def simple_bar(df: pd.DataFrame, x: str, y: str, title: str, x_type: str = "O") 
     ).properties(height=240, title=title)
 
 
-def kaplan_meier_chart(km: KaplanMeierResult, title: str) -> alt.LayerChart:
+def kaplan_meier_chart(km: KaplanMeierResult, title: str, bands: bool = True) -> alt.LayerChart:
+    """Step curves per group with pale CI bands (``bands``); the legend's swatches are solid
+    line colours (:func:`palette.km_colour`), below the plot so long group names fit."""
     frames = []
     for g in km.groups:
         df = g.curve.copy()
         df["group"] = f"{g.name} (n={g.n}, deaths={g.events})"
         frames.append(df)
     data = pd.concat(frames, ignore_index=True)
-    base = alt.Chart(data).encode(
-        x=alt.X("time_years:Q", title="Years since first scan"),
-        color=alt.Color("group:N", title="Group"))
-    band = base.mark_area(opacity=0.15, interpolate="step-after").encode(
-        y=alt.Y("ci_low:Q", title="Survival probability", scale=alt.Scale(domain=[0, 1])),
-        y2="ci_high:Q")
-    line = base.mark_line(interpolate="step-after").encode(
-        y="survival:Q", tooltip=["group", alt.Tooltip("time_years:Q", format=".2f"),
-                                 alt.Tooltip("survival:Q", format=".3f")])
-    return (band + line).properties(height=340, title=title)
+    groups = list(dict.fromkeys(data["group"]))
+    x = alt.X("time_years:Q", title="Years since first scan")
+    y_scale = alt.Scale(domain=[0, 1])
+    line = alt.Chart(data).mark_line(interpolate="step-after", strokeWidth=2).encode(
+        x=x, y=alt.Y("survival:Q", title="Survival probability", scale=y_scale,
+                     axis=alt.Axis(format="%")),
+        color=palette.km_colour(groups),
+        tooltip=["group", alt.Tooltip("time_years:Q", format=".2f", title="years"),
+                 alt.Tooltip("survival:Q", format=".0%")])
+    layers: list[alt.Chart] = []
+    if bands:  # fainter the more groups overlap, so four bands do not turn muddy
+        band = alt.Chart(data).mark_area(opacity=0.2 if len(groups) <= 2 else 0.08,
+                                         interpolate="step-after").encode(
+            x=x, y=alt.Y("ci_low:Q", scale=y_scale), y2="ci_high:Q",
+            color=palette.km_colour(groups, legend=False))
+        layers.append(band)
+    layers.append(line)
+    return alt.layer(*layers).properties(
+        height=320 + palette.legend_rows_height(len(groups)), title=title)
 
 
 def at_risk_table(km: KaplanMeierResult) -> pd.DataFrame:
@@ -68,9 +83,9 @@ def patient_timeline_chart(clinical: pd.DataFrame, scans: pd.DataFrame,
                                            "dlco_pct_pred": "DLCO % predicted"})
     long["date"] = pd.to_datetime(long["date"])
     lines = alt.Chart(long).mark_line(point=True).encode(
-        x=alt.X("date:T", title="Date"),
+        x=alt.X("date:T", title="Date", axis=DATE_AXIS),
         y=alt.Y("pct_predicted:Q", title="% predicted", scale=alt.Scale(zero=False)),
-        color=alt.Color("measure:N", title=None),
+        color=alt.Color("measure:N", title=None, legend=alt.Legend(orient="bottom")),
         tooltip=[alt.Tooltip("date:T"), "measure", alt.Tooltip("pct_predicted:Q", format=".1f")])
     sc = pd.DataFrame({"date": pd.to_datetime(scans["scan_date"]),
                        "scan": scans["scan_id"], "what": "CT scan"})
@@ -80,9 +95,10 @@ def patient_timeline_chart(clinical: pd.DataFrame, scans: pd.DataFrame,
                         "event": ["death" if died else "last follow-up (alive)"]})
     marker = alt.Chart(end).mark_rule(color="#c0392b" if died else "#27ae60",
                                       strokeWidth=3).encode(x="date:T", tooltip=["event"])
-    label = alt.Chart(end).mark_text(align="left", dx=4, dy=-120, fontWeight="bold").encode(
-        x="date:T", text="event:N")
-    return (lines + rules + marker + label).properties(height=300,
+    label = alt.Chart(end).mark_text(align="right", dx=-4, baseline="top",
+                                     fontWeight="bold").encode(
+        x="date:T", y=alt.value(4), text="event:N")  # inside the plot, by its rule
+    return (lines + rules + marker + label).properties(height=330,
                                                        title="Lung function and scans")
 
 
@@ -93,11 +109,12 @@ def trend_chart(df: pd.DataFrame, date_col: str, value_cols: dict[str, str], tit
     long["measure"] = long["measure"].map(value_cols)
     long[date_col] = pd.to_datetime(long[date_col])
     return alt.Chart(long).mark_line(point=True).encode(
-        x=alt.X(f"{date_col}:T", title="Scan date"),
+        x=alt.X(f"{date_col}:T", title="Scan date", axis=DATE_AXIS),
         y=alt.Y("value:Q", title=y_title, scale=alt.Scale(zero=False)),
-        color=alt.Color("measure:N", title=None),
+        color=alt.Color("measure:N", title=None, legend=alt.Legend(orient="bottom")),
         tooltip=[alt.Tooltip(f"{date_col}:T"), "measure", alt.Tooltip("value:Q", format=".2f")],
-    ).properties(height=260, title=title)
+    ).properties(height=290, title=title, padding={"left": 5, "top": 5, "right": 24,
+                                                     "bottom": 5})  # room for the last date
 
 
 def distribution_with_marker(values: np.ndarray, marker: float | None, title: str,
@@ -113,3 +130,25 @@ def distribution_with_marker(values: np.ndarray, marker: float | None, title: st
         layers.append(alt.Chart(m).mark_rule(color="#c0392b", strokeWidth=3).encode(
             x=f"{x_title}:Q", tooltip=["label", alt.Tooltip(f"{x_title}:Q", format=".1f")]))
     return alt.layer(*layers).properties(height=160, title=title)
+
+
+def zone_map_chart(cells: pd.DataFrame, metric_label: str, *, domain: tuple[float, float]
+                   | None = None) -> alt.LayerChart:
+    """The zone map: rows upper / middle / lower third, columns right subpleural ... left
+    subpleural (the patient's right on the left, as on a coronal view), each cell coloured by
+    its value and labelled with it (cells from :func:`sscmort_core.views.lungs.zone_map_frame`;
+    empty zones are grey with "-")."""
+    df = cells.copy()
+    df["label"] = [("-" if v is None or pd.isna(v) else f"{v:.1f}") for v in df["value"]]
+    columns = list(dict.fromkeys(df["column"]))
+    scale = alt.Scale(scheme="orangered", domain=list(domain)) if domain else \
+        alt.Scale(scheme="orangered")
+    base = alt.Chart(df).encode(
+        x=alt.X("column:N", sort=columns, title=None, axis=alt.Axis(labelAngle=0, orient="top")),
+        y=alt.Y("third:N", sort=["upper", "middle", "lower"], title=None))
+    cells_ = base.mark_rect(stroke="white", strokeWidth=2).encode(
+        color=alt.Color("value:Q", scale=scale, title=metric_label),
+        tooltip=["third", "column", alt.Tooltip("value:Q", format=".1f", title=metric_label),
+                 alt.Tooltip("volume_ml:Q", format=".0f", title="volume (mL)")])
+    text = base.mark_text(fontSize=13, fontWeight="bold").encode(text="label:N")
+    return (cells_ + text).properties(height=150, title=f"Zone map: {metric_label}")

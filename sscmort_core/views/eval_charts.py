@@ -7,17 +7,18 @@ colours follow the order in which models first appear in a frame (``model_id`` c
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import altair as alt
 import numpy as np
 import pandas as pd
 
+from sscmort_core.views import palette
 from sscmort_core.views.study import ReportedAUC
 
-PALETTE: tuple[str, ...] = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b",
-                            "#e377c2", "#17becf", "#bcbd22", "#7f7f7f")
-_LEGEND = alt.Legend(orient="bottom", direction="vertical", labelLimit=520, title=None)
+PALETTE: tuple[str, ...] = palette.MODEL_PALETTE  # kept for callers; see views.palette
+# bottom legend, labels never cut (the chart's height grows with its rows, see _height)
+_LEGEND = alt.Legend(orient="bottom", direction="vertical", labelLimit=0, title=None)
 _WIDTH = 420
 _PLOT_HEIGHT = 280
 
@@ -32,13 +33,16 @@ def _n_models(frame: pd.DataFrame) -> int:
     return int(frame["model_id"].dropna().nunique())
 
 
-def _colour(frame: pd.DataFrame) -> alt.Color:
-    """Colour by the legend text, in order of first appearance, from :data:`PALETTE`."""
+def _colour(frame: pd.DataFrame, colours: Mapping[str, str] | None = None) -> alt.Color:
+    """Colour by the legend text, in order of first appearance; each model's colour keyed on
+    its id (:func:`palette.model_colours` of every model the page offers, so removing one
+    never recolours the others; without ``colours``, keyed among the frame's ids)."""
     models = frame.loc[frame["model_id"].notna(), ["model_id", "model"]].drop_duplicates(
         "model_id")
-    domain = models["model"].tolist()
-    rng = [PALETTE[i % len(PALETTE)] for i in range(len(domain))]
-    return alt.Color("model:N", scale=alt.Scale(domain=domain, range=rng), legend=_LEGEND)
+    shown = list(zip(models["model_id"].astype(str), models["model"]))
+    if colours is None:
+        colours = palette.model_colours([m for m, _ in shown], oracle=["oracle"])
+    return alt.Color("model:N", scale=palette.model_scale(shown, colours), legend=_LEGEND)
 
 
 def _diagonal(label: str, upto: float = 1.0) -> alt.Chart:
@@ -48,7 +52,8 @@ def _diagonal(label: str, upto: float = 1.0) -> alt.Chart:
 
 
 def roc_chart(frame: pd.DataFrame, horizon_years: int,
-              references: Sequence[ReportedAUC] = ()) -> alt.LayerChart:
+              references: Sequence[ReportedAUC] = (), *,
+              colours: Mapping[str, str] | None = None) -> alt.LayerChart:
     """ROC overlay (``fpr``, ``tpr`` per ``model``; legend text carries AUC [95% CI]) with the
     chance line and, in the lower right, the study's reported AUCs at this horizon."""
     lines = alt.Chart(frame).mark_line(interpolate="linear", strokeWidth=2).encode(
@@ -56,7 +61,7 @@ def roc_chart(frame: pd.DataFrame, horizon_years: int,
                 scale=alt.Scale(domain=[0, 1])),
         y=alt.Y("tpr:Q", title="Sensitivity (true-positive rate)",
                 scale=alt.Scale(domain=[0, 1])),
-        color=_colour(frame), order="fpr:Q",
+        color=_colour(frame, colours), order="fpr:Q",
         tooltip=["model:N", alt.Tooltip("fpr:Q", format=".3f"),
                  alt.Tooltip("tpr:Q", format=".3f"), alt.Tooltip("threshold:Q", format=".3f")])
     layers: list[alt.Chart] = [_diagonal("chance (AUC 0.5)"), lines]
@@ -75,8 +80,8 @@ def _reference_text(r: ReportedAUC) -> str:
     return f"Study reported, {r.group}: AUC {value}"
 
 
-def calibration_chart(frame: pd.DataFrame, horizon_years: int,
-                      note: str = "") -> alt.LayerChart:
+def calibration_chart(frame: pd.DataFrame, horizon_years: int, note: str = "", *,
+                      colours: Mapping[str, str] | None = None) -> alt.LayerChart:
     """Reliability curves: observed fraction of deaths against mean predicted risk per bin;
     ``note`` follows the title (e.g. how "observed" is estimated)."""
     top = float(max(frame["mean_predicted"].max(), frame["observed_fraction"].max(), 0.05))
@@ -85,7 +90,7 @@ def calibration_chart(frame: pd.DataFrame, horizon_years: int,
         x=alt.X("mean_predicted:Q", title="Mean predicted risk", scale=alt.Scale(domain=domain)),
         y=alt.Y("observed_fraction:Q", title="Observed fraction died",
                 scale=alt.Scale(domain=domain)),
-        color=_colour(frame),
+        color=_colour(frame, colours),
         tooltip=["model:N", alt.Tooltip("mean_predicted:Q", format=".3f"),
                  alt.Tooltip("observed_fraction:Q", format=".3f"), "count:Q"])
     return alt.layer(_diagonal("perfect calibration", domain[1]), curve).properties(
@@ -94,7 +99,8 @@ def calibration_chart(frame: pd.DataFrame, horizon_years: int,
 
 
 def decision_chart(frame: pd.DataFrame, horizon_years: int,
-                   floor: float = -0.05, note: str = "") -> alt.LayerChart:
+                   floor: float = -0.05, note: str = "", *,
+                   colours: Mapping[str, str] | None = None) -> alt.LayerChart:
     """Net benefit per threshold probability; treat-all (dashed) and treat-none (solid grey)
     as references. Points below ``floor`` are left out so treat-all does not swamp the axis."""
     shown = frame.loc[frame["net_benefit"] >= floor]
@@ -111,14 +117,15 @@ def decision_chart(frame: pd.DataFrame, horizon_years: int,
             scale=alt.Scale(domain=["Treat all", "Treat none"], range=[[5, 4], [1, 0]])),
         tooltip=tooltip)
     lines = alt.Chart(models).mark_line(strokeWidth=2).encode(
-        x=x, y=y, color=_colour(models), tooltip=tooltip)
+        x=x, y=y, color=_colour(models, colours), tooltip=tooltip)
     return alt.layer(ref_lines, lines).resolve_scale(color="independent").properties(
         title=f"Decision curve at {horizon_years} year{'s' if horizon_years != 1 else ''}"
               f"{note}",
         width=_WIDTH, height=_height(_n_models(frame)))
 
 
-def auc_summary_chart(table: pd.DataFrame, references: Sequence[ReportedAUC] = ()) -> alt.LayerChart:
+def auc_summary_chart(table: pd.DataFrame, references: Sequence[ReportedAUC] = (), *,
+                      colours: Mapping[str, str] | None = None) -> alt.LayerChart:
     """AUC with 95% CI per model and horizon (rows of ``metrics_table`` with an AUC), the
     study's reported deep AUC per horizon (table rows of kind "reported") as a black tick and
     each reported range in ``references`` (``ReportedAUC`` with ``is_range``) as a band."""
@@ -138,7 +145,7 @@ def auc_summary_chart(table: pd.DataFrame, references: Sequence[ReportedAUC] = (
             y=alt.Y("low:Q", scale=auc_scale), y2="high:Q", tooltip=["what:N", "low:Q", "high:Q"]))
     models["horizon"] = models["horizon (years)"].astype(str) + " y"
     models["model_id"] = models["model_id"].astype(str)
-    colour = _colour(models)
+    colour = _colour(models, colours)
     offset = alt.XOffset("model:N")
     layers.append(alt.Chart(models).mark_rule(strokeWidth=2).encode(
         x=x, xOffset=offset, y=alt.Y("AUC CI low:Q", title="AUC (95% CI)", scale=auc_scale),

@@ -17,14 +17,50 @@ from sscmort_core.cards import ModelCard
 from sscmort_core.errors import DataError
 from sscmort_core.evaluation import auc_columns, auc_or_none
 from sscmort_core.labels import HORIZONS_YEARS, label_scans
+from sscmort_core.tabular.model import QCT_FEATURES
+from sscmort_core.views.lungs import PATTERN_LABELS
+from sscmort_core.views.names import QCT_LABELS
+
+# the feature browser's set of whole-lung QCT metrics and ILD pattern extents (the QCT
+# model's features), browsed beside the radiomics parameter sets under this key
+QCT_SET = "qct"
+_CLASSES = {"firstorder": "First order", "glcm": "GLCM", "glrlm": "GLRLM", "glszm": "GLSZM",
+            "gldm": "GLDM", "ngtdm": "NGTDM", "shape": "Shape"}
 
 
 def pretty_feature(name: str) -> str:
-    """``original_glcm_Contrast`` -> ``glcm Contrast``; QCT names stay as they are."""
-    if name.startswith("original_"):
-        _, cls, feat = name.split("_", 2)
-        return f"{cls} {feat}"
+    """``original_glcm_Contrast`` -> ``GLCM Contrast``; a filtered image keeps its filter
+    (``wavelet-LLH_glcm_Contrast`` -> ``GLCM Contrast (wavelet-LLH)``), so no two features
+    share a label; QCT and pattern names read as on every page (units included)."""
+    labels = {**QCT_LABELS, **PATTERN_LABELS}
+    if name in labels:
+        return labels[name]
+    parts = name.split("_", 2)
+    if len(parts) == 3 and parts[1] in _CLASSES:
+        image, cls, feat = parts
+        text = f"{_CLASSES[cls]} {feat}"
+        return text if image == "original" else f"{text} ({image})"
     return name
+
+
+def feature_sets(store: st.Store) -> pd.DataFrame:
+    """The browsable feature sets: every radiomics parameter set, then QCT_SET (whole-lung
+    QCT and pattern extents) when scans have QCT; columns of radiomics_param_sets."""
+    sets = st.radiomics_param_sets(store)
+    n = int(st.table_counts(store)["qct"])
+    if n:
+        extra = pd.DataFrame([{"param_hash": QCT_SET, "pyradiomics_version":
+                               "QCT and ILD pattern map", "n_scans": n,
+                               "n_features": len(QCT_FEATURES)}])
+        sets = pd.concat([sets, extra], ignore_index=True)
+    return sets
+
+
+def _long_frame(store: st.Store, param_hash: str,
+                features: Sequence[str] | None = None) -> pd.DataFrame:
+    if param_hash == QCT_SET:
+        return st.qct_long_frame(store, list(features or QCT_FEATURES)).dropna(subset=["value"])
+    return st.radiomics_long_frame(store, param_hash, features)
 
 
 def shap_summary_frame(store: st.Store, model_id: str, horizon_years: int,
@@ -130,7 +166,12 @@ def feature_outcome_frame(store: st.Store, param_hash: str, feature: str,
                           horizon_years: int) -> pd.DataFrame:
     """One feature per scan with its outcome at the horizon ("died", "alive", "censored"),
     scanner and kernel."""
-    df = st.radiomics_feature_by_scan(store, param_hash, feature)
+    if param_hash == QCT_SET:
+        df = _long_frame(store, QCT_SET, [feature]).merge(st.scan_outcome_columns(store),
+                                                          on="scan_id")
+        df = df.drop(columns=["feature"])
+    else:
+        df = st.radiomics_feature_by_scan(store, param_hash, feature)
     if df.empty:
         raise DataError(f"no values of {feature} for parameter hash {param_hash}")
     lab = label_scans(df["scan_date"], df["death_date"], df["last_followup_date"], horizon_years)
@@ -160,9 +201,9 @@ def feature_effect(df: pd.DataFrame, feature: str, horizon_years: int) -> Featur
 
 def feature_ranking(store: st.Store, param_hash: str, horizon_years: int) -> pd.DataFrame:
     """Every feature's univariable AUC at the horizon, strongest (|AUC - 0.5|) first."""
-    long = st.radiomics_long_frame(store, param_hash)
+    long = _long_frame(store, param_hash)
     if long.empty:
-        raise DataError(f"no radiomics features for parameter hash {param_hash}")
+        raise DataError(f"no features for parameter set {param_hash}")
     wide = long.pivot(index="scan_id", columns="feature", values="value")
     scans = st.scans_frame(store).set_index("scan_id").loc[wide.index]
     lab = label_scans(scans["scan_date"], scans["death_date"], scans["last_followup_date"],
@@ -187,7 +228,8 @@ class TabularModelInfo:
 
     @property
     def display(self) -> str:
-        return f"{self.label} ({self.model_id})"
+        """The name a picker shows: the card's label (ids and hashes stay out of sight)."""
+        return self.label
 
 
 def tabular_models(store: st.Store) -> list[TabularModelInfo]:
@@ -219,6 +261,6 @@ def risk_lines_frame(store: st.Store, patient_id: str,
 
 def explanation_link(scan_id: str, model_id: str | None = None) -> str:
     """Relative URL of a scan's explanation on the Radiomics & SHAP page (url_path
-    ``radiomics_shap``), e.g. for the patient timeline's scan table (st.column_config.LinkColumn)."""
+    ``radiomics_shap``), e.g. for a table's st.column_config.LinkColumn."""
     query = {"scan": scan_id} if model_id is None else {"scan": scan_id, "model": model_id}
     return f"radiomics_shap?{urlencode(query)}"

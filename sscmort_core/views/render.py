@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 from scipy import ndimage
 
+from sscmort_core.deep.sampling import resize_bilinear
+
 if TYPE_CHECKING:
     from sscmort_core.deep.saliency import Saliency
 
@@ -27,6 +29,22 @@ def outline(mask: np.ndarray) -> np.ndarray:
     return mask & ~ndimage.binary_erosion(mask, iterations=1, border_value=0)
 
 
+HEAT_FLOOR = 0.15  # heat below this stays uncoloured (little or no contribution)
+
+
+def heat_colour(h: np.ndarray) -> np.ndarray:
+    """(..., 3) float RGB 0..255 of heat values in [0, 1]: red at the floor to yellow at 1."""
+    g = np.clip((h - HEAT_FLOOR) / (1.0 - HEAT_FLOOR), 0.0, 1.0)
+    return np.stack([np.ones_like(g), g, np.zeros_like(g)], axis=-1) * 255.0
+
+
+def heat_opacity(h: np.ndarray, alpha: float = 0.45) -> np.ndarray:
+    """Blend weight of the heat colour: 0 below :data:`HEAT_FLOOR`, then ``alpha`` to 0.9, so
+    weak heat is clearly red (not grey-olive) and strong heat clearly yellow."""
+    on = h >= HEAT_FLOOR
+    return np.where(on, alpha + (0.9 - alpha) * np.clip(h, 0.0, 1.0), 0.0).astype(np.float32)
+
+
 def render_slice(hu: np.ndarray, window: tuple[float, float] = LUNG_WINDOW,
                  outlines: tuple[tuple[np.ndarray, tuple[int, int, int]], ...] = (),
                  heatmap: np.ndarray | None = None, heat_alpha: float = 0.45,
@@ -40,8 +58,8 @@ def render_slice(hu: np.ndarray, window: tuple[float, float] = LUNG_WINDOW,
     rgb = np.repeat(gray[..., None], 3, axis=2).astype(np.float32)
     if heatmap is not None:
         h = np.clip(np.asarray(heatmap, dtype=np.float32), 0.0, 1.0)
-        colour = np.stack([np.ones_like(h), h, np.zeros_like(h)], axis=-1) * 255.0
-        a = (heat_alpha * h)[..., None]
+        colour = heat_colour(h)
+        a = heat_opacity(h, heat_alpha)[..., None]
         rgb = rgb * (1 - a) + colour * a
     for mask, colour in outlines:
         edge = outline(mask)
@@ -59,6 +77,20 @@ def overlay_rgb(sal: Saliency, i: int, *, upscale: int = 4) -> np.ndarray:
     level, width = LUNG_WINDOW
     hu = s.image.astype(np.float32) / 255.0 * width + (level - width / 2)  # back to HU
     return render_slice(hu, LUNG_WINDOW, heatmap=s.heatmap, upscale=upscale)
+
+
+def overlay_full_rgb(sal: Saliency, i: int, hu: np.ndarray, size: int = 384) -> np.ndarray:
+    """(size, size, 3) uint8: the *volume's* slice ``sal.slices[i].z_index`` (hu: (z, y, x)),
+    cropped to the model's square lung crop and resampled to ``size`` (so it is as sharp as the
+    lung view), with the model's heatmap upsampled onto it. Falls back to :func:`overlay_rgb`
+    without a crop or slice index."""
+    s = sal.slices[i]
+    if sal.crop_yx_side is None or s.z_index is None:
+        return overlay_rgb(sal, i, upscale=max(1, size // s.image.shape[0]))
+    cy, cx, side = sal.crop_yx_side
+    img = resize_bilinear(hu[s.z_index], cy, cx, side, size, fill=-1000.0)
+    heat = ndimage.zoom(s.heatmap.astype(np.float32), size / s.heatmap.shape[0], order=1)
+    return render_slice(img, LUNG_WINDOW, heatmap=np.clip(heat[:size, :size], 0, 1))
 
 
 def colorbar_rgb(width: int = 256, height: int = 14) -> np.ndarray:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import tempfile
 from pathlib import Path
 
 import pydicom
@@ -170,3 +171,59 @@ def test_secrets_file_supplies_the_credentials(orthanc, study, capsys, monkeypat
     assert got["n_series"] == 1
     shutil.rmtree(tmp_path / ".streamlit")
     _refused(capsys, ["pacs", "query", "--url", orthanc.url], "401")
+
+
+def _pacs_manifest(folder: Path, rows: list[tuple[str, str, str]]) -> Path:
+    """A manifest whose scans rows name (scan_date, study_uid, series_uid) on the PACS."""
+    folder.mkdir(parents=True)
+    (folder / "patients.csv").write_text(
+        "patient_id,sex,birth_year,subtype,antibody,death_date,last_followup_date\n"
+        "REG-9001,F,1961,diffuse,scl70,2024-06-01,2024-06-01\n")
+    lines = ["patient_id,scan_date,study_uid,series_uid"]
+    lines += [f"REG-9001,{day},{study},{series}" for day, study, series in rows]
+    (folder / "scans.csv").write_text("\n".join(lines) + "\n")
+    return folder
+
+
+def test_import_retrieves_manifest_rows_that_name_a_pacs_series(orthanc, study, creds, capsys,
+                                                                 tmp_path):
+    """A scans row with study_uid + series_uid instead of a path is retrieved from the PACS,
+    measured and labelled like a folder row; its UIDs never reach the store; the retrieved
+    files are removed when the import ends; a re-run skips it without retrieving again."""
+    manifest = _pacs_manifest(tmp_path / "m", [("2022-01-10", study["study"], study["series"])])
+    store = tmp_path / "s.duckdb"
+    argv = ["import", str(manifest), "--store", str(store), "--pacs", orthanc.url,
+            "--workers", "1", "--json"]
+    got = _ok(capsys, argv)
+    assert (got["patients"], got["imported"]) == (1, 1)
+    with st.open_store(store, read_only=True) as s:
+        scans = st.scans_frame(s)
+        counts = st.table_counts(s)
+    assert len(scans) == 1 and counts["qct"] == 1 and not scans["synthetic"].any()
+    assert int(scans["shape_z"].iloc[0]) == study["n"]
+    blob = store.read_bytes()
+    for uid in (study["study"], study["series"]):
+        assert uid.encode() not in blob
+    assert not list(Path(tempfile.gettempdir()).glob("sscmort-pacs-import-*"))
+    again = _ok(capsys, argv)
+    assert again["imported"] == 0
+
+
+def test_import_refuses_pacs_rows_without_a_pacs_or_unknown_to_it(orthanc, study, creds,
+                                                                   capsys, tmp_path):
+    """Without --pacs, and for a series the PACS does not hold, the manifest is refused with
+    one line per row (naming the row, never the UIDs) and no store is created."""
+    manifest = _pacs_manifest(tmp_path / "m", [
+        ("2022-01-10", study["study"], study["series"]),
+        ("2023-01-10", study["study"], "1.2.826.0.1.3680043.8.498.999999")])
+    store = tmp_path / "s.duckdb"
+    code = main(["import", str(manifest), "--store", str(store), "--workers", "1"])
+    _, err = capsys.readouterr()
+    assert code == 2 and "scans.csv:2: study_uid: names a series on a PACS" in err
+    assert "scans.csv:3: study_uid" in err and study["study"] not in err
+    code = main(["import", str(manifest), "--store", str(store), "--pacs", orthanc.url,
+                 "--workers", "1"])
+    _, err = capsys.readouterr()
+    assert code == 2 and "scans.csv:3: series_uid: no such study / series on the PACS" in err
+    assert "scans.csv:2:" not in err and study["study"] not in err
+    assert not store.exists()

@@ -20,6 +20,7 @@ import signal
 import subprocess
 import sys
 import time
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -30,10 +31,13 @@ from scipy import ndimage
 from sscmort_core import store as st
 from sscmort_core.cli import main
 from sscmort_core.imaging import pseudonymous_id
+from sscmort_core.imaging.volume import STORED_SUFFIX
 from sscmort_core.labels import HORIZONS_YEARS, label_scan
 from sscmort_core.pipeline.staleness import model_staleness
+from sscmort_core.store.audit import JOURNAL_NAME
 from sscmort_core.synthetic import generate_cohort, phantom_for_scan, write_dicom_series
 from sscmort_core.synthetic.registry import write_registry_folder
+from sscmort_core.util.logs import LOG_NAME
 
 REPO = Path(__file__).resolve().parents[2]
 SEED, N_PATIENTS = 12, 8  # 23 scans; deaths within 1, 3 and 5 years (checked below)
@@ -43,8 +47,29 @@ def _run(*argv: str) -> tuple[int, str, str]:
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         code = main([*argv, "--quiet"] if argv[0] in ("import", "export", "radiomics",
-                                                       "train", "evaluate") else list(argv))
+                                                       "train", "evaluate", "measure")
+                    else list(argv))
     return code, out.getvalue(), err.getvalue()
+
+
+def _plain_bytes(f: Path) -> bytes:
+    """A file's bytes with compression undone: gzip, or a MetaImage's zlib-compressed voxels
+    (the stored volumes) after its text header, so identifying text could not hide in them."""
+    data = f.read_bytes()
+    if f.name.endswith(".gz"):
+        return gzip.decompress(data)
+    if f.name.endswith(".mha"):
+        header, sep, body = data.partition(b"ElementDataFile = LOCAL\n")
+        if sep and b"CompressedData = True" in header:
+            return header + zlib.decompress(body)
+    return data
+
+
+def _no_key_or_volume(store: Path) -> None:
+    """Nothing was written beside the store: no key, no volume; the store's log file (image
+    reads are logged) and its audit journal at most."""
+    files = Path(store).parent / f"{Path(store).stem}_files"
+    assert not files.exists() or {p.name for p in files.iterdir()} <= {LOG_NAME, JOURNAL_NAME}
 
 
 def _copy_store(src: Path, dest_dir: Path) -> Path:
@@ -151,9 +176,8 @@ def test_import_counts_labels_and_nothing_identifying_stored(imported):
     haystacks = {"store file": path.read_bytes(), "stdout": imported["out"].encode(),
                  "stderr": imported["err"].encode(), "logs": imported["logs"].encode()}
     for f in files:
-        data = f.read_bytes()
-        haystacks[str(f)] = gzip.decompress(data) if f.name.endswith(".gz") else data
-    assert any(str(f).endswith(".nii.gz") for f in files)
+        haystacks[str(f)] = _plain_bytes(f)
+    assert any(str(f).endswith(STORED_SUFFIX) for f in files)
     needles = [*reg.registry_ids, *reg.names, *reg.phi_values,
                *(n.replace("^", " ") for n in reg.names)]
     for needle in needles:
@@ -164,6 +188,30 @@ def test_import_counts_labels_and_nothing_identifying_stored(imported):
             assert day.isoformat().encode() not in haystacks[name], f"{day} in {name}"
 
 
+def test_imported_scans_get_zones_patterns_and_mask_qc(imported, store_copy):
+    """The import measures each scan as ingest does: QCT, zones, pattern extents and the QC
+    checks, all of the current method version, so the measure stage finds nothing to do."""
+    from sscmort_core.lungs import CHECKS, LUNGS, ZONES, qct_method_version
+
+    with st.open_store(imported["store"], read_only=True) as s:
+        scans = st.scans_frame(s)["scan_id"].tolist()
+        regions, pats, qc = st.regions_frame(s), st.patterns_frame(s), st.mask_qc_frame(s)
+        whole = st.qct_frame(s).set_index("scan_id")
+        assert st.scans_missing_qct(s, qct_method_version()) == []
+    assert len(scans) == 23 and len(regions) == 23 * len(LUNGS) * len(ZONES)
+    assert sorted(pats["scan_id"]) == sorted(scans) and len(qc) == 23 * len(CHECKS)
+    for frame in (regions, pats, qc, whole):
+        assert set(frame["method_version"]) == {qct_method_version()}
+    cols = [c for c in pats.columns if c.endswith("_pct")]
+    np.testing.assert_allclose(pats[cols].sum(axis=1), 100.0)
+    both = regions[(regions["lung"] == "both") & (regions["zone"] == "whole")].set_index(
+        "scan_id")
+    np.testing.assert_allclose(both.loc[whole.index, "volume_ml"], whole["lung_volume_ml"])
+    code, out, err = _run("measure", "--store", str(store_copy), "--workers", "1", "--json")
+    assert code == 0, err
+    assert json.loads(out)["measured"] == 0  # the import left nothing stale
+
+
 def test_dry_run_reports_and_changes_nothing(imported, tiny_store):
     before = Path(tiny_store).read_bytes()
     code, out, err = _run("import", str(imported["reg"].root), "--store", str(tiny_store),
@@ -172,7 +220,7 @@ def test_dry_run_reports_and_changes_nothing(imported, tiny_store):
     assert out.splitlines()[0].startswith("dry run: would import 23 scans of 8 patients (8 new")
     assert "5 y:" in out and "positive" in out
     assert Path(tiny_store).read_bytes() == before
-    assert not (Path(tiny_store).parent / "tiny_files").exists()  # no key, no volume
+    _no_key_or_volume(tiny_store)
 
 
 def test_rerun_skips_what_is_in(store_copy, imported):
@@ -450,7 +498,7 @@ def test_each_manifest_problem_is_refused_and_changes_nothing(name, small_regist
     for rid in small_registry.registry_ids:
         assert rid not in err
     assert Path(tiny_store).read_bytes() == before
-    assert not (Path(tiny_store).parent / "tiny_files").exists()
+    _no_key_or_volume(tiny_store)
 
 
 def test_a_refused_import_into_no_store_creates_none(small_registry, tmp_path):
@@ -460,7 +508,8 @@ def test_a_refused_import_into_no_store_creates_none(small_registry, tmp_path):
     store = tmp_path / "new.duckdb"
     code, _, err = _run("import", str(folder), "--store", str(store), "--workers", "1")
     assert code == 2 and "scans.csv:3: scan_date" in err
-    assert not store.exists() and not (tmp_path / "new_files").exists()
+    assert not store.exists()
+    _no_key_or_volume(store)
 
 
 def test_mapping_file_column_options_and_parquet(small_registry, tmp_path):
@@ -561,7 +610,7 @@ def _import_and_kill(folder: Path, store: Path, after_files: int, workers: int,
     try:
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline and proc.poll() is None:
-            if volumes.is_dir() and len(list(volumes.glob("*.nii.gz"))) >= after_files:
+            if volumes.is_dir() and len(list(volumes.glob(f"*{STORED_SUFFIX}"))) >= after_files:
                 break
             time.sleep(0.01)
         assert proc.poll() is None, "the import ended before it could be killed"
@@ -578,7 +627,8 @@ def _rerun_completes(folder: Path, store: Path, n_scans: int, n_before: int) -> 
     assert s["imported"] == n_scans - n_before and s["already_in"] == n_before
     assert _whole_scans_only(store) == n_scans
     files = store.parent / f"{store.stem}_files"
-    assert len(list((files / "volumes" / "registry").glob("*.nii.gz"))) == n_scans  # no orphan
+    stored = list((files / "volumes" / "registry").glob(f"*{STORED_SUFFIX}"))
+    assert len(stored) == n_scans  # no orphan
     assert not (files / "import-staging").exists()
 
 
@@ -611,3 +661,27 @@ def test_the_export_format_choices_are_the_stores():
     from sscmort_core.store import TABLE_FORMATS
 
     assert registry.TABLE_FORMATS == TABLE_FORMATS
+
+
+# ---------------------------------------------------------------------------------------------
+# the audit trail of the CLI (issue 17): import and export record the OS user
+# ---------------------------------------------------------------------------------------------
+def test_import_and_export_are_audited_with_the_os_user(store_copy, imported, tmp_path):
+    from sscmort_core.access import os_user
+
+    code, _, err = _run("import", str(imported["reg"].root), "--store", str(store_copy),
+                        "--shift-dates", "--workers", "1")
+    assert code == 0, err
+    assert _run("export", "--what", "cohort", "--store", str(store_copy),
+                str(tmp_path / "out"))[0] == 0
+    code, out, err = _run("audit", "--store", str(store_copy), "--json")
+    assert code == 0, err
+    rows = json.loads(out)["rows"]
+    assert json.loads(out)["source"] == "store"
+    mine = [(r["who"], r["role"], r["channel"], r["action"], r["outcome"]) for r in rows]
+    assert mine[-2:] == [(os_user(), "cli", "cli", "import", "ok"),
+                         (os_user(), "cli", "cli", "export", "ok")]
+    assert "already_in" in rows[-2]["detail"] and "patients.csv" in rows[-1]["detail"]
+    reg_ids = imported["reg"].registry_ids
+    assert not any(rid in json.dumps(rows) for rid in reg_ids)  # counts only, never an id
+    assert st.read_journal(store_copy)["audit_id"].tolist() == [r["audit_id"] for r in rows]

@@ -32,8 +32,8 @@ def _texts(at: AppTest) -> str:
 
 
 def _banners_present(at: AppTest) -> None:
-    assert any(RESEARCH_NOTICE in w.value for w in at.warning)
-    assert any(SYNTHETIC_NOTICE in i.value for i in at.info)
+    assert any(RESEARCH_NOTICE in w.value for w in at.markdown)
+    assert any(SYNTHETIC_NOTICE in i.value for i in at.markdown)
 
 
 def test_overview(tiny_store, monkeypatch):
@@ -44,8 +44,8 @@ def test_overview(tiny_store, monkeypatch):
     assert labels["Patients"] == "12"
     assert int(labels["Scans"]) >= 12
     table = at.dataframe[0].value
-    assert list(table["horizon (years)"]) == [1, 3, 5]
-    assert (table["died within horizon"] + table["known alive"] + table["censored"]
+    assert list(table["Horizon (y)"]) == [1, 3, 5]
+    assert (table["Died within horizon"] + table["Known alive"] + table["Censored"]
             == int(labels["Scans"])).all()
     assert len(at.get("vega_lite_chart")) == 3
 
@@ -64,7 +64,7 @@ def test_cohort_explorer_filters_and_km(tiny_store, monkeypatch):
     assert 0 < n_f <= 12
     patients_table = at.dataframe[-1].value
     assert len(patients_table) == n_f and set(patients_table["sex"]) == {"F"}
-    assert patients_table["timeline"].str.startswith("patient_timeline?patient=").all()
+    assert patients_table["patient_id"].str.startswith("patient_timeline?patient=").all()
 
 
 def test_patient_timeline_with_query_param(tiny_store, tiny_store_template, monkeypatch):

@@ -101,7 +101,8 @@ def test_problems_are_a_table_and_a_bad_image_fails_the_job(registry, tiny_store
         counts = st_store.table_counts(s)
         assert counts["patients"] == 12 and counts["jobs"] == 1  # the demo's, and the job row
         assert s.query_df("SELECT * FROM registry_patients").empty
-    assert not (Path(tiny_store).parent / "tiny_files").exists()  # no key, no volume
+    files = Path(tiny_store).parent / "tiny_files"  # no key, no volume: the journal, the log
+    assert {p.name for p in files.rglob("*")} <= {"audit.jsonl", "sscmort.log"}
     del before
 
 
@@ -117,16 +118,17 @@ def test_import_job_then_sources_on_overview_and_cohort_explorer(registry, tiny_
     _wait_for_jobs()
     at.run()
     assert not at.exception
-    assert any("Last import: imported 8 scans of 4 patients" in i.value for i in at.info)
+    assert any("Last import: imported 8 scans of 4 patients" in i.value for i in at.info), (
+        [i.value for i in at.info], [e.value for e in at.error])
     assert any("No scan is waiting" in c.value for c in at.caption)
 
     at = _app_page(tiny_store, monkeypatch, "pages/overview.py")
-    assert any(SYNTHETIC_NOTICE in i.value for i in at.info)
-    assert any("4 real (imported or uploaded) patients" in i.value for i in at.info)
+    assert any(SYNTHETIC_NOTICE in i.value for i in at.markdown)
+    assert any("also 4 real patients" in i.value for i in at.markdown)
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Patients"] == "16"
-    by_source = next(d.value for d in at.dataframe if "source" in d.value.columns)
-    assert dict(zip(by_source["source"], by_source["patients"])) == {"registry": 4,
+    by_source = next(d.value for d in at.dataframe if "Source" in d.value.columns)
+    assert dict(zip(by_source["Source"], by_source["Patients"])) == {"registry": 4,
                                                                       "synthetic": 12}
     at.multiselect[0].set_value(["registry"]).run()
     assert not at.exception
@@ -202,7 +204,7 @@ def _no_synthetic_label(store: Path, pages: tuple[str, ...], monkeypatch, tmp_pa
     monkeypatch.setenv("SSCMORT_MODELS", str(tmp_path / "models"))
     for page in pages:
         at = _app_page(store, monkeypatch, page)
-        assert not any(SYNTHETIC_NOTICE in i.value for i in at.info), page
+        assert not any(SYNTHETIC_NOTICE in i.value for i in at.markdown), page
         assert not any("SYNTHETIC" in m.value for m in at.markdown), page
         if page == "pages/overview.py":
             assert {m.label: m.value for m in at.metric}["Patients"] == "4"

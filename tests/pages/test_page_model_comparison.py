@@ -49,8 +49,8 @@ def page_store(tiny_store):
 def test_page_offers_to_compute_then_draws_rocs_table_and_downloads(page_store, monkeypatch):
     at = _open(page_store, monkeypatch)
     assert at.title[0].value == "Model comparison"
-    assert any(RESEARCH_NOTICE in w.value for w in at.warning)
-    assert any(SYNTHETIC_NOTICE in i.value for i in at.info)
+    assert any(RESEARCH_NOTICE in w.value for w in at.markdown)
+    assert any(SYNTHETIC_NOTICE in i.value for i in at.markdown)
     assert any("not computed yet" in w.value for w in at.warning)
     compute = [b for b in at.button if b.label.startswith("Compute metrics for 2 model")]
     assert compute, [b.label for b in at.button]

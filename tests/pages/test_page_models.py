@@ -48,7 +48,7 @@ def registered(tiny_store, tmp_path):
 def test_empty_registry(tiny_store, tmp_path, monkeypatch):
     at = _run(tiny_store, tmp_path, monkeypatch)
     assert at.title[0].value == "Models & jobs"
-    assert any(RESEARCH_NOTICE in w.value for w in at.warning)
+    assert any(RESEARCH_NOTICE in w.value for w in at.markdown)
     assert any("No deep model is registered yet" in i.value for i in at.info)
     assert at.selectbox[0].options == ["resnet18", "densenet121",
                                        "swin_tiny_patch4_window7_224"]  # no deep model yet

@@ -48,8 +48,8 @@ def test_page_draws_browser_summary_and_waterfall(page_store, monkeypatch):
     path, ids, _ = page_store
     at = _run(path, monkeypatch)
     assert at.title[0].value == "Radiomics & SHAP"
-    assert any(RESEARCH_NOTICE in w.value for w in at.warning)
-    assert any(SYNTHETIC_NOTICE in i.value for i in at.info)
+    assert any(RESEARCH_NOTICE in w.value for w in at.markdown)
+    assert any(SYNTHETIC_NOTICE in i.value for i in at.markdown)
     assert not at.error
     assert len(_charts(at)) == 4  # outcome box, kernel box, beeswarm, waterfall
     assert all("(AUC " in o for o in at.selectbox(key="fb_feature").options)

@@ -14,9 +14,14 @@ from sscmort_core.deep.inputs import _input_for_row, model_inputs
 from sscmort_core.lungs import qct_metrics, segment_lungs
 from sscmort_core.pipeline import DEMO_STAGES
 from sscmort_core.pipeline.demo import _demo_jobs, _measure_synthetic, build_demo, plan_stages
+from sscmort_core.pipeline.measure import _Job as _MeasureJob
+from sscmort_core.pipeline.measure import _measure_job
 from sscmort_core.radiomics.features import load_params
 from sscmort_core.radiomics.stage import _Job, extract_stored_scan, run_radiomics_stage
 from sscmort_core.scans import volume_from_row
+
+QCT_KEYS = ("lung_volume_ml", "mean_lung_density_hu", "skewness", "kurtosis", "haa_pct",
+            "ild_extent_pct")
 
 
 def test_one_pass_matches_the_separate_stages(tiny_store):
@@ -32,9 +37,12 @@ def test_one_pass_matches_the_separate_stages(tiny_store):
         assert m.sha256 == job.row["volume_sha256"]
         vol = volume_from_row(job.row, store_dir)  # the separate path: regenerate, segment
         lungs = segment_lungs(vol.hu, vol.spacing_mm)
-        assert m.qct.to_dict() == pytest.approx(
+        assert {k: m.rows.qct[k] for k in QCT_KEYS} == pytest.approx(
             qct_metrics(vol.hu, lungs.mask, vol.spacing_mm).to_dict(), abs=1e-9)
-        assert m.left_volume_ml == pytest.approx(lungs.left_volume_ml)
+        assert m.rows.qct["left_volume_ml"] == pytest.approx(lungs.left_volume_ml)
+        ref = _measure_job(_MeasureJob(job.row, data_dir)).rows  # the measure stage's worker
+        assert m.rows.regions == ref.regions and m.rows.qc == ref.qc
+        assert m.rows.patterns == ref.patterns
         ref = extract_stored_scan(_Job(row=job.row, data_dir=data_dir, params=params))
         assert m.radiomics.reason is None and ref.reason is None
         assert m.radiomics.features.names == ref.features.names

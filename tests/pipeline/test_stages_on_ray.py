@@ -233,7 +233,7 @@ def test_batch_predictions_equal_the_one_scan_paths(predict_template, tmp_path):
                           batch_size=2, scan_ids=ids)
         got = st.predictions_frame(s, split=SPLIT).set_index(
             ["model_id", "scan_id", "horizon_years"])["risk"]
-        qct = st.qct_frame(s).set_index("scan_id")
+        qct = st.qct_features_frame(s).set_index("scan_id")  # QCT metrics + pattern extents
         qct_model = next(m for m in tabular_model_ids(s) if m.startswith("qct-logistic-"))
         model = load_model(s, qct_model, models_dir=models_dir)
         deep = {r.model_id: r.weights_sha256 for r in st.deep_models_frame(s).itertuples()}
@@ -292,7 +292,8 @@ def test_cli_radiomics_and_predict_all_scans_on_ray(predict_template, tmp_path, 
     path = _copy(template, tmp_path / "s.duckdb")
     keep = _scan_ids(template, 3)
     with st.open_store(path) as s:  # keep the CLI's store small (children first: DuckDB
-        for table in ("qct", "synthetic_truth", "predictions", "explanations", "scans"):
+        for table in ("qct", "qct_regions", "qct_patterns", "mask_qc", "mask_qc_reviews",
+                      "synthetic_truth", "predictions", "explanations", "scans"):
             s.con.execute(f"DELETE FROM {table} WHERE scan_id NOT IN (SELECT unnest(?))",
                           [keep])  # checks foreign keys per statement, not per transaction)
     monkeypatch.setenv("SSCMORT_EXECUTOR", "ray")  # the environment chooses Ray
@@ -327,3 +328,25 @@ def test_cli_without_ray_is_one_line_and_leaves_the_store(tiny_store, capsys, mo
                  "--quiet"]) == 2
     assert capsys.readouterr().err.strip().splitlines() == [f"error: {RAY_MISSING}"]
     assert tiny_store.read_bytes() == before
+
+
+# --- registry import: image checks and scans on Ray ------------------------------------------
+def test_registry_import_on_ray_equals_the_local_pool(tmp_path, ray_ex):
+    """The same manifest imported with the local pool and with Ray gives the same scans and
+    QCT rows (ids are keyed hashes of the rows, so they match too)."""
+    from sscmort_core.pipeline.cohort_import import ImportOptions, run_import
+    from sscmort_core.synthetic.registry import write_registry_folder
+
+    reg = write_registry_folder(tmp_path / "reg", n_patients=3, seed=5)
+    frames = {}
+    for name, ex in (("local", None), ("ray", ray_ex)):
+        with st.open_store(tmp_path / f"{name}.duckdb") as s:
+            (s.data_dir / "pseudonym.secret").parent.mkdir(parents=True, exist_ok=True)
+            (s.data_dir / "pseudonym.secret").write_text("ab" * 32)  # the same pseudonyms
+            result = run_import(s, reg.root, ImportOptions(workers=2, executor=ex))
+            assert result.imported == reg.n_scans > 0 and not result.failures
+            frames[name] = (st.scans_frame(s), st.qct_frame(s))
+    drop = ["created_at"]
+    for a, b in zip(frames["local"], frames["ray"]):
+        pd.testing.assert_frame_equal(a.drop(columns=drop).reset_index(drop=True),
+                                      b.drop(columns=drop).reset_index(drop=True))

@@ -72,7 +72,7 @@ def test_tables_have_the_contract_columns(cohort0):
     assert list(cohort0.scans.columns) == [
         "scan_id", "patient_id", "scan_date", "scanner", "kernel", "slice_thickness_mm",
         "noise_hu", "true_ild_extent_pct", "true_risk_1y", "true_risk_3y", "true_risk_5y",
-        "volume_seed", "age_at_scan"]
+        "volume_seed", "age_at_scan", "progressor", "emphysema_pct"]
     assert list(cohort0.clinical.columns) == ["patient_id", "date", "fvc_pct_pred",
                                               "dlco_pct_pred"]
     p, s = cohort0.patients, cohort0.scans
@@ -321,10 +321,12 @@ def test_lung_mask_is_recoverable_by_thresholding(extent, kernel):
 
 
 def test_hu_based_extent_ranks_with_true_extent(cohort0):
-    """Fraction of lung voxels in [-700, -200] HU after a 1-voxel Gaussian must rank with the
-    true extent (imaging target: Spearman >= 0.9 over 100 scans; measured 0.94-0.96)."""
-    scans = cohort0.scans.sort_values("true_ild_extent_pct")
-    rows = scans.iloc[np.linspace(0, len(scans) - 1, 16).astype(int)]
+    """In stable (NSIP-like) disease the fraction of lung voxels in [-700, -200] HU after a
+    1-voxel Gaussian ranks with the true extent (Spearman >= 0.9; measured 0.94-0.96 before
+    dense fibrosis existed). Progressors' dense fibrosis (consolidation, honeycombing) lies
+    partly outside that window, so they are left out here (the pattern map measures them)."""
+    stable = cohort0.scans[~cohort0.scans["progressor"]].sort_values("true_ild_extent_pct")
+    rows = stable.iloc[np.linspace(0, len(stable) - 1, 16).astype(int)]
     estimated, true = [], []
     for _, row in rows.iterrows():
         p = phantom_for_scan(row)
@@ -332,6 +334,30 @@ def test_hu_based_extent_ranks_with_true_extent(cohort0):
         estimated.append(np.mean((smooth > -700) & (smooth < -200)))
         true.append(p.true_ild_extent_pct)
     assert stats.spearmanr(estimated, true)[0] >= 0.9
+
+
+def test_dense_fibrosis_of_a_progressor():
+    """Honeycomb cysts (air lumens, walls near 0 HU), subpleural consolidation (0..+50 HU),
+    reticulation with traction bronchiectasis, all inside the true lung; it reaches the
+    pleura (the outermost lung layer is involved, unlike NSIP's sparing)."""
+    from sscmort_core.synthetic import CONSOLIDATION
+
+    p = make_phantom(ild_extent_pct=30.0, kernel="sharp", noise_hu=0.0,
+                     slice_thickness_mm=5.0, seed=8, progressor=True, emphysema_pct=4.0)
+    assert p.progressor and abs(p.true_ild_extent_pct - 30.0) < 0.01
+    honey = p.hu[p.ild_pattern == HONEYCOMBING]
+    assert honey.size and 0.4 < np.mean(honey < -800) < 0.8  # lumens and walls
+    assert np.median(honey[honey > -500]) > -150
+    cons = p.hu[p.ild_pattern == CONSOLIDATION]
+    assert cons.size and -40 < np.median(cons) < 70
+    rim = np.stack([s & ~ndimage.binary_erosion(s) for s in p.lung_mask])
+    assert p.ild_mask[rim].mean() > 0.1  # reaches the pleura
+    nsip = make_phantom(ild_extent_pct=30.0, kernel="sharp", noise_hu=0.0,
+                        slice_thickness_mm=5.0, seed=8)
+    assert nsip.ild_mask[rim & nsip.lung_mask].mean() < p.ild_mask[rim].mean()
+    assert abs(p.true_emphysema_pct - 4.0) < 0.01
+    assert not (p.emphysema_mask & p.ild_mask).any() and (p.pattern[p.emphysema_mask] == 5).all()
+    assert p.vessel_mask is not None and not (p.vessel_mask & p.ild_mask).any()
 
 
 @pytest.mark.parametrize("kwargs", [

@@ -224,7 +224,7 @@ def test_predict_tabular_and_for_volume(trained):
 
     with st.open_store(trained.path, read_only=True) as s:
         scan_id = st.scans_frame(s)["scan_id"].iloc[0]
-        qct = st.qct_frame(s).set_index("scan_id").loc[scan_id, list(tab.QCT_FEATURES)]
+        qct = st.qct_features_frame(s).set_index("scan_id").loc[scan_id, list(tab.QCT_FEATURES)]
         qct_id = next(i for i in trained.ids if i.startswith("qct-"))
         one = tab_io.predict_tabular(s, qct_id, qct.to_dict(), models_dir=trained.models_dir)
         assert isinstance(one, RiskPrediction) and one.kind == "qct"

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 from pathlib import Path
 
-from sscmort_core.util.logs import log_path_for
+from sscmort_core.util.logs import configure_logging, log_path_for
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -18,6 +19,7 @@ def _run(code: str) -> subprocess.CompletedProcess:
 
 def test_library_warnings_and_logs_reach_the_file_not_stderr(tmp_path):
     store = tmp_path / "s.duckdb"
+    store.touch()  # the store exists (records wait for it otherwise: test below)
     out = _run(f"""
 import logging, warnings
 from pathlib import Path
@@ -42,3 +44,19 @@ def test_a_command_that_logs_nothing_leaves_no_log_folder(tmp_path):
                f"configure_logging(Path({str(store)!r}))\n")
     assert out.returncode == 0 and out.stderr == ""
     assert list(tmp_path.iterdir()) == []
+
+
+def test_records_wait_until_the_store_exists_and_nothing_is_left_without_one(tmp_path):
+    """A command that writes no store (a dry run) leaves no folder behind; once the store file
+    exists, the records logged before it are written, in order."""
+    store = tmp_path / "s.duckdb"
+    path = configure_logging(store)
+    try:
+        logging.getLogger("sscmort").info("first")
+        assert not path.parent.exists()
+        store.write_bytes(b"")
+        logging.getLogger("sscmort").info("second")
+        lines = path.read_text().splitlines()
+        assert [ln.rsplit(": ", 1)[1] for ln in lines] == ["first", "second"]
+    finally:
+        configure_logging(None)

@@ -1,0 +1,273 @@
+"""ILD pattern map: every lung voxel classified as normal, emphysema, ground glass,
+reticulation, honeycombing or consolidation from its local density histogram.
+
+Features (per lung voxel of the mask, on a working grid of about :data:`TARGET_INPLANE_MM`
+in-plane, from lung voxels only so the chest wall never leaks in; :data:`FEATURES`): in-plane
+means over 3, 5 and 7 pixels (relative to the scan's median lung density), standard
+deviations over 3 and 5 pixels (relative to the scan's noise), the shares of air
+(< -910 HU) over 3 and 5 pixels, of ground-glass density (-750..-300 HU) and of dense tissue
+(> -250 HU) over 5 pixels, the share of the 5-pixel window inside the lung (rim voxels see
+less lung) and the scan's noise - the local-histogram subtyping of the Chest Imaging
+Platform, reduced to eleven numbers.
+
+Classifier: quadratic discriminant analysis (a Gaussian per class, closed form: means,
+covariances, priors) over the six patterns plus vessels (shown as normal lung), fitted on the
+synthetic phantoms' true patterns by :mod:`sscmort_core.pipeline.pattern_fit` and shipped as
+``params/patterns.json`` (the file records the phantoms, samples and code it was made from; a
+test refits it and compares). Emphysema is the classic density rule instead: a 3-pixel mean
+below :data:`EMPHYSEMA_HU` with little dense tissue around (cysts with walls are
+honeycombing). An extent at or below a pattern's detection floor (the most the map finds of
+it in training phantoms without it, at least :data:`MIN_FLOOR_PCT`) is reported as 0.
+
+Labels: 0 outside the lung, 1.. in the order of :data:`PATTERNS`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from sscmort_core.errors import EmptyMaskError
+from sscmort_core.lungs.segmentation import block_mean
+
+PATTERNS: tuple[str, ...] = ("normal", "emphysema", "ground glass", "reticulation",
+                             "honeycombing", "consolidation")
+CLASSES: tuple[str, ...] = PATTERNS + ("vessel",)  # what the classifier tells apart
+ILD_PATTERNS: tuple[str, ...] = ("ground glass", "reticulation", "honeycombing", "consolidation")
+PATTERN_COLORS: tuple[tuple[int, int, int], ...] = (  # RGB per pattern, for overlays
+    (120, 200, 120), (80, 170, 255), (255, 225, 60), (255, 140, 20), (220, 30, 30),
+    (190, 60, 200))
+FEATURES: tuple[str, ...] = ("mean3_rel", "mean5_rel", "mean7_rel", "std3_rel", "std5_rel",
+                             "air3", "air5", "ggo5", "dense5", "lung5", "noise_hu")
+PARAMS_FILE = Path(__file__).with_name("params") / "patterns.json"
+TARGET_INPLANE_MM = 1.5  # the same working grid as the lung mask
+AIR_HU, GGO_HU, DENSE_HU = -910.0, (-750.0, -300.0), -250.0
+EMPHYSEMA_HU, EMPHYSEMA_MAX_DENSE = -930.0, 0.1  # the emphysema rule (3-pixel mean, dense5)
+MIN_FLOOR_PCT = 0.5  # no pattern is reported below this share of the lung
+
+
+@dataclass(frozen=True)
+class PatternModel:
+    """A fitted QDA over :data:`CLASSES`: ``means`` (k, f), ``precisions_chol`` (k, f, f)
+    with precision = L @ L.T, ``log_det`` (k,) = log |precision| / 2, ``log_prior`` (k,),
+    and ``floors_pct`` (6,) the detection floor of each pattern."""
+
+    version: str
+    means: np.ndarray = field(repr=False)
+    precisions_chol: np.ndarray = field(repr=False)
+    log_det: np.ndarray = field(repr=False)
+    log_prior: np.ndarray = field(repr=False)
+    floors_pct: np.ndarray = field(repr=False)
+    provenance: Mapping[str, Any] = field(default_factory=dict, repr=False)
+
+    @staticmethod
+    def fit(x: np.ndarray, y: np.ndarray, priors: np.ndarray, *, version: str,
+            ridge: float = 1e-3, provenance: Mapping[str, Any] | None = None) -> PatternModel:
+        """Closed-form QDA on features ``x`` (n, f) and class indices ``y`` (n,) into
+        CLASSES; ``priors`` (k,) class shares; each covariance gets ``ridge`` x its mean
+        variance on the diagonal (a class with few samples stays invertible). Floors start
+        at MIN_FLOOR_PCT (:meth:`with_floors` sets them from data)."""
+        k, f = len(CLASSES), x.shape[1]
+        means, chols, log_det = np.zeros((k, f)), np.zeros((k, f, f)), np.zeros(k)
+        for c in range(k):
+            xc = x[y == c].astype(np.float64)
+            if len(xc) < f + 1:
+                raise ValueError(f"class {CLASSES[c]!r} has {len(xc)} samples; "
+                                 f"need at least {f + 1}")
+            means[c] = xc.mean(axis=0)
+            cov = np.cov(xc, rowvar=False)
+            cov += ridge * np.trace(cov) / f * np.eye(f)
+            prec = np.linalg.inv(cov)
+            chols[c] = np.linalg.cholesky(0.5 * (prec + prec.T))
+            log_det[c] = float(np.sum(np.log(np.diag(chols[c]))))
+        p = np.asarray(priors, dtype=np.float64)
+        return PatternModel(version, means, chols, log_det, np.log(p / p.sum()),
+                            np.full(len(PATTERNS), MIN_FLOOR_PCT), dict(provenance or {}))
+
+    def with_floors(self, floors_pct: np.ndarray) -> PatternModel:
+        """This model with detection floors ``floors_pct`` (6,), each at least MIN_FLOOR_PCT."""
+        floors = np.maximum(np.asarray(floors_pct, dtype=np.float64), MIN_FLOOR_PCT)
+        return PatternModel(self.version, self.means, self.precisions_chol, self.log_det,
+                            self.log_prior, floors, self.provenance)
+
+    def log_posterior(self, x: np.ndarray) -> np.ndarray:
+        """(n, k) unnormalised log posterior of each class for features ``x`` (n, f)."""
+        x = np.asarray(x, dtype=np.float32)
+        k, f = self.means.shape
+        chol = self.precisions_chol.astype(np.float32)  # (k, f, f)
+        stacked = np.concatenate(list(chol), axis=1)  # (f, k*f): every class in one product
+        shift = np.einsum("kf,kfg->kg", self.means.astype(np.float32), chol).reshape(-1)
+        d = x @ stacked  # (n, k*f)
+        d -= shift
+        np.square(d, out=d)
+        quad = d.reshape(x.shape[0], k, f).sum(axis=2)  # (n, k)
+        return (self.log_det + self.log_prior).astype(np.float32) - 0.5 * quad
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """(n,) pattern index (into PATTERNS; vessels are normal) of each row of ``x``, before
+        the emphysema rule."""
+        c = np.argmax(self.log_posterior(x), axis=1)
+        return np.where(c == CLASSES.index("vessel"), 0, c)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"version": self.version, "classes": list(CLASSES), "features": list(FEATURES),
+                "means": self.means.tolist(), "precisions_chol": self.precisions_chol.tolist(),
+                "log_det": self.log_det.tolist(), "log_prior": self.log_prior.tolist(),
+                "floors_pct": self.floors_pct.tolist(), "provenance": dict(self.provenance)}
+
+    @staticmethod
+    def from_json(data: Mapping[str, Any]) -> PatternModel:
+        if list(data["classes"]) != list(CLASSES) or list(data["features"]) != list(FEATURES):
+            raise ValueError("pattern model file was made for other classes or features")
+        return PatternModel(str(data["version"]), np.asarray(data["means"]),
+                            np.asarray(data["precisions_chol"]), np.asarray(data["log_det"]),
+                            np.asarray(data["log_prior"]), np.asarray(data["floors_pct"]),
+                            dict(data.get("provenance", {})))
+
+
+@lru_cache(maxsize=1)
+def default_model() -> PatternModel:
+    """The shipped model (``params/patterns.json``), read once."""
+    return PatternModel.from_json(json.loads(PARAMS_FILE.read_text()))
+
+
+def pattern_model_version() -> str:
+    """The shipped model's version (what stored pattern extents are keyed on)."""
+    return default_model().version
+
+
+def _lung_box_mean(values: np.ndarray, m: np.ndarray, w: int) -> np.ndarray:
+    """In-plane w x w mean of ``values`` over lung voxels ``m`` only: (z, y, x) float32."""
+    weight = ndi.uniform_filter(m.astype(np.float32), size=(1, w, w), mode="constant")
+    total = ndi.uniform_filter(np.where(m, values, 0.0).astype(np.float32), size=(1, w, w),
+                               mode="constant")
+    return total / np.maximum(weight, np.float32(1e-6))
+
+
+def noise_hu(hu: np.ndarray, lung: np.ndarray) -> float:
+    """The scan's noise: robust SD (1.4826 MAD) of each lung voxel's difference from its
+    3 x 3 lung mean, scaled for the mean's share of the voxel (x 9/8 in variance)."""
+    h = hu.astype(np.float32)
+    resid = (h - _lung_box_mean(h, lung, 3))[lung]
+    return float(1.4826 * np.median(np.abs(resid - np.median(resid))) * np.sqrt(9.0 / 8.0))
+
+
+def voxel_features(hu: np.ndarray, lung: np.ndarray) -> np.ndarray:
+    """(n, 11) float32 features (:data:`FEATURES`) of the lung voxels of ``lung``
+    (z, y, x) in C order, from ``hu`` (z, y, x) on the working grid."""
+    h = hu.astype(np.float32)
+    mean = {w: _lung_box_mean(h, lung, w) for w in (3, 5, 7)}
+    std = {w: np.sqrt(np.maximum(_lung_box_mean(h * h, lung, w) - mean[w] ** 2, 0.0))
+           for w in (3, 5)}
+    air = {w: _lung_box_mean((h < AIR_HU).astype(np.float32), lung, w) for w in (3, 5)}
+    ggo = _lung_box_mean(((h >= GGO_HU[0]) & (h <= GGO_HU[1])).astype(np.float32), lung, 5)
+    dense = _lung_box_mean((h > DENSE_HU).astype(np.float32), lung, 5)
+    inside = ndi.uniform_filter(lung.astype(np.float32), size=(1, 5, 5), mode="constant")
+    med = float(np.median(mean[5][lung]))
+    noise = max(noise_hu(h, lung), 1.0)
+    cols = [mean[3] - med, mean[5] - med, mean[7] - med, std[3] / noise, std[5] / noise,
+            air[3], air[5], ggo, dense, inside]
+    x = np.stack([c[lung] for c in cols], axis=1)
+    return np.concatenate([x, np.full((x.shape[0], 1), noise, np.float32)], axis=1)
+
+
+def emphysema_rule(x: np.ndarray, hu: np.ndarray, lung: np.ndarray) -> np.ndarray:
+    """(n,) bool of the lung voxels (C order): 3-pixel mean below EMPHYSEMA_HU and dense
+    share (feature dense5) at most EMPHYSEMA_MAX_DENSE."""
+    mean3 = _lung_box_mean(hu.astype(np.float32), lung, 3)[lung]
+    return (mean3 < EMPHYSEMA_HU) & (x[:, FEATURES.index("dense5")] <= EMPHYSEMA_MAX_DENSE)
+
+
+def predict_patterns(model: PatternModel, hu: np.ndarray, lung: np.ndarray) -> np.ndarray:
+    """(n,) pattern index (PATTERNS) of each lung voxel of ``lung`` (C order), working grid."""
+    x = voxel_features(hu, lung)
+    pred = model.predict(x)
+    emph = PATTERNS.index("emphysema")
+    pred = np.where(pred == emph, 0, pred)
+    return np.where(emphysema_rule(x, hu, lung), emph, pred)
+
+
+@dataclass(frozen=True)
+class PatternMap:
+    """Pattern labels (z, y, x) uint8 on the input grid (0 outside the lung mask, 1.. in
+    PATTERNS order) and the extent of each pattern in % of the lung mask."""
+
+    labels: np.ndarray = field(repr=False)
+    normal_pct: float
+    emphysema_pct: float
+    ground_glass_pct: float
+    reticulation_pct: float
+    honeycombing_pct: float
+    consolidation_pct: float
+    model_version: str
+
+    def __post_init__(self) -> None:
+        self.labels.flags.writeable = False
+
+    @property
+    def ild_pct(self) -> float:
+        """ILD extent from the map: ground glass + reticulation + honeycombing + consolidation."""
+        return (self.ground_glass_pct + self.reticulation_pct + self.honeycombing_pct
+                + self.consolidation_pct)
+
+    def extents(self) -> dict[str, float]:
+        """Exactly the qct_patterns columns: normal_pct ... consolidation_pct."""
+        return {"normal_pct": self.normal_pct, "emphysema_pct": self.emphysema_pct,
+                "ground_glass_pct": self.ground_glass_pct,
+                "reticulation_pct": self.reticulation_pct,
+                "honeycombing_pct": self.honeycombing_pct,
+                "consolidation_pct": self.consolidation_pct}
+
+
+EXTENT_KEYS: tuple[str, ...] = ("normal_pct", "emphysema_pct", "ground_glass_pct",
+                                "reticulation_pct", "honeycombing_pct", "consolidation_pct")
+
+
+def _bbox(mask: np.ndarray) -> tuple[slice, slice, slice]:
+    idx = [np.nonzero(mask.any(axis=tuple(a for a in range(3) if a != ax)))[0] for ax in range(3)]
+    return tuple(slice(int(i[0]), int(i[-1]) + 1) for i in idx)  # type: ignore[return-value]
+
+
+def classify_patterns(hu: np.ndarray, lung_mask: np.ndarray,
+                      spacing_mm: tuple[float, float, float],
+                      model: PatternModel | None = None) -> PatternMap:
+    """The pattern map of ``hu`` (z, y, x) HU over ``lung_mask`` (z, y, x) bool.
+
+    Works on the lung mask's working grid (block means to about 1.5 mm in-plane); labels
+    return to the input grid by nearest neighbour and are cut to the mask. Raises
+    EmptyMaskError for an empty mask, ValueError for mismatched shapes.
+    """
+    if hu.shape != lung_mask.shape or hu.ndim != 3:
+        raise ValueError(f"hu {hu.shape} and lung_mask {lung_mask.shape} must be the same "
+                         "(z, y, x) shape")
+    mask = lung_mask.astype(bool, copy=False)
+    n = int(np.count_nonzero(mask))
+    if n == 0:
+        raise EmptyMaskError("the lung mask is empty, so no pattern map can be made")
+    model = model or default_model()
+    f = max(1, int(round(TARGET_INPLANE_MM / min(spacing_mm[1], spacing_mm[2]))))
+    box = _bbox(mask)
+    sub_hu, sub_mask = hu[box], mask[box]
+    small = block_mean(sub_hu, f)  # (z, Y, X)
+    small_mask = block_mean(sub_mask.astype(np.float32), f) > 0  # blocks holding lung
+    classes = np.zeros(small.shape, dtype=np.uint8)
+    if small_mask.any():
+        classes[small_mask] = predict_patterns(model, small, small_mask).astype(np.uint8) + 1
+    up = np.repeat(np.repeat(classes, f, axis=1), f, axis=2)[:, :sub_hu.shape[1],
+                                                             :sub_hu.shape[2]]
+    labels = np.zeros(hu.shape, dtype=np.uint8)
+    labels[box] = np.where(sub_mask, up, 0)
+    counts = np.bincount(labels[mask], minlength=len(PATTERNS) + 1)[1:]
+    pct = 100.0 * counts / n
+    below = np.flatnonzero(pct[1:] <= model.floors_pct[1:]) + 1  # not detected: normal
+    if below.size:
+        labels[np.isin(labels, below + 1)] = 1
+        pct[below] = 0.0
+        pct[0] = 100.0 - pct[1:].sum()
+    return PatternMap(labels, *(float(v) for v in pct), model_version=model.version)

@@ -1,0 +1,126 @@
+"""The costal step of the lung mask: its fast ray arithmetic against slow loops, and what it
+keeps on dense-fibrosis phantoms against the threshold mask it replaces (the regression set of
+the hardest cases found is checked in as seeds: hard_cases.json)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sscmort_core.lungs import costal, segment_lungs
+from sscmort_core.synthetic.phantom import DenseCase, dense_cases, make_phantom
+
+HARD_CASES = Path(__file__).with_name("hard_cases.json")
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    return float(2.0 * np.count_nonzero(a & b) / (np.count_nonzero(a) + np.count_nonzero(b)))
+
+
+# --- fast ray arithmetic against slow references ---------------------------------------------
+@pytest.fixture(scope="module")
+def rays():
+    return costal.make_rays((40, 50), (2.0, 2.0), (19.5, 24.0))
+
+
+def test_every_pixel_sits_in_the_ray_of_its_angle(rays):
+    yy, xx = np.indices((40, 50))
+    angle = np.arctan2((yy - 19.5) * 2.0, (xx - 24.0) * 2.0)
+    expected = np.floor((angle + np.pi) / (2 * np.pi) * rays.n).astype(int) % rays.n
+    np.testing.assert_array_equal(rays.bins, expected)
+    np.testing.assert_allclose(rays.radius, np.hypot((yy - 19.5) * 2, (xx - 24.0) * 2),
+                               rtol=1e-6)
+
+
+def test_outer_and_first_beyond_match_loops(rays):
+    rng = np.random.default_rng(0)
+    mask = rng.random((3, 40, 50)) > 0.7
+    r_from = rng.uniform(0, 40, (3, rays.n)).astype(np.float32)
+    fast_outer = costal.outer_radius(mask, rays)
+    fast_first = costal.first_beyond(mask, r_from, rays)
+    for z in range(3):
+        for k in range(rays.n):
+            sel = (rays.bins == k) & mask[z]
+            radii = rays.radius[sel]
+            want = radii.max() if radii.size else np.nan
+            np.testing.assert_allclose(fast_outer[z, k], want, rtol=1e-6)
+            beyond = radii[radii > r_from[z, k]]
+            np.testing.assert_allclose(fast_first[z, k], beyond.min() if beyond.size else np.nan,
+                                       rtol=1e-6)
+
+
+def test_nan_quantile_is_numpys_lower_percentile():
+    rng = np.random.default_rng(1)
+    v = rng.normal(size=(9, 7, 5))
+    v[rng.random(v.shape) < 0.3] = np.nan
+    v[:, 0, 0] = np.nan  # a column with no value
+    for q in (0.0, 20.0, 50.0, 100.0):
+        with np.errstate(all="ignore"), pytest.warns(RuntimeWarning):
+            want = np.nanpercentile(v, q, axis=0, method="lower")
+        np.testing.assert_array_equal(costal.nan_quantile(v, q, axis=0), want)
+
+
+def test_smoothing_and_interpolation_match_loops(rays):
+    rng = np.random.default_rng(2)
+    v = rng.normal(size=(4, rays.n)).astype(np.float32)
+    v[rng.random(v.shape) < 0.2] = np.nan
+    fast = costal._smooth2d(v, 1, 2)
+    for z in range(4):
+        for k in range(rays.n):
+            if np.isnan(v[z, k]):
+                assert np.isnan(fast[z, k])
+                continue
+            win = [v[zz, (k + s) % rays.n] for zz in range(max(0, z - 1), min(4, z + 2))
+                   for s in range(-2, 3)]
+            np.testing.assert_allclose(fast[z, k], np.nanmean(win), rtol=1e-5)
+    per_ray = rng.normal(size=(2, rays.n)).astype(np.float32)
+    px = costal.at_pixels(per_ray, rays)
+    a = rays.pos - 0.5
+    k0 = np.floor(a).astype(int)
+    w = a - k0
+    want = (1 - w) * per_ray[:, k0 % rays.n] + w * per_ray[:, (k0 + 1) % rays.n]
+    np.testing.assert_allclose(px, want, rtol=1e-5, atol=1e-6)
+
+
+# --- what the mask keeps --------------------------------------------------------------------
+def _accuracy(case: DenseCase, costal_step: bool = True) -> tuple[float, float, float]:
+    p = make_phantom(**case.kwargs())
+    m = segment_lungs(p.hu, p.spacing_mm, costal=costal_step).mask
+    return (float(m[p.ild_mask].mean()), float((m & ~p.lung_mask).sum() / m.sum()),
+            dice(m, p.lung_mask))
+
+
+def test_dense_fibrosis_is_kept_far_better_than_by_the_threshold_mask():
+    for case in dense_cases(3, seed=5, extent_range=(8.0, 35.0)):
+        new, old = _accuracy(case), _accuracy(case, costal_step=False)
+        assert new[0] >= old[0] + 0.15, (case, new, old)  # fibrotic lung kept
+        assert new[0] >= 0.8 and new[1] <= 0.03 and new[2] >= 0.95, (case, new)
+        assert new[2] > old[2]
+
+
+def test_the_regression_set_of_hardest_cases_keeps_its_level():
+    """Each case's recall, false share and Dice when the set was chosen (the 6 with the
+    lowest recall of dense_cases(48, seed=77), measured with lungmask-2) may not get worse."""
+    cases = json.loads(HARD_CASES.read_text())
+    for c in cases["cases"]:
+        case = DenseCase(**c["case"])
+        recall, false, d = _accuracy(case)
+        assert recall >= c["recall"] - 0.02, (case, recall)
+        assert false <= c["false_share"] + 0.01, (case, false)
+        assert d >= c["dice"] - 0.01, (case, d)
+
+
+@pytest.mark.slow
+def test_dense_fibrosis_phantoms_5_to_40_percent():
+    """24 dense phantoms (5-40 % ILD). The issue's targets (>= 0.95 of the fibrotic lung kept,
+    <= 2 % of the mask outside the lung, Dice >= 0.97) are not all reached: measured with
+    lungmask-2, median recall 0.901 (min 0.842), false share median 0.0152 (max 0.0286), Dice
+    median 0.9765 (min 0.9593) (docs/BENCHMARKS.md "## Lungs"); here none may fall below that
+    level (rounded to the third decimal)."""
+    results = np.array([_accuracy(c) for c in dense_cases(24, seed=31)])
+    assert np.median(results[:, 0]) >= 0.900 and results[:, 0].min() >= 0.841
+    assert np.median(results[:, 1]) <= 0.016 and results[:, 1].max() <= 0.029
+    assert np.median(results[:, 2]) >= 0.976 and results[:, 2].min() >= 0.959

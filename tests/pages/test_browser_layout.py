@@ -1,0 +1,274 @@
+"""Issue 14's browser test: every page in headless Chromium at 1280 x 720 and 1440 x 900 on
+the demo fixture store, failing when a page hides what a reader needs:
+
+- a Vega legend / axis / title text whose rendered SVG box leaves the chart's view (clipped),
+  or that Vega cut short with an ellipsis;
+- a table wider than its frame (sideways scrolling hides columns holding the key numbers);
+- an error inside a collapsed expander or status box (the reason behind a click);
+- an upload's analysis gone after going to another page and back (in the same session).
+
+Screenshots of every page and width go to test-artifacts/layout/ (git-ignored).
+The fast smoke (default suite) checks 1280 x 720 on four pages and the upload; the slow one
+every page (trained radiomics and QCT models included) at both sizes.
+"""
+
+from __future__ import annotations
+
+import shutil
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from sscmort_core import store as st
+from sscmort_core.pipeline import evaluate
+from sscmort_core.synthetic.cohort import generate_cohort
+from sscmort_core.synthetic.dicom import write_dicom_series
+from sscmort_core.synthetic.phantom import phantom_for_scan
+from tests.pages.test_browser import (
+    CHROMIUM,
+    _wait_idle,
+    running_app,  # noqa: F401, F811 (the app, on tiny_store)
+)
+from tests.pipeline.test_evaluate import add_noisy_model
+
+pytestmark = pytest.mark.browser
+
+ALL_PAGES = {"overview": "", "cohort_explorer": "cohort_explorer",
+             "patient_timeline": "patient_timeline", "upload_predict": "upload_predict",
+             "radiomics_shap": "radiomics_shap", "model_comparison": "model_comparison",
+             "models_jobs": "models_jobs", "import_cohort": "import_cohort"}
+SMOKE_PAGES = ("overview", "cohort_explorer", "patient_timeline", "model_comparison")
+SIZES = {"1280x720": (1280, 720), "1440x900": (1440, 900)}
+
+# Text of visible Vega charts (Streamlit draws them as SVG) whose box leaves the chart's view
+# (the SVG, intersected with its Streamlit frame), or that Vega cut short with an ellipsis.
+CLIPPED_TEXT = """
+() => {
+  const out = [];
+  for (const frame of document.querySelectorAll('[data-testid="stVegaLiteChart"]')) {
+    const svg = frame.querySelector('svg');
+    if (!svg) continue;
+    const s = svg.getBoundingClientRect(), f = frame.getBoundingClientRect();
+    if (s.width === 0 || s.height === 0) continue;  // a hidden tab
+    const view = {left: Math.max(s.left, f.left), right: Math.min(s.right, f.right),
+                  top: s.top, bottom: s.bottom};
+    for (const t of svg.querySelectorAll('text')) {
+      const text = (t.textContent || '').trim();
+      const r = t.getBoundingClientRect();
+      if (!text || r.width === 0) continue;
+      // 4 px slack: a text box is its font's em box, taller and wider than the ink
+      const cut = r.left < view.left - 4 || r.right > view.right + 4 ||
+                  r.top < view.top - 4 || r.bottom > view.bottom + 4;
+      if (cut || text.endsWith('\u2026'))
+        out.push(`"${text}" [${Math.round(r.left - view.left)}..` +
+                 `${Math.round(r.right - view.left)} of ${Math.round(view.right - view.left)}, ` +
+                 `${Math.round(r.top - view.top)}..${Math.round(r.bottom - view.top)} of ` +
+                 `${Math.round(view.bottom - view.top)}]`);
+    }
+  }
+  return out;
+}
+"""
+
+# How many chart frames have drawn their SVG (to wait for the last one).
+CHARTS_DRAWN = """
+() => [document.querySelectorAll('[data-testid="stVegaLiteChart"]').length,
+       document.querySelectorAll('[data-testid="stVegaLiteChart"] svg text').length]
+"""
+
+# Tables wider than their frame: sideways scrolling would hide columns.
+WIDE_TABLES = """
+() => {
+  const out = [];
+  for (const el of document.querySelectorAll(
+      '[data-testid="stDataFrame"] .dvn-scroller, [data-testid="stTable"]')) {
+    if (el.getBoundingClientRect().width === 0) continue;
+    if (el.scrollWidth > el.clientWidth + 2)
+      out.push(`${el.scrollWidth} > ${el.clientWidth}: ` + el.innerText.slice(0, 60));
+  }
+  return out;
+}
+"""
+
+# Errors inside a closed <details> (st.expander, st.status).
+HIDDEN_ERRORS = """
+() => Array.from(document.querySelectorAll('details:not([open])'))
+  .filter(d => d.querySelector('[data-testid="stAlertContentError"]'))
+  .map(d => d.innerText.slice(0, 80))
+"""
+
+
+@pytest.fixture(scope="module")
+def layout_store_template(tiny_store_template, tmp_path_factory) -> Path:
+    """The demo fixture store with two noisy deep-kind models (oracle + noise) evaluated, so
+    Model comparison draws its charts, tables and paired tests."""
+    path = tmp_path_factory.mktemp("layout") / "store.duckdb"
+    shutil.copy(tiny_store_template, path)
+    add_noisy_model(path, "noisy", sd=1.0, seed=7)
+    add_noisy_model(path, "noisier", sd=2.0, seed=8)
+    with st.open_store(path) as s:
+        evaluate.run_evaluation(s, n_boot=200)
+    return path
+
+
+@pytest.fixture()
+def tiny_store(layout_store_template, tmp_path) -> Path:  # the app fixture reads this name
+    dest = tmp_path / "store.duckdb"
+    shutil.copy(layout_store_template, dest)
+    return dest
+
+
+@pytest.fixture(scope="module")
+def series_zip(tmp_path_factory) -> Path:
+    row = generate_cohort(n_patients=3, seed=21).scans.to_dict(orient="records")[0]
+    folder = tmp_path_factory.mktemp("up") / "series"
+    files = write_dicom_series(phantom_for_scan(row), folder, instance_order="shuffled")
+    out = folder.parent / "series.zip"
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as zf:
+        for f in files:
+            zf.write(f, f"series/{f.name}")
+    return out
+
+
+def _browser(pw):
+    return pw.chromium.launch(
+        executable_path=str(CHROMIUM), headless=True,
+        args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+              "--disable-background-networking", "--disable-component-update",
+              "--disable-sync"])
+
+
+MAIN_HEIGHT = """
+() => { const m = document.querySelector('[data-testid="stMain"]');
+        return m ? m.scrollHeight : document.body.scrollHeight; }
+"""
+
+
+def _scroll_through(page) -> int:
+    """Scroll the app's main area top to bottom (every chart drawn), back to the top; its
+    height in px."""
+    height = page.evaluate(MAIN_HEIGHT)
+    for y in range(0, height + 1, 600):
+        page.evaluate(f"() => document.querySelector('[data-testid=\"stMain\"]')"
+                      f"?.scrollTo(0, {y})")
+        page.wait_for_timeout(120)
+    page.evaluate("() => document.querySelector('[data-testid=\"stMain\"]')?.scrollTo(0, 0)")
+    return height
+
+
+def _screenshot(page, path: Path, height: int) -> None:
+    """The whole page (Streamlit scrolls inside stMain, so grow the viewport, then restore)."""
+    size = page.viewport_size
+    page.set_viewport_size({"width": size["width"], "height": min(max(height, 300), 16000)})
+    page.wait_for_timeout(400)
+    page.screenshot(path=str(path))
+    page.set_viewport_size(size)
+
+
+def _check_page(page, name: str, size: str, shots: Path) -> list[str]:
+    """Every defect class on the page as it stands; screenshot saved."""
+    height = _scroll_through(page)
+    last, stable = None, 0
+    for _ in range(40):  # until every chart has drawn and stopped changing (vega's resize)
+        now = page.evaluate(CHARTS_DRAWN)
+        stable = stable + 1 if now == last else 0
+        if stable >= 3 and (now[0] == 0 or now[1] > 0):
+            break
+        last = now
+        page.wait_for_timeout(250)
+    problems = [f"{name}@{size}: exception" for _ in
+                range(page.locator('[data-testid="stException"]').count())]
+    problems += [f"{name}@{size}: clipped text {t}" for t in page.evaluate(CLIPPED_TEXT)]
+    problems += [f"{name}@{size}: table scrolls sideways {t}" for t in
+                 page.evaluate(WIDE_TABLES)]
+    problems += [f"{name}@{size}: error in a collapsed box {t}" for t in
+                 page.evaluate(HIDDEN_ERRORS)]
+    body = page.inner_text("body")
+    if "Research use only" not in body:
+        problems.append(f"{name}@{size}: no research-use line")
+    _screenshot(page, shots / f"{name}-{size}.png", height)
+    return problems
+
+
+def _nav(page, title: str) -> None:
+    """Go to a page through the sidebar (same session, as a user would)."""
+    page.locator('[data-testid="stSidebarNav"] a', has_text=title).first.click()
+    page.wait_for_timeout(500)
+    _wait_idle(page)
+
+
+def _upload_and_come_back(page, zip_path: Path, size: str, shots: Path) -> list[str]:
+    problems = []
+    _nav(page, "Upload & predict")
+    page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(str(zip_path))
+    page.wait_for_selector("text=Lung volume", timeout=180_000)
+    _wait_idle(page)
+    problems += _check_page(page, "upload_predict-analysed", size, shots)
+    _nav(page, "Overview")
+    _nav(page, "Upload & predict")
+    body = page.inner_text("body")
+    if "Waiting for a scan" in body or "Lung volume" not in body:
+        problems.append(f"upload@{size}: the analysis is gone after navigating away and back")
+    problems += _check_page(page, "upload_predict-after-navigation", size, shots)
+    return problems
+
+
+def _bad_upload(page, tmp: Path, size: str, shots: Path) -> list[str]:
+    """A refused upload shows its reason open and red."""
+    bad = tmp / "not-a-ct.nii"
+    bad.write_bytes(b"this is not an image")
+    _nav(page, "Upload & predict")
+    page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(str(bad))
+    page.wait_for_selector('[data-testid="stAlertContentError"]', timeout=60_000)
+    _wait_idle(page)
+    problems = _check_page(page, "upload_predict-refused", size, shots)
+    if not page.locator('[data-testid="stAlertContentError"]').first.is_visible():
+        problems.append(f"upload@{size}: the refusal's reason is not in view")
+    return problems
+
+
+def _run(app_url: str, pages: tuple[str, ...], sizes: dict, zip_path: Path, tmp: Path,
+         shots: Path) -> list[str]:
+    sync_api = pytest.importorskip("playwright.sync_api")
+    problems: list[str] = []
+    with sync_api.sync_playwright() as pw:
+        browser = _browser(pw)
+        try:
+            for size, (w, h) in sizes.items():
+                context = browser.new_context(viewport={"width": w, "height": h})
+                page = context.new_page()
+                for name in pages:
+                    page.goto(f"{app_url}/{ALL_PAGES[name]}")
+                    _wait_idle(page)
+                    problems += _check_page(page, name, size, shots)
+                problems += _upload_and_come_back(page, zip_path, size, shots)
+                problems += _bad_upload(page, tmp, size, shots)
+                context.close()
+        finally:
+            browser.close()
+    return problems
+
+
+def _shots(artifacts_dir: Path) -> Path:
+    out = artifacts_dir / "layout"
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def test_pages_fit_1280_smoke(running_app, series_zip, artifacts_dir, tmp_path):  # noqa: F811
+    if not CHROMIUM.exists():
+        pytest.skip("Debian chromium is not installed (`make install-dev` installs it as root)")
+    problems = _run(running_app, SMOKE_PAGES, {"1280x720": SIZES["1280x720"]}, series_zip,
+                    tmp_path, _shots(artifacts_dir))
+    assert not problems, "\n".join(problems)
+
+
+@pytest.mark.slow
+def test_every_page_fits_at_both_sizes(running_app, series_zip, artifacts_dir,  # noqa: F811
+                                       tmp_path):
+    if not CHROMIUM.exists():
+        pytest.skip("Debian chromium is not installed (`make install-dev` installs it as root)")
+    problems = _run(running_app, tuple(ALL_PAGES), SIZES, series_zip, tmp_path,
+                    _shots(artifacts_dir))
+    assert not problems, "\n".join(problems)
