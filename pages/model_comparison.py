@@ -92,6 +92,17 @@ def _long(_store: st_store.Store, version: str, model_ids: tuple[str, ...], esti
                            include_reference=True)
 
 
+LONG_SHOWN = ("horizon (years)", "model", "metric", "value", "CI low", "CI high", "estimand",
+              "scans", "patients", "events")
+_W = {"horizon (years)": 44, "model": 170, "metric": 140, "value": 58, "CI low": 58,
+      "CI high": 58, "estimand": 104, "scans": 50, "patients": 56, "events": 50}  # px
+LONG_CONFIG = {c: (st.column_config.NumberColumn(c, format="%.3f", width=w)
+                   if c in ("value", "CI low", "CI high")
+                   else st.column_config.Column("h (y)" if c == "horizon (years)" else c,
+                                                width=w))
+               for c, w in _W.items()}
+PAIRED_W = {"model A": 140, "model B": 140, "AUC A": 52, "AUC B": 52, "AUC A - B": 60,
+            "diff CI low": 60, "diff CI high": 60, "p": 52, "p method": 120, "DeLong p": 60}
 labels = {m: c.label for m, c in choices.items()}
 kinds = {m: c.kind for m, c in choices.items()}
 version = ev.data_version(store, chosen)
@@ -109,8 +120,10 @@ if table["AUC"].notna().any():
                                                   colours=colours), width="content")
 long = _long(store, version, tuple(chosen), estimand, n_boot)
 st.dataframe(long.drop(columns=["model_id"]), hide_index=True, width="stretch",
-             column_config={c: st.column_config.NumberColumn(c, format="%.3f")
-                            for c in ("value", "CI low", "CI high")})
+             column_order=LONG_SHOWN, column_config=LONG_CONFIG)  # fits 1280 px: no sideways
+st.caption("One row per horizon, model and metric: value with its patient-bootstrap 95% CI, "
+           "the estimand, and the scans, patients and events it used (hover a cell for its "
+           "full text; the CSV has how censored scans enter and notes).")
 export_button("Download the table (CSV)", long.to_csv(index=False),
               file_name="sscmort_model_comparison.csv", mime="text/csv",
               object_ids=chosen, icon=":material/download:")
@@ -157,9 +170,11 @@ for tab, h in zip(st.tabs([f"{h} year{'s' if h > 1 else ''}" for h in HORIZONS_Y
             show_error(err)
             continue
         st.dataframe(ev.paired_tests_frame(tests, labels), hide_index=True, width="stretch",
-                     column_config={c: st.column_config.NumberColumn(c, format="%.3g") for c in (
-                         "AUC A", "AUC B", "AUC A - B", "diff CI low", "diff CI high", "p",
-                         "clustered DeLong p", "DeLong p", "bootstrap p")})
+                     column_order=tuple(PAIRED_W), column_config={
+                         c: st.column_config.NumberColumn(c, format="%.3g", width=w)
+                         if c not in ("model A", "model B", "p method")
+                         else st.column_config.Column(c, width=w)
+                         for c, w in PAIRED_W.items()})  # fits 1280 px; all p in the CSV
         ref = ev.best_clinical(store, chosen, h)
         if ref is not None:
             st.markdown(f"**Added value over the best clinical model at {h} y**: "
