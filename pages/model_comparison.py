@@ -174,7 +174,7 @@ for tab, h in zip(st.tabs([f"{h} year{'s' if h > 1 else ''}" for h in HORIZONS_Y
                          c: st.column_config.NumberColumn(c, format="%.3g", width=w)
                          if c not in ("model A", "model B", "p method")
                          else st.column_config.Column(c, width=w)
-                         for c, w in PAIRED_W.items()})  # fits 1280 px; all p in the CSV
+                         for c, w in PAIRED_W.items()})  # fits 1280 px (p is the one to report)
         ref = ev.best_clinical(store, chosen, h)
         if ref is not None:
             st.markdown(f"**Added value over the best clinical model at {h} y**: "
