@@ -7,19 +7,20 @@ import streamlit as st
 from pages._shared import audit, export_button, page_setup, require, show_error
 from sscmort_core import store as st_store
 from sscmort_core.errors import SscmortError
+from sscmort_core.evaluation import ESTIMANDS
 from sscmort_core.labels import HORIZONS_YEARS
 from sscmort_core.pipeline import evaluate
 from sscmort_core.pipeline.eval_data import ORACLE_KIND
 from sscmort_core.views import comparison as ev
 from sscmort_core.views import eval_charts as charts_eval
 from sscmort_core.views import palette, study
-from sscmort_core.views.names import compact_table, human_columns
 
 store = page_setup("Model comparison")
 st.caption("Every model is scored on its out-of-fold predictions. Censored scans are left out "
-           "of AUC, Brier and calibration at that horizon and kept for Harrell's C and the "
+           "of AUC, Brier and calibration at that horizon and kept, with inverse probability "
+           "of censoring weights, for Uno's C, the IPCW Brier score and calibration and the "
            "time-dependent AUC. CIs: patient-level bootstrap (scans of one patient resampled "
-           "together).")
+           "together). Each row names its estimand and how censored scans enter.")
 
 choices = {c.model_id: c for c in ev.model_choices(store)}
 if not choices:
@@ -83,26 +84,52 @@ def _curves(_store: st_store.Store, version: str, model_ids: tuple[str, ...],
     return ev.horizon_curves(_store, list(model_ids), horizon)
 
 
+@st.cache_data(show_spinner="Metrics with each patient weighted equally...", max_entries=16)
+def _long(_store: st_store.Store, version: str, model_ids: tuple[str, ...], estimand: str,
+          boot: int):
+    """Cached per store contents (``version``), models, estimand and n_boot."""
+    return ev.metrics_long(_store, list(model_ids), estimand=estimand, n_boot=boot,
+                           include_reference=True)
+
+
+LONG_SHOWN = ("horizon (years)", "model", "metric", "value", "CI low", "CI high", "estimand",
+              "scans", "patients", "events")
+_W = {"horizon (years)": 44, "model": 170, "metric": 140, "value": 58, "CI low": 58,
+      "CI high": 58, "estimand": 104, "scans": 50, "patients": 56, "events": 50}  # px
+LONG_CONFIG = {c: (st.column_config.NumberColumn(c, format="%.3f", width=w)
+                   if c in ("value", "CI low", "CI high")
+                   else st.column_config.Column("h (y)" if c == "horizon (years)" else c,
+                                                width=w))
+               for c, w in _W.items()}
+PAIRED_W = {"model A": 140, "model B": 140, "AUC A": 52, "AUC B": 52, "AUC A - B": 60,
+            "diff CI low": 60, "diff CI high": 60, "p": 52, "p method": 120, "DeLong p": 60}
 labels = {m: c.label for m, c in choices.items()}
+kinds = {m: c.kind for m, c in choices.items()}
+version = ev.data_version(store, chosen)
 # a model's colour is keyed on its id among every model offered: stable as the choice changes
 colours = palette.model_colours(list(choices), oracle=[m for m, c in choices.items()
                                                         if c.kind == ORACLE_KIND])
 table = ev.metrics_table(store, chosen)
 st.subheader("Metrics")
+estimand = st.radio("Estimand (the population the scans are weighted to)", ESTIMANDS,
+                    horizontal=True, help="Per scan: every scan weighs 1, so patients scanned "
+                    "more often weigh more. Per patient: a patient's k scans weigh 1/k each "
+                    "(computed on demand, not stored).")
 if table["AUC"].notna().any():
     st.altair_chart(charts_eval.auc_summary_chart(table, study.STUDY_REPORTED_AUCS,
                                                   colours=colours), width="content")
-st.table(compact_table(table.drop(columns=["estimand", "model_id"], errors="ignore")).set_index(
-    "Model"))  # every column in view, CIs beside their values, "n/a" for missing
-if "estimand" in table and table["estimand"].notna().any():
-    st.caption("Estimand: " + "; ".join(dict.fromkeys(table["estimand"].dropna())) + ".")
-export_button("Download the table (CSV)", human_columns(table).to_csv(index=False),
+long = _long(store, version, tuple(chosen), estimand, n_boot)
+st.dataframe(long.drop(columns=["model_id"]), hide_index=True, width="stretch",
+             column_order=LONG_SHOWN, column_config=LONG_CONFIG)  # fits 1280 px: no sideways
+st.caption("One row per horizon, model and metric: value with its patient-bootstrap 95% CI, "
+           "the estimand, and the scans, patients and events it used (hover a cell for its "
+           "full text; the CSV has how censored scans enter and notes).")
+export_button("Download the table (CSV)", long.to_csv(index=False),
               file_name="sscmort_model_comparison.csv", mime="text/csv",
               object_ids=chosen, icon=":material/download:")
 st.caption(f'Rows of kind "reported" are the AUCs published by the study ({study.STUDY}) on '
            "its own registry cohort, for reference; they are not computed here.")
 
-version = ev.data_version(store, chosen)
 for tab, h in zip(st.tabs([f"{h} year{'s' if h > 1 else ''}" for h in HORIZONS_YEARS]),
                   HORIZONS_YEARS):
     with tab:
@@ -111,16 +138,21 @@ for tab, h in zip(st.tabs([f"{h} year{'s' if h > 1 else ''}" for h in HORIZONS_Y
         except SscmortError as err:  # e.g. a scan's dates contradict each other
             show_error(err)
             continue
-        roc, cal, dec = curves.roc, curves.calibration, curves.decision
+        roc, cal, dec = curves.roc, curves.km_calibration, curves.ipcw_decision
         for label, reason in roc.unavailable:
             st.info(f"{label}: no curve at {h} y, {reason}.")
         if roc.empty:
             continue
-        charts = [charts_eval.roc_chart(roc.frame, h, study.reported_aucs(h), colours=colours)]
-        charts += [charts_eval.calibration_chart(cal.frame, h, colours=colours)
-                   ] if not cal.empty else []
-        charts += [charts_eval.decision_chart(dec.frame, h, colours=colours)
-                   ] if not dec.empty else []
+        recal = ev.recalibration_frames(store, chosen, h)
+        charts = [charts_eval.roc_chart(roc.frame, h, study.reported_aucs(h),
+                                         colours=colours)]
+        charts += [charts_eval.calibration_chart(cal.frame, h, " (observed: 1 - KM)",
+                                                  colours=colours)] \
+            if not cal.empty else []
+        charts += [charts_eval.decision_chart(dec.frame, h, note=" (IPCW)", colours=colours)] \
+            if not dec.empty else []
+        charts += [charts_eval.calibration_chart(recal.frame, h, ": before / after "
+                                                 "recalibration")] if not recal.empty else []
         left, right = st.columns(2)
         for i, chart in enumerate(charts):
             (left if i % 2 == 0 else right).altair_chart(chart, width="stretch")
@@ -137,8 +169,18 @@ for tab, h in zip(st.tabs([f"{h} year{'s' if h > 1 else ''}" for h in HORIZONS_Y
         except SscmortError as err:
             show_error(err)
             continue
-        paired = ev.paired_tests_frame(tests, labels)
-        st.table(compact_table(paired.drop(columns=["estimand"], errors="ignore"),
-                               ci_pairs={"diff": "AUC A - B"}).set_index("Model A"))
-        st.caption(f"DeLong treats scans as independent; the bootstrap resamples patients "
-                   f"({n_boot} resamples), so a bootstrap p of 0 means below 1/{n_boot}.")
+        st.dataframe(ev.paired_tests_frame(tests, labels), hide_index=True, width="stretch",
+                     column_order=tuple(PAIRED_W), column_config={
+                         c: st.column_config.NumberColumn(c, format="%.3g", width=w)
+                         if c not in ("model A", "model B", "p method")
+                         else st.column_config.Column(c, width=w)
+                         for c, w in PAIRED_W.items()})  # fits 1280 px (p is the one to report)
+        ref = ev.best_clinical(store, chosen, h)
+        if ref is not None:
+            st.markdown(f"**Added value over the best clinical model at {h} y**: "
+                        f"{labels[ref]} (highest stored AUC among the clinical references)")
+            st.dataframe(ev.added_value_frame(tests, labels, kinds, ref), hide_index=True)
+        st.caption(f"p (the one to report) respects that scans cluster in patients: the "
+                   f"clustered DeLong test (Obuchowski 1997), else the patient bootstrap "
+                   f"({n_boot} resamples; 0 means below 1/{n_boot}). \"DeLong p\" treats scans "
+                   "as independent, for reference. Estimand of the paired tests: per scan.")

@@ -77,7 +77,7 @@ for col, b in zip(st.columns(max(len(best), 1)), best):
     col.metric(f"{b.horizon_years}-year AUC", f"{b.auc:.3f}",
                help=f"{b.n_scans} scans, {b.n_events} deaths within {b.horizon_years} y; "
                     "the synthetic oracle is left out.")
-    col.caption(f"{b.label}{ci}")
+    col.caption(f"{b.label}{ci}. Selection: {b.selection}.")
 
 st.subheader("Lung masks needing review")
 flagged = lv.flagged_table(store)

@@ -1,4 +1,5 @@
-"""CLI command ``train --kind radiomics|qct|deep``: train and register models.
+"""CLI command ``train --kind radiomics|qct|goh|clinical|clinical_qct|deep``: train and
+register models (goh, clinical and clinical_qct are the clinical reference models).
 
 The options are read once into :class:`TrainOptions` (typed, validated before any work
 starts); ``--kind radiomics|qct`` trains the tabular models, ``--kind deep`` CT backbones.
@@ -31,7 +32,8 @@ from sscmort_core.util.paths import default_models_dir
 if TYPE_CHECKING:
     from sscmort_core.deep.fit import EpochLog
 
-KINDS = ("radiomics", "qct", "deep")
+# tabular.model.TRAINABLE_KINDS and "deep" (kept light: --help loads no numpy-heavy module)
+KINDS = ("radiomics", "qct", "goh", "clinical", "clinical_qct", "deep")
 
 
 @dataclass(frozen=True)

@@ -74,14 +74,15 @@ def check_model_ids(store: st_store.Store, model_ids: Sequence[str] | None) -> t
 
 
 def load_horizon_data(store: st_store.Store, model_ids: Sequence[str],
-                      horizons: Iterable[int] = HORIZONS_YEARS
+                      horizons: Iterable[int] = HORIZONS_YEARS, *, split: str = "oof"
                       ) -> dict[tuple[str, int], HorizonData]:
-    """OOF predictions of ``model_ids`` labelled at each horizon, keyed by (model_id, horizon).
+    """OOF predictions of ``model_ids`` labelled at each horizon, keyed by (model_id, horizon)
+    (``split`` another stored split, e.g. the tabular models' risks before recalibration).
 
     Only scans some model predicted are labelled, so an unrelated scan with bad dates cannot
     block an evaluation; predictions of scans missing from the scans table are ignored.
     """
-    preds = st_store.predictions_frame(store, list(model_ids), split="oof")
+    preds = st_store.predictions_frame(store, list(model_ids), split=split)
     scans = st_store.scans_frame(store)
     scans = scans.loc[scans["scan_id"].isin(set(preds["scan_id"]))].reset_index(drop=True)
     horizons = tuple(horizons)

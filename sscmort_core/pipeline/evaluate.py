@@ -153,13 +153,19 @@ def _row_counts(data: HorizonData) -> dict[str, dict[str, int]]:
 
 
 def evaluate_horizon(data: HorizonData, *, n_boot: int = 2000, seed: int = 0,
-                     min_events: int = DEFAULT_MIN_EVENTS) -> HorizonMetrics:
+                     min_events: int = DEFAULT_MIN_EVENTS,
+                     estimand: str = PER_SCAN) -> HorizonMetrics:
     """Every metric of :data:`METRICS` for one model at one horizon (never raises for
     MetricInputError: the metric's value is None and its note holds the reason).
 
     ``auc`` is :func:`~sscmort_core.evaluation.auc_with_ci` on the labelled scans; the other
     labelled-scan metrics share its resamples (same seed and patients), and the metrics over
-    all predicted scans share one patient bootstrap of their own."""
+    all predicted scans share one patient bootstrap of their own. ``estimand``
+    :data:`~sscmort_core.evaluation.PER_PATIENT` weights every metric (``auc`` included, then
+    bootstrapped with the others) so that each patient counts once; what the stored rows
+    hold is :data:`~sscmort_core.evaluation.PER_SCAN` (:data:`METRIC_ESTIMANDS`)."""
+    if estimand == PER_PATIENT:
+        return _evaluate_per_patient(data, n_boot=n_boot, seed=seed, min_events=min_events)
     lab = data.labelled
     y, risk, groups = data.y[lab].astype(np.int8), data.risk[lab], data.patient_id[lab]
     counts = _row_counts(data)
@@ -202,9 +208,44 @@ def evaluate_horizon(data: HorizonData, *, n_boot: int = 2000, seed: int = 0,
     return HorizonMetrics(data.model_id, data.horizon_years, tuple(values[m] for m in METRICS))
 
 
+def _evaluate_per_patient(data: HorizonData, *, n_boot: int, seed: int,
+                          min_events: int) -> HorizonMetrics:
+    """:func:`evaluate_horizon` with every scan weighted 1 / (its patient's scans used)."""
+    lab = data.labelled
+    y, risk, groups = data.y[lab].astype(np.int8), data.risk[lab], data.patient_id[lab]
+    counts = _row_counts(data)
+    reason = too_few_events(data.n_labelled, data.n_events, data.horizon_years, min_events)
+    if reason is not None:
+        rows = tuple(MetricValue(m, None, None, None, note=reason, estimand=PER_PATIENT,
+                                 **counts[m]) for m in METRICS)
+        return HorizonMetrics(data.model_id, data.horizon_years, rows)
+    lab_c = patient_clusters(groups, PER_PATIENT)
+    t, e, r, h = data.time_years, data.event.astype(np.int8), data.risk, data.horizon_years
+    all_c = patient_clusters(data.patient_id, PER_PATIENT)
+    values = _bootstrapped({
+        "auc": lambda: auc_metric(y, risk, lab_c),
+        "auc_per_patient": lambda: auc_metric(y, risk, lab_c, name="auc_per_patient"),
+        "brier": lambda: brier_metric(y, risk, lab_c),
+        "calibration_slope": lambda: calibration_metric(y, risk, lab_c, "slope"),
+        "calibration_intercept": lambda: calibration_metric(y, risk, lab_c, "intercept"),
+    }, counts, n_boot, seed, PER_PATIENT)
+    values |= _bootstrapped({
+        "c_index": lambda: harrell_c_metric(t, e, r, all_c),
+        "td_auc": lambda: td_auc_metric(t, e, r, h, all_c),
+        "harrell_c": lambda: harrell_c_metric(t, e, r, all_c, tau=h),
+        "uno_c": lambda: uno_c_metric(t, e, r, h, all_c),
+        "ipcw_brier": lambda: ipcw_brier_metric(t, e, r, h, all_c),
+        "calibration_oe": lambda: observed_expected_metric(t, e, r, h, all_c),
+        "ipcw_calibration_slope": lambda: ipcw_calibration_metric(t, e, r, h, all_c, "slope"),
+        "ipcw_calibration_intercept":
+            lambda: ipcw_calibration_metric(t, e, r, h, all_c, "intercept"),
+    }, counts, n_boot, seed, PER_PATIENT)
+    return HorizonMetrics(data.model_id, data.horizon_years, tuple(values[m] for m in METRICS))
+
+
 def _bootstrapped(makers: dict[str, Callable[[], BatchMetric]],
                   counts: dict[str, dict[str, int]], n_boot: int,
-                  seed: int) -> dict[str, MetricValue]:
+                  seed: int, estimand: str | None = None) -> dict[str, MetricValue]:
     """Rows of the metrics ``makers`` prepare, bootstrapped together; a metric whose inputs
     are unusable gets a NULL row with the reason."""
     ready: list[BatchMetric] = []
@@ -217,7 +258,7 @@ def _bootstrapped(makers: dict[str, Callable[[], BatchMetric]],
             ready.append(metric)
         except MetricInputError as err:
             out[name] = MetricValue(name, None, None, None, note=str(err),
-                                    estimand=METRIC_ESTIMANDS[name], **counts[name])
+                                    estimand=estimand or METRIC_ESTIMANDS[name], **counts[name])
     if ready:
         out |= {ci.metric: _row(ci, n_boot) for ci in bootstrap_cis(ready, n_boot=n_boot,
                                                                       seed=seed)}
@@ -277,6 +318,17 @@ def run_evaluation(store: st_store.Store, *, model_ids: Sequence[str] | None = N
     return EvaluationRun(model_ids=ids, horizons=horizons, results=tuple(results),
                          n_boot=n_boot, seed=seed, rows_written=written,
                          seconds=time.perf_counter() - t0)
+
+
+def estimand_metrics(store: st_store.Store, model_ids: Sequence[str], estimand: str, *,
+                     n_boot: int = 2000, seed: int = 0, min_events: int = DEFAULT_MIN_EVENTS,
+                     horizons: Sequence[int] = HORIZONS_YEARS) -> list[HorizonMetrics]:
+    """Every metric of ``model_ids`` under ``estimand``, computed and not stored (what the
+    Model comparison page shows when switched to per patient; the store holds per scan)."""
+    ids = check_model_ids(store, model_ids)
+    data = load_horizon_data(store, ids, tuple(horizons))
+    return [evaluate_horizon(data[(m, h)], n_boot=n_boot, seed=seed, min_events=min_events,
+                             estimand=estimand) for m in ids for h in horizons]
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,12 @@
 SHAP values are in log-odds (the models' decision function before the sigmoid and before the
 monotone running maximum): for every scan and horizon, ``base_value + sum(values)`` equals the
 model's log-odds. Logistic models use shap's LinearExplainer (independent masker over a
-training background), boosted trees its TreeExplainer (path-dependent, exact). The frames the
+training background), boosted trees its TreeExplainer (path-dependent, exact). The
+discrete-time survival model's log-odds of death by a horizon is a monotone function ``g`` of
+one linear predictor ``eta = beta . z``; its values are the linear contributions
+``beta_i (z_i - mean_i)`` (over the same background) rescaled by
+``(g(eta) - g(eta_bg)) / (eta - eta_bg)`` (the rescale rule of DeepLIFT, Shrikumar et al.
+2017), so they add up exactly and keep the linear model's signs and proportions. The frames the
 Radiomics & SHAP page draws are in :mod:`sscmort_core.views.radiomics`.
 """
 
@@ -56,6 +61,8 @@ def _explain_horizon(hm: Any, z: np.ndarray) -> tuple[np.ndarray, float, str]:
 
     if hm.estimator is None:
         return np.zeros_like(z), float(hm.constant_logit), "constant"
+    if hm.algorithm == "discrete_time":
+        return _rescaled_linear(hm, z)
     if hm.algorithm == "logistic":
         masker = shap.maskers.Independent(hm.background, max_samples=len(hm.background))
         ex = shap.LinearExplainer(hm.estimator, masker)
@@ -67,6 +74,24 @@ def _explain_horizon(hm: Any, z: np.ndarray) -> tuple[np.ndarray, float, str]:
         values = values[..., -1]
     base = float(np.ravel(ex.expected_value)[-1])
     return values, base, "TreeExplainer"
+
+
+def _rescaled_linear(hm: Any, z: np.ndarray) -> tuple[np.ndarray, float, str]:
+    """Rescale-rule attributions of a discrete-time survival horizon (module docstring)."""
+    est = hm.estimator
+    beta, j = est.hazard.beta, est.horizon_index
+    mean = hm.background.mean(axis=0) if len(hm.background) else np.zeros(len(beta))
+    linear = (z - mean) * beta  # (n, p)
+    eta, eta_bg = linear.sum(axis=1) + float(mean @ beta), float(mean @ beta)
+    g = est.hazard.cumulative_logit(eta, j)
+    g_bg = float(est.hazard.cumulative_logit(np.array([eta_bg]), j)[0])
+    d = eta - eta_bg
+    tiny = np.abs(d) < 1e-9
+    h = 1e-6  # slope at the background where eta is (almost) eta_bg
+    slope_bg = float((est.hazard.cumulative_logit(np.array([eta_bg + h]), j)[0]
+                      - est.hazard.cumulative_logit(np.array([eta_bg - h]), j)[0]) / (2 * h))
+    ratio = np.where(tiny, slope_bg, (g - g_bg) / np.where(tiny, 1.0, d))
+    return linear * ratio[:, None], g_bg, "rescaled linear (discrete-time survival)"
 
 
 def shap_values(model: Any, x: np.ndarray) -> ShapValues:

@@ -17,13 +17,22 @@ import pandas as pd
 from sscmort_core import store as st
 from sscmort_core.cards import ModelCard, write_card_file
 from sscmort_core.errors import ChecksumMismatchError, DataError, ModelError
-from sscmort_core.labels import HORIZONS_YEARS, HorizonLabels, label_fingerprint, label_scans
+from sscmort_core.labels import (
+    HORIZONS_YEARS,
+    HorizonLabels,
+    label_fingerprint,
+    label_scans,
+    time_to_event_years,
+)
 from sscmort_core.predictions import RiskPrediction
 from sscmort_core.radiomics.features import load_params
+from sscmort_core.tabular.clinical import reference_features
 from sscmort_core.tabular.model import (
     KINDS,
     MAX_MISSING_SHARE,
     QCT_FEATURES,
+    REFERENCE_KINDS,
+    TRAINABLE_KINDS,
     FeatureMatrix,
     TabularModel,
     predict_features,
@@ -40,8 +49,8 @@ def current_param_hash() -> str:
 
 def feature_matrix(store: st.Store, kind: str, *, param_hash: str | None = None,
                    exclude_flagged: bool = True) -> FeatureMatrix:
-    """The feature matrix of ``kind`` ("radiomics" or "qct": QCT metrics and pattern
-    extents) over the stored scans.
+    """The feature matrix of ``kind`` ("radiomics", "qct": QCT metrics and pattern extents,
+    or a clinical reference kind of :mod:`.clinical`) over the stored scans.
 
     Radiomics uses ``param_hash`` (default: the current parameter file's). Scans whose lung
     mask failed QC and was not accepted are left out (``exclude_flagged``; their count is in
@@ -49,15 +58,19 @@ def feature_matrix(store: st.Store, kind: str, *, param_hash: str | None = None,
     :data:`MAX_MISSING_SHARE` of the scans, are dropped. Raises DataError when no scan has
     features.
     """
-    if kind not in KINDS:
-        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    if kind not in TRAINABLE_KINDS:
+        raise ValueError(f"kind must be one of {TRAINABLE_KINDS}, got {kind!r}")
     scans = st.scans_frame(store)[["scan_id", "patient_id"]]
     n_flagged = 0
     if exclude_flagged:
         flagged = st.training_excluded_scan_ids(store)
         n_flagged = int(scans["scan_id"].isin(flagged).sum())
         scans = scans[~scans["scan_id"].isin(flagged)]
-    if kind == "qct":
+    if kind in REFERENCE_KINDS:
+        wide = reference_features(store, kind, QCT_FEATURES)
+        param_hash = None
+        hint = "measure QCT and import the clinical table first"
+    elif kind == "qct":
         wide = st.qct_features_frame(store).set_index("scan_id")[list(QCT_FEATURES)]
         param_hash = None
         hint = "measure QCT first (`sscmort demo` or `sscmort ingest`)"
@@ -90,6 +103,14 @@ def horizon_labels(store: st.Store, scan_ids: Sequence[str]) -> dict[int, Horizo
     scans = st.scans_frame(store).set_index("scan_id").loc[list(scan_ids)]
     return {h: label_scans(scans["scan_date"], scans["death_date"],
                            scans["last_followup_date"], h) for h in HORIZONS_YEARS}
+
+
+def survival_times(store: st.Store, scan_ids: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """((n,) years from each scan to death or last follow-up, (n,) bool death) of ``scan_ids``
+    (:func:`~sscmort_core.labels.time_to_event_years`)."""
+    scans = st.scans_frame(store).set_index("scan_id").loc[list(scan_ids)]
+    return time_to_event_years(scans["scan_date"], scans["death_date"],
+                               scans["last_followup_date"])
 
 
 def training_label_fingerprint(store: st.Store, scan_ids: Sequence[str]) -> str:

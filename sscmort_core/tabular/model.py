@@ -19,12 +19,33 @@ from typing import Any, Mapping
 import numpy as np
 
 from sscmort_core.errors import ModelError
+from sscmort_core.labels import HORIZONS_YEARS
 from sscmort_core.predictions import RiskPrediction
+from sscmort_core.tabular.recalibration import Recalibration
+from sscmort_core.tabular.survival import CumulativeRisk, fit_survival
 
 TABULAR_VERSION = "1"
 KINDS: tuple[str, ...] = ("radiomics", "qct")
-ALGORITHMS: dict[str, tuple[str, ...]] = {"radiomics": ("logistic", "gbm"), "qct": ("logistic",)}
-ALGORITHM_LABELS = {"logistic": "penalised logistic", "gbm": "gradient boosting"}
+# Clinical reference kinds (features from .clinical; never predicted from a volume alone).
+REFERENCE_KINDS: tuple[str, ...] = ("goh", "clinical", "clinical_qct")
+TRAINABLE_KINDS: tuple[str, ...] = KINDS + REFERENCE_KINDS
+ALGORITHMS: dict[str, tuple[str, ...]] = {"radiomics": ("logistic", "gbm", "discrete_time"),
+                                          "qct": ("logistic", "discrete_time"),
+                                          **dict.fromkeys(REFERENCE_KINDS, ("discrete_time",))}
+KIND_LABELS = {"radiomics": "Radiomics", "qct": "QCT", "goh": "Goh staging",
+               "clinical": "Clinical", "clinical_qct": "Clinical + QCT"}
+ALGORITHM_LABELS = {"logistic": "penalised logistic (complete cases)",
+                    "gbm": "gradient boosting (complete cases)",
+                    "discrete_time": "discrete-time survival"}
+# How each algorithm treats censored scans (model cards, the Models page, reports).
+SURVIVAL_ALGORITHMS: tuple[str, ...] = ("discrete_time",)
+FIT_LIKELIHOOD: dict[str, str] = {
+    "logistic": "complete cases: per horizon, binary likelihood on the labelled scans "
+                "(censored scans excluded)",
+    "gbm": "complete cases: per horizon, binary likelihood on the labelled scans "
+           "(censored scans excluded)",
+    "discrete_time": "survival likelihood: discrete-time hazard over (0,1], (1,3], (3,5] "
+                     "years; every scan counts up to its death or last follow-up"}
 QCT_FEATURES: tuple[str, ...] = ("lung_volume_ml", "mean_lung_density_hu", "skewness",
                                  "kurtosis", "haa_pct", "ild_extent_pct",
                                  # the pattern map's extents (% of lung; normal is the rest)
@@ -92,6 +113,10 @@ class HorizonModel:
             return "constant (too few events to fit)"
         if self.algorithm == "logistic":
             return f"L2 logistic, C={self.hyperparameters['C']:.3g}"
+        if self.algorithm == "discrete_time":
+            c = self.hyperparameters.get("C")
+            return "discrete-time survival, " + ("intervals only (too few deaths)" if c is None
+                                                 else f"L2 C={c:.3g}")
         return "histogram gradient boosting, " + ", ".join(
             f"{k}={v}" for k, v in self.hyperparameters.items())
 
@@ -155,13 +180,7 @@ def fit_horizon(x: np.ndarray, y: np.ndarray, groups: np.ndarray, algorithm: str
                 horizon_years: int, seed: int) -> HorizonModel:
     """Fit one horizon on labelled rows. x: (n, p) raw features, y: (n,) 0/1, groups: (n,)."""
     y = np.asarray(y).astype(int)
-    medians = np.nanmedian(x, axis=0) if len(x) else np.zeros(x.shape[1])
-    medians = np.where(np.isnan(medians), 0.0, medians)
-    filled = np.where(np.isnan(x), medians, x)
-    means = filled.mean(axis=0) if len(x) else np.zeros(x.shape[1])
-    scales = filled.std(axis=0) if len(x) else np.ones(x.shape[1])
-    scales = np.where(scales > 0, scales, 1.0)
-    z = (filled - means) / scales  # (n, p)
+    medians, means, scales, z = _standardisation(x)  # z: (n, p)
     n_pos = int(y.sum())
     rng = np.random.default_rng(seed)
     background = z[rng.choice(len(z), size=min(len(z), 200), replace=False)] if len(z) else z
@@ -176,6 +195,35 @@ def fit_horizon(x: np.ndarray, y: np.ndarray, groups: np.ndarray, algorithm: str
     return HorizonModel(estimator=est, constant_logit=None, hyperparameters=hyper, **common)
 
 
+def _standardisation(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(medians, means, scales, z) of raw rows x (n, p): median-imputed, then z-scored."""
+    medians = np.nanmedian(x, axis=0) if len(x) else np.zeros(x.shape[1])
+    medians = np.where(np.isnan(medians), 0.0, medians)
+    filled = np.where(np.isnan(x), medians, x)
+    means = filled.mean(axis=0) if len(x) else np.zeros(x.shape[1])
+    scales = filled.std(axis=0) if len(x) else np.ones(x.shape[1])
+    scales = np.where(scales > 0, scales, 1.0)
+    return medians, means, scales, (filled - means) / scales
+
+
+def fit_survival_horizons(x: np.ndarray, time_years: np.ndarray, event: np.ndarray,
+                          groups: np.ndarray, seed: int) -> tuple[HorizonModel, ...]:
+    """One discrete-time survival fit (:mod:`.survival`) on every row, censored ones included,
+    as a :class:`HorizonModel` per horizon sharing it. x: (n, p) raw features, time_years and
+    event: (n,) follow-up from the scan."""
+    medians, means, scales, z = _standardisation(x)
+    hazard = fit_survival(z, np.asarray(time_years, float), np.asarray(event, bool), groups,
+                          seed)
+    rng = np.random.default_rng(seed)
+    background = z[rng.choice(len(z), size=min(len(z), 200), replace=False)] if len(z) else z
+    return tuple(HorizonModel(
+        horizon_years=h, algorithm="discrete_time", medians=medians, means=means, scales=scales,
+        estimator=CumulativeRisk(hazard, j), constant_logit=None,
+        hyperparameters={"C": hazard.c}, background=background, n_train=len(z),
+        n_positive=int((np.asarray(event, bool) & (np.asarray(time_years) <= h)).sum()))
+        for j, h in enumerate(HORIZONS_YEARS))
+
+
 @dataclass(frozen=True)
 class TabularModel:
     """One registered tabular model: a :class:`HorizonModel` per horizon (1, 3, 5 years)."""
@@ -188,6 +236,8 @@ class TabularModel:
     horizons: tuple[HorizonModel, ...]
     param_hash: str | None
     radiomics_params_text: str | None = field(default=None, repr=False)
+    # per-horizon recalibration fitted on out-of-fold risks (None: none; older model files)
+    recalibration: Recalibration | None = None
 
     def vector(self, features: Mapping[str, float]) -> tuple[np.ndarray, int]:
         """(1, p) row in this model's feature order, and how many features were missing."""
@@ -197,8 +247,14 @@ class TabularModel:
         return x, missing
 
     def raw_risks(self, x: np.ndarray) -> np.ndarray:
-        """(n, 3) per-horizon risks before the monotone adjustment."""
+        """(n, 3) per-horizon risks before recalibration and the monotone adjustment."""
         return np.column_stack([m.risk(x) for m in self.horizons])
+
+    def calibrated_risks(self, x: np.ndarray) -> np.ndarray:
+        """(n, 3) per-horizon risks after the stored recalibration, before the monotone
+        adjustment (the raw risks when the model has none)."""
+        raw = self.raw_risks(x)
+        return raw if self.recalibration is None else self.recalibration.apply(raw)
 
 
 # joblib files name the classes by this stable path (re-exported by the package), as before
@@ -213,8 +269,8 @@ def monotone(risks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def model_label(kind: str, algorithm: str) -> str:
-    return f"{'Radiomics' if kind == 'radiomics' else 'QCT'} {ALGORITHM_LABELS[algorithm]} " \
-           f"v{TABULAR_VERSION}"
+    """E.g. "QCT discrete-time survival v1", "QCT penalised logistic (complete cases) v1"."""
+    return f"{KIND_LABELS[kind]} {ALGORITHM_LABELS[algorithm]} v{TABULAR_VERSION}"
 
 
 def predict_features(model: TabularModel, features: Mapping[str, float]) -> RiskPrediction:
@@ -227,7 +283,7 @@ def predict_features(model: TabularModel, features: Mapping[str, float]) -> Risk
     if missing > MAX_MISSING_SHARE * len(model.feature_names):
         raise ModelError(f"{missing} of the {len(model.feature_names)} features model "
                          f"{model.model_id} needs are missing")
-    risks, adjusted = monotone(model.raw_risks(x))
+    risks, adjusted = monotone(model.calibrated_risks(x))
     notes = []
     if missing:
         notes.append(f"{missing} missing feature(s) imputed with training medians")
@@ -260,7 +316,7 @@ def predict_matrix(model: TabularModel, x: np.ndarray) -> BatchRisks:
     if x.ndim != 2 or x.shape[1] != len(model.feature_names):
         raise ValueError(f"need (n, {len(model.feature_names)}) features, got {x.shape}")
     n_missing = (~np.isfinite(x)).sum(axis=1)  # as predict_features counts them
-    risks, adjusted = monotone(model.raw_risks(x)) if len(x) else (np.zeros((0, 3)),
+    risks, adjusted = monotone(model.calibrated_risks(x)) if len(x) else (np.zeros((0, 3)),
                                                                    np.zeros(0, bool))
     usable = n_missing <= MAX_MISSING_SHARE * len(model.feature_names)
     return BatchRisks(risks, adjusted, n_missing, usable)

@@ -36,7 +36,12 @@ from sscmort_core.pipeline.eval_data import (
     load_horizon_data,
     too_few_events,
 )
-from sscmort_core.pipeline.evaluate import METRIC_ESTIMANDS, PairedTest
+from sscmort_core.pipeline.evaluate import (
+    METRIC_ESTIMANDS,
+    PairedTest,
+    estimand_metrics,
+    metrics_rows,
+)
 from sscmort_core.pipeline.staleness import model_staleness
 from sscmort_core.views.names import model_label
 from sscmort_core.views.study import STUDY, ReportedAUC, reported_aucs
@@ -107,6 +112,14 @@ class BestModel:
     ci_high: float | None
     n_scans: int
     n_events: int
+    n_candidates: int = 1  # evaluated non-oracle models it was picked from
+
+    @property
+    def selection(self) -> str:
+        """How it was chosen, for the page: the largest of n OOF AUCs, uncorrected."""
+        return (f"highest OOF AUC (per scan, patient-grouped CV) of "
+                f"{self.n_candidates} evaluated model(s), the oracle left out; picking the "
+                "maximum is optimistic (not corrected for the selection)")
 
 
 def best_models(store: st_store.Store) -> list[BestModel]:
@@ -121,7 +134,8 @@ def best_models(store: st_store.Store) -> list[BestModel]:
             horizon_years=int(h), model_id=str(best["model_id"]), label=model_label(best),
             kind=str(best["kind"]), auc=float(best["value"]),
             ci_low=st_store.to_python(best["ci_low"]), ci_high=st_store.to_python(best["ci_high"]),
-            n_scans=int(best["n_scans"]), n_events=int(best["n_events"])))
+            n_scans=int(best["n_scans"]), n_events=int(best["n_events"]),
+            n_candidates=int(part.loc[part["value"].notna(), "model_id"].nunique())))
     return out
 
 
@@ -312,6 +326,41 @@ def _ipcw_decision(inp: _CurveInputs, thresholds: NDArray[np.float64]) -> CurveS
         "model_id", "model", "threshold", "net_benefit"]), tuple(unavailable))
 
 
+# Split of the tabular models' OOF risks before recalibration (tabular.train writes it).
+UNCALIBRATED_SPLIT = "oof_uncalibrated"
+
+
+def recalibration_frames(store: st_store.Store, model_ids: Sequence[str], horizon: int, *,
+                         n_bins: int = 10) -> CurveSet:
+    """Reliability (observed = 1 - Kaplan-Meier per risk group, every predicted scan) of each
+    recalibrated model before and after its recalibration at ``horizon``; models without
+    risks before recalibration (e.g. deep models) are listed in ``unavailable``."""
+    ids = check_model_ids(store, model_ids)
+    labels = model_labels(store)
+    before = load_horizon_data(store, ids, (horizon,), split=UNCALIBRATED_SPLIT)
+    has = [m for m in ids if len(before[(m, horizon)].risk)]
+    missing = tuple((labels[m], "not recalibrated") for m in ids if m not in has)
+    if not has:
+        return CurveSet("recalibration", horizon, _concat([], []), missing)
+    after = load_horizon_data(store, has, (horizon,))
+    parts, unavailable = [], list(missing)
+    for m in has:
+        for name, d in (("before", before[(m, horizon)]), ("after", after[(m, horizon)])):
+            try:
+                cur = km_calibration_curve(d.time_years, d.event.astype(int), d.risk, horizon,
+                                           n_bins=n_bins)
+            except MetricInputError as err:
+                unavailable.append((labels[m], str(err)))
+                break
+            parts.append(pd.DataFrame({
+                "model_id": m, "model": f"{labels[m]}: {name} recalibration",
+                "mean_predicted": cur.mean_predicted, "observed_fraction": cur.observed_km,
+                "count": cur.count}))
+    return CurveSet("recalibration", horizon, _concat(parts, [
+        "model_id", "model", "mean_predicted", "observed_fraction", "count"]),
+        tuple(unavailable))
+
+
 @dataclass(frozen=True, eq=False)
 class HorizonCurves:
     """Curves of one horizon. ``calibration`` and ``decision`` use the labelled scans only
@@ -365,6 +414,48 @@ def paired_tests_frame(tests: Sequence[PairedTest], labels: dict[str, str]) -> p
             "estimand": PER_SCAN,
             "scans": t.n_scans, "patients": t.n_patients, "events": t.n_events,
             "note": t.note or ""})
+    return pd.DataFrame(rows)
+
+
+CLINICAL_KINDS: tuple[str, ...] = ("goh", "clinical")  # reference models without imaging
+IMAGING_KINDS: tuple[str, ...] = ("radiomics", "qct", "deep", "ensemble", "clinical_qct")
+
+
+def best_clinical(store: st_store.Store, model_ids: Sequence[str], horizon: int) -> str | None:
+    """The clinical reference model (kind in :data:`CLINICAL_KINDS`) among ``model_ids`` with
+    the highest stored AUC at ``horizon`` (None: none chosen or none evaluated)."""
+    kinds = st_store.models_frame(store).set_index("model_id")["kind"].to_dict()
+    ids = [m for m in model_ids if kinds.get(m) in CLINICAL_KINDS]
+    stored = st_store.metrics_for_models(store, ids) if ids else pd.DataFrame()
+    if stored.empty:
+        return None
+    auc_rows = stored.loc[(stored["metric"] == "auc") & (stored["horizon_years"] == horizon)
+                          & stored["value"].notna()]
+    if auc_rows.empty:
+        return None
+    return str(auc_rows.sort_values(["value", "model_id"], ascending=[False, True])
+               .iloc[0]["model_id"])
+
+
+def added_value_frame(tests: Sequence[PairedTest], labels: dict[str, str],
+                      kinds: dict[str, str], reference: str) -> pd.DataFrame:
+    """Each imaging model's AUC minus the ``reference`` clinical model's, from the paired
+    tests already computed (patient-bootstrap CI, clustered p), one row per imaging model."""
+    rows = []
+    for t in tests:
+        if reference not in (t.model_a, t.model_b):
+            continue
+        other, sign = (t.model_b, -1.0) if t.model_a == reference else (t.model_a, 1.0)
+        if kinds.get(other) not in IMAGING_KINDS or t.comparison is None:
+            continue
+        c = t.comparison
+        lo, hi = sorted((sign * c.bootstrap.ci_low, sign * c.bootstrap.ci_high))
+        rows.append({"imaging model": labels.get(other, other),
+                     "added AUC over " + labels.get(reference, reference):
+                     sign * c.delong.auc_diff, "CI low": lo, "CI high": hi,
+                     "p (clustered)": c.p_value, "p method": c.p_value_method,
+                     "scans": t.n_scans, "patients": t.n_patients, "events": t.n_events,
+                     "estimand": PER_SCAN})
     return pd.DataFrame(rows)
 
 
@@ -440,14 +531,24 @@ def _table_row(h: int, model_id: str, label: str, kind: str,
 
 
 def metrics_long(store: st_store.Store, model_ids: Sequence[str], *,
-                 horizons: Sequence[int] = HORIZONS_YEARS) -> pd.DataFrame:
-    """Stored metrics of ``model_ids`` as one row per horizon, model and metric (columns
+                 horizons: Sequence[int] = HORIZONS_YEARS, estimand: str = PER_SCAN,
+                 n_boot: int = 2000, include_reference: bool = False) -> pd.DataFrame:
+    """Metrics of ``model_ids`` as one row per horizon, model and metric (columns
     :data:`LONG_COLUMNS`): value with its patient-bootstrap CI, the estimand, how censored
-    scans enter, and the scans, patients and events that metric used."""
+    scans enter, and the scans, patients and events that metric used.
+
+    :data:`PER_SCAN` reads the stored rows; :data:`PER_PATIENT` computes every metric with
+    each patient weighted equally (:func:`~sscmort_core.pipeline.evaluate.estimand_metrics`,
+    ``n_boot`` resamples; not stored). ``include_reference`` appends the study's reported AUCs
+    as rows of kind "reported"."""
     ids = check_model_ids(store, model_ids)
     labels = model_labels(store)
     kinds = st_store.models_frame(store).set_index("model_id")["kind"].to_dict()
-    stored = st_store.metrics_for_models(store, list(ids))
+    if estimand == PER_SCAN:
+        stored = st_store.metrics_for_models(store, list(ids))
+    else:
+        stored = metrics_rows(estimand_metrics(store, ids, estimand, n_boot=n_boot,
+                                               horizons=horizons))
     stored = stored.loc[stored["horizon_years"].isin(list(horizons))
                         & stored["metric"].isin(list(_TABLE_METRICS))]
     order = {m: i for i, m in enumerate(_TABLE_METRICS)}
@@ -456,16 +557,28 @@ def metrics_long(store: st_store.Store, model_ids: Sequence[str], *,
              "metric": _TABLE_METRICS[r["metric"]],
              "value": st_store.to_python(r["value"]), "CI low": st_store.to_python(r["ci_low"]),
              "CI high": st_store.to_python(r["ci_high"]),
-             "estimand": METRIC_ESTIMANDS.get(r["metric"], PER_SCAN),
+             "estimand": METRIC_ESTIMANDS.get(r["metric"], PER_SCAN)
+             if estimand == PER_SCAN else estimand,
              "censoring": METRIC_CENSORING[r["metric"]],
              "scans": int(r["n_scans"]), "patients": int(r["n_patients"]),
              "events": int(r["n_events"]), "note": r["note"] if pd.notna(r["note"]) else "",
              "_order": (int(r["horizon_years"]), ids.index(r["model_id"]),
                         order[r["metric"]])}
             for _, r in stored.iterrows()]
+    if include_reference:
+        rows += [_reference_long(r, h, i) for h in horizons
+                 for i, r in enumerate(reported_aucs(h))]
     frame = pd.DataFrame(rows, columns=[*LONG_COLUMNS, "_order"])
     return frame.sort_values("_order", kind="mergesort").drop(columns="_order") \
         .reset_index(drop=True)
+
+
+def _reference_long(r: ReportedAUC, h: int, i: int) -> dict[str, object]:
+    wide = _reference_row(r, h)
+    return {"horizon (years)": h, "model": r.label, "kind": "reported", "model_id": None,
+            "metric": "AUC", "value": wide["AUC"], "estimand": PER_SCAN,
+            "censoring": "reported by the study", "scans": r.n_scans, "events": r.n_events,
+            "note": wide["note"], "_order": (h, 10_000 + i, 0)}
 
 
 def _reference_row(r: ReportedAUC, h: int) -> dict[str, object]:

@@ -80,9 +80,10 @@ def _reference_text(r: ReportedAUC) -> str:
     return f"Study reported, {r.group}: AUC {value}"
 
 
-def calibration_chart(frame: pd.DataFrame, horizon_years: int, *,
+def calibration_chart(frame: pd.DataFrame, horizon_years: int, note: str = "", *,
                       colours: Mapping[str, str] | None = None) -> alt.LayerChart:
-    """Reliability curves: observed fraction of deaths against mean predicted risk per bin."""
+    """Reliability curves: observed fraction of deaths against mean predicted risk per bin;
+    ``note`` follows the title (e.g. how "observed" is estimated)."""
     top = float(max(frame["mean_predicted"].max(), frame["observed_fraction"].max(), 0.05))
     domain = [0.0, min(1.0, round(top * 1.1 + 0.005, 2))]
     curve = alt.Chart(frame).mark_line(point=True).encode(
@@ -93,12 +94,12 @@ def calibration_chart(frame: pd.DataFrame, horizon_years: int, *,
         tooltip=["model:N", alt.Tooltip("mean_predicted:Q", format=".3f"),
                  alt.Tooltip("observed_fraction:Q", format=".3f"), "count:Q"])
     return alt.layer(_diagonal("perfect calibration", domain[1]), curve).properties(
-        title=f"Calibration at {horizon_years} year{'s' if horizon_years != 1 else ''}",
+        title=f"Calibration at {horizon_years} year{'s' if horizon_years != 1 else ''}{note}",
         width=_WIDTH, height=_height(_n_models(frame)))
 
 
 def decision_chart(frame: pd.DataFrame, horizon_years: int,
-                   floor: float = -0.05, *,
+                   floor: float = -0.05, note: str = "", *,
                    colours: Mapping[str, str] | None = None) -> alt.LayerChart:
     """Net benefit per threshold probability; treat-all (dashed) and treat-none (solid grey)
     as references. Points below ``floor`` are left out so treat-all does not swamp the axis."""
@@ -118,7 +119,8 @@ def decision_chart(frame: pd.DataFrame, horizon_years: int,
     lines = alt.Chart(models).mark_line(strokeWidth=2).encode(
         x=x, y=y, color=_colour(models, colours), tooltip=tooltip)
     return alt.layer(ref_lines, lines).resolve_scale(color="independent").properties(
-        title=f"Decision curve at {horizon_years} year{'s' if horizon_years != 1 else ''}",
+        title=f"Decision curve at {horizon_years} year{'s' if horizon_years != 1 else ''}"
+              f"{note}",
         width=_WIDTH, height=_height(_n_models(frame)))
 
 

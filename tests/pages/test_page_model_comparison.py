@@ -10,6 +10,7 @@ from streamlit.testing.v1 import AppTest
 
 from pages._shared import RESEARCH_NOTICE, SYNTHETIC_NOTICE
 from sscmort_core import store as st
+from sscmort_core.evaluation import PER_PATIENT, PER_SCAN
 from sscmort_core.pipeline import evaluate as ev
 from tests.pipeline.test_evaluate import add_noisy_model
 
@@ -57,12 +58,17 @@ def test_page_offers_to_compute_then_draws_rocs_table_and_downloads(page_store, 
     assert not at.exception, [e.value for e in at.exception]
     assert not any("not computed yet" in w.value for w in at.warning)
 
-    table = at.table[0].value.reset_index()  # st.table: every column in view (issue 14)
-    assert "None" not in table.to_string() and "model_id" not in table.columns
+    table = at.dataframe[0].value  # long: one row per horizon, model and metric
     titles = [t for spec in _chart_specs(at) for t in _titles(spec)]
+    # every stored metric is shown with its CI, counts, estimand and censoring
+    assert {"Uno's C to horizon", "IPCW Brier", "observed / expected", "AUC per patient",
+            "IPCW calibration slope"} <= set(table["metric"])
+    computed = table.loc[(table["kind"] != "reported") & table["value"].notna()]
+    assert computed["CI low"].notna().all() and computed["events"].notna().all()
+    assert set(computed["estimand"]) == {PER_SCAN, PER_PATIENT}  # AUC per patient's own
     # curves are drawn where the metrics could be computed (same too-few-events rule)
-    noisy = table.loc[table["Kind"] == "deep"]  # the only deep model here
-    drawable = noisy.loc[noisy["AUC (95% CI)"] != "n/a", "Horizon (y)"].astype(int).tolist()
+    noisy = table.loc[(table["kind"] == "deep") & (table["metric"] == "AUC")]
+    drawable = noisy.loc[noisy["value"].notna(), "horizon (years)"].tolist()
     assert drawable, "the tiny cohort should have enough events at some horizon"
     for h in drawable:
         assert any(t.startswith(f"ROC at {h} year") for t in titles)
@@ -71,17 +77,30 @@ def test_page_offers_to_compute_then_draws_rocs_table_and_downloads(page_store, 
     for h in sorted({1, 3, 5} - set(drawable)):  # says so instead of drawing
         assert any(f"no curve at {h} y, too few" in i.value for i in at.info)
 
-    assert "reported" in set(table["Kind"])
-    assert (table.loc[(table["Kind"] == "reported") & (table["Horizon (y)"] == "3"),
-                      "AUC (95% CI)"].tolist() == ["0.801", "n/a"])  # deep; radiomics range
-    oracle = table.loc[table["Kind"] == "oracle", "Model"]
+    assert "reported" in set(table["kind"])
+    assert (table.loc[(table["kind"] == "reported") & (table["horizon (years)"] == 3), "value"]
+            .dropna().tolist() == [0.801])
+    oracle = table.loc[table["kind"] == "oracle", "model"]
     assert oracle.str.startswith("Oracle (generator's true risk").all()
     labels = [d.proto.label for d in at.get("download_button")]
     assert "Download the table (CSV)" in labels
     assert labels.count("Download these charts (PNG)") == len(drawable)
     # paired tests: one row (noisy vs oracle) per drawable horizon
-    assert len(at.table) == 1 + len(drawable)
-    assert all(len(t.value) == 1 for t in at.table[1:])
+    assert len(at.dataframe) == 1 + len(drawable)
+    assert all(len(df.value) == 1 for df in at.dataframe[1:])
+    assert all(df.value["p method"].notna().all() for df in at.dataframe[1:])
+
+    # the per-patient switch recomputes every metric with each patient weighted equally
+    at.radio[0].set_value(PER_PATIENT).run()
+    assert not at.exception, [e.value for e in at.exception]
+    per_patient = at.dataframe[0].value
+    rows = per_patient.loc[per_patient["kind"] != "reported"]
+    assert set(rows["estimand"]) == {PER_PATIENT}
+    auc_pp = rows.loc[(rows["metric"] == "AUC") & rows["value"].notna()].set_index(
+        ["model", "horizon (years)"])["value"]
+    stored_pp = computed.loc[computed["metric"] == "AUC per patient"].set_index(
+        ["model", "horizon (years)"])["value"]
+    assert len(auc_pp) and (auc_pp - stored_pp.loc[auc_pp.index]).abs().max() < 1e-12
 
 
 def test_page_without_models_says_so(tiny_store, monkeypatch):
@@ -102,6 +121,9 @@ def test_overview_shows_best_model_per_horizon(page_store, monkeypatch):
     metrics = {m.label: m.value for m in at.metric}
     assert {"1-year AUC", "3-year AUC", "5-year AUC"} <= set(metrics)
     assert any(c.value.startswith("Deep: resnet18 v1 [95% CI") for c in at.caption)
+    # the selection it came from: one evaluated candidate here (the oracle left out)
+    assert any("Selection: highest OOF AUC (per scan, patient-grouped CV) of 1 evaluated"
+               in c.value for c in at.caption)
 
 
 def test_contradictory_dates_are_one_error_per_tab_not_a_traceback(page_store, monkeypatch):

@@ -169,7 +169,8 @@ def _tiny_deep_model(models_dir: Path, seed: int):
 
 @pytest.fixture(scope="module")
 def predict_template(tiny_store_template, tmp_path_factory):
-    """The tiny store with a QCT model (trained on it) and two tiny random deep models."""
+    """The tiny store with the QCT models (complete-case logistic and discrete-time survival,
+    trained on it) and two tiny random deep models."""
     from sscmort_core.tabular.train import train_tabular
 
     root = tmp_path_factory.mktemp("predict")
@@ -202,17 +203,17 @@ def test_batch_predict_on_ray_equals_the_local_pool(predict_template, tmp_path, 
     with st.open_store(b) as s:
         on_ray = predict_all_scans(s, executor=ray_ex, models_dir=models_dir, device="cpu",
                                    batch_size=4, scan_ids=ids)
-    assert len(local.models) == 3 and set(local.models) == set(on_ray.models)
-    assert local.n_written == on_ray.n_written == 6 * 3 and not on_ray.failures
+    assert len(local.models) == 4 and set(local.models) == set(on_ray.models)
+    assert local.n_written == on_ray.n_written == 6 * 4 and not on_ray.failures
     assert on_ray.executor["executor"] == "ray" and on_ray.devices == ("cpu",)
     pa, pb = _inference(a), _inference(b)
-    assert len(pa) == 6 * 3 * 3 and (pa["split"] == "inference").all()
+    assert len(pa) == 6 * 4 * 3 and (pa["split"] == "inference").all()
     pd.testing.assert_frame_equal(pa, pb, check_exact=False, rtol=0, atol=1e-12)
     # a rerun finds everything done and writes nothing
     with st.open_store(b) as s:
         again = predict_all_scans(s, executor=ray_ex, models_dir=models_dir, device="cpu",
                                   batch_size=4, scan_ids=ids)
-    assert (again.n_written, again.n_skipped) == (0, 6 * 3)
+    assert (again.n_written, again.n_skipped) == (0, 6 * 4)
 
 
 def test_batch_predictions_equal_the_one_scan_paths(predict_template, tmp_path):
@@ -233,7 +234,7 @@ def test_batch_predictions_equal_the_one_scan_paths(predict_template, tmp_path):
         got = st.predictions_frame(s, split=SPLIT).set_index(
             ["model_id", "scan_id", "horizon_years"])["risk"]
         qct = st.qct_features_frame(s).set_index("scan_id")  # QCT metrics + pattern extents
-        (qct_model,) = tabular_model_ids(s)
+        qct_model = next(m for m in tabular_model_ids(s) if m.startswith("qct-logistic-"))
         model = load_model(s, qct_model, models_dir=models_dir)
         deep = {r.model_id: r.weights_sha256 for r in st.deep_models_frame(s).itertuples()}
         for sid in ids:
@@ -269,7 +270,7 @@ def test_a_scan_that_cannot_be_read_is_recorded_and_the_others_predicted(predict
     assert fails["reason"].str.contains("sha256").all()
     # the QCT model scores stored QCT metrics, so it still predicts that scan
     assert set(pred.loc[pred["model_id"].isin(deep_ids), "scan_id"]) == {ids[0], ids[2]}
-    assert len(pred) == 3 * (2 * 2 + 3)
+    assert len(pred) == 3 * (2 * 2 + 2 * 3)  # two QCT models (logistic, survival)
 
 
 def test_cuda_on_a_cluster_without_gpus_is_a_named_error(predict_template, tmp_path, ray_ex):
@@ -303,8 +304,8 @@ def test_cli_radiomics_and_predict_all_scans_on_ray(predict_template, tmp_path, 
                  str(models_dir), "--device", "cpu", "--json", "--quiet"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["executor"]["executor"] == "ray" and out["split"] == "inference"
-    assert (out["scans"], out["written"], out["failed"]) == (3, 9, 0)
-    assert len(_inference(path)) == 3 * 3 * 3
+    assert (out["scans"], out["written"], out["failed"]) == (3, 12, 0)
+    assert len(_inference(path)) == out["written"] * 3  # every written pair, 3 horizons
     # PATH and --all-scans together, or neither: one line, exit 2
     assert main(["predict", "--all-scans", str(path), "--store", str(path)]) == 2
     assert main(["predict", "--store", str(path)]) == 2

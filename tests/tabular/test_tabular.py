@@ -101,7 +101,7 @@ def test_stored_folds_are_patient_constant_and_every_scan_has_oof(trained):
     with st.open_store(trained.path, read_only=True) as s:
         scans = st.scans_frame(s)
         pred = st.predictions_frame(s, list(trained.ids))
-    assert set(pred["split"]) == {"oof"}
+    assert set(pred["split"]) == {"oof"}  # the default split; before recalibration apart
     merged = pred.merge(scans[["scan_id", "patient_id"]], on="scan_id")
     assert (merged.groupby(["model_id", "patient_id"])["fold"].nunique() == 1).all()
     per_model = pred.groupby("model_id").size()
@@ -115,9 +115,17 @@ def test_cards_record_censoring_cv_and_provenance(trained):
     with st.open_store(trained.path, read_only=True) as s:
         models = st.models_frame(s).set_index("model_id").loc[list(trained.ids)]
         scans = st.scans_frame(s)
-    assert sorted(models["kind"]) == ["qct", "radiomics", "radiomics"]
+    assert sorted(models["kind"]) == ["qct"] * 2 + ["radiomics"] * 3
+    assert sorted(json.loads(c)["algorithm"] for c in models["card"]) == sorted(
+        ["logistic", "gbm", "discrete_time", "logistic", "discrete_time"])
     for model_id, row in models.iterrows():
         card = json.loads(row["card"])
+        survival = card["algorithm"] == "discrete_time"
+        assert card["likelihood"].startswith("survival likelihood" if survival
+                                             else "complete cases")
+        assert card["cv"]["censored"].startswith("counted" if survival else "excluded")
+        assert "inner patient-grouped" in card["settings"].get("C (L2 strength)",
+                                                              "inner patient-grouped")
         assert card["cv"]["folds"] == 3 and card["cv"]["grouped_by"] == "patient"
         assert card["data_hash"] == row["data_hash"] and card["created"]
         assert (trained.models_dir / f"{model_id}.joblib").exists()
@@ -127,7 +135,8 @@ def test_cards_record_censoring_cv_and_provenance(trained):
             lab = label_scans(scans["scan_date"], scans["death_date"],
                               scans["last_followup_date"], h)
             assert info["n_scans_labelled"] == int(lab.known.sum())
-            assert info["n_censored_excluded"] == lab.n_censored
+            assert info["n_censored_excluded"] == (0 if survival else lab.n_censored)
+            assert info["n_censored_counted"] == (lab.n_censored if survival else 0)
         if row["kind"] == "radiomics":
             assert card["param_hash"] and len(card["features"]) == N_FAKE_FEATURES
         else:
@@ -135,12 +144,24 @@ def test_cards_record_censoring_cv_and_provenance(trained):
 
 
 def test_final_models_fit_only_labelled_scans(trained):
+    """The complete-case logistic fits the labelled scans; the survival model every scan."""
     with st.open_store(trained.path) as s:
         scans = st.scans_frame(s)
-        model = tab_io.load_model(s, trained.ids[-1], models_dir=trained.models_dir)
-    for h, hm in zip(HORIZONS_YEARS, model.horizons):
+        logistic = tab_io.load_model(s, _qct_id(trained, "logistic"),
+                                     models_dir=trained.models_dir)
+        survival = tab_io.load_model(s, _qct_id(trained, "discrete_time"),
+                                     models_dir=trained.models_dir)
+    for h, hm, hs in zip(HORIZONS_YEARS, logistic.horizons, survival.horizons):
         lab = label_scans(scans["scan_date"], scans["death_date"], scans["last_followup_date"], h)
         assert hm.n_train == int(lab.known.sum()) and hm.n_positive == lab.n_positive
+        assert hs.n_train == len(scans) > int(lab.known.sum()) or lab.n_censored == 0
+        assert hs.algorithm == "discrete_time" and hs.estimator.hazard is \
+            survival.horizons[0].estimator.hazard  # one fit shared by the horizons
+
+
+def _qct_id(trained: Trained, algorithm: str) -> str:
+    (found,) = [m for m in trained.ids if m.startswith(f"qct-{algorithm}-")]
+    return found
 
 
 # ---------------------------------------------------------------------------------------------
@@ -224,9 +245,9 @@ def test_predict_tabular_and_for_volume(trained):
         finally:
             gone.write_bytes(saved)
     assert problems == []
-    assert sorted(p.kind for p in preds) == ["qct", "radiomics", "radiomics"]
+    assert sorted(p.kind for p in preds) == ["qct"] * 2 + ["radiomics"] * 3
     assert [m for m, _ in missing] == [rad_id] and "missing" in missing[0][1]
-    assert sorted(p.kind for p in some) == ["qct", "radiomics"]
+    assert sorted(p.kind for p in some) == ["qct"] * 2 + ["radiomics"] * 2
     got = next(p for p in preds if p.model_id == qct_id)
     # QCT of the same regenerated volume, segmented the same way as at build time
     assert got.risk_5y == pytest.approx(one.risk_5y, rel=1e-6)
