@@ -244,14 +244,17 @@ def _tables(path: Path) -> dict[str, pd.DataFrame]:
 def test_stages_run_on_the_imported_cohort(store_copy, imported, tmp_path, monkeypatch):
     monkeypatch.setenv("SSCMORT_MODELS", str(tmp_path / "models"))
     assert _run("radiomics", "--store", str(store_copy), "--workers", "1")[0] == 0
+    trained = []
     for kind in ("qct", "radiomics"):
         code, out, err = _run("train", "--kind", kind, "--store", str(store_copy), "--json")
         assert code == 0, err
-        assert all(m["model_id"].startswith(kind) for m in json.loads(out)["models"])
+        ids = [m["model_id"] for m in json.loads(out)["models"]]
+        assert ids and all(m.startswith(kind) for m in ids)
+        trained += ids
     code, out, err = _run("evaluate", "--store", str(store_copy), "--n-boot", "100", "--json")
     assert code == 0, err
     evaluated = json.loads(out)["models"]
-    assert len(evaluated) == 3
+    assert sorted(evaluated) == sorted(trained)  # survival and complete-case models alike
     for horizons in evaluated.values():
         auc5 = horizons["5"]["auc"]
         assert auc5["value"] is not None and auc5["n_events"] >= 5  # 5-year AUC computed
@@ -324,8 +327,8 @@ def test_outcome_update_relabels_audits_and_marks_models_stale(store_copy, impor
     monkeypatch.setenv("SSCMORT_MODELS", str(tmp_path / "models"))
     assert _run("train", "--kind", "qct", "--store", str(store_copy))[0] == 0
     with st.open_store(store_copy, read_only=True) as s:
-        (model_id,) = st.models_frame(s)["model_id"]
-        assert model_staleness(s)[model_id].status == "current"
+        model_ids = list(st.models_frame(s)["model_id"])  # survival and complete-case QCT
+        assert model_ids and all(model_staleness(s)[m].status == "current" for m in model_ids)
     folder = tmp_path / "reg"
     shutil.copytree(imported["reg"].root, folder, symlinks=True)
     pats = pd.read_csv(folder / "patients.csv", dtype=str, keep_default_na=False)
@@ -354,15 +357,15 @@ def test_outcome_update_relabels_audits_and_marks_models_stale(store_copy, impor
     assert len(after["scans"]) == len(before["scans"])
     with st.open_store(store_copy, read_only=True) as s:
         scans_now = st.scans_frame(s)
-        status = model_staleness(s)[model_id]
+        statuses = [model_staleness(s)[m] for m in model_ids]
     from sscmort_core.views.cohort import horizon_counts
 
     assert horizon_counts(scans_now) != horizon_counts(st_scans(before))
-    assert status.stale and "outcomes" in status.reason
+    assert all(x.stale and "outcomes" in x.reason for x in statuses)
     assert _run("train", "--kind", "qct", "--store", str(store_copy))[0] == 0
     with st.open_store(store_copy, read_only=True) as s:
-        fresh = [m for m in st.models_frame(s)["model_id"] if m != model_id]
-        assert model_staleness(s)[fresh[0]].status == "current"
+        fresh = [m for m in st.models_frame(s)["model_id"] if m not in model_ids]
+        assert fresh and all(model_staleness(s)[m].status == "current" for m in fresh)
 
 
 def st_scans(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
