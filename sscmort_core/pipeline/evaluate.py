@@ -192,20 +192,28 @@ def evaluate_horizon(data: HorizonData, *, n_boot: int = 2000, seed: int = 0,
         "calibration_slope": lambda: calibration_metric(y, risk, lab_c, "slope"),
         "calibration_intercept": lambda: calibration_metric(y, risk, lab_c, "intercept"),
     }, counts, n_boot, seed)
-    t, e, r, h = data.time_years, data.event.astype(np.int8), data.risk, data.horizon_years
-    all_c = patient_clusters(data.patient_id)
-    values |= _bootstrapped({
-        "c_index": lambda: harrell_c_metric(t, e, r, all_c),
-        "td_auc": lambda: td_auc_metric(t, e, r, h, all_c),
-        "harrell_c": lambda: harrell_c_metric(t, e, r, all_c, tau=h),
-        "uno_c": lambda: uno_c_metric(t, e, r, h, all_c),
-        "ipcw_brier": lambda: ipcw_brier_metric(t, e, r, h, all_c),
-        "calibration_oe": lambda: observed_expected_metric(t, e, r, h, all_c),
-        "ipcw_calibration_slope": lambda: ipcw_calibration_metric(t, e, r, h, all_c, "slope"),
-        "ipcw_calibration_intercept":
-            lambda: ipcw_calibration_metric(t, e, r, h, all_c, "intercept"),
-    }, counts, n_boot, seed)
+    values |= _bootstrapped(_survival_metrics(data, patient_clusters(data.patient_id)),
+                            counts, n_boot, seed)
     return HorizonMetrics(data.model_id, data.horizon_years, tuple(values[m] for m in METRICS))
+
+
+def _survival_metrics(data: HorizonData, clusters: Any) -> dict[str, Callable[[], Any]]:
+    """The metrics over every predicted scan (censored ones enter by their follow-up), each a
+    thunk over ``clusters`` (patient clusters of ``data``'s scans, per-scan or per-patient
+    weighted) for :func:`_bootstrapped`."""
+    t, e, r, h = data.time_years, data.event.astype(np.int8), data.risk, data.horizon_years
+    return {
+        "c_index": lambda: harrell_c_metric(t, e, r, clusters),
+        "td_auc": lambda: td_auc_metric(t, e, r, h, clusters),
+        "harrell_c": lambda: harrell_c_metric(t, e, r, clusters, tau=h),
+        "uno_c": lambda: uno_c_metric(t, e, r, h, clusters),
+        "ipcw_brier": lambda: ipcw_brier_metric(t, e, r, h, clusters),
+        "calibration_oe": lambda: observed_expected_metric(t, e, r, h, clusters),
+        "ipcw_calibration_slope": lambda: ipcw_calibration_metric(t, e, r, h, clusters,
+                                                                  "slope"),
+        "ipcw_calibration_intercept":
+            lambda: ipcw_calibration_metric(t, e, r, h, clusters, "intercept"),
+    }
 
 
 def _evaluate_per_patient(data: HorizonData, *, n_boot: int, seed: int,
@@ -220,8 +228,6 @@ def _evaluate_per_patient(data: HorizonData, *, n_boot: int, seed: int,
                                  **counts[m]) for m in METRICS)
         return HorizonMetrics(data.model_id, data.horizon_years, rows)
     lab_c = patient_clusters(groups, PER_PATIENT)
-    t, e, r, h = data.time_years, data.event.astype(np.int8), data.risk, data.horizon_years
-    all_c = patient_clusters(data.patient_id, PER_PATIENT)
     values = _bootstrapped({
         "auc": lambda: auc_metric(y, risk, lab_c),
         "auc_per_patient": lambda: auc_metric(y, risk, lab_c, name="auc_per_patient"),
@@ -229,17 +235,9 @@ def _evaluate_per_patient(data: HorizonData, *, n_boot: int, seed: int,
         "calibration_slope": lambda: calibration_metric(y, risk, lab_c, "slope"),
         "calibration_intercept": lambda: calibration_metric(y, risk, lab_c, "intercept"),
     }, counts, n_boot, seed, PER_PATIENT)
-    values |= _bootstrapped({
-        "c_index": lambda: harrell_c_metric(t, e, r, all_c),
-        "td_auc": lambda: td_auc_metric(t, e, r, h, all_c),
-        "harrell_c": lambda: harrell_c_metric(t, e, r, all_c, tau=h),
-        "uno_c": lambda: uno_c_metric(t, e, r, h, all_c),
-        "ipcw_brier": lambda: ipcw_brier_metric(t, e, r, h, all_c),
-        "calibration_oe": lambda: observed_expected_metric(t, e, r, h, all_c),
-        "ipcw_calibration_slope": lambda: ipcw_calibration_metric(t, e, r, h, all_c, "slope"),
-        "ipcw_calibration_intercept":
-            lambda: ipcw_calibration_metric(t, e, r, h, all_c, "intercept"),
-    }, counts, n_boot, seed, PER_PATIENT)
+    values |= _bootstrapped(
+        _survival_metrics(data, patient_clusters(data.patient_id, PER_PATIENT)),
+        counts, n_boot, seed, PER_PATIENT)
     return HorizonMetrics(data.model_id, data.horizon_years, tuple(values[m] for m in METRICS))
 
 

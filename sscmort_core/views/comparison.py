@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -239,11 +239,19 @@ def _calibration(inp: _CurveInputs, n_bins: int) -> CurveSet:
 
 
 def _decision(inp: _CurveInputs, thresholds: NDArray[np.float64]) -> CurveSet:
+    """Net benefit on the labelled scans (censored ones left out)."""
+    return _net_benefit_set("decision", inp, lambda d: decision_curve(
+        d.y[d.labelled], d.risk[d.labelled], thresholds))
+
+
+def _net_benefit_set(kind: str, inp: _CurveInputs, curve_of: Callable[[Any], Any]) -> CurveSet:
+    """Treat all / treat none (from the first usable model's curve), then one curve per model;
+    ``curve_of(data)`` is a decision curve or raises MetricInputError (that model is listed as
+    unavailable)."""
     parts, unavailable = [], list(inp.unavailable)
     for d in inp.usable:
-        lab = d.labelled
         try:
-            dc = decision_curve(d.y[lab], d.risk[lab], thresholds)
+            dc = curve_of(d)
         except MetricInputError as err:
             unavailable.append((inp.labels[d.model_id], str(err)))
             continue
@@ -255,7 +263,7 @@ def _decision(inp: _CurveInputs, thresholds: NDArray[np.float64]) -> CurveSet:
         parts.append(pd.DataFrame({"model_id": d.model_id, "model": inp.labels[d.model_id],
                                    "threshold": dc.thresholds,
                                    "net_benefit": dc.net_benefit_model}))
-    return CurveSet("decision", inp.horizon, _concat(parts, [
+    return CurveSet(kind, inp.horizon, _concat(parts, [
         "model_id", "model", "threshold", "net_benefit"]), tuple(unavailable))
 
 
@@ -306,24 +314,8 @@ def _km_calibration(inp: _CurveInputs, n_bins: int) -> CurveSet:
 def _ipcw_decision(inp: _CurveInputs, thresholds: NDArray[np.float64]) -> CurveSet:
     """Net benefit with IPCW on every predicted scan; treat-all computed the same way on the
     first usable model's scans."""
-    parts, unavailable = [], list(inp.unavailable)
-    for d in inp.usable:
-        try:
-            dc = ipcw_decision_curve(d.time_years, d.event.astype(int), d.risk,
-                                     d.horizon_years, thresholds)
-        except MetricInputError as err:
-            unavailable.append((inp.labels[d.model_id], str(err)))
-            continue
-        if not parts:
-            for name, nb in (("Treat all", dc.net_benefit_treat_all),
-                             ("Treat none", dc.net_benefit_treat_none)):
-                parts.append(pd.DataFrame({"model_id": None, "model": name,
-                                           "threshold": dc.thresholds, "net_benefit": nb}))
-        parts.append(pd.DataFrame({"model_id": d.model_id, "model": inp.labels[d.model_id],
-                                   "threshold": dc.thresholds,
-                                   "net_benefit": dc.net_benefit_model}))
-    return CurveSet("ipcw_decision", inp.horizon, _concat(parts, [
-        "model_id", "model", "threshold", "net_benefit"]), tuple(unavailable))
+    return _net_benefit_set("ipcw_decision", inp, lambda d: ipcw_decision_curve(
+        d.time_years, d.event.astype(int), d.risk, d.horizon_years, thresholds))
 
 
 # Split of the tabular models' OOF risks before recalibration (tabular.train writes it).
