@@ -107,7 +107,10 @@ if launched:
     job_id = jobs.start_deep_training(store, backbone, profile=profile, models_dir=models_dir,
                                       folds=int(folds), seed=int(seed))
     audit("train", (job_id,), detail=f"{backbone}, {profile} profile")
-    st.success(f"Started job {job_id}. It runs inside the app; progress appears below.")
+    st.session_state["_started_job"] = job_id  # kept: a quick job's end reruns the page
+if st.session_state.get("_started_job"):
+    st.success(f"Started job {st.session_state['_started_job']}. It runs inside the app; its "
+               "progress and result appear below.")
 
 
 @st.fragment(run_every=2.0 if running or launched else None)
