@@ -14,6 +14,8 @@ import streamlit as st
 from sscmort_core import store as st_store
 from sscmort_core.pipeline import evaluate
 from sscmort_core.views import comparison as ev
+from sscmort_core.views import eval_charts as charts_eval
+from sscmort_core.views import study
 
 
 @st.cache_data(show_spinner=False, max_entries=512)
@@ -40,6 +42,44 @@ def _recal_of(_store: st_store.Store, version: str, model_id: str,
     return ev.recalibration_frames(_store, [model_id], horizon)
 
 
+@st.cache_data(show_spinner=False, max_entries=128)
+def _specs(_curves: ev.HorizonCurves, _recal: ev.CurveSet, key: tuple[str, ...], horizon: int,
+           colours: tuple[tuple[str, str], ...]) -> list[dict]:
+    """The horizon's chart specs, built and validated once per (models' versions, horizon,
+    colours): ``key`` determines the curves passed in unhashed."""
+    return [charts_eval.chart_spec(c) for c in horizon_charts(_curves, _recal, horizon,
+                                                              dict(colours))]
+
+
+def horizon_charts(curves: ev.HorizonCurves, recal: ev.CurveSet, horizon: int,
+                   colours: dict[str, str]) -> list:
+    km, dec = curves.km_calibration, curves.ipcw_decision
+    return charts_eval.horizon_charts(
+        curves.roc.frame, None if km is None else km.frame, None if dec is None else dec.frame,
+        recal.frame, horizon, study.reported_aucs(horizon), colours=colours)
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def _choices(_store: st_store.Store, version: str) -> list[ev.ModelChoice]:
+    return ev.model_choices(_store)
+
+
+def model_choices(store: st_store.Store) -> list[ev.ModelChoice]:
+    """:func:`sscmort_core.views.comparison.model_choices`, cached on the store's models
+    version (its staleness check relabels every model's training scans: seconds)."""
+    return _choices(store, ev.models_version(store))
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def _summary(_store: st_store.Store, key: tuple[str, ...], ids: tuple[str, ...],
+             colours: tuple[tuple[str, str], ...]) -> tuple[pd.DataFrame, dict | None]:
+    table = ev.metrics_table(_store, list(ids))
+    spec = charts_eval.chart_spec(charts_eval.auc_summary_chart(
+        table, study.STUDY_REPORTED_AUCS, colours=dict(colours))) \
+        if table["AUC"].notna().any() else None
+    return table, spec
+
+
 class PageData:
     """The page's data for the models offered, each piece cached on its model's data version
     (:func:`sscmort_core.views.comparison.data_versions`: predictions, metrics, label,
@@ -62,6 +102,18 @@ class PageData:
         with st.spinner("Metrics..."):
             return ev.combine_long([_long_of(self.store, self.versions[m], m, estimand, boot)
                                     for m in ids], include_reference=True)
+
+    def summary(self, ids: Sequence[str], colours: dict[str, str]
+                ) -> tuple[pd.DataFrame, dict | None]:
+        """The metrics table of ``ids`` and the AUC summary chart's spec (None without AUCs)."""
+        return _summary(self.store, tuple(self.versions[m] for m in ids), tuple(ids),
+                        tuple(sorted(colours.items())))
+
+    def chart_specs(self, ids: Sequence[str], horizon: int, curves: ev.HorizonCurves,
+                    recal: ev.CurveSet, colours: dict[str, str]) -> list[dict]:
+        """The horizon's Vega-Lite specs (cached on the models' versions and colours)."""
+        return _specs(curves, recal, tuple(self.versions[m] for m in ids), horizon,
+                      tuple(sorted(colours.items())))
 
     def paired(self, ids: Sequence[str], horizon: int, boot: int) -> list[evaluate.PairedTest]:
         with st.spinner("Paired tests (clustered DeLong and patient bootstrap)..."):

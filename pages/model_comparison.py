@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import streamlit as st
 
-from pages._comparison import LONG_CONFIG, LONG_SHOWN, PAIRED_W, PageData
+from pages._comparison import (
+    LONG_CONFIG,
+    LONG_SHOWN,
+    PAIRED_W,
+    PageData,
+    horizon_charts,
+    model_choices,
+)
 from pages._shared import audit, export_button, page_setup, require, show_error
 from sscmort_core.errors import SscmortError
 from sscmort_core.evaluation import ESTIMANDS
@@ -22,7 +29,7 @@ st.caption("Every model is scored on its out-of-fold predictions. Censored scans
            "time-dependent AUC. CIs: patient-level bootstrap (scans of one patient resampled "
            "together). Each row names its estimand and how censored scans enter.")
 
-choices = {c.model_id: c for c in ev.model_choices(store)}
+choices = {c.model_id: c for c in model_choices(store)}
 if not choices:
     st.info("No model has out-of-fold predictions yet: train one first (`sscmort train`).")
     st.stop()
@@ -75,15 +82,14 @@ data = PageData(store, chosen)
 # a model's colour is keyed on its id among every model offered: stable as the choice changes
 colours = palette.model_colours(list(choices), oracle=[m for m, c in choices.items()
                                                         if c.kind == ORACLE_KIND])
-table = ev.metrics_table(store, chosen)
+table, summary_spec = data.summary(chosen, colours)
 st.subheader("Metrics")
 estimand = st.radio("Estimand (the population the scans are weighted to)", ESTIMANDS,
                     horizontal=True, help="Per scan: every scan weighs 1, so patients scanned "
                     "more often weigh more. Per patient: a patient's k scans weigh 1/k each "
                     "(computed on demand, not stored).")
-if table["AUC"].notna().any():
-    st.altair_chart(charts_eval.auc_summary_chart(table, study.STUDY_REPORTED_AUCS,
-                                                  colours=colours), width="content")
+if summary_spec is not None:
+    st.vega_lite_chart(summary_spec, width="content")
 long = data.long(chosen, estimand, n_boot)
 st.dataframe(long.drop(columns=["model_id"]), hide_index=True, width="stretch",
              column_order=LONG_SHOWN, column_config=LONG_CONFIG)  # fits 1280 px: no sideways
@@ -106,29 +112,22 @@ def _horizon_tab(h: int) -> None:
     except SscmortError as err:  # e.g. a scan's dates contradict each other
         show_error(err)
         return
-    roc, cal, dec = curves.roc, curves.km_calibration, curves.ipcw_decision
+    roc = curves.roc
     for label, reason in roc.unavailable:
         st.info(f"{label}: no curve at {h} y, {reason}.")
     if roc.empty:
         return
     recal = data.recal(chosen, h)
-    charts = [charts_eval.roc_chart(roc.frame, h, study.reported_aucs(h),
-                                     colours=colours)]
-    charts += [charts_eval.calibration_chart(cal.frame, h, " (observed: 1 - KM)",
-                                              colours=colours)] \
-        if not cal.empty else []
-    charts += [charts_eval.decision_chart(dec.frame, h, note=" (IPCW)", colours=colours)] \
-        if not dec.empty else []
-    charts += [charts_eval.calibration_chart(recal.frame, h, ": before / after "
-                                             "recalibration")] if not recal.empty else []
+    specs = data.chart_specs(chosen, h, curves, recal, colours)
     left, right = st.columns(2)
-    for i, chart in enumerate(charts):
-        (left if i % 2 == 0 else right).altair_chart(chart, width="stretch")
+    for i, spec in enumerate(specs):
+        (left if i % 2 == 0 else right).vega_lite_chart(spec, width="stretch")
     export_button(
         "Download these charts (PNG)", key=f"png_{h}", mime="image/png",
-        data=lambda c=charts: charts_eval.chart_png(charts_eval.horizon_figure(*c)),
+        data=lambda: charts_eval.chart_png(charts_eval.horizon_figure(
+            *horizon_charts(curves, recal, h, colours))),
         file_name=f"sscmort_model_comparison_{h}y.png", icon=":material/image:",
-        object_ids=chosen, where=right if len(charts) % 2 else left)
+        object_ids=chosen, where=right if len(specs) % 2 else left)
     if len(chosen) < 2:
         return
     st.markdown(f"**Paired tests at {h} y** (on the scans both models predicted)")

@@ -89,6 +89,19 @@ def model_choices(store: st_store.Store) -> list[ModelChoice]:
     return sorted(out, key=lambda c: (c.kind == ORACLE_KIND, c.kind, c.label))
 
 
+def models_version(store: st_store.Store) -> str:
+    """A token that changes when a model is registered, replaced or removed, when any OOF
+    prediction or metric changes, or when an outcome date changes: what app-side caches of
+    :func:`model_choices` (whose staleness check relabels every model's training scans) are
+    keyed on."""
+    models = store.query_df("SELECT model_id, created_at FROM models ORDER BY model_id")
+    summary = st_store.oof_prediction_summary(store).round(9)
+    stamp = store.cursor().execute("SELECT max(created_at), count(*) FROM metrics").fetchone()
+    return json.dumps([str(store.path), models.to_dict(orient="records"),
+                       summary.to_dict(orient="records"), list(stamp),
+                       st_store.outcome_fingerprint(store)], default=str)
+
+
 def data_versions(store: st_store.Store, model_ids: Sequence[str]) -> dict[str, str]:
     """Per model, a short token that changes when the store file, that model's OOF
     predictions, metrics or shown label, or any outcome date change: what app-side caches of

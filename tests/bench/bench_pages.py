@@ -88,7 +88,7 @@ def _timed(page, action) -> float:
 
 def _slider_step(page, label: str, key: str = "ArrowRight"):
     thumb = page.locator('[data-testid="stSlider"]', has_text=label).first \
-        .locator('[role="slider"]')
+        .locator('input[type="range"]')
     return lambda: (thumb.focus(), thumb.press(key))
 
 
@@ -103,21 +103,23 @@ def _tab(page, name: str):
 
 def _remove_first_model(page):
     return lambda: page.locator('[data-testid="stMultiSelect"]').first \
-        .locator('[role="button"][aria-label^="Remove"], span[role="button"]').first.click()
+        .locator('.react-aria-ComboBox button[aria-label^="Remove"]').first.click()
 
 
 def _add_model_back(page):
     def act() -> None:
-        page.locator('[data-testid="stMultiSelect"]').first.click()
-        page.locator('li[role="option"]').first.click()
+        page.locator('[data-testid="stMultiSelect"]').first \
+            .locator('.react-aria-ComboBox input[role="combobox"]').click()
+        page.locator('[role="option"]').first.click()
         page.keyboard.press("Escape")
     return act
 
 
 def _select(page, label: str, nth_option: int = 1):
     def act() -> None:
-        page.locator('[data-testid="stSelectbox"]', has_text=label).first.click()
-        page.locator('li[role="option"]').nth(nth_option).click()
+        page.locator('[data-testid="stSelectbox"]', has_text=label).first \
+            .locator('input[role="combobox"]').click()
+        page.locator('[role="option"]').nth(nth_option).click()
     return act
 
 
