@@ -9,7 +9,8 @@ server-side script time of that page's runs, read from the ``sscmort.app.pages``
 ``pages._shared.run_page`` writes to the store's log. Also the 1-minute load average before
 and after each N (the machine is shared), timeouts, and the upload's time to its metrics.
 
-Usage: ``python tests/bench/bench_app.py [--sessions 1 4 8] [--patients 40] [--json OUT]``
+Usage: ``python tests/bench/bench_app.py [--sessions 1 4 8] [--patients 40 | --store S]
+[--json OUT]``
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import asyncio
 import json
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -141,13 +143,18 @@ def _pct(values: list[float]) -> tuple[float | None, float | None]:
     return float(np.percentile(values, 50)), float(np.percentile(values, 95))
 
 
-def run(sessions: list[int], patients: int, workdir: Path) -> dict:
+def run(sessions: list[int], patients: int, workdir: Path, source: Path | None = None) -> dict:
+    """``source``: an existing store (copied; e.g. a demo with trained models), else a
+    ``patients``-patient demo built here (cohort, volumes, QCT and the oracle only)."""
     from sscmort_core.pipeline.demo import build_demo  # heavy: duckdb, pandas
     from sscmort_core.util.logs import log_path_for
 
     store = workdir / "bench.duckdb"
     t0 = time.perf_counter()
-    build_demo(store, n_patients=patients, seed=0, workers=1, stages=())
+    if source is not None:
+        shutil.copy(source, store)
+    else:
+        build_demo(store, n_patients=patients, seed=0, workers=1, stages=())
     built_s = time.perf_counter() - t0
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
@@ -211,6 +218,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sessions", type=int, nargs="+", default=[1, 4, 8])
     ap.add_argument("--patients", type=int, default=40, help="demo store size")
+    ap.add_argument("--store", type=Path, default=None,
+                    help="benchmark over a copy of this store instead of building a demo")
     ap.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = ap.parse_args(argv)
     if not CHROMIUM.exists():
@@ -218,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     with tempfile.TemporaryDirectory(prefix="sscmort-bench-app-") as tmp:
-        result = run(args.sessions, args.patients, Path(tmp))
+        result = run(args.sessions, args.patients, Path(tmp), args.store)
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
     return 0
