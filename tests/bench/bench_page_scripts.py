@@ -41,7 +41,10 @@ for i in range(warm + 1):
     t = time.perf_counter()
     at.run()
     times.append(time.perf_counter() - t)
-print(json.dumps({"times": times, "exception": [str(e.value)[:200] for e in at.exception]}))
+title = [t.value for t in at.title]
+print(json.dumps({"times": times, "title": title,
+                  "exception": [str(e.value)[:200] for e in at.exception]
+                  + ([] if title else ["no page title: the page did not render"])}))
 """
 
 
