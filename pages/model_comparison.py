@@ -12,11 +12,13 @@ from sscmort_core.labels import HORIZONS_YEARS
 from sscmort_core.pipeline import evaluate
 from sscmort_core.pipeline.eval_data import ORACLE_KIND
 from sscmort_core.views import comparison as ev
+from sscmort_core.views import designs as dv
 from sscmort_core.views import eval_charts as charts_eval
 from sscmort_core.views import palette, study
 
 store = page_setup("Model comparison")
-st.caption("Every model is scored on its out-of-fold predictions. Censored scans are left out "
+st.caption("Every model is scored on the predictions of the validation design chosen below "
+           "(default: its out-of-fold predictions). Censored scans are left out "
            "of AUC, Brier and calibration at that horizon and kept, with inverse probability "
            "of censoring weights, for Uno's C, the IPCW Brier score and calibration and the "
            "time-dependent AUC. CIs: patient-level bootstrap (scans of one patient resampled "
@@ -39,6 +41,19 @@ if stale:
                "since they were trained (the curves below use the new labels; the models "
                "learnt the old ones). Retrain them on Models & jobs or with `sscmort train`, "
                "then recompute the metrics.", icon=":material/update:")
+designs = {d.split: d for d in dv.design_choices(store)}
+design = st.selectbox("Validation design (where the numbers below come from)", list(designs),
+                      format_func=lambda s: designs[s].label,
+                      help="Temporal and external designs are run with `sscmort evaluate "
+                      "--design temporal --before DATE` or `--design external --train-source A "
+                      "--test-source B`; deep models have only the cross-validation design.")
+st.caption(f"Design: {designs[design].description}.")
+chosen, not_scored = dv.scored_models(store, chosen, design)
+if not_scored:
+    st.info("Not scored under this design (deep models have only the cross-validation "
+            "design): " + ", ".join(choices[m].label for m in not_scored) + ".")
+if not chosen:
+    st.stop()
 with st.expander("Settings"):
     n_boot = st.select_slider("Bootstrap resamples (CIs and paired tests)",
                               [200, 500, 1000, 2000, 5000], value=2000)
@@ -71,25 +86,26 @@ if missing:
 
 @st.cache_data(show_spinner="Paired tests (DeLong and patient bootstrap)...", max_entries=32)
 def _paired(_store: st_store.Store, version: str, model_ids: tuple[str, ...], horizon: int,
-            boot: int) -> list[evaluate.PairedTest]:
-    """Cached per store contents (``version`` from ev.data_version), models, horizon, n_boot."""
-    return evaluate.paired_tests(_store, list(model_ids), horizon, n_boot=boot)
+            boot: int, split: str) -> list[evaluate.PairedTest]:
+    """Cached per store contents (``version`` from ev.data_version), models, horizon, n_boot,
+    design."""
+    return evaluate.paired_tests(_store, list(model_ids), horizon, n_boot=boot, split=split)
 
 
 @st.cache_data(show_spinner="Curves...", max_entries=32)
 def _curves(_store: st_store.Store, version: str, model_ids: tuple[str, ...],
-            horizon: int) -> ev.HorizonCurves:
-    """Cached per store contents (``version``), models and horizon: a widget change reruns
-    the page without reloading and relabelling every prediction."""
-    return ev.horizon_curves(_store, list(model_ids), horizon)
+            horizon: int, split: str) -> ev.HorizonCurves:
+    """Cached per store contents (``version``), models, horizon and design: a widget change
+    reruns the page without reloading and relabelling every prediction."""
+    return ev.horizon_curves(_store, list(model_ids), horizon, split=split)
 
 
 @st.cache_data(show_spinner="Metrics with each patient weighted equally...", max_entries=16)
 def _long(_store: st_store.Store, version: str, model_ids: tuple[str, ...], estimand: str,
-          boot: int):
-    """Cached per store contents (``version``), models, estimand and n_boot."""
+          boot: int, split: str):
+    """Cached per store contents (``version``), models, estimand, n_boot and design."""
     return ev.metrics_long(_store, list(model_ids), estimand=estimand, n_boot=boot,
-                           include_reference=True)
+                           include_reference=True, split=split)
 
 
 LONG_SHOWN = ("horizon (years)", "model", "metric", "value", "CI low", "CI high", "estimand",
@@ -109,7 +125,7 @@ version = ev.data_version(store, chosen)
 # a model's colour is keyed on its id among every model offered: stable as the choice changes
 colours = palette.model_colours(list(choices), oracle=[m for m, c in choices.items()
                                                         if c.kind == ORACLE_KIND])
-table = ev.metrics_table(store, chosen)
+table = ev.metrics_table(store, chosen, split=design, n_boot=n_boot)
 st.subheader("Metrics")
 estimand = st.radio("Estimand (the population the scans are weighted to)", ESTIMANDS,
                     horizontal=True, help="Per scan: every scan weighs 1, so patients scanned "
@@ -118,7 +134,7 @@ estimand = st.radio("Estimand (the population the scans are weighted to)", ESTIM
 if table["AUC"].notna().any():
     st.altair_chart(charts_eval.auc_summary_chart(table, study.STUDY_REPORTED_AUCS,
                                                   colours=colours), width="content")
-long = _long(store, version, tuple(chosen), estimand, n_boot)
+long = _long(store, version, tuple(chosen), estimand, n_boot, design)
 st.dataframe(long.drop(columns=["model_id"]), hide_index=True, width="stretch",
              column_order=LONG_SHOWN, column_config=LONG_CONFIG)  # fits 1280 px: no sideways
 st.caption("One row per horizon, model and metric: value with its patient-bootstrap 95% CI, "
@@ -134,7 +150,7 @@ for tab, h in zip(st.tabs([f"{h} year{'s' if h > 1 else ''}" for h in HORIZONS_Y
                   HORIZONS_YEARS):
     with tab:
         try:
-            curves = _curves(store, version, tuple(chosen), h)
+            curves = _curves(store, version, tuple(chosen), h, design)
         except SscmortError as err:  # e.g. a scan's dates contradict each other
             show_error(err)
             continue
@@ -143,7 +159,7 @@ for tab, h in zip(st.tabs([f"{h} year{'s' if h > 1 else ''}" for h in HORIZONS_Y
             st.info(f"{label}: no curve at {h} y, {reason}.")
         if roc.empty:
             continue
-        recal = ev.recalibration_frames(store, chosen, h)
+        recal = ev.recalibration_frames(store, chosen, h, split=design)
         charts = [charts_eval.roc_chart(roc.frame, h, study.reported_aucs(h),
                                          colours=colours)]
         charts += [charts_eval.calibration_chart(cal.frame, h, " (observed: 1 - KM)",
@@ -165,7 +181,7 @@ for tab, h in zip(st.tabs([f"{h} year{'s' if h > 1 else ''}" for h in HORIZONS_Y
             continue
         st.markdown(f"**Paired tests at {h} y** (on the scans both models predicted)")
         try:
-            tests = _paired(store, version, tuple(chosen), h, n_boot)
+            tests = _paired(store, version, tuple(chosen), h, n_boot, design)
         except SscmortError as err:
             show_error(err)
             continue

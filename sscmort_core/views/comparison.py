@@ -36,6 +36,7 @@ from sscmort_core.pipeline.eval_data import (
     load_horizon_data,
     too_few_events,
 )
+from sscmort_core.pipeline.designs import CV_SPLIT, design_auc_rows, design_metrics
 from sscmort_core.pipeline.evaluate import (
     METRIC_ESTIMANDS,
     PairedTest,
@@ -92,7 +93,7 @@ def model_choices(store: st_store.Store) -> list[ModelChoice]:
 def data_version(store: st_store.Store, model_ids: Sequence[str]) -> str:
     """A short token that changes when the store file, the models' OOF predictions or
     metrics, or any outcome date change (for app-side caches of the page's computations)."""
-    summary = st_store.oof_prediction_summary(store, list(model_ids))
+    summary = st_store.prediction_splits(store, list(model_ids))  # OOF and design splits
     metrics = st_store.metrics_for_models(store, list(model_ids))
     stamp = metrics["created_at"].max() if len(metrics) else None
     return json.dumps([str(store.path), summary.round(9).to_dict(orient="records"), str(stamp),
@@ -168,14 +169,15 @@ class _CurveInputs:
     labels: dict[str, str]
     usable: list[HorizonData]  # models with enough events, in the order asked
     unavailable: tuple[tuple[str, str], ...]  # (label, reason)
-    metrics: pd.DataFrame  # stored metric rows of the models (AUC CIs for the ROC legend)
+    metrics: pd.DataFrame | None  # stored metric rows (AUC CIs for the ROC legend); None
+    # under a validation design (its metrics are not stored)
 
 
 def _curve_inputs(store: st_store.Store, model_ids: Sequence[str], horizon: int,
-                  min_events: int) -> _CurveInputs:
+                  min_events: int, split: str = CV_SPLIT) -> _CurveInputs:
     ids = check_model_ids(store, model_ids)
     labels = model_labels(store)
-    data = load_horizon_data(store, ids, (horizon,))
+    data = load_horizon_data(store, ids, (horizon,), split=split)
     usable, unavailable = [], []
     for m in ids:
         d = data[(m, horizon)]
@@ -185,7 +187,7 @@ def _curve_inputs(store: st_store.Store, model_ids: Sequence[str], horizon: int,
         else:
             unavailable.append((labels[m], reason))
     return _CurveInputs(horizon, labels, usable, tuple(unavailable),
-                        st_store.metrics_for_models(store, ids))
+                        st_store.metrics_for_models(store, ids) if split == CV_SPLIT else None)
 
 
 def _thin_roc(fpr: NDArray[np.float64], tpr: NDArray[np.float64]) -> NDArray[np.bool_]:
@@ -197,10 +199,12 @@ def _thin_roc(fpr: NDArray[np.float64], tpr: NDArray[np.float64]) -> NDArray[np.
     return keep
 
 
-def _auc_legend(stored: pd.DataFrame, d: HorizonData, label: str) -> str:
+def _auc_legend(stored: pd.DataFrame | None, d: HorizonData, label: str) -> str:
+    lab = d.labelled
+    if stored is None:  # a validation design: the CI is in the metrics table
+        return f"{label}: AUC {auc(d.y[lab], d.risk[lab]):.3f} (CI in the table)"
     row = stored.loc[(stored["model_id"] == d.model_id)
                      & (stored["horizon_years"] == d.horizon_years) & (stored["metric"] == "auc")]
-    lab = d.labelled
     if len(row) and pd.notna(row["value"].iloc[0]) and pd.notna(row["ci_low"].iloc[0]):
         r = row.iloc[0]
         return f"{label}: AUC {r['value']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}]"
@@ -323,12 +327,16 @@ UNCALIBRATED_SPLIT = "oof_uncalibrated"
 
 
 def recalibration_frames(store: st_store.Store, model_ids: Sequence[str], horizon: int, *,
-                         n_bins: int = 10) -> CurveSet:
+                         n_bins: int = 10, split: str = CV_SPLIT) -> CurveSet:
     """Reliability (observed = 1 - Kaplan-Meier per risk group, every predicted scan) of each
     recalibrated model before and after its recalibration at ``horizon``; models without
-    risks before recalibration (e.g. deep models) are listed in ``unavailable``."""
+    risks before recalibration (e.g. deep models) are listed in ``unavailable``. Only the
+    cross-validation keeps risks before recalibration: under a design ``split`` it is empty."""
     ids = check_model_ids(store, model_ids)
     labels = model_labels(store)
+    if split != CV_SPLIT:
+        return CurveSet("recalibration", horizon, _concat([], []),
+                        tuple((labels[m], "before / after: cross-validation only") for m in ids))
     before = load_horizon_data(store, ids, (horizon,), split=UNCALIBRATED_SPLIT)
     has = [m for m in ids if len(before[(m, horizon)].risk)]
     missing = tuple((labels[m], "not recalibrated") for m in ids if m not in has)
@@ -368,11 +376,12 @@ class HorizonCurves:
 
 
 def horizon_curves(store: st_store.Store, model_ids: Sequence[str], horizon: int, *,
-                   min_events: int = DEFAULT_MIN_EVENTS) -> HorizonCurves:
+                   min_events: int = DEFAULT_MIN_EVENTS, split: str = CV_SPLIT
+                   ) -> HorizonCurves:
     """ROC, calibration and decision curves at ``horizon`` (complete-case and
-    censoring-aware) from one load of the predictions (what the Model comparison page draws
-    per tab)."""
-    inp = _curve_inputs(store, model_ids, horizon, min_events)
+    censoring-aware) from one load of the predictions of ``split`` (the OOF ones, or a
+    validation design's test part): what the Model comparison page draws per tab."""
+    inp = _curve_inputs(store, model_ids, horizon, min_events, split)
     return HorizonCurves(_roc(inp), _calibration(inp, 10), _decision(inp, DECISION_THRESHOLDS),
                          _km_calibration(inp, 10), _ipcw_decision(inp, DECISION_THRESHOLDS))
 
@@ -482,16 +491,18 @@ LONG_COLUMNS: tuple[str, ...] = (
 
 
 def metrics_table(store: st_store.Store, model_ids: Sequence[str], *,
-                  horizons: Sequence[int] = HORIZONS_YEARS,
-                  include_reference: bool = True) -> pd.DataFrame:
+                  horizons: Sequence[int] = HORIZONS_YEARS, include_reference: bool = True,
+                  split: str = CV_SPLIT, n_boot: int = 2000) -> pd.DataFrame:
     """Stored metrics of ``model_ids`` as one row per horizon and model (columns
     :data:`TABLE_COLUMNS`; scans/patients/events are those of the AUC row), then the study's
     reported AUCs as rows of kind "reported". Models not evaluated yet get a row whose note
-    says so."""
+    says so. Under a validation design ``split`` only the AUC [CI] is filled, computed on the
+    test part (``n_boot`` resamples; the long table has every metric)."""
     ids = check_model_ids(store, model_ids)
     labels = model_labels(store)
     kinds = st_store.models_frame(store).set_index("model_id")["kind"].to_dict()
-    stored = st_store.metrics_for_models(store, list(ids))
+    stored = st_store.metrics_for_models(store, list(ids)) if split == CV_SPLIT else \
+        design_auc_rows(store, ids, split, n_boot=n_boot, horizons=horizons)
     rows = []
     for h in horizons:
         for m in ids:
@@ -524,7 +535,8 @@ def _table_row(h: int, model_id: str, label: str, kind: str,
 
 def metrics_long(store: st_store.Store, model_ids: Sequence[str], *,
                  horizons: Sequence[int] = HORIZONS_YEARS, estimand: str = PER_SCAN,
-                 n_boot: int = 2000, include_reference: bool = False) -> pd.DataFrame:
+                 n_boot: int = 2000, include_reference: bool = False,
+                 split: str = CV_SPLIT) -> pd.DataFrame:
     """Metrics of ``model_ids`` as one row per horizon, model and metric (columns
     :data:`LONG_COLUMNS`): value with its patient-bootstrap CI, the estimand, how censored
     scans enter, and the scans, patients and events that metric used.
@@ -532,11 +544,15 @@ def metrics_long(store: st_store.Store, model_ids: Sequence[str], *,
     :data:`PER_SCAN` reads the stored rows; :data:`PER_PATIENT` computes every metric with
     each patient weighted equally (:func:`~sscmort_core.pipeline.evaluate.estimand_metrics`,
     ``n_boot`` resamples; not stored). ``include_reference`` appends the study's reported AUCs
-    as rows of kind "reported"."""
+    as rows of kind "reported". Under a validation design ``split`` every metric is computed
+    on its test part (:func:`~sscmort_core.pipeline.designs.design_metrics`, not stored)."""
     ids = check_model_ids(store, model_ids)
     labels = model_labels(store)
     kinds = st_store.models_frame(store).set_index("model_id")["kind"].to_dict()
-    if estimand == PER_SCAN:
+    if split != CV_SPLIT:
+        stored = metrics_rows(design_metrics(store, ids, split, estimand=estimand,
+                                             n_boot=n_boot, horizons=horizons))
+    elif estimand == PER_SCAN:
         stored = st_store.metrics_for_models(store, list(ids))
     else:
         stored = metrics_rows(estimand_metrics(store, ids, estimand, n_boot=n_boot,
