@@ -60,7 +60,7 @@ def _design_text(summary: dict[str, Any]) -> str:
 
 
 def _design(args: argparse.Namespace) -> Any:
-    from sscmort_core.pipeline.designs import ValidationDesign  # heavy: pandas
+    from sscmort_core.pipeline.designs import ValidationDesign  # heavy: pandas, sklearn
 
     if args.design == "temporal":
         return ValidationDesign("temporal", before=args.before, all_patients=args.all_patients)
@@ -69,7 +69,7 @@ def _design(args: argparse.Namespace) -> Any:
 
 
 def cmd_evaluate_design(args: argparse.Namespace) -> None:
-    from sscmort_core.pipeline.designs import run_design  # heavy: scikit-learn, scipy
+    from sscmort_core.pipeline.designs import run_design  # heavy: sklearn, scipy
     from sscmort_core.store import open_store  # heavy: duckdb, pandas
 
     design = _design(args)  # DataError (exit 2) before the store is opened
