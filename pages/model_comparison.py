@@ -74,7 +74,7 @@ def _evaluate(model_ids: list[str]) -> None:
     st.rerun()
 
 
-missing = [m for m in chosen if not choices[m].has_metrics]
+missing = [m for m in chosen if not choices[m].has_metrics and design == dv.CV_SPLIT]
 if recompute:
     _evaluate(chosen)
 if missing:

@@ -31,8 +31,9 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -84,19 +85,25 @@ class ValidationDesign:
 
     @property
     def split(self) -> str:
-        """``design:temporal:YYYY-MM-DD:new|all`` or ``design:external:TRAIN>TEST``."""
+        """``design:temporal:YYYY-MM-DD:new|all@vN`` or ``design:external:TRAIN>TEST@vN``
+        (N: :data:`~sscmort_core.tabular.holdout.HOLDOUT_VERSION`, so a changed refit never
+        passes off older rows as its own; sources never hold ``:``, ``>`` or ``@``)."""
         if self.kind == TEMPORAL:
             assert self.before is not None
-            return (f"{DESIGN_PREFIX}{TEMPORAL}:{self.before.isoformat()}:"
+            body = (f"{TEMPORAL}:{self.before.isoformat()}:"
                     f"{'all' if self.all_patients else 'new'}")
-        return f"{DESIGN_PREFIX}{EXTERNAL}:{self.train_source}>{self.test_source}"
+        else:
+            body = f"{EXTERNAL}:{self.train_source}>{self.test_source}"
+        return f"{DESIGN_PREFIX}{body}@v{HOLDOUT_VERSION}"
 
     @classmethod
-    def from_split(cls, split: str) -> "ValidationDesign":
-        """The design a stored split name stands for (ValueError if it names none)."""
-        if not split.startswith(DESIGN_PREFIX):
-            raise ValueError(f"not a design split: {split!r}")
-        kind, _, rest = split[len(DESIGN_PREFIX):].partition(":")
+    def from_split(cls, split: str) -> ValidationDesign:
+        """The design a stored split name stands for (ValueError if it names none, or was
+        written by another version of the refit)."""
+        body, _, version = split.rpartition("@v")
+        if not body.startswith(DESIGN_PREFIX) or version != HOLDOUT_VERSION:
+            raise ValueError(f"not a design split of this version: {split!r}")
+        kind, _, rest = body[len(DESIGN_PREFIX):].partition(":")
         if kind == TEMPORAL:
             day, _, who = rest.partition(":")
             return cls(TEMPORAL, before=dt.date.fromisoformat(day), all_patients=who == "all")

@@ -4,7 +4,8 @@ explanations (SHAP rows and saliency arrays)."""
 from __future__ import annotations
 
 import json
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import duckdb
 import pandas as pd

@@ -14,8 +14,8 @@ its labelled training scans, the survival algorithm on every training scan up to
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import numpy as np
 from threadpoolctl import threadpool_limits
@@ -36,6 +36,8 @@ from sscmort_core.tabular.model import (
     monotone,
 )
 from sscmort_core.tabular.recalibration import fit_recalibration
+
+# the cross-validation's own inner-OOF helper, so the recalibration is fitted the same way
 from sscmort_core.tabular.train import _Data, _oof_rows, data_hash
 
 HOLDOUT_VERSION = "1"  # bump when the refit or its recalibration changes
@@ -131,5 +133,5 @@ def fit_holdout(store: st.Store, model_id: str, train_scan_ids: Sequence[str],
     risks = monotone(recalibration.apply(raw))[0]
     return HoldoutRisks(
         model_id=model_id, scan_ids=tuple(fm.scan_ids[i] for i in test), risks=risks,
-        n_train_scans=len(train), n_train_patients=int(len(np.unique(fm.patient_ids[train]))),
+        n_train_scans=len(train), n_train_patients=len(np.unique(fm.patient_ids[train])),
         n_test_without_features=len(set(test_scan_ids)) - len(test))

@@ -8,8 +8,9 @@ predictions with their labels (:func:`sscmort_core.pipeline.eval_data.load_horiz
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -28,6 +29,7 @@ from sscmort_core.evaluation import (
     roc_curve_points,
 )
 from sscmort_core.labels import HORIZONS_YEARS
+from sscmort_core.pipeline.designs import CV_SPLIT, design_auc_rows, design_metrics
 from sscmort_core.pipeline.eval_data import (
     DEFAULT_MIN_EVENTS,
     ORACLE_KIND,
@@ -36,7 +38,6 @@ from sscmort_core.pipeline.eval_data import (
     load_horizon_data,
     too_few_events,
 )
-from sscmort_core.pipeline.designs import CV_SPLIT, design_auc_rows, design_metrics
 from sscmort_core.pipeline.evaluate import (
     METRIC_ESTIMANDS,
     PairedTest,

@@ -7,8 +7,8 @@ The designs themselves and their metrics are :mod:`sscmort_core.pipeline.designs
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from sscmort_core import store as st_store
 from sscmort_core.pipeline.designs import (

@@ -47,7 +47,7 @@ def test_external_design_prints_its_parts_and_metrics(store_path, capsys):
                    "--json", "--quiet"])
     assert rc == 0
     out = json.loads(capsys.readouterr().out)
-    assert out["split"] == f"{DESIGN_PREFIX}external:{SOURCES[0]}>{SOURCES[1]}"
+    assert out["split"].startswith(f"{DESIGN_PREFIX}external:{SOURCES[0]}>{SOURCES[1]}@v")
     assert out["shared_patients"] == 0 and out["metrics_stored"] is False
     assert set(out["models"]) == {"qct-discrete_time-recipe", "oracle"}
     assert out["skipped"][0]["model_id"] == "deep-test"

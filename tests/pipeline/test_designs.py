@@ -173,6 +173,8 @@ def test_split_names_round_trip():
               ds.ValidationDesign("temporal", before=CUT, all_patients=True),
               ds.ValidationDesign("external", train_source="a.b_c-1", test_source="z")):
         assert ds.ValidationDesign.from_split(d.split) == d
+    with pytest.raises(ValueError, match="of this version"):  # another refit's rows
+        ds.ValidationDesign.from_split("design:temporal:2015-01-01:new@v0")
 
 
 @pytest.mark.parametrize("design, message", [
