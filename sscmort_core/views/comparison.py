@@ -170,8 +170,8 @@ class _CurveInputs:
     labels: dict[str, str]
     usable: list[HorizonData]  # models with enough events, in the order asked
     unavailable: tuple[tuple[str, str], ...]  # (label, reason)
-    metrics: pd.DataFrame | None  # stored metric rows (AUC CIs for the ROC legend); None
-    # under a validation design (its metrics are not stored)
+    metrics: pd.DataFrame  # metric rows with the AUC CIs of the ROC legend: stored, or
+    # computed on a validation design's test part
 
 
 def _curve_inputs(store: st_store.Store, model_ids: Sequence[str], horizon: int,
@@ -188,7 +188,8 @@ def _curve_inputs(store: st_store.Store, model_ids: Sequence[str], horizon: int,
         else:
             unavailable.append((labels[m], reason))
     return _CurveInputs(horizon, labels, usable, tuple(unavailable),
-                        st_store.metrics_for_models(store, ids) if split == CV_SPLIT else None)
+                        st_store.metrics_for_models(store, ids) if split == CV_SPLIT
+                        else design_auc_rows(store, ids, split, horizons=(horizon,)))
 
 
 def _thin_roc(fpr: NDArray[np.float64], tpr: NDArray[np.float64]) -> NDArray[np.bool_]:
@@ -200,10 +201,8 @@ def _thin_roc(fpr: NDArray[np.float64], tpr: NDArray[np.float64]) -> NDArray[np.
     return keep
 
 
-def _auc_legend(stored: pd.DataFrame | None, d: HorizonData, label: str) -> str:
+def _auc_legend(stored: pd.DataFrame, d: HorizonData, label: str) -> str:
     lab = d.labelled
-    if stored is None:  # a validation design: the CI is in the metrics table
-        return f"{label}: AUC {auc(d.y[lab], d.risk[lab]):.3f} (CI in the table)"
     row = stored.loc[(stored["model_id"] == d.model_id)
                      & (stored["horizon_years"] == d.horizon_years) & (stored["metric"] == "auc")]
     if len(row) and pd.notna(row["value"].iloc[0]) and pd.notna(row["ci_low"].iloc[0]):

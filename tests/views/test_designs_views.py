@@ -84,7 +84,13 @@ def test_curves_and_paired_tests_use_the_test_part(store):
     with_split = cmp.horizon_curves(store, [RECIPE, "oracle"], 3, split=DESIGN.split)
     roc = with_split.roc.frame
     assert set(roc["model_id"]) == {RECIPE, "oracle"}
-    assert all("(CI in the table)" in m for m in roc["model"].unique())
+    table = cmp.metrics_table(store, [RECIPE, "oracle"], split=DESIGN.split,
+                              include_reference=False).set_index(["model_id",
+                                                                  "horizon (years)"])
+    for m in (RECIPE, "oracle"):  # the legend's AUC [CI] is the table's (2000 resamples)
+        row = table.loc[(m, 3)]
+        assert f"AUC {row['AUC']:.3f} [{row['AUC CI low']:.3f}, {row['AUC CI high']:.3f}]" in \
+            roc.loc[roc["model_id"] == m, "model"].iloc[0]
     tests = paired_tests(store, [RECIPE, "oracle"], 3, n_boot=N_BOOT, split=DESIGN.split)
     n_test = sum(1 for _ in ds.design_split(store, DESIGN).test_scan_ids)
     assert tests[0].n_scans <= n_test and tests[0].comparison is not None
