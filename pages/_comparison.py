@@ -20,33 +20,33 @@ from sscmort_core.views import study
 
 @st.cache_data(show_spinner=False, max_entries=512)
 def _pair(_store: st_store.Store, version_a: str, version_b: str, a: str, b: str,
-          horizon: int, boot: int) -> evaluate.PairedTest:
-    return evaluate.paired_tests(_store, [a, b], horizon, n_boot=boot)[0]
+          horizon: int, boot: int, split: str) -> evaluate.PairedTest:
+    return evaluate.paired_tests(_store, [a, b], horizon, n_boot=boot, split=split)[0]
 
 
 @st.cache_data(show_spinner=False, max_entries=512)
 def _curves_of(_store: st_store.Store, version: str, model_id: str,
-               horizon: int) -> ev.HorizonCurves:
-    return ev.horizon_curves(_store, [model_id], horizon)
+               horizon: int, split: str) -> ev.HorizonCurves:
+    return ev.horizon_curves(_store, [model_id], horizon, split=split)
 
 
 @st.cache_data(show_spinner=False, max_entries=256)
 def _long_of(_store: st_store.Store, version: str, model_id: str, estimand: str,
-             boot: int) -> pd.DataFrame:
-    return ev.metrics_long(_store, [model_id], estimand=estimand, n_boot=boot)
+             boot: int, split: str) -> pd.DataFrame:
+    return ev.metrics_long(_store, [model_id], estimand=estimand, n_boot=boot, split=split)
 
 
 @st.cache_data(show_spinner=False, max_entries=512)
 def _recal_of(_store: st_store.Store, version: str, model_id: str,
-              horizon: int) -> ev.CurveSet:
-    return ev.recalibration_frames(_store, [model_id], horizon)
+              horizon: int, split: str) -> ev.CurveSet:
+    return ev.recalibration_frames(_store, [model_id], horizon, split=split)
 
 
 @st.cache_data(show_spinner=False, max_entries=128)
 def _specs(_curves: ev.HorizonCurves, _recal: ev.CurveSet, key: tuple[str, ...], horizon: int,
-           colours: tuple[tuple[str, str], ...]) -> list[dict]:
+           colours: tuple[tuple[str, str], ...], split: str) -> list[dict]:
     """The horizon's chart specs, built and validated once per (models' versions, horizon,
-    colours): ``key`` determines the curves passed in unhashed."""
+    colours, design split): ``key`` and ``split`` determine the curves passed in unhashed."""
     return [charts_eval.chart_spec(c) for c in horizon_charts(_curves, _recal, horizon,
                                                               dict(colours))]
 
@@ -72,8 +72,9 @@ def model_choices(store: st_store.Store) -> list[ev.ModelChoice]:
 
 @st.cache_data(show_spinner=False, max_entries=32)
 def _summary(_store: st_store.Store, key: tuple[str, ...], ids: tuple[str, ...],
-             colours: tuple[tuple[str, str], ...]) -> tuple[pd.DataFrame, dict | None]:
-    table = ev.metrics_table(_store, list(ids))
+             colours: tuple[tuple[str, str], ...], split: str,
+             boot: int) -> tuple[pd.DataFrame, dict | None]:
+    table = ev.metrics_table(_store, list(ids), split=split, n_boot=boot)
     spec = charts_eval.chart_spec(charts_eval.auc_summary_chart(
         table, study.STUDY_REPORTED_AUCS, colours=dict(colours))) \
         if table["AUC"].notna().any() else None
@@ -83,42 +84,48 @@ def _summary(_store: st_store.Store, key: tuple[str, ...], ids: tuple[str, ...],
 class PageData:
     """The page's data for the models offered, each piece cached on its model's data version
     (:func:`sscmort_core.views.comparison.data_versions`: predictions, metrics, label,
-    outcomes); the combined results equal the all-models functions' (tests/views)."""
+    outcomes); the combined results equal the all-models functions' (tests/views). ``split``
+    is the validation design the numbers come from (the OOF predictions, or a design's test
+    part: :mod:`sscmort_core.views.designs`)."""
 
-    def __init__(self, store: st_store.Store, model_ids: Sequence[str]) -> None:
+    def __init__(self, store: st_store.Store, model_ids: Sequence[str],
+                 split: str = "oof") -> None:
         self.store = store
+        self.split = split
         self.versions = ev.data_versions(store, model_ids)
 
     def curves(self, ids: Sequence[str], horizon: int) -> ev.HorizonCurves:
         with st.spinner("Curves..."):
-            return ev.combine_curves([_curves_of(self.store, self.versions[m], m, horizon)
-                                      for m in ids])
+            return ev.combine_curves([_curves_of(self.store, self.versions[m], m, horizon,
+                                                 self.split) for m in ids])
 
     def recal(self, ids: Sequence[str], horizon: int) -> ev.CurveSet:
-        return ev.combine_sets([_recal_of(self.store, self.versions[m], m, horizon)
+        return ev.combine_sets([_recal_of(self.store, self.versions[m], m, horizon, self.split)
                                 for m in ids])
 
     def long(self, ids: Sequence[str], estimand: str, boot: int) -> pd.DataFrame:
         with st.spinner("Metrics..."):
-            return ev.combine_long([_long_of(self.store, self.versions[m], m, estimand, boot)
-                                    for m in ids], include_reference=True)
+            return ev.combine_long([_long_of(self.store, self.versions[m], m, estimand, boot,
+                                             self.split) for m in ids],
+                                   include_reference=True)
 
-    def summary(self, ids: Sequence[str], colours: dict[str, str]
+    def summary(self, ids: Sequence[str], colours: dict[str, str], boot: int
                 ) -> tuple[pd.DataFrame, dict | None]:
-        """The metrics table of ``ids`` and the AUC summary chart's spec (None without AUCs)."""
+        """The metrics table of ``ids`` under this design and the AUC summary chart's spec
+        (None without AUCs)."""
         return _summary(self.store, tuple(self.versions[m] for m in ids), tuple(ids),
-                        tuple(sorted(colours.items())))
+                        tuple(sorted(colours.items())), self.split, boot)
 
     def chart_specs(self, ids: Sequence[str], horizon: int, curves: ev.HorizonCurves,
                     recal: ev.CurveSet, colours: dict[str, str]) -> list[dict]:
         """The horizon's Vega-Lite specs (cached on the models' versions and colours)."""
         return _specs(curves, recal, tuple(self.versions[m] for m in ids), horizon,
-                      tuple(sorted(colours.items())))
+                      tuple(sorted(colours.items())), self.split)
 
     def paired(self, ids: Sequence[str], horizon: int, boot: int) -> list[evaluate.PairedTest]:
         with st.spinner("Paired tests (clustered DeLong and patient bootstrap)..."):
-            return [_pair(self.store, self.versions[a], self.versions[b], a, b, horizon, boot)
-                    for a, b in itertools.combinations(ids, 2)]
+            return [_pair(self.store, self.versions[a], self.versions[b], a, b, horizon, boot,
+                          self.split) for a, b in itertools.combinations(ids, 2)]
 
 
 LONG_SHOWN = ("horizon (years)", "model", "metric", "value", "CI low", "CI high", "estimand",

@@ -19,11 +19,13 @@ from sscmort_core.labels import HORIZONS_YEARS
 from sscmort_core.pipeline import evaluate
 from sscmort_core.pipeline.eval_data import ORACLE_KIND
 from sscmort_core.views import comparison as ev
+from sscmort_core.views import designs as dv
 from sscmort_core.views import eval_charts as charts_eval
 from sscmort_core.views import palette, study
 
 store = page_setup("Model comparison")
-st.caption("Every model is scored on its out-of-fold predictions. Censored scans are left out "
+st.caption("Every model is scored on the predictions of the validation design chosen below "
+           "(default: its out-of-fold predictions). Censored scans are left out "
            "of AUC, Brier and calibration at that horizon and kept, with inverse probability "
            "of censoring weights, for Uno's C, the IPCW Brier score and calibration and the "
            "time-dependent AUC. CIs: patient-level bootstrap (scans of one patient resampled "
@@ -46,6 +48,19 @@ if stale:
                "since they were trained (the curves below use the new labels; the models "
                "learnt the old ones). Retrain them on Models & jobs or with `sscmort train`, "
                "then recompute the metrics.", icon=":material/update:")
+designs = {d.split: d for d in dv.design_choices(store)}
+design = st.selectbox("Validation design (where the numbers below come from)", list(designs),
+                      format_func=lambda s: designs[s].label,
+                      help="Temporal and external designs are run with `sscmort evaluate "
+                      "--design temporal --before DATE` or `--design external --train-source A "
+                      "--test-source B`; deep models have only the cross-validation design.")
+st.caption(f"Design: {designs[design].description}.")
+chosen, not_scored = dv.scored_models(store, chosen, design)
+if not_scored:
+    st.info("Not scored under this design (deep models have only the cross-validation "
+            "design): " + ", ".join(choices[m].label for m in not_scored) + ".")
+if not chosen:
+    st.stop()
 with st.expander("Settings"):
     n_boot = st.select_slider("Bootstrap resamples (CIs and paired tests)",
                               [200, 500, 1000, 2000, 5000], value=2000)
@@ -66,7 +81,7 @@ def _evaluate(model_ids: list[str]) -> None:
     st.rerun()
 
 
-missing = [m for m in chosen if not choices[m].has_metrics]
+missing = [m for m in chosen if not choices[m].has_metrics and design == dv.CV_SPLIT]
 if recompute:
     _evaluate(chosen)
 if missing:
@@ -78,11 +93,11 @@ if missing:
 
 labels = {m: c.label for m, c in choices.items()}
 kinds = {m: c.kind for m, c in choices.items()}
-data = PageData(store, chosen)
+data = PageData(store, chosen, split=design)
 # a model's colour is keyed on its id among every model offered: stable as the choice changes
 colours = palette.model_colours(list(choices), oracle=[m for m, c in choices.items()
                                                         if c.kind == ORACLE_KIND])
-table, summary_spec = data.summary(chosen, colours)
+table, summary_spec = data.summary(chosen, colours, n_boot)
 st.subheader("Metrics")
 estimand = st.radio("Estimand (the population the scans are weighted to)", ESTIMANDS,
                     horizontal=True, help="Per scan: every scan weighs 1, so patients scanned "

@@ -1,7 +1,8 @@
 """The only place that chains stages: the demo build (:mod:`.demo`), ingest of one scan
 (:mod:`.ingest`), risks from every model (:mod:`.predict`), evaluation runs
-(:mod:`.evaluate`, inputs in :mod:`.eval_data`), background jobs in the app (:mod:`.jobs`)
-and the benchmarks (:mod:`.bench`). Pages, the CLI and jobs call this layer, never a stage's
+(:mod:`.evaluate`, inputs in :mod:`.eval_data`), temporal and external validation designs
+(:mod:`.designs`), background jobs in the app (:mod:`.jobs`) and the benchmarks
+(:mod:`.bench`). Pages, the CLI and jobs call this layer, never a stage's
 internals.
 
 May import: every stage below it (store, scans, lungs, radiomics, tabular, deep, evaluation).

@@ -372,12 +372,12 @@ def paired_test(data_a: HorizonData, data_b: HorizonData, *, n_boot: int = 2000,
 
 
 def paired_tests(store: st_store.Store, model_ids: Sequence[str], horizon: int, *,
-                 n_boot: int = 2000, seed: int = 0,
-                 min_events: int = DEFAULT_MIN_EVENTS) -> list[PairedTest]:
+                 n_boot: int = 2000, seed: int = 0, min_events: int = DEFAULT_MIN_EVENTS,
+                 split: str = "oof") -> list[PairedTest]:
     """DeLong, patient bootstrap and clustered DeLong of the AUC difference for every pair of
     ``model_ids`` (in the order given: a before b), each on the labelled scans both models
-    predicted."""
+    predicted (in ``split``: the OOF predictions, or a validation design's test part)."""
     ids = check_model_ids(store, model_ids)
-    data = load_horizon_data(store, ids, (horizon,))
+    data = load_horizon_data(store, ids, (horizon,), split=split)
     return [paired_test(data[(a, horizon)], data[(b, horizon)], n_boot=n_boot, seed=seed,
                         min_events=min_events) for a, b in itertools.combinations(ids, 2)]

@@ -89,7 +89,9 @@ COLUMN_DOCS: dict[str, dict[str, tuple[str, str]]] = {
         **_MODEL, **_ID, "horizon_years": ("integer", "horizon h, years"),
         "risk": ("number", "predicted probability of death within h years of the scan"),
         "fold": ("integer", "cross-validation fold the scan was held out in"),
-        "split": ("text", "oof: out-of-fold (the model never saw the scan's patient)"),
+        "split": ("text", "oof: out-of-fold (the model never saw the scan's patient); "
+                  "design:...: a validation design's test part (the model's recipe refit on "
+                  "its training part)"),
         "label": ("text", "label rule at h years: positive, negative or censored"),
     },
     "metrics": {

@@ -4,7 +4,8 @@ explanations (SHAP rows and saliency arrays)."""
 from __future__ import annotations
 
 import json
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import duckdb
 import pandas as pd
@@ -93,6 +94,27 @@ def oof_prediction_summary(store: Store, model_ids: Sequence[str] | None = None)
         f"""SELECT model_id, horizon_years, count(*) AS n_predictions, sum(risk) AS risk_sum
             FROM predictions WHERE split = 'oof' {where}
             GROUP BY model_id, horizon_years ORDER BY model_id, horizon_years""", params)
+
+
+def delete_split_predictions(cur: duckdb.DuckDBPyConnection, model_id: str, split: str) -> None:
+    """Remove one model's predictions of one split (e.g. a validation design's, before it is
+    run again)."""
+    cur.execute("DELETE FROM predictions WHERE model_id = ? AND split = ?", [model_id, split])
+
+
+def prediction_splits(store: Store, model_ids: Sequence[str] | None = None,
+                      prefix: str = "") -> pd.DataFrame:
+    """Per model and split whose name starts with ``prefix``: predictions and scans
+    (columns model_id, split, n_predictions, n_scans, risk_sum), ordered by split, model."""
+    clauses, params = ["starts_with(split, ?)"], [prefix]
+    if model_ids is not None:
+        clauses.append(in_clause("model_id", model_ids))
+        params.extend(model_ids)
+    return store.query_df(
+        f"""SELECT model_id, split, count(*) AS n_predictions,
+                   count(DISTINCT scan_id) AS n_scans, sum(risk) AS risk_sum
+            FROM predictions WHERE {' AND '.join(clauses)}
+            GROUP BY model_id, split ORDER BY split, model_id""", params)
 
 
 def metrics_frame(store: Store) -> pd.DataFrame:

@@ -1,6 +1,7 @@
 """Radiomics and QCT models: the models themselves (:mod:`.model`, pure), their data and files
-(:mod:`.io`), training with patient-grouped cross-validation (:mod:`.train`) and SHAP
-explanations (:mod:`.explain`).
+(:mod:`.io`), training with patient-grouped cross-validation (:mod:`.train`), a recipe refit
+on a validation design's training part (:mod:`.holdout`) and SHAP explanations
+(:mod:`.explain`).
 
 May import: the ground floor, util, store, radiomics.features, lungs.
 

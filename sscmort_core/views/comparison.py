@@ -8,8 +8,9 @@ predictions with their labels (:func:`sscmort_core.pipeline.eval_data.load_horiz
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -28,6 +29,7 @@ from sscmort_core.evaluation import (
     roc_curve_points,
 )
 from sscmort_core.labels import HORIZONS_YEARS
+from sscmort_core.pipeline.designs import CV_SPLIT, design_auc_rows, design_metrics
 from sscmort_core.pipeline.eval_data import (
     DEFAULT_MIN_EVENTS,
     ORACLE_KIND,
@@ -103,13 +105,14 @@ def models_version(store: st_store.Store) -> str:
 
 
 def data_versions(store: st_store.Store, model_ids: Sequence[str]) -> dict[str, str]:
-    """Per model, a short token that changes when the store file, that model's OOF
-    predictions, metrics or shown label, or any outcome date change: what app-side caches of
-    one model's curves and metric rows are keyed on (two queries for all the models)."""
+    """Per model, a short token that changes when the store file, that model's OOF or
+    validation-design predictions, metrics or shown label, or any outcome date change: what
+    app-side caches of one model's curves and metric rows are keyed on (two queries for all
+    the models)."""
     ids = list(model_ids)
     if not ids:
         return {}
-    summary = st_store.oof_prediction_summary(store, ids).round(9)
+    summary = st_store.prediction_splits(store, ids).round(9)  # OOF and design splits
     stamps = st_store.metrics_for_models(store, ids).groupby("model_id")["created_at"].max()
     labels = model_labels(store)
     outcomes = st_store.outcome_fingerprint(store)
@@ -187,14 +190,15 @@ class _CurveInputs:
     labels: dict[str, str]
     usable: list[HorizonData]  # models with enough events, in the order asked
     unavailable: tuple[tuple[str, str], ...]  # (label, reason)
-    metrics: pd.DataFrame  # stored metric rows of the models (AUC CIs for the ROC legend)
+    metrics: pd.DataFrame  # metric rows with the AUC CIs of the ROC legend: stored, or
+    # computed on a validation design's test part
 
 
 def _curve_inputs(store: st_store.Store, model_ids: Sequence[str], horizon: int,
-                  min_events: int) -> _CurveInputs:
+                  min_events: int, split: str = CV_SPLIT) -> _CurveInputs:
     ids = check_model_ids(store, model_ids)
     labels = model_labels(store)
-    data = load_horizon_data(store, ids, (horizon,))
+    data = load_horizon_data(store, ids, (horizon,), split=split)
     usable, unavailable = [], []
     for m in ids:
         d = data[(m, horizon)]
@@ -204,7 +208,8 @@ def _curve_inputs(store: st_store.Store, model_ids: Sequence[str], horizon: int,
         else:
             unavailable.append((labels[m], reason))
     return _CurveInputs(horizon, labels, usable, tuple(unavailable),
-                        st_store.metrics_for_models(store, ids))
+                        st_store.metrics_for_models(store, ids) if split == CV_SPLIT
+                        else design_auc_rows(store, ids, split, horizons=(horizon,)))
 
 
 def _thin_roc(fpr: NDArray[np.float64], tpr: NDArray[np.float64]) -> NDArray[np.bool_]:
@@ -217,9 +222,9 @@ def _thin_roc(fpr: NDArray[np.float64], tpr: NDArray[np.float64]) -> NDArray[np.
 
 
 def _auc_legend(stored: pd.DataFrame, d: HorizonData, label: str) -> str:
+    lab = d.labelled
     row = stored.loc[(stored["model_id"] == d.model_id)
                      & (stored["horizon_years"] == d.horizon_years) & (stored["metric"] == "auc")]
-    lab = d.labelled
     if len(row) and pd.notna(row["value"].iloc[0]) and pd.notna(row["ci_low"].iloc[0]):
         r = row.iloc[0]
         return f"{label}: AUC {r['value']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}]"
@@ -342,12 +347,16 @@ UNCALIBRATED_SPLIT = "oof_uncalibrated"
 
 
 def recalibration_frames(store: st_store.Store, model_ids: Sequence[str], horizon: int, *,
-                         n_bins: int = 10) -> CurveSet:
+                         n_bins: int = 10, split: str = CV_SPLIT) -> CurveSet:
     """Reliability (observed = 1 - Kaplan-Meier per risk group, every predicted scan) of each
     recalibrated model before and after its recalibration at ``horizon``; models without
-    risks before recalibration (e.g. deep models) are listed in ``unavailable``."""
+    risks before recalibration (e.g. deep models) are listed in ``unavailable``. Only the
+    cross-validation keeps risks before recalibration: under a design ``split`` it is empty."""
     ids = check_model_ids(store, model_ids)
     labels = model_labels(store)
+    if split != CV_SPLIT:
+        return CurveSet("recalibration", horizon, _concat([], []),
+                        tuple((labels[m], "before / after: cross-validation only") for m in ids))
     before = load_horizon_data(store, ids, (horizon,), split=UNCALIBRATED_SPLIT)
     has = [m for m in ids if len(before[(m, horizon)].risk)]
     missing = tuple((labels[m], "not recalibrated") for m in ids if m not in has)
@@ -387,11 +396,12 @@ class HorizonCurves:
 
 
 def horizon_curves(store: st_store.Store, model_ids: Sequence[str], horizon: int, *,
-                   min_events: int = DEFAULT_MIN_EVENTS) -> HorizonCurves:
+                   min_events: int = DEFAULT_MIN_EVENTS, split: str = CV_SPLIT
+                   ) -> HorizonCurves:
     """ROC, calibration and decision curves at ``horizon`` (complete-case and
-    censoring-aware) from one load of the predictions (what the Model comparison page draws
-    per tab)."""
-    inp = _curve_inputs(store, model_ids, horizon, min_events)
+    censoring-aware) from one load of the predictions of ``split`` (the OOF ones, or a
+    validation design's test part): what the Model comparison page draws per tab."""
+    inp = _curve_inputs(store, model_ids, horizon, min_events, split)
     return HorizonCurves(_roc(inp), _calibration(inp, 10), _decision(inp, DECISION_THRESHOLDS),
                          _km_calibration(inp, 10), _ipcw_decision(inp, DECISION_THRESHOLDS))
 
@@ -537,16 +547,18 @@ LONG_COLUMNS: tuple[str, ...] = (
 
 
 def metrics_table(store: st_store.Store, model_ids: Sequence[str], *,
-                  horizons: Sequence[int] = HORIZONS_YEARS,
-                  include_reference: bool = True) -> pd.DataFrame:
+                  horizons: Sequence[int] = HORIZONS_YEARS, include_reference: bool = True,
+                  split: str = CV_SPLIT, n_boot: int = 2000) -> pd.DataFrame:
     """Stored metrics of ``model_ids`` as one row per horizon and model (columns
     :data:`TABLE_COLUMNS`; scans/patients/events are those of the AUC row), then the study's
     reported AUCs as rows of kind "reported". Models not evaluated yet get a row whose note
-    says so."""
+    says so. Under a validation design ``split`` only the AUC [CI] is filled, computed on the
+    test part (``n_boot`` resamples; the long table has every metric)."""
     ids = check_model_ids(store, model_ids)
     labels = model_labels(store)
     kinds = st_store.models_frame(store).set_index("model_id")["kind"].to_dict()
-    stored = st_store.metrics_for_models(store, list(ids))
+    stored = st_store.metrics_for_models(store, list(ids)) if split == CV_SPLIT else \
+        design_auc_rows(store, ids, split, n_boot=n_boot, horizons=horizons)
     rows = []
     for h in horizons:
         for m in ids:
@@ -579,7 +591,8 @@ def _table_row(h: int, model_id: str, label: str, kind: str,
 
 def metrics_long(store: st_store.Store, model_ids: Sequence[str], *,
                  horizons: Sequence[int] = HORIZONS_YEARS, estimand: str = PER_SCAN,
-                 n_boot: int = 2000, include_reference: bool = False) -> pd.DataFrame:
+                 n_boot: int = 2000, include_reference: bool = False,
+                 split: str = CV_SPLIT) -> pd.DataFrame:
     """Metrics of ``model_ids`` as one row per horizon, model and metric (columns
     :data:`LONG_COLUMNS`): value with its patient-bootstrap CI, the estimand, how censored
     scans enter, and the scans, patients and events that metric used.
@@ -587,11 +600,15 @@ def metrics_long(store: st_store.Store, model_ids: Sequence[str], *,
     :data:`PER_SCAN` reads the stored rows; :data:`PER_PATIENT` computes every metric with
     each patient weighted equally (:func:`~sscmort_core.pipeline.evaluate.estimand_metrics`,
     ``n_boot`` resamples; not stored). ``include_reference`` appends the study's reported AUCs
-    as rows of kind "reported"."""
+    as rows of kind "reported". Under a validation design ``split`` every metric is computed
+    on its test part (:func:`~sscmort_core.pipeline.designs.design_metrics`, not stored)."""
     ids = check_model_ids(store, model_ids)
     labels = model_labels(store)
     kinds = st_store.models_frame(store).set_index("model_id")["kind"].to_dict()
-    if estimand == PER_SCAN:
+    if split != CV_SPLIT:
+        stored = metrics_rows(design_metrics(store, ids, split, estimand=estimand,
+                                             n_boot=n_boot, horizons=horizons))
+    elif estimand == PER_SCAN:
         stored = st_store.metrics_for_models(store, list(ids))
     else:
         stored = metrics_rows(estimand_metrics(store, ids, estimand, n_boot=n_boot,
