@@ -65,8 +65,11 @@ def cmd_report(args: argparse.Namespace) -> None:
                    detail=f"sscmort report ({fmt})")
     summary = summary_json(report) | {"format": fmt, "store": str(args.store),
                                       "out": None if args.out is None else str(args.out)}
-    if args.out is None and not args.json:
-        sys.stdout.write(text)
+    if args.out is None:  # the document on stdout (inside the JSON summary with --json)
+        if args.json:
+            emit(args, summary | {"document": text}, "")
+        else:
+            sys.stdout.write(text)
         return
     aucs = ", ".join(f"{h} y {a['value']:.3f}" for h, a in summary["auc"].items()
                      if a is not None and a["value"] is not None)

@@ -166,11 +166,11 @@ def _n_folds(store: st_store.Store, model_id: str) -> int | None:
 
 def _clinical(store: st_store.Store, model_id: str, kind: str, horizons: Sequence[int],
               n_boot: int, seed: int, labels: dict[str, str],
-              kinds: dict[str, str]) -> tuple[tuple[ClinicalBaseline, ...], list[str]]:
+              kinds: dict[str, str]) -> tuple[ClinicalBaseline, ...]:
     """Per horizon the best clinical reference (highest stored AUC) and, for an imaging
-    model, its paired AUC difference over it; also the reference ids shown."""
+    model, its paired AUC difference over it."""
     references = [m for m, k in kinds.items() if k in cmp.CLINICAL_KINDS]
-    out, shown = [], []
+    out = []
     for h in horizons:
         ref = cmp.best_clinical(store, references, h)
         if ref is None:
@@ -180,7 +180,6 @@ def _clinical(store: st_store.Store, model_id: str, kind: str, horizons: Sequenc
                 "no clinical reference model in the store (`sscmort train --kind goh` / "
                 "`--kind clinical`, then `sscmort evaluate`)")))
             continue
-        shown.append(ref)
         if ref == model_id or kind not in cmp.IMAGING_KINDS:
             out.append(ClinicalBaseline(h, ref, labels[ref], pd.DataFrame(),
                                         "this model is itself a clinical reference"
@@ -195,7 +194,7 @@ def _clinical(store: st_store.Store, model_id: str, kind: str, horizons: Sequenc
         if added.empty:
             note = tests[0].note if tests and tests[0].note else "not computable"
         out.append(ClinicalBaseline(h, ref, labels[ref], added, note))
-    return tuple(out), list(dict.fromkeys(shown))
+    return tuple(out)
 
 
 def _charts(store: st_store.Store, model_id: str,
@@ -222,8 +221,10 @@ def build_report(store: st_store.Store, model_id: str, *, n_boot: int = 2000, se
     kinds = st_store.models_frame(store).set_index("model_id")["kind"].astype(str).to_dict()
     status = model_staleness(store).get(model_id)
     horizons = tuple(horizons)
-    clinical, refs = _clinical(store, model_id, kinds[model_id], horizons, n_boot, seed,
-                               labels, kinds)
+    clinical = _clinical(store, model_id, kinds[model_id], horizons, n_boot, seed, labels,
+                         kinds)
+    evaluated = set(st_store.metrics_frame(store)["model_id"])
+    refs = [m for m, k in kinds.items() if k in cmp.CLINICAL_KINDS and m in evaluated]
     ref_rows = cmp.metrics_long(store, refs, horizons=horizons) if refs else \
         pd.DataFrame(columns=list(cmp.LONG_COLUMNS))
     ref_rows = ref_rows.loc[ref_rows["metric"] == "AUC"].reset_index(drop=True)

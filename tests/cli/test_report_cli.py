@@ -92,6 +92,11 @@ def test_markdown_report_and_stdout(store_path, tmp_path, capsys):
     code, stdout, _ = _run(capsys, "report", "noisy", "--store", str(store_path), "--n-boot",
                            "50")  # no --out: the Markdown on stdout
     assert code == 0 and stdout.startswith("# Model report:") and "## 5. Performance" in stdout
+    code, stdout, _ = _run(capsys, "report", "noisy", "--store", str(store_path), "--n-boot",
+                           "50", "--json")  # --json without --out: the document inside
+    summary = json.loads(stdout)
+    assert code == 0 and summary["out"] is None and summary["format"] == "md"
+    assert summary["document"].startswith("# Model report:")
 
 
 @pytest.mark.parametrize("argv, words", [

@@ -122,6 +122,15 @@ def test_added_value_is_the_auc_difference_over_the_best_clinical_model(report_s
         assert lo <= hi
         seen += 1
     assert seen, "some horizon has enough events for the paired test"
+    # every evaluated clinical reference's AUC rows are listed, as stored
+    refs = noisy_report.reference_metrics
+    assert set(refs["model_id"]) == set(report_store.clinical_ids)
+    for m in report_store.clinical_ids:
+        stored = _stored(report_store.path, m)
+        got = refs.loc[refs["model_id"] == m].set_index("horizon (years)")["value"]
+        for h in HORIZONS_YEARS:
+            assert got[h] == stored.loc[h, "value"] or (np.isnan(stored.loc[h, "value"])
+                                                         and not np.isfinite(got[h] or np.nan))
 
 
 def _md_rows(text: str, section: str) -> list[list[str]]:
