@@ -22,6 +22,7 @@ from sscmort_core.views import comparison as ev
 from sscmort_core.views import designs as dv
 from sscmort_core.views import eval_charts as charts_eval
 from sscmort_core.views import palette, study
+from sscmort_core.views.report_render import report_document
 
 store = page_setup("Model comparison")
 st.caption("Every model is scored on the predictions of the validation design chosen below "
@@ -116,6 +117,13 @@ export_button("Download the table (CSV)", long.to_csv(index=False),
               object_ids=chosen, icon=":material/download:")
 st.caption(f'Rows of kind "reported" are the AUCs published by the study ({study.STUDY}) on '
            "its own registry cohort, for reference; they are not computed here.")
+reportable = [m for m in chosen if choices[m].has_metrics]
+if reportable:  # TRIPOD+AI-style summary of one model, built only when clicked
+    report_of = st.selectbox("Report of one model", reportable,
+                             format_func=lambda m: choices[m].shown)
+    export_button("Download report (HTML)", lambda m=report_of: report_document(
+        store, m, "html", n_boot=n_boot), file_name=f"sscmort_report_{report_of}.html",
+        mime="text/html", object_ids=(report_of,), icon=":material/description:")
 
 
 @st.fragment

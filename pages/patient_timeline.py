@@ -78,6 +78,8 @@ if not risk.empty:
     models = sorted(risk["model"].unique())
     default = [m for m in models if m.startswith("Oracle")] + \
         [m for m in models if not m.startswith("Oracle")][:2]
+    default += [m for m in risk.loc[risk["kind"] == "longitudinal", "model"].unique()
+                if m not in default]  # its history-based risk is drawn by default
     c1, c2 = st.columns([4, 1])
     shown = c1.multiselect("Models", models, default=default, key="tl_models")
     full = c2.toggle("0-100% axis", value=False, help="Off: the axis spans the risks shown.")
@@ -88,6 +90,10 @@ if not risk.empty:
             width="stretch")
     st.caption("Out-of-fold predictions: each scan's risk comes from a model that never saw "
                "this patient. The oracle line is the synthetic generator's true risk.")
+    if risk.loc[risk["model"].isin(shown), "fallback"].any():
+        st.caption("Ringed points: the longitudinal model had no earlier scan of this patient "
+                   "there, so it scored the scan on its cross-sectional features alone "
+                   "(fallback, flagged).")
 
 table = scans[["scan_id", "scan_date", "kernel", "ild_extent_pct", "lung_volume_ml"]].copy()
 table["lung mask"] = lv.mask_status(store, table["scan_id"].tolist())

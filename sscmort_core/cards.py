@@ -24,7 +24,7 @@ from sscmort_core.util.paths import default_models_dir  # noqa: F401  (re-export
 
 CARD_FORMAT = 2
 KIND_NAMES = {"deep": "Deep", "radiomics": "Radiomics", "qct": "QCT", "ensemble": "Ensemble",
-              "oracle": "Oracle"}
+              "oracle": "Oracle", "longitudinal": "Longitudinal"}
 
 
 def _auc_by_horizon(value: Any, horizons: Any = None) -> dict[int, float | None]:

@@ -1,10 +1,9 @@
 """Command line: ``sscmort`` / ``python -m sscmort_core`` (../shared/DESIGN.md "CLI contract").
 
 One module per command family (:mod:`.demo`, :mod:`.imaging`, :mod:`.radiomics`,
-:mod:`.train`, :mod:`.predict`, :mod:`.evaluate`, :mod:`.pacs`, :mod:`.registry`, :mod:`.audit`,
-:mod:`.app`), each with a ``register(sub, commands)``; the shared output helpers are
-:mod:`.output`. Each command
-takes ``--store PATH`` where it uses the store, prints a JSON summary on stdout with
+:mod:`.train`, :mod:`.predict`, :mod:`.evaluate`, :mod:`.report`, :mod:`.pacs`,
+:mod:`.registry`, :mod:`.audit`, :mod:`.app`), each with a ``register(sub, commands)``; the
+shared output helpers are :mod:`.output`. Each command takes ``--store PATH`` where it uses the store, prints a JSON summary on stdout with
 ``--json``, shows progress on stderr for long work, and on bad input exits with status 2 and
 one line on stderr naming the file and the problem, leaving the store unchanged. Heavy
 libraries (torch, scikit-learn) load only inside the command that needs them, so
@@ -28,13 +27,15 @@ from sscmort_core.cli import (
     predict,
     radiomics,
     registry,
+    report,
     train,
 )
 from sscmort_core.cli.output import EXIT_BAD_INPUT, Command
 from sscmort_core.errors import SscmortError
 from sscmort_core.util.logs import configure_logging
 
-FAMILIES = (demo, imaging, radiomics, train, predict, evaluate, pacs, registry, audit, app)
+FAMILIES = (demo, imaging, radiomics, train, predict, evaluate, report, pacs, registry, audit,
+            app)
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Command]]:

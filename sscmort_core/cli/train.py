@@ -1,5 +1,6 @@
-"""CLI command ``train --kind radiomics|qct|goh|clinical|clinical_qct|deep``: train and
-register models (goh, clinical and clinical_qct are the clinical reference models).
+"""CLI command ``train --kind radiomics|qct|goh|clinical|clinical_qct|longitudinal|deep``:
+train and register models (goh, clinical and clinical_qct are the clinical reference models;
+longitudinal scores each scan with its patient's earlier scans).
 
 The options are read once into :class:`TrainOptions` (typed, validated before any work
 starts); ``--kind radiomics|qct`` trains the tabular models, ``--kind deep`` CT backbones.
@@ -33,7 +34,7 @@ if TYPE_CHECKING:
     from sscmort_core.deep.fit import EpochLog
 
 # tabular.model.TRAINABLE_KINDS and "deep" (kept light: --help loads no numpy-heavy module)
-KINDS = ("radiomics", "qct", "goh", "clinical", "clinical_qct", "deep")
+KINDS = ("radiomics", "qct", "goh", "clinical", "clinical_qct", "longitudinal", "deep")
 
 
 @dataclass(frozen=True)
@@ -154,7 +155,8 @@ def register(sub: Any, commands: dict[str, Command]) -> None:
                        help="train and register models: radiomics / QCT (tabular) or deep")
     p.add_argument("--kind", choices=KINDS, required=True,
                    help="radiomics: logistic + gradient boosting on radiomics features; "
-                        "qct: logistic on QCT metrics; deep: CT backbones")
+                        "qct: logistic on QCT metrics; longitudinal: QCT and PFTs with their "
+                        "change per year over the patient's earlier scans; deep: CT backbones")
     add_store(p)
     add_common(p)
     add_models_dir(p)

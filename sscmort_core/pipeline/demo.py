@@ -34,7 +34,7 @@ from sscmort_core.radiomics.features import extract_outcome, load_params
 from sscmort_core.radiomics.stage import run_radiomics_stage, write_outcomes
 from sscmort_core.scans import scan_with_lungs_from_row
 from sscmort_core.synthetic.cohort import generate_cohort
-from sscmort_core.tabular.model import REFERENCE_KINDS
+from sscmort_core.tabular.model import LONGITUDINAL_KINDS, REFERENCE_KINDS
 from sscmort_core.tabular.train import train_tabular
 from sscmort_core.util.executors import Executor, LocalExecutor
 from sscmort_core.util.hashing import array_sha256
@@ -243,7 +243,8 @@ def _model_stages(store: st_store.Store, stages: Sequence[str], ex: Executor, se
         run_radiomics_stage(store, progress=progress, executor=ex)
     if "tabular" in stages:
         imaging = ("radiomics", "qct") if "radiomics" in stages else ("qct",)
-        for kind in (*imaging, *REFERENCE_KINDS):  # clinical references on the same scans
+        # clinical references and the longitudinal model on the same scans and folds
+        for kind in (*imaging, *REFERENCE_KINDS, *LONGITUDINAL_KINDS):
             train_tabular(store, kind, models_dir=models_dir, seed=seed, progress=progress)
     if "deep" in stages:
         from sscmort_core.deep.train import train_quick_backbones  # heavy: torch

@@ -27,8 +27,10 @@ from sscmort_core.labels import (
 from sscmort_core.predictions import RiskPrediction
 from sscmort_core.radiomics.features import load_params
 from sscmort_core.tabular.clinical import reference_features
+from sscmort_core.tabular.longitudinal import store_longitudinal_features
 from sscmort_core.tabular.model import (
     KINDS,
+    LONGITUDINAL_KINDS,
     MAX_MISSING_SHARE,
     QCT_FEATURES,
     REFERENCE_KINDS,
@@ -50,7 +52,8 @@ def current_param_hash() -> str:
 def feature_matrix(store: st.Store, kind: str, *, param_hash: str | None = None,
                    exclude_flagged: bool = True) -> FeatureMatrix:
     """The feature matrix of ``kind`` ("radiomics", "qct": QCT metrics and pattern extents,
-    or a clinical reference kind of :mod:`.clinical`) over the stored scans.
+    a clinical reference kind of :mod:`.clinical`, or "longitudinal": each scan with its
+    patient's earlier scans, :mod:`.longitudinal`) over the stored scans.
 
     Radiomics uses ``param_hash`` (default: the current parameter file's). Scans whose lung
     mask failed QC and was not accepted are left out (``exclude_flagged``; their count is in
@@ -66,7 +69,11 @@ def feature_matrix(store: st.Store, kind: str, *, param_hash: str | None = None,
         flagged = st.training_excluded_scan_ids(store)
         n_flagged = int(scans["scan_id"].isin(flagged).sum())
         scans = scans[~scans["scan_id"].isin(flagged)]
-    if kind in REFERENCE_KINDS:
+    if kind in LONGITUDINAL_KINDS:  # earlier scans: only those the model may train on
+        wide = store_longitudinal_features(store, set(scans["scan_id"]))
+        param_hash = None
+        hint = "measure QCT first (`sscmort demo` or `sscmort ingest`)"
+    elif kind in REFERENCE_KINDS:
         wide = reference_features(store, kind, QCT_FEATURES)
         param_hash = None
         hint = "measure QCT and import the clinical table first"

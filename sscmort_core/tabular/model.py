@@ -28,12 +28,17 @@ TABULAR_VERSION = "1"
 KINDS: tuple[str, ...] = ("radiomics", "qct")
 # Clinical reference kinds (features from .clinical; never predicted from a volume alone).
 REFERENCE_KINDS: tuple[str, ...] = ("goh", "clinical", "clinical_qct")
-TRAINABLE_KINDS: tuple[str, ...] = KINDS + REFERENCE_KINDS
+# Each scan with its patient's earlier scans (features from .longitudinal; scored from the
+# store's history, never from a volume alone).
+LONGITUDINAL_KINDS: tuple[str, ...] = ("longitudinal",)
+TRAINABLE_KINDS: tuple[str, ...] = KINDS + REFERENCE_KINDS + LONGITUDINAL_KINDS
 ALGORITHMS: dict[str, tuple[str, ...]] = {"radiomics": ("logistic", "gbm", "discrete_time"),
                                           "qct": ("logistic", "discrete_time"),
-                                          **dict.fromkeys(REFERENCE_KINDS, ("discrete_time",))}
+                                          **dict.fromkeys(REFERENCE_KINDS + LONGITUDINAL_KINDS,
+                                                          ("discrete_time",))}
 KIND_LABELS = {"radiomics": "Radiomics", "qct": "QCT", "goh": "Goh staging",
-               "clinical": "Clinical", "clinical_qct": "Clinical + QCT"}
+               "clinical": "Clinical", "clinical_qct": "Clinical + QCT",
+               "longitudinal": "Longitudinal QCT + PFT"}
 ALGORITHM_LABELS = {"logistic": "penalised logistic (complete cases)",
                     "gbm": "gradient boosting (complete cases)",
                     "discrete_time": "discrete-time survival"}

@@ -33,12 +33,14 @@ from sscmort_core.tabular.io import (
     survival_times,
     training_label_fingerprint,
 )
+from sscmort_core.tabular.longitudinal import LONGITUDINAL_VERSION, MIN_PRIOR_YEARS
 from sscmort_core.tabular.model import (
     ALGORITHMS,
     FIT_LIKELIHOOD,
     GBM_PARAMS,
     INNER_FOLDS,
     LOGISTIC_CS,
+    LONGITUDINAL_KINDS,
     SURVIVAL_ALGORITHMS,
     TABULAR_VERSION,
     TRAINABLE_KINDS,
@@ -140,6 +142,9 @@ def _train(store: st.Store, kind: str, *, models_dir: Path, seed: int, folds: in
         if algorithm in SURVIVAL_ALGORITHMS:  # follow-up times enter the fit, so the id
             config |= {"survival_cs": list(SURVIVAL_CS), "intervals_years":
                        list(INTERVAL_EDGES_YEARS), "follow_up_hash": data.label_fingerprint}
+        if kind in LONGITUDINAL_KINDS:
+            config |= {"longitudinal_version": LONGITUDINAL_VERSION,
+                       "min_prior_years": MIN_PRIOR_YEARS}
         short = hashlib.sha256((json.dumps(config, sort_keys=True) + data.data_hash).encode())
         model = TabularModel(model_id=f"{kind}-{algorithm}-v{TABULAR_VERSION}-"
                                       f"{short.hexdigest()[:8]}",
@@ -314,6 +319,7 @@ def _model_card(model: TabularModel, data: _Data, oofs: _OOF, shap: ShapValues,
         "likelihood": FIT_LIKELIHOOD[model.algorithm],
         "settings": _settings_provenance(model.algorithm),
         "horizons": horizons,
+        **_longitudinal_card(fm),
         "recalibration": {
             "method": "per horizon, logit p' = a + b logit p, IPCW-weighted logistic fit",
             "fitted": f"OOF risks: each outer fold's map on inner {INNER_FOLDS}-fold "
@@ -337,6 +343,23 @@ def _model_card(model: TabularModel, data: _Data, oofs: _OOF, shap: ShapValues,
         n_scans=len(fm.scan_ids), n_patients=int(len(np.unique(fm.patient_ids))),
         algorithm=model.algorithm, features=tuple(model.feature_names),
         param_hash=model.param_hash, extra=extra)
+
+
+def _longitudinal_card(fm: FeatureMatrix) -> dict[str, Any]:
+    """What a longitudinal model's card says about its history features (empty otherwise)."""
+    if fm.kind not in LONGITUDINAL_KINDS:
+        return {}
+    if "has_prior" in fm.feature_names:
+        has_prior = fm.X[:, fm.feature_names.index("has_prior")] > 0
+        counts = {"scans_with_prior": int(has_prior.sum()),
+                  "scans_fallback_cross_sectional": int((~has_prior).sum())}
+    else:  # the same for every scan, so dropped as a constant feature
+        counts = {"scans_with_prior": None, "scans_fallback_cross_sectional": None}
+    return {"longitudinal": {
+        "history": "the scan and the same patient's strictly earlier scans only (never a "
+                   "later one)",
+        "change_per_year": "least-squares slope over the scan and its earlier scans",
+        "min_prior_years": MIN_PRIOR_YEARS, "version": LONGITUDINAL_VERSION, **counts}}
 
 
 def _settings_provenance(algorithm: str) -> dict[str, str]:

@@ -475,7 +475,8 @@ def paired_tests_frame(tests: Sequence[PairedTest], labels: dict[str, str]) -> p
 
 
 CLINICAL_KINDS: tuple[str, ...] = ("goh", "clinical")  # reference models without imaging
-IMAGING_KINDS: tuple[str, ...] = ("radiomics", "qct", "deep", "ensemble", "clinical_qct")
+IMAGING_KINDS: tuple[str, ...] = ("radiomics", "qct", "deep", "ensemble", "clinical_qct",
+                                  "longitudinal")
 
 
 def best_clinical(store: st_store.Store, model_ids: Sequence[str], horizon: int) -> str | None:

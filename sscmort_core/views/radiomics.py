@@ -17,7 +17,8 @@ from sscmort_core.cards import ModelCard
 from sscmort_core.errors import DataError
 from sscmort_core.evaluation import auc_columns, auc_or_none
 from sscmort_core.labels import HORIZONS_YEARS, label_scans
-from sscmort_core.tabular.model import QCT_FEATURES
+from sscmort_core.tabular.longitudinal import fallback_scans
+from sscmort_core.tabular.model import LONGITUDINAL_KINDS, QCT_FEATURES
 from sscmort_core.views.lungs import PATTERN_LABELS
 from sscmort_core.views.names import QCT_LABELS
 
@@ -250,13 +251,21 @@ def tabular_models(store: st.Store) -> list[TabularModelInfo]:
 def risk_lines_frame(store: st.Store, patient_id: str,
                      kinds: Sequence[str] | None = None) -> pd.DataFrame:
     """A patient's out-of-fold risks per scan for the timeline: scan_id, scan_date (datetime),
-    model_id, kind, model (label), horizon ("1-year" ...), horizon_years, risk."""
+    model_id, kind, model (label), horizon ("1-year" ...), horizon_years, risk, and
+    ``fallback``: True on a longitudinal model's scans without an earlier scan (scored on the
+    cross-sectional features alone, :mod:`sscmort_core.tabular.longitudinal`)."""
     df = st.patient_predictions_frame(store, patient_id, "oof", kinds)
     df["scan_date"] = pd.to_datetime(df["scan_date"])
     df["model"] = df["label"].fillna(df["model_id"])
     df["horizon"] = df["horizon_years"].map(lambda h: f"{h}-year")
+    df["fallback"] = False
+    longitudinal = df["kind"].isin(LONGITUDINAL_KINDS)
+    if longitudinal.any():
+        flags = fallback_scans(store, patient_id).set_index("scan_id")["has_prior"]
+        df.loc[longitudinal, "fallback"] = ~df.loc[longitudinal, "scan_id"].map(flags) \
+            .fillna(True).astype(bool)
     return df[["scan_id", "scan_date", "model_id", "kind", "model", "horizon",
-               "horizon_years", "risk"]]
+               "horizon_years", "risk", "fallback"]]
 
 
 def explanation_link(scan_id: str, model_id: str | None = None) -> str:

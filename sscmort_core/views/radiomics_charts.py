@@ -106,6 +106,8 @@ def risk_lines_chart(df: pd.DataFrame, title: str = "Predicted risk per scan "
     drawn as strokes); colours keyed on model id (:mod:`palette`); the risk axis spans the
     data (or 0-100% with ``full_scale``); both legends sit below the plot, sized to fit.
 
+    Points of a longitudinal model scored without an earlier scan (``fallback``) get a ring.
+
     df: :func:`sscmort_core.views.radiomics.risk_lines_frame`."""
     shown = list(df[["model_id", "model"]].drop_duplicates("model_id").itertuples(
         index=False, name=None))
@@ -133,5 +135,14 @@ def risk_lines_chart(df: pd.DataFrame, title: str = "Predicted risk per scan "
                  alt.Tooltip("scan_date:T", title="Scan date"),
                  alt.Tooltip("scan_id", title="Scan"),
                  alt.Tooltip("risk:Q", format=".0%", title="Risk")])
-    return alt.layer(lines, points).properties(
+    layers = [lines, points]
+    flagged = df.loc[df["fallback"]] if "fallback" in df.columns else df.iloc[:0]
+    if len(flagged):  # a ring: the longitudinal model had no earlier scan here
+        ring = flagged.assign(flag="no earlier scan: cross-sectional fallback")
+        layers.append(alt.Chart(ring).mark_point(shape="circle", filled=False, size=190,
+                                                 strokeWidth=1.5, color="#212121").encode(
+            x=x, y=y, tooltip=[alt.Tooltip("model", title="Model"),
+                               alt.Tooltip("scan_date:T", title="Scan date"),
+                               alt.Tooltip("flag", title="Flag")]))
+    return alt.layer(*layers).properties(
         height=280 + palette.legend_rows_height(len(shown)) + 40, title=title)
