@@ -14,7 +14,7 @@ fresh prediction by every registered model.
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -23,8 +23,8 @@ from sscmort_core.dicomout.results import DicomResults, build_results, write_res
 from sscmort_core.errors import DataError, StoreError
 from sscmort_core.imaging.source import SourceSeries
 from sscmort_core.imaging.volume import Volume
-from sscmort_core.lungs import classify_patterns, qct_metrics
-from sscmort_core.lungs.qct import ild_mask
+from sscmort_core.lungs import PATTERNS, QCTMetrics, classify_patterns, qct_metrics
+from sscmort_core.lungs.qct import ild_mask, qct_method_version
 from sscmort_core.pacs import PacsClient, StoreResult
 from sscmort_core.pipeline.ingest import ScanAnalysis
 from sscmort_core.pipeline.predict import predict_volume_all
@@ -93,13 +93,11 @@ def results_for_scan(store: st_store.Store, scan_id: str, *,
         raise StoreError(f"no scan {scan_id!r} in the store", store.path)
     scan = load_scan_with_lungs(store, scan_id)
     hu, spacing, mask = scan.volume.hu, scan.volume.spacing_mm, scan.lungs.mask
-    patterns = classify_patterns(hu, mask, spacing)
-    qct = qct_metrics(hu, mask, spacing, patterns)
+    qct, extents = _stored_or_measured_qct(store, scan_id, hu, mask, spacing)
     preds: Sequence[RiskPrediction] = stored_predictions(store, scan_id, str(row["patient_id"]))
     source, problems = OOF_NOTE, ()
     if not preds:
-        report = predict_volume_all(store, hu, mask, spacing,
-                                    qct={**qct.to_dict(), **patterns.extents()},
+        report = predict_volume_all(store, hu, mask, spacing, qct={**qct.to_dict(), **extents},
                                     models_dir=models_dir)
         preds, problems, source = report.predictions, report.problems, FRESH_NOTE
     scan_date = row["scan_date"]
@@ -109,6 +107,21 @@ def results_for_scan(store: st_store.Store, scan_id: str, *,
                             qct, preds, patient_id=str(row["patient_id"]), scan_date=scan_date,
                             synthetic=bool(row["synthetic"]), prediction_note=source)
     return ScanResults(results, tuple(preds), source, tuple(problems))
+
+
+def _stored_or_measured_qct(store: st_store.Store, scan_id: str, hu, mask, spacing
+                            ) -> tuple[QCTMetrics, dict[str, float]]:
+    """The scan's stored QCT and pattern extents when they were measured by the current
+    method (lung mask, pattern model, QC: :func:`qct_method_version`), else measured now."""
+    row = st_store.qct_features_row(store, scan_id)
+    extent_keys = [f"{p.replace(' ', '_')}_pct" for p in PATTERNS]
+    qct_keys = [f.name for f in fields(QCTMetrics)]
+    if row is not None and row.get("method_version") == qct_method_version() and all(
+            row.get(k) is not None for k in (*qct_keys, *extent_keys)):
+        return (QCTMetrics(**{k: float(row[k]) for k in qct_keys}),
+                {k: float(row[k]) for k in extent_keys})
+    patterns = classify_patterns(hu, mask, spacing)
+    return qct_metrics(hu, mask, spacing, patterns), patterns.extents()
 
 
 def results_for_analysis(analysis: ScanAnalysis, predictions: Sequence[RiskPrediction], *,

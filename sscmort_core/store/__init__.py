@@ -107,6 +107,7 @@ from sscmort_core.store.lungs import (  # noqa: F401
     mask_qc_frame,
     patterns_frame,
     qct_features_frame,
+    qct_features_row,
     qct_long_frame,
     regions_frame,
     replace_lung_measures,

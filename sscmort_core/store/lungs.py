@@ -13,7 +13,7 @@ import duckdb
 import pandas as pd
 
 from sscmort_core.errors import DataError
-from sscmort_core.store.db import Store, in_clause, insert_frame
+from sscmort_core.store.db import Store, in_clause, insert_frame, to_python
 
 MEASURE_TABLES: tuple[str, ...] = ("qct", "qct_regions", "qct_patterns", "mask_qc")
 
@@ -106,6 +106,20 @@ def qct_features_frame(store: Store) -> pd.DataFrame:
         """SELECT q.*, p.normal_pct, p.emphysema_pct, p.ground_glass_pct, p.reticulation_pct,
                   p.honeycombing_pct, p.consolidation_pct
            FROM qct q LEFT JOIN qct_patterns p USING (scan_id) ORDER BY q.scan_id""")
+
+
+def qct_features_row(store: Store, scan_id: str) -> dict | None:
+    """One scan's row of :func:`qct_features_frame` (qct columns with ``method_version``, then
+    the pattern extents) as a dict of plain Python values (missing ones None), or None when
+    the scan has no QCT row."""
+    frame = store.query_df(
+        """SELECT q.*, p.normal_pct, p.emphysema_pct, p.ground_glass_pct, p.reticulation_pct,
+                  p.honeycombing_pct, p.consolidation_pct
+           FROM qct q LEFT JOIN qct_patterns p USING (scan_id) WHERE q.scan_id = ?""",
+        [scan_id])
+    if frame.empty:
+        return None
+    return {k: None if pd.isna(v) else to_python(v) for k, v in frame.iloc[0].items()}
 
 
 def qct_long_frame(store: Store, features: Sequence[str]) -> pd.DataFrame:

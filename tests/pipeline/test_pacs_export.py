@@ -229,3 +229,30 @@ def test_the_fetched_scan_uses_the_stores_pseudonym(orthanc, j2k_study, store_co
     from sscmort_core.imaging import pseudonymous_id
     assert got.result.patient_id == pseudonymous_id(secret, phi(301)["PatientID"])
     assert got.fetched.source is None  # not asked to send back: no source headers kept
+
+
+def test_a_stored_scan_exports_its_stored_qct_without_measuring_again(qct_store, store_copy,
+                                                                      monkeypatch):
+    """The store holds the scan's QCT and pattern extents (measured by the current method):
+    the export reads them instead of classifying the lungs again; a row measured by another
+    method version is measured afresh."""
+    from sscmort_core.pipeline import export_dicom
+
+    with st.open_store(store_copy) as s:
+        scan_id = str(st.scans_frame(s)["scan_id"].iloc[0])
+        stored = st.qct_features_row(s, scan_id)
+        calls = []
+        real = export_dicom.classify_patterns
+        monkeypatch.setattr(export_dicom, "classify_patterns",
+                            lambda *a, **k: calls.append(1) or real(*a, **k))
+        got = export_dicom.results_for_scan(s, scan_id, models_dir=qct_store.models_dir)
+        assert calls == []
+        sr = got.results.sr
+        assert _numbers(sr)["Volume"] == pytest.approx(stored["lung_volume_ml"])
+        assert _numbers(sr)["Estimated ILD extent"] == pytest.approx(stored["ild_extent_pct"])
+        with s.transaction() as cur:
+            cur.execute("UPDATE qct SET method_version = 'older' WHERE scan_id = ?", [scan_id])
+        again = export_dicom.results_for_scan(s, scan_id, models_dir=qct_store.models_dir)
+    assert calls == [1]
+    assert _numbers(again.results.sr)["Volume"] == pytest.approx(
+        stored["lung_volume_ml"], rel=1e-9)  # the same mask and method give the same number
