@@ -141,6 +141,9 @@ def _sscmort_steps(page, url: str) -> list[tuple[str, object]]:
         ("Radiomics & SHAP: horizon radio", lambda: _timed(page, _radio(page, "Horizon",
                                                                          "1 year"))),
         ("Models & jobs: load", lambda: _load(page, f"{url}/models_jobs")),
+        ("Upload & predict: load", lambda: _load(page, f"{url}/upload_predict")),
+        ("Import cohort: load", lambda: _load(page, f"{url}/import_cohort")),
+        ("Audit: load", lambda: _load(page, f"{url}/audit")),
     ]
 
 
