@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from pages._shared import cohort_summary, page_setup
+from pages._shared import cohort_summary, page_setup, still_coming
 from sscmort_core import store as st_store
 from sscmort_core.views import charts, cohort, imports
 from sscmort_core.views import lungs as lv
@@ -20,6 +20,8 @@ st.markdown(
 
 summary = cohort_summary()
 if summary.scans == 0:
+    if still_coming("cohort"):
+        st.stop()
     st.info("The store holds no scans yet. Build the demo cohort with `sscmort demo`, or "
             "bring in a registry on the Import cohort page.")
     st.stop()
@@ -70,7 +72,7 @@ st.subheader("Best model per horizon")
 from sscmort_core.views.comparison import best_models
 
 best = best_models(store)
-if not best:
+if not best and not (still_coming("models") or still_coming("evaluation")):
     st.caption("No model has been evaluated yet: see the Model comparison page.")
 for col, b in zip(st.columns(max(len(best), 1)), best):
     ci = "" if b.ci_low is None else f" [95% CI {b.ci_low:.3f}-{b.ci_high:.3f}]"
@@ -81,9 +83,9 @@ for col, b in zip(st.columns(max(len(best), 1)), best):
 
 st.subheader("Lung masks needing review")
 flagged = lv.flagged_table(store)
-if flagged.empty:
+if flagged.empty and not still_coming("scans"):
     st.caption("Every stored scan's lung mask passed its QC checks.")
-else:
+elif not flagged.empty:
     st.dataframe(flagged, hide_index=True, width="stretch", column_config={
         "timeline": st.column_config.LinkColumn("Review", display_text="open timeline")})
     st.caption(f"{int(flagged['accepted_by'].isna().sum())} of {len(flagged)} flagged masks are "

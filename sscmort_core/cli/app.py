@@ -7,6 +7,10 @@ otherwise it exits with status 2 and one line naming the setting. It always serv
 and CORS protection on and static file serving off, whatever the environment says (flags
 given to ``streamlit run`` win over ``STREAMLIT_*`` variables and config files), and hands
 Streamlit exactly the secrets file it checked.
+
+First start (issue 13): with no store file (or a store whose demo build is incomplete) the app
+serves at once and builds the synthetic demo as a background job in its own process, the
+store's only writer (``pipeline.demo_job``); ``--no-demo`` leaves a missing store missing.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from sscmort_core.access import check_listen, load_role_config, read_settings_fi
 from sscmort_core.cli.output import Command, add_store, int_at_least
 from sscmort_core.errors import SettingsError
 
+DEMO_ENV = "SSCMORT_DEMO_BUILD"  # "PATIENTS:SEED": the app builds / continues the demo
 REPO = Path(__file__).resolve().parents[2]  # app.py and .streamlit/ live here (editable install)
 FORCED_OPTIONS = (("server.enableXsrfProtection", "true"), ("server.enableCORS", "true"),
                   ("server.enableStaticServing", "false"), ("server.headless", "true"),
@@ -56,14 +61,21 @@ def cmd_app(args: argparse.Namespace) -> None:
     cmd = streamlit_command(address=args.address, port=args.port, secrets=secrets)
     mode = ("login required (OIDC), roles from " + str(settings.roles_file)
             if settings.login_configured else "no login: localhost only")
+    env = dict(os.environ, SSCMORT_STORE=str(store))
+    env.pop(DEMO_ENV, None)
+    demo = "off (--no-demo)"
+    if not args.no_demo:
+        env[DEMO_ENV] = f"{args.demo_patients}:{args.demo_seed}"
+        demo = ("built in the background on first start" if not store.exists() else
+                "continued in the background if its build is incomplete")
     if args.dry_run:
         print(json.dumps({"command": cmd, "cwd": str(REPO), "store": str(store),
-                          "mode": mode}, indent=2))
+                          "mode": mode, "demo": demo}, indent=2))
         return
-    print(f"sscmort app on http://{args.address}:{args.port} (store {store}; {mode})",
-          file=sys.stderr)
+    print(f"sscmort app on http://{args.address}:{args.port} (store {store}; {mode}; "
+          f"demo {demo})", file=sys.stderr)
     os.chdir(REPO)
-    os.execve(cmd[0], cmd, dict(os.environ, SSCMORT_STORE=str(store)))
+    os.execve(cmd[0], cmd, env)
 
 
 def register(sub: Any, commands: dict[str, Command]) -> None:
@@ -75,6 +87,12 @@ def register(sub: Any, commands: dict[str, Command]) -> None:
     add_store(p)
     p.add_argument("--secrets", type=Path, default=None,
                    help="settings file (default .streamlit/secrets.toml beside app.py)")
+    p.add_argument("--no-demo", action="store_true",
+                   help="never build the synthetic demo (by default a missing store gets one, "
+                        "built in the background while the app serves)")
+    p.add_argument("--demo-patients", type=int_at_least(1), default=600,
+                   help="patients of a demo built on first start (600)")
+    p.add_argument("--demo-seed", type=int, default=0, help="its seed (0)")
     p.add_argument("--dry-run", action="store_true",
                    help="check the settings and print the command instead of starting")
     commands["app"] = cmd_app

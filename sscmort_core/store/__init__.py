@@ -38,6 +38,8 @@ from sscmort_core.store.cohort import (  # noqa: F401
     scan_rows,
     scan_with_voxels,
     scans_frame,
+    GEOMETRY_COLUMNS,
+    set_scan_geometry,
     table_counts,
     truth_frame,
 )
