@@ -183,7 +183,7 @@ class DemoPlan:
                            "steps": list(self.steps), "notes": list(self.notes)})
 
     @staticmethod
-    def from_json(text: str) -> "DemoPlan":
+    def from_json(text: str) -> DemoPlan:
         d = json.loads(text)
         return DemoPlan(int(d["patients"]), int(d["seed"]), tuple(d["steps"]),
                         tuple(d.get("notes", ())))
