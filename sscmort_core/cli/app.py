@@ -18,7 +18,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -37,11 +40,15 @@ def app_file() -> Path:
     return REPO / "app.py"
 
 
-def streamlit_command(*, address: str, port: int, secrets: Path) -> list[str]:
-    """The ``streamlit run`` command line (run with the app's folder as working directory)."""
+def streamlit_command(*, address: str, port: int, secrets: Path,
+                      script_check: bool = False) -> list[str]:
+    """The ``streamlit run`` command line (run with the app's folder as working directory);
+    ``script_check`` turns on Streamlit's script health check (see :func:`kick`)."""
     cmd = [sys.executable, "-m", "streamlit", "run", str(app_file()),
            "--server.address", address, "--server.port", str(port),
            "--secrets.files", str(secrets)]
+    if script_check:
+        cmd += ["--server.scriptHealthCheckEnabled", "true"]
     for option, value in FORCED_OPTIONS:
         cmd += [f"--{option}", value]
     return cmd
@@ -58,7 +65,8 @@ def cmd_app(args: argparse.Namespace) -> None:
         raise SettingsError("app.py is not beside this sscmort_core (install the checkout "
                             "with `pip install -e .`, as `make install` does)", app_file())
     store = Path(args.store).resolve()
-    cmd = streamlit_command(address=args.address, port=args.port, secrets=secrets)
+    cmd = streamlit_command(address=args.address, port=args.port, secrets=secrets,
+                            script_check=not args.no_demo)
     mode = ("login required (OIDC), roles from " + str(settings.roles_file)
             if settings.login_configured else "no login: localhost only")
     env = dict(os.environ, SSCMORT_STORE=str(store))
@@ -75,7 +83,36 @@ def cmd_app(args: argparse.Namespace) -> None:
     print(f"sscmort app on http://{args.address}:{args.port} (store {store}; {mode}; "
           f"demo {demo})", file=sys.stderr)
     os.chdir(REPO)
+    if not args.no_demo:
+        host = "127.0.0.1" if args.address in ("0.0.0.0", "::") else args.address
+        subprocess.Popen([sys.executable, "-c", "from sscmort_core.cli.app import kick; "
+                          f"kick({f'http://{host}:{args.port}'!r})"], env=env,
+                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL, start_new_session=True)
     os.execve(cmd[0], cmd, env)
+
+
+def kick(url: str, timeout_s: float = 120.0) -> None:
+    """Run the app's script once as soon as its server answers, so that a demo build starts
+    with the server rather than at the first page view (Streamlit runs app code only for a
+    session; its script health check runs one). Without login a check session acts as
+    "local", as every local session does; with login it is refused before the store opens,
+    and the build starts with the first logged-in page. A helper process of ``sscmort app``;
+    it gives up silently (the first page view then starts the build)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url + "/_stcore/health", timeout=2):
+                break
+        except OSError:
+            time.sleep(0.25)
+    else:
+        return
+    try:
+        with urllib.request.urlopen(url + "/_stcore/script-health-check", timeout=90):
+            pass
+    except OSError:
+        pass
 
 
 def register(sub: Any, commands: dict[str, Command]) -> None:
