@@ -263,8 +263,13 @@ def ensure_demo_build(store: st_store.Store, *, workers: int | None = None,
                 tracker.progress(stage, done, total)
                 progress(stage, done, total)
 
-            return run_demo_steps(store, executor=ex, progress=both, models_dir=models_dir,
-                                  on_step=tracker.on_step)
+            ran = run_demo_steps(store, executor=ex, progress=both, models_dir=models_dir,
+                                 on_step=tracker.on_step)
+            counts = st_store.table_counts(store)
+            st_store.record_audit(store, st_store.AuditEvent(
+                "app", "admin", "import", detail=f"demo build in the app: synthetic cohort of "
+                f"{counts['patients']} patients, {counts['scans']} scans"))
+            return ran
 
         params = {"patients": state.plan.patients, "seed": state.plan.seed,
                   "resumed_after": sorted(state.done)}

@@ -109,6 +109,8 @@ def test_many_sessions_start_one_build_and_a_complete_store_starts_nothing(store
     assert len(_demo_jobs(store)) == 1
     assert jobs.job_info(store, ids[0]).status == "done", jobs.job_info(store, ids[0])
     assert demo_state(store).complete and demo_job.build_progress(store) is None
+    audit = st.audit_frame(store)
+    assert list(audit[audit["who"] == "app"]["action"]) == ["import"]  # the build's write
     # a second start on the complete store reuses it and starts nothing
     assert demo_job.ensure_demo_build(store, workers=1) is None
     assert len(_demo_jobs(store)) == 1
