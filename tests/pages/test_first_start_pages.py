@@ -90,3 +90,30 @@ def test_a_complete_store_shows_no_panel(staged_stores, tmp_path, monkeypatch):
         at.run()
         assert not at.exception, (page, [e.value for e in at.exception])
         assert "demo build" not in _texts(at) and "Still coming" not in _texts(at)
+
+
+def test_the_panel_follows_a_running_build_and_goes_when_it_is_done(staged_stores, tmp_path,
+                                                                      monkeypatch):
+    """The app asked to build (as ``sscmort app`` asks it) continues the build in its own
+    process: the panel shows the step, % and time left; when the build is done it is gone."""
+    from pages._shared import _open
+    from sscmort_core.pipeline import demo_job, jobs
+
+    store = tmp_path / "store.duckdb"
+    shutil.copy(staged_stores["scans"], store)
+    monkeypatch.setenv("SSCMORT_STORE", str(store))
+    monkeypatch.setenv("SSCMORT_DEMO_BUILD", "5:3")
+    at = AppTest.from_file(str(APP), default_timeout=120)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    text = _texts(at) + "\n".join(str(p.proto) for p in at.get("progress"))
+    assert "Building the demo cohort**: step" in text and " of 9, " in text, text
+    assert " left." in text and "Still coming: " in text
+    job_id = demo_job.ensure_demo_build(_open(str(store)))  # the app's build, not a second one
+    assert job_id is not None and jobs.wait(job_id, timeout_s=300)
+    assert len(st.jobs_frame(_open(str(store)))) == 1
+    at.switch_page("pages/model_comparison.py")
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert "demo build" not in _texts(at) and "Still coming" not in _texts(at)
+    assert any("AUC" in str(c.proto) for c in at.get("vega_lite_chart"))
