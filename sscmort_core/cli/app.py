@@ -21,7 +21,6 @@ import os
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -85,8 +84,8 @@ def cmd_app(args: argparse.Namespace) -> None:
     os.chdir(REPO)
     if not args.no_demo:
         host = "127.0.0.1" if args.address in ("0.0.0.0", "::") else args.address
-        subprocess.Popen([sys.executable, "-c", "from sscmort_core.cli.app import kick; "
-                          f"kick({f'http://{host}:{args.port}'!r})"], env=env,
+        code = f"from sscmort_core.cli.app import kick; kick({f'http://{host}:{args.port}'!r})"
+        subprocess.Popen([sys.executable, "-c", code], env=env,
                          stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                          stderr=subprocess.DEVNULL, start_new_session=True)
     os.execve(cmd[0], cmd, env)
@@ -99,6 +98,8 @@ def kick(url: str, timeout_s: float = 120.0) -> None:
     "local", as every local session does; with login it is refused before the store opens,
     and the build starts with the first logged-in page. A helper process of ``sscmort app``;
     it gives up silently (the first page view then starts the build)."""
+    import urllib.request  # only this helper process needs it (sscmort --help stays quick)
+
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         try:

@@ -157,26 +157,33 @@ def estimate(plan: DemoPlan, done: dict[str, float], current: CurrentStep | None
                                          else min(current.elapsed_s / (priors[current.step]
                                                                        * (pace or 1)), 0.95))
     overall = (sum(priors[s] for s in done) + in_cur) / total_prior if total_prior else 1.0
-    coming, running_total = [], 0.0
-    unknown = False
-    for i, s in enumerate(pending):
-        unknown = unknown or left[s] is None
-        running_total += left[s] or 0.0
-        part = part_of(s)
-        if i + 1 < len(pending) and part_of(pending[i + 1]) == part:
-            continue  # the part is complete when its last step is
-        active = running and current is not None and part_of(current.step) == part
-        state = PARTS[part][1] if active else ("waiting" if running else NOT_BUILT)
-        coming.append(ComingPart(part, PARTS[part][0], state,
-                                 None if unknown else running_total))
+    coming = _coming(pending, left, current.step if running and current else None, running)
+    unknown = any(v is None for v in left.values())
+    running_total = sum(v or 0.0 for v in left.values())
     step = current.step if current is not None else (pending[0] if pending else None)
     return BuildProgress(
         running=running, step=step, step_label=step_name(step) if step else "",
         step_number=plan.steps.index(step) + 1 if step else len(plan.steps),
         steps=len(plan.steps), step_fraction=current.fraction if current else None,
         overall_fraction=min(max(overall, 0.0), 1.0),
-        seconds_left=None if unknown else running_total, coming=tuple(coming),
+        seconds_left=None if unknown else running_total, coming=coming,
         done_steps=len(done), problem=problem, notes=plan.notes)
+
+
+def _coming(pending: list[str], left: dict[str, float | None], current: str | None,
+            running: bool) -> tuple[ComingPart, ...]:
+    """One entry per part still to come, timed to the end of its last step."""
+    coming, total, unknown = [], 0.0, False
+    for i, s in enumerate(pending):
+        unknown = unknown or left[s] is None
+        total += left[s] or 0.0
+        part = part_of(s)
+        if i + 1 < len(pending) and part_of(pending[i + 1]) == part:
+            continue  # the part is complete when its last step is
+        active = current is not None and part_of(current) == part
+        state = PARTS[part][1] if active else ("waiting" if running else NOT_BUILT)
+        coming.append(ComingPart(part, PARTS[part][0], state, None if unknown else total))
+    return tuple(coming)
 
 
 # ---------------------------------------------------------------------------------------------
