@@ -26,8 +26,13 @@ LOCK_FLAGS := --quiet --generate-hashes --python-version 3.11 \
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 
-$(VENV)/.runtime-stamp: requirements.lock requirements-pyradiomics.lock pyproject.toml | $(PY)
-	$(PIP) install --quiet --require-hashes -r requirements.lock
+# Two of the locked packages (docopt, autograd-gamma) are sdists: they build with the venv's
+# setuptools and wheel, installed first from requirements-build.lock (hashed, the same pins as
+# requirements.lock), never with build tools pip would fetch unchecked into an isolated build.
+$(VENV)/.runtime-stamp: requirements.lock requirements-build.lock requirements-pyradiomics.lock \
+    pyproject.toml | $(PY)
+	$(PIP) install --quiet --require-hashes -r requirements-build.lock
+	$(PIP) install --quiet --require-hashes --no-build-isolation -r requirements.lock
 	$(PIP) install --quiet --require-hashes --no-deps --no-build-isolation \
 	  -r requirements-pyradiomics.lock
 	$(PIP) install --quiet --no-deps --no-build-isolation -e .
@@ -36,7 +41,7 @@ $(VENV)/.runtime-stamp: requirements.lock requirements-pyradiomics.lock pyprojec
 # requirements-dev.lock holds requirements.lock's pins plus the test tools: one install of it
 # gives the whole test environment.
 $(VENV)/.dev-stamp: requirements-dev.lock $(VENV)/.runtime-stamp
-	$(PIP) install --quiet --require-hashes -r requirements-dev.lock
+	$(PIP) install --quiet --require-hashes --no-build-isolation -r requirements-dev.lock
 	touch $@
 
 # Deliberate refresh (new requirement, security fix, monthly): re-resolves requirements*.txt,
@@ -50,6 +55,8 @@ lock: $(if $(filter $(VENV)/bin/uv,$(UV)),$(VENV)/.dev-stamp)
 	  -c requirements.lock -o requirements-dev.lock
 	echo "$(PYRADIOMICS)" | $(UV) pip compile $(LOCK_FLAGS) --no-deps - \
 	  -o requirements-pyradiomics.lock
+	printf 'setuptools\nwheel\n' | $(UV) pip compile $(LOCK_FLAGS) -c requirements.lock - \
+	  -o requirements-build.lock
 
 install: $(VENV)/.runtime-stamp
 

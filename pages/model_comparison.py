@@ -4,8 +4,15 @@ from __future__ import annotations
 
 import streamlit as st
 
+from pages._comparison import (
+    LONG_CONFIG,
+    LONG_SHOWN,
+    PAIRED_W,
+    PageData,
+    horizon_charts,
+    model_choices,
+)
 from pages._shared import audit, export_button, page_setup, require, show_error, still_coming
-from sscmort_core import store as st_store
 from sscmort_core.errors import SscmortError
 from sscmort_core.evaluation import ESTIMANDS
 from sscmort_core.labels import HORIZONS_YEARS
@@ -22,7 +29,7 @@ st.caption("Every model is scored on its out-of-fold predictions. Censored scans
            "time-dependent AUC. CIs: patient-level bootstrap (scans of one patient resampled "
            "together). Each row names its estimand and how censored scans enter.")
 
-choices = {c.model_id: c for c in ev.model_choices(store)}
+choices = {c.model_id: c for c in model_choices(store)}
 building = still_coming("models") or still_coming("evaluation")
 if not choices or (building and all(c.kind == ORACLE_KIND for c in choices.values())):
     if building:
@@ -72,56 +79,21 @@ if missing:
         _evaluate(missing)
 
 
-@st.cache_data(show_spinner="Paired tests (DeLong and patient bootstrap)...", max_entries=32)
-def _paired(_store: st_store.Store, version: str, model_ids: tuple[str, ...], horizon: int,
-            boot: int) -> list[evaluate.PairedTest]:
-    """Cached per store contents (``version`` from ev.data_version), models, horizon, n_boot."""
-    return evaluate.paired_tests(_store, list(model_ids), horizon, n_boot=boot)
-
-
-@st.cache_data(show_spinner="Curves...", max_entries=32)
-def _curves(_store: st_store.Store, version: str, model_ids: tuple[str, ...],
-            horizon: int) -> ev.HorizonCurves:
-    """Cached per store contents (``version``), models and horizon: a widget change reruns
-    the page without reloading and relabelling every prediction."""
-    return ev.horizon_curves(_store, list(model_ids), horizon)
-
-
-@st.cache_data(show_spinner="Metrics with each patient weighted equally...", max_entries=16)
-def _long(_store: st_store.Store, version: str, model_ids: tuple[str, ...], estimand: str,
-          boot: int):
-    """Cached per store contents (``version``), models, estimand and n_boot."""
-    return ev.metrics_long(_store, list(model_ids), estimand=estimand, n_boot=boot,
-                           include_reference=True)
-
-
-LONG_SHOWN = ("horizon (years)", "model", "metric", "value", "CI low", "CI high", "estimand",
-              "scans", "patients", "events")
-_W = {"horizon (years)": 44, "model": 170, "metric": 140, "value": 58, "CI low": 58,
-      "CI high": 58, "estimand": 104, "scans": 50, "patients": 56, "events": 50}  # px
-LONG_CONFIG = {c: (st.column_config.NumberColumn(c, format="%.3f", width=w)
-                   if c in ("value", "CI low", "CI high")
-                   else st.column_config.Column("h (y)" if c == "horizon (years)" else c,
-                                                width=w))
-               for c, w in _W.items()}
-PAIRED_W = {"model A": 140, "model B": 140, "AUC A": 52, "AUC B": 52, "AUC A - B": 60,
-            "diff CI low": 60, "diff CI high": 60, "p": 52, "p method": 120, "DeLong p": 60}
 labels = {m: c.label for m, c in choices.items()}
 kinds = {m: c.kind for m, c in choices.items()}
-version = ev.data_version(store, chosen)
+data = PageData(store, chosen)
 # a model's colour is keyed on its id among every model offered: stable as the choice changes
 colours = palette.model_colours(list(choices), oracle=[m for m, c in choices.items()
                                                         if c.kind == ORACLE_KIND])
-table = ev.metrics_table(store, chosen)
+table, summary_spec = data.summary(chosen, colours)
 st.subheader("Metrics")
 estimand = st.radio("Estimand (the population the scans are weighted to)", ESTIMANDS,
                     horizontal=True, help="Per scan: every scan weighs 1, so patients scanned "
                     "more often weigh more. Per patient: a patient's k scans weigh 1/k each "
                     "(computed on demand, not stored).")
-if table["AUC"].notna().any():
-    st.altair_chart(charts_eval.auc_summary_chart(table, study.STUDY_REPORTED_AUCS,
-                                                  colours=colours), width="content")
-long = _long(store, version, tuple(chosen), estimand, n_boot)
+if summary_spec is not None:
+    st.vega_lite_chart(summary_spec, width="content")
+long = data.long(chosen, estimand, n_boot)
 st.dataframe(long.drop(columns=["model_id"]), hide_index=True, width="stretch",
              column_order=LONG_SHOWN, column_config=LONG_CONFIG)  # fits 1280 px: no sideways
 st.caption("One row per horizon, model and metric: value with its patient-bootstrap 95% CI, "
@@ -133,57 +105,58 @@ export_button("Download the table (CSV)", long.to_csv(index=False),
 st.caption(f'Rows of kind "reported" are the AUCs published by the study ({study.STUDY}) on '
            "its own registry cohort, for reference; they are not computed here.")
 
+
+@st.fragment
+def _horizon_tab(h: int) -> None:
+    """One horizon's charts and tests; a fragment, so its own widgets (the PNG download)
+    rerun only this tab (issue 13)."""
+    try:
+        curves = data.curves(chosen, h)
+    except SscmortError as err:  # e.g. a scan's dates contradict each other
+        show_error(err)
+        return
+    roc = curves.roc
+    for label, reason in roc.unavailable:
+        st.info(f"{label}: no curve at {h} y, {reason}.")
+    if roc.empty:
+        return
+    recal = data.recal(chosen, h)
+    specs = data.chart_specs(chosen, h, curves, recal, colours)
+    left, right = st.columns(2)
+    for i, spec in enumerate(specs):
+        (left if i % 2 == 0 else right).vega_lite_chart(spec, width="stretch")
+    export_button(
+        "Download these charts (PNG)", key=f"png_{h}", mime="image/png",
+        data=lambda: charts_eval.chart_png(charts_eval.horizon_figure(
+            *horizon_charts(curves, recal, h, colours))),
+        file_name=f"sscmort_model_comparison_{h}y.png", icon=":material/image:",
+        object_ids=chosen, where=right if len(specs) % 2 else left)
+    if len(chosen) < 2:
+        return
+    st.markdown(f"**Paired tests at {h} y** (on the scans both models predicted)")
+    try:
+        tests = data.paired(chosen, h, n_boot)
+    except SscmortError as err:
+        show_error(err)
+        return
+    st.dataframe(ev.paired_tests_frame(tests, labels), hide_index=True, width="stretch",
+                 column_order=tuple(PAIRED_W), column_config={
+                     c: st.column_config.NumberColumn(c, format="%.3g", width=w)
+                     if c not in ("model A", "model B", "p method")
+                     else st.column_config.Column(c, width=w)
+                     for c, w in PAIRED_W.items()})  # fits 1280 px (p is the one to report)
+    ref = ev.best_clinical(store, chosen, h)
+    if ref is not None:
+        st.markdown(f"**Added value over the best clinical model at {h} y**: "
+                    f"{labels[ref]} (highest stored AUC among the clinical references)")
+        st.dataframe(ev.added_value_frame(tests, labels, kinds, ref), hide_index=True)
+    st.caption(f"p (the one to report) respects that scans cluster in patients: the "
+               f"clustered DeLong test (Obuchowski 1997), else the patient bootstrap "
+               f"({n_boot} resamples; 0 means below 1/{n_boot}). \"DeLong p\" treats scans "
+               "as independent, for reference. Estimand of the paired tests: per scan.")
+
+
 for tab, h in zip(st.tabs([f"{h} year{'s' if h > 1 else ''}" for h in HORIZONS_YEARS]),
                   HORIZONS_YEARS):
     with tab:
-        try:
-            curves = _curves(store, version, tuple(chosen), h)
-        except SscmortError as err:  # e.g. a scan's dates contradict each other
-            show_error(err)
-            continue
-        roc, cal, dec = curves.roc, curves.km_calibration, curves.ipcw_decision
-        for label, reason in roc.unavailable:
-            st.info(f"{label}: no curve at {h} y, {reason}.")
-        if roc.empty:
-            continue
-        recal = ev.recalibration_frames(store, chosen, h)
-        charts = [charts_eval.roc_chart(roc.frame, h, study.reported_aucs(h),
-                                         colours=colours)]
-        charts += [charts_eval.calibration_chart(cal.frame, h, " (observed: 1 - KM)",
-                                                  colours=colours)] \
-            if not cal.empty else []
-        charts += [charts_eval.decision_chart(dec.frame, h, note=" (IPCW)", colours=colours)] \
-            if not dec.empty else []
-        charts += [charts_eval.calibration_chart(recal.frame, h, ": before / after "
-                                                 "recalibration")] if not recal.empty else []
-        left, right = st.columns(2)
-        for i, chart in enumerate(charts):
-            (left if i % 2 == 0 else right).altair_chart(chart, width="stretch")
-        export_button(
-            "Download these charts (PNG)", key=f"png_{h}", mime="image/png",
-            data=lambda c=charts: charts_eval.chart_png(charts_eval.horizon_figure(*c)),
-            file_name=f"sscmort_model_comparison_{h}y.png", icon=":material/image:",
-            object_ids=chosen, where=right if len(charts) % 2 else left)
-        if len(chosen) < 2:
-            continue
-        st.markdown(f"**Paired tests at {h} y** (on the scans both models predicted)")
-        try:
-            tests = _paired(store, version, tuple(chosen), h, n_boot)
-        except SscmortError as err:
-            show_error(err)
-            continue
-        st.dataframe(ev.paired_tests_frame(tests, labels), hide_index=True, width="stretch",
-                     column_order=tuple(PAIRED_W), column_config={
-                         c: st.column_config.NumberColumn(c, format="%.3g", width=w)
-                         if c not in ("model A", "model B", "p method")
-                         else st.column_config.Column(c, width=w)
-                         for c, w in PAIRED_W.items()})  # fits 1280 px (p is the one to report)
-        ref = ev.best_clinical(store, chosen, h)
-        if ref is not None:
-            st.markdown(f"**Added value over the best clinical model at {h} y**: "
-                        f"{labels[ref]} (highest stored AUC among the clinical references)")
-            st.dataframe(ev.added_value_frame(tests, labels, kinds, ref), hide_index=True)
-        st.caption(f"p (the one to report) respects that scans cluster in patients: the "
-                   f"clustered DeLong test (Obuchowski 1997), else the patient bootstrap "
-                   f"({n_boot} resamples; 0 means below 1/{n_boot}). \"DeLong p\" treats scans "
-                   "as independent, for reference. Estimand of the paired tests: per scan.")
+        _horizon_tab(h)

@@ -15,6 +15,7 @@ from sscmort_core.pipeline.staleness import model_staleness
 from sscmort_core.util.paths import default_models_dir
 from sscmort_core.views import render
 from sscmort_core.views.models import model_card, registry_frame, stale_labels
+from sscmort_core.views.names import column_label, human_columns
 
 store = page_setup("Models & jobs")
 models_dir = default_models_dir()
@@ -32,11 +33,19 @@ if stale:
                "a registry re-import updated deaths or follow-up): " + ", ".join(stale)
                + ". Retrain them (`sscmort train`, or a training run below).",
                icon=":material/update:")
+REGISTRY_W = {"label": 220, "kind": 64, **{f"OOF AUC {h}y": 70 for h in HORIZONS_YEARS},
+              "status": 180, "weights on disk": 70}  # px: fits 1280 px without scrolling
 if not models.empty:
-    st.dataframe(registry_frame(models, models_dir, staleness), hide_index=True,
-                 width="stretch",
-                 column_config={f"OOF AUC {h}y": st.column_config.NumberColumn(format="%.3f")
-                                for h in HORIZONS_YEARS})
+    frame = registry_frame(models, models_dir, staleness)
+    st.dataframe(frame, hide_index=True, width="stretch", column_order=tuple(REGISTRY_W),
+                 column_config={c: st.column_config.NumberColumn(
+                     column_label(c), format="%.3f", width=w) if c.startswith("OOF AUC")
+                     else st.column_config.Column(column_label(c), width=w)
+                     for c, w in REGISTRY_W.items()})
+    with st.expander("Registry details: ids, backbones, versions, profiles, created"):
+        st.dataframe(human_columns(frame[["label", "model_id", "backbone", "version",
+                                          "profile", "pretrained", "created"]]),
+                     hide_index=True, width="stretch")
 deep = models[models["kind"] == "deep"]
 if deep.empty and not still_coming("models"):
     st.info("No deep model is registered yet: start a training run below, or run "

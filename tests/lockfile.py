@@ -13,6 +13,7 @@ REPO = Path(__file__).resolve().parents[1]
 RUNTIME_LOCK = REPO / "requirements.lock"
 DEV_LOCK = REPO / "requirements-dev.lock"
 PYRADIOMICS_LOCK = REPO / "requirements-pyradiomics.lock"
+BUILD_LOCK = REPO / "requirements-build.lock"  # setuptools, wheel for the sdists
 RUNTIME_INPUT = REPO / "requirements.txt"
 DEV_INPUT = REPO / "requirements-dev.txt"
 

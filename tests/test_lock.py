@@ -8,6 +8,7 @@ import pytest
 from packaging.requirements import Requirement
 
 from tests.lockfile import (
+    BUILD_LOCK,
     DEV_INPUT,
     DEV_LOCK,
     PYRADIOMICS_LOCK,
@@ -52,7 +53,7 @@ def test_dev_lock_holds_the_runtime_lock_unchanged():
 
 
 def test_every_pin_has_a_sha256_hash():
-    for path in (RUNTIME_LOCK, DEV_LOCK, PYRADIOMICS_LOCK):
+    for path in (RUNTIME_LOCK, DEV_LOCK, PYRADIOMICS_LOCK, BUILD_LOCK):
         unhashed = [n for n, k in lock_hashes(path).items() if k == 0]
         assert unhashed == [], path.name
     assert list(PYRADIOMICS) == ["pyradiomics"]
@@ -73,3 +74,13 @@ def test_installed_top_level_packages_are_the_locked_versions(name):
     except metadata.PackageNotFoundError:
         pytest.fail(f"{name} is locked at {pin} but not installed (make install-dev)")
     assert installed == pin, f"{name}: installed {installed}, locked {pin}; run make install-dev"
+
+
+def test_build_tools_of_the_sdists_are_the_runtime_locks_pins():
+    """The sdists in the locks build with --no-build-isolation against setuptools and wheel
+    installed first from requirements-build.lock: the same hashed pins as the runtime lock."""
+    build = lock_pins(BUILD_LOCK)
+    assert {"setuptools", "wheel"} <= set(build)
+    assert {n: v for n, v in build.items() if RUNTIME.get(n) != v} == {}
+    assert lock_hashes(BUILD_LOCK) == {n: k for n, k in lock_hashes(RUNTIME_LOCK).items()
+                                       if n in build}

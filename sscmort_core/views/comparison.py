@@ -89,14 +89,33 @@ def model_choices(store: st_store.Store) -> list[ModelChoice]:
     return sorted(out, key=lambda c: (c.kind == ORACLE_KIND, c.kind, c.label))
 
 
-def data_version(store: st_store.Store, model_ids: Sequence[str]) -> str:
-    """A short token that changes when the store file, the models' OOF predictions or
-    metrics, or any outcome date change (for app-side caches of the page's computations)."""
-    summary = st_store.oof_prediction_summary(store, list(model_ids))
-    metrics = st_store.metrics_for_models(store, list(model_ids))
-    stamp = metrics["created_at"].max() if len(metrics) else None
-    return json.dumps([str(store.path), summary.round(9).to_dict(orient="records"), str(stamp),
+def models_version(store: st_store.Store) -> str:
+    """A token that changes when a model is registered, replaced or removed, when any OOF
+    prediction or metric changes, or when an outcome date changes: what app-side caches of
+    :func:`model_choices` (whose staleness check relabels every model's training scans) are
+    keyed on."""
+    models = store.query_df("SELECT model_id, created_at FROM models ORDER BY model_id")
+    summary = st_store.oof_prediction_summary(store).round(9)
+    stamp = store.cursor().execute("SELECT max(created_at), count(*) FROM metrics").fetchone()
+    return json.dumps([str(store.path), models.to_dict(orient="records"),
+                       summary.to_dict(orient="records"), list(stamp),
                        st_store.outcome_fingerprint(store)], default=str)
+
+
+def data_versions(store: st_store.Store, model_ids: Sequence[str]) -> dict[str, str]:
+    """Per model, a short token that changes when the store file, that model's OOF
+    predictions, metrics or shown label, or any outcome date change: what app-side caches of
+    one model's curves and metric rows are keyed on (two queries for all the models)."""
+    ids = list(model_ids)
+    if not ids:
+        return {}
+    summary = st_store.oof_prediction_summary(store, ids).round(9)
+    stamps = st_store.metrics_for_models(store, ids).groupby("model_id")["created_at"].max()
+    labels = model_labels(store)
+    outcomes = st_store.outcome_fingerprint(store)
+    return {m: json.dumps([str(store.path), m, labels.get(m),
+                           summary.loc[summary["model_id"] == m].to_dict(orient="records"),
+                           str(stamps.get(m)), outcomes], default=str) for m in ids}
 
 
 @dataclass(frozen=True)
@@ -377,6 +396,42 @@ def horizon_curves(store: st_store.Store, model_ids: Sequence[str], horizon: int
                          _km_calibration(inp, 10), _ipcw_decision(inp, DECISION_THRESHOLDS))
 
 
+def combine_sets(sets: Sequence[CurveSet]) -> CurveSet:
+    """One chart's curves of several models from each model's own set (in the order given):
+    their frames one after the other, the treat-all / treat-none rows of a decision curve
+    kept from the first set that has them (as the all-models functions do: from the first
+    usable model), and every set's unavailable models."""
+    if not sets:
+        raise ValueError("combine_sets needs at least one model's curves")
+    frames, reference = [], False
+    for s in sets:
+        f = s.frame
+        if "net_benefit" in f.columns:
+            ref = f["model_id"].isna()
+            if reference:
+                f = f.loc[~ref]
+            reference = reference or bool(ref.any())
+        if len(f):
+            frames.append(f)
+    frame = (pd.concat(frames, ignore_index=True) if frames
+             else sets[0].frame.iloc[0:0].reset_index(drop=True))
+    return CurveSet(sets[0].kind, sets[0].horizon_years, frame,
+                    tuple(u for s in sets for u in s.unavailable))
+
+
+def combine_curves(parts: Sequence[HorizonCurves]) -> HorizonCurves:
+    """The curves of several models from the curves of each alone (in the order given): what
+    :func:`horizon_curves` gives for all of them at once, so a page can cache one model's
+    curves and adding or removing a model computes only that model's (issue 17)."""
+    if not parts:
+        raise ValueError("combine_curves needs at least one model's curves")
+    out = {}
+    for field in ("roc", "calibration", "decision", "km_calibration", "ipcw_decision"):
+        sets = [getattr(p, field) for p in parts if getattr(p, field) is not None]
+        out[field] = combine_sets(sets) if sets else None
+    return HorizonCurves(**out)
+
+
 def _concat(parts: list[pd.DataFrame], columns: list[str]) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=columns)
 
@@ -563,6 +618,23 @@ def metrics_long(store: st_store.Store, model_ids: Sequence[str], *,
     frame = pd.DataFrame(rows, columns=[*LONG_COLUMNS, "_order"])
     return frame.sort_values("_order", kind="mergesort").drop(columns="_order") \
         .reset_index(drop=True)
+
+
+def combine_long(parts: Sequence[pd.DataFrame], *, include_reference: bool = False,
+                 horizons: Sequence[int] = HORIZONS_YEARS) -> pd.DataFrame:
+    """:func:`metrics_long` of several models from each model's own frame (in the order
+    given, each from ``metrics_long(store, [model_id], include_reference=False)``): the same
+    rows in the same order, so a page can cache one model's rows (issue 17)."""
+    frames = [p.assign(_pos=i) for i, p in enumerate(parts) if len(p)]
+    if include_reference:
+        ref = pd.DataFrame([_reference_long(r, h, i) for h in horizons
+                            for i, r in enumerate(reported_aucs(h))])
+        frames.append(ref.assign(_pos=[o[1] for o in ref.pop("_order")]))
+    if not frames:
+        return pd.DataFrame(columns=list(LONG_COLUMNS))
+    frame = pd.concat(frames, ignore_index=True).reindex(columns=[*LONG_COLUMNS, "_pos"])
+    return frame.sort_values(["horizon (years)", "_pos"], kind="mergesort") \
+        .drop(columns="_pos").reset_index(drop=True)
 
 
 def _reference_long(r: ReportedAUC, h: int, i: int) -> dict[str, object]:

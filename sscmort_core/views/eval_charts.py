@@ -166,6 +166,35 @@ def auc_summary_chart(table: pd.DataFrame, references: Sequence[ReportedAUC] = (
         width=640, height=_height(_n_models(models)))
 
 
+def horizon_charts(roc: pd.DataFrame, km_calibration: pd.DataFrame | None,
+                   ipcw_decision: pd.DataFrame | None, recalibration: pd.DataFrame | None,
+                   horizon_years: int, references: Sequence[ReportedAUC] = (), *,
+                   colours: Mapping[str, str] | None = None) -> list[alt.TopLevelMixin]:
+    """The charts of one horizon on Model comparison, in the page's order: ROC, calibration
+    against Kaplan-Meier, IPCW decision curve, reliability before / after recalibration (each
+    left out when its frame is empty)."""
+    charts: list[alt.TopLevelMixin] = [roc_chart(roc, horizon_years, references,
+                                                 colours=colours)]
+    if km_calibration is not None and len(km_calibration):
+        charts.append(calibration_chart(km_calibration, horizon_years, " (observed: 1 - KM)",
+                                        colours=colours))
+    if ipcw_decision is not None and len(ipcw_decision):
+        charts.append(decision_chart(ipcw_decision, horizon_years, note=" (IPCW)",
+                                     colours=colours))
+    if recalibration is not None and len(recalibration):
+        charts.append(calibration_chart(recalibration, horizon_years,
+                                        ": before / after recalibration"))
+    return charts
+
+
+def chart_spec(chart: alt.TopLevelMixin) -> dict:
+    """The chart's Vega-Lite spec, validated once: a page that caches it draws the chart on
+    later reruns without rebuilding and revalidating it (altair's schema checks are most of a
+    chart's cost)."""
+    with alt.data_transformers.disable_max_rows():
+        return chart.to_dict()
+
+
 def horizon_figure(*charts: alt.TopLevelMixin) -> alt.HConcatChart:
     """Charts of one horizon side by side (for the PNG download); colours kept per chart."""
     return alt.hconcat(*charts).resolve_scale(color="independent", strokeDash="independent")

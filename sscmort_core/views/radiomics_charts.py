@@ -42,8 +42,10 @@ def feature_by_group_chart(df: pd.DataFrame, feature_label: str, group: str) -> 
         color=alt.Color(f"{group}:N", sort=groups, scale=alt.Scale(domain=groups),
                         legend=alt.Legend(orient="bottom", title=group.capitalize(),
                                           labelLimit=0, columns=2)),
-    ).properties(height=40 * max(len(groups), 2) + palette.legend_rows_height(
-        (len(groups) + 1) // 2), title=f"{feature_label} by {group}")
+    ).properties(  # fit-x: the height is the rows' own (Streamlit's default "fit" would
+        # squeeze the axis, title and legend into it and stack the rows on one line)
+        height=40 * max(len(groups), 2), title=f"{feature_label} by {group}",
+        autosize=alt.AutoSizeParams(type="fit-x", contains="padding"))
 
 
 def shap_beeswarm_chart(df: pd.DataFrame, title: str) -> alt.Chart:

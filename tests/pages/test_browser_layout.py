@@ -194,7 +194,9 @@ def _check_page(page, name: str, size: str, shots: Path) -> list[str]:
 def _nav(page, title: str) -> None:
     """Go to a page through the sidebar (same session, as a user would)."""
     page.locator('[data-testid="stSidebarNav"] a', has_text=title).first.click()
-    page.wait_for_timeout(500)
+    # the new page's title, not the old one's (under load the new script starts late)
+    page.locator('[data-testid="stMainBlockContainer"] h1', has_text=title).first \
+        .wait_for(timeout=90_000)
     _wait_idle(page)
 
 

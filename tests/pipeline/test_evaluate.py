@@ -328,3 +328,41 @@ def test_censoring_aware_curves_use_every_predicted_scan(store_path):
                                                        cmp.DECISION_THRESHOLDS)
                                .net_benefit_model)
     assert {"Treat all", "Treat none"} <= set(dec["model"])
+
+
+def test_per_model_pieces_combine_to_the_all_models_results(store_path):
+    """The Model comparison page caches each model's curves, rows and pairs (issue 17): put
+    together they must equal what the all-models functions give."""
+    add_noisy_model(store_path, "noisier", sd=2.0, seed=8)
+    ids = ["noisier", "noisy", "oracle"]
+    with st.open_store(store_path) as s:
+        ev.run_evaluation(s, n_boot=N_BOOT)
+        versions = cmp.data_versions(s, ids)
+        for h in HORIZONS_YEARS:
+            whole = cmp.horizon_curves(s, ids, h, min_events=1)
+            parts = cmp.combine_curves([cmp.horizon_curves(s, [m], h, min_events=1)
+                                        for m in ids])
+            for field in ("roc", "calibration", "decision", "km_calibration", "ipcw_decision"):
+                a, b = getattr(whole, field), getattr(parts, field)
+                pd.testing.assert_frame_equal(a.frame.reset_index(drop=True), b.frame)
+                assert sorted(a.unavailable) == sorted(b.unavailable)
+            treat = parts.decision.frame["model"].isin(["Treat all", "Treat none"])
+            assert treat.sum() == 2 * len(cmp.DECISION_THRESHOLDS)  # once, not per model
+            pairs = ev.paired_tests(s, ids, h, n_boot=N_BOOT)
+            one_by_one = [ev.paired_tests(s, [a, b], h, n_boot=N_BOOT)[0]
+                          for a, b in [("noisier", "noisy"), ("noisier", "oracle"),
+                                       ("noisy", "oracle")]]
+            assert pairs == one_by_one
+        long = cmp.metrics_long(s, ids, include_reference=True)
+        combined = cmp.combine_long([cmp.metrics_long(s, [m]) for m in ids],
+                                    include_reference=True)
+        pd.testing.assert_frame_equal(long, combined, check_dtype=False)
+        # a model's version changes with its own predictions only
+        add_noisy_model(store_path, "noisiest", sd=3.0, seed=9)
+    with st.open_store(store_path) as s:
+        assert cmp.data_versions(s, ids) == versions
+        with s.transaction() as cur:
+            cur.execute("UPDATE predictions SET risk = risk * 0.5 WHERE model_id = 'noisy'")
+        after = cmp.data_versions(s, ids)
+    assert after["noisy"] != versions["noisy"]
+    assert after["oracle"] == versions["oracle"] and after["noisier"] == versions["noisier"]

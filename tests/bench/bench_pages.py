@@ -1,0 +1,247 @@
+"""Page and interaction benchmark against a trivial-page floor (issue 13 item 3; not collected by
+pytest).
+
+    python tests/bench/bench_pages.py [--store STORE | --patients 40] [--repeats 5] [--json OUT]
+
+Starts ``sscmort app`` over a demo store and, on another free localhost port, a trivial
+Streamlit page (a title, a slider, a radio and one Altair chart of the slider's points), and
+drives one headless Chromium session (Debian's, through Playwright) through both, in the same
+run, interleaved repeat by repeat:
+
+- page load: navigation to the page's title drawn, the script run finished
+  (``stApp[data-test-script-state]`` back to ``notRunning``) and two animation frames;
+- the main interactions of each page (a slider step on the slice viewer, a model removed from /
+  added back to Model comparison, a horizon tab, a filter, a radio): from the action to the
+  same settled state (an action that starts no script run settles after the frames alone).
+
+Reports p50 / p95 per step and the ratio of the p50 to the trivial page's floor (its load for
+loads, its slider step for interactions). The issue's goal: interactions on cached data settle
+within 2x of the floor.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from tests.bench.bench_app import CHROMIUM, REPO, _free_port, _wait_healthy  # noqa: E402
+
+TRIVIAL = textwrap.dedent("""
+    import altair as alt
+    import numpy as np
+    import pandas as pd
+    import streamlit as st
+
+    st.title("Trivial page")
+    n = st.slider("Points", 10, 200, 50)
+    kind = st.radio("Mark", ["line", "points"], horizontal=True)
+    df = pd.DataFrame({"x": np.arange(n), "y": np.sin(np.arange(n) / 5)})
+    chart = alt.Chart(df).mark_line() if kind == "line" else alt.Chart(df).mark_point()
+    st.altair_chart(chart.encode(x="x", y="y"), width="stretch")
+""")
+
+STATE = '() => document.querySelector(\'[data-testid="stApp"]\')?.dataset.testScriptState'
+FRAMES = "() => new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))"
+
+
+def _settled(page, started_timeout_s: float = 1.5, timeout_s: float = 300) -> None:
+    """Until a script run that the action started (if one starts within
+    ``started_timeout_s``) has finished, then two animation frames."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < started_timeout_s:
+        if page.evaluate(STATE) == "running":
+            break
+        page.wait_for_timeout(20)
+    while time.monotonic() - t0 < timeout_s:
+        if page.evaluate(STATE) != "running":
+            break
+        page.wait_for_timeout(20)
+    else:
+        raise TimeoutError("the script kept running")
+    page.evaluate(FRAMES)
+
+
+def _load(page, url: str) -> float:
+    t0 = time.perf_counter()
+    page.goto(url, timeout=300_000)
+    page.wait_for_selector('[data-testid="stMainBlockContainer"] h1', timeout=300_000)
+    _settled(page, started_timeout_s=3.0)
+    return time.perf_counter() - t0
+
+
+def _timed(page, action) -> float:
+    t0 = time.perf_counter()
+    action()
+    _settled(page)
+    return time.perf_counter() - t0
+
+
+def _slider_step(page, label: str, key: str = "ArrowRight"):
+    thumb = page.locator('[data-testid="stSlider"]', has_text=label).first \
+        .locator('input[type="range"]')
+    return lambda: (thumb.focus(), thumb.press(key))
+
+
+def _radio(page, group: str, option: str):
+    box = page.locator('[data-testid="stRadio"]', has_text=group).first
+    return lambda: box.get_by_text(option, exact=True).click()
+
+
+def _tab(page, name: str):
+    return lambda: page.get_by_role("tab", name=name).click()
+
+
+def _remove_first_model(page):
+    return lambda: page.locator('[data-testid="stMultiSelect"]').first \
+        .locator('.react-aria-ComboBox button[aria-label^="Remove"]').first.click()
+
+
+def _add_model_back(page):
+    def act() -> None:
+        page.locator('[data-testid="stMultiSelect"]').first \
+            .locator('.react-aria-ComboBox input[role="combobox"]').click()
+        page.locator('[role="option"]').first.click()
+        page.keyboard.press("Escape")
+    return act
+
+
+def _select(page, label: str, nth_option: int = 1):
+    def act() -> None:
+        page.locator('[data-testid="stSelectbox"]', has_text=label).first \
+            .locator('input[role="combobox"]').click()
+        page.locator('[role="option"]').nth(nth_option).click()
+    return act
+
+
+def _sscmort_steps(page, url: str) -> list[tuple[str, object]]:
+    """(step name, callable returning seconds) for the app's pages, in the order driven."""
+    return [
+        ("Overview: load", lambda: _load(page, f"{url}/")),
+        ("Cohort explorer: load", lambda: _load(page, f"{url}/cohort_explorer")),
+        ("Cohort explorer: group by another column",
+         lambda: _timed(page, _select(page, "Group", 1))),
+        ("Patient timeline: load", lambda: _load(page, f"{url}/patient_timeline")),
+        ("Patient timeline: slice slider step",
+         lambda: _timed(page, _slider_step(page, "Axial slice"))),
+        ("Model comparison: load", lambda: _load(page, f"{url}/model_comparison")),
+        ("Model comparison: horizon tab", lambda: _timed(page, _tab(page, "1 year"))),
+        ("Model comparison: remove a model", lambda: _timed(page, _remove_first_model(page))),
+        ("Model comparison: add it back", lambda: _timed(page, _add_model_back(page))),
+        ("Radiomics & SHAP: load", lambda: _load(page, f"{url}/radiomics_shap")),
+        ("Radiomics & SHAP: horizon radio", lambda: _timed(page, _radio(page, "Horizon",
+                                                                         "1 year"))),
+        ("Models & jobs: load", lambda: _load(page, f"{url}/models_jobs")),
+    ]
+
+
+def _trivial_steps(page, url: str) -> list[tuple[str, object]]:
+    return [("Trivial page: load", lambda: _load(page, url)),
+            ("Trivial page: slider step", lambda: _timed(page, _slider_step(page, "Points"))),
+            ("Trivial page: radio", lambda: _timed(page, _radio(page, "Mark", "points")))]
+
+
+def _serve(args: list[str], port: int, workdir: Path, name: str) -> subprocess.Popen:
+    log = open(workdir / f"{name}.log", "w")
+    return subprocess.Popen(args, cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)),
+                            stdout=log, stderr=subprocess.STDOUT)
+
+
+def run(store: Path, repeats: int, workdir: Path) -> dict:
+    from playwright.sync_api import sync_playwright  # heavy: playwright
+
+    trivial = workdir / "trivial_page.py"
+    trivial.write_text(TRIVIAL)
+    p_app, p_triv = _free_port(), _free_port()
+    procs = [
+        _serve([sys.executable, "-m", "sscmort_core", "app", "--address", "127.0.0.1",
+                "--port", str(p_app), "--store", str(store)], p_app, workdir, "app"),
+        _serve([sys.executable, "-m", "streamlit", "run", str(trivial), "--server.port",
+                str(p_triv), "--server.address", "127.0.0.1", "--server.headless", "true",
+                "--server.fileWatcherType", "none", "--browser.gatherUsageStats", "false"],
+               p_triv, workdir, "trivial")]
+    times: dict[str, list[float]] = {}
+    errors: dict[str, str] = {}
+    try:
+        url_app, url_triv = f"http://127.0.0.1:{p_app}", f"http://127.0.0.1:{p_triv}"
+        _wait_healthy(url_app, procs[0])
+        _wait_healthy(url_triv, procs[1])
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=[
+                "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                "--disable-background-networking", "--disable-component-update"])
+            page = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
+            for r in range(repeats + 1):  # repeat 0 warms every cache; not reported
+                for name, step in _trivial_steps(page, url_triv) + _sscmort_steps(page, url_app):
+                    try:
+                        seconds = step()
+                    except Exception as err:  # a step that cannot run is a result, not a crash
+                        errors[name] = f"{type(err).__name__}: {str(err).splitlines()[0][:160]}"
+                        continue
+                    if r:
+                        times.setdefault(name, []).append(seconds)
+            browser.close()
+    finally:
+        for p in procs:
+            p.terminate()
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+    return _summary(times, errors, repeats)
+
+
+def _summary(times: dict[str, list[float]], errors: dict[str, str], repeats: int) -> dict:
+    p50 = {k: float(np.percentile(v, 50)) for k, v in times.items()}
+    load_floor = p50.get("Trivial page: load")
+    step_floor = p50.get("Trivial page: slider step")
+    rows = []
+    for name, values in times.items():
+        floor = load_floor if name.endswith(": load") else step_floor
+        rows.append({"step": name, "n": len(values), "p50_s": p50[name],
+                     "p95_s": float(np.percentile(values, 95)),
+                     "floor": "trivial load" if name.endswith(": load") else "trivial slider",
+                     "ratio": p50[name] / floor if floor else None})
+    return {"repeats": repeats, "cpus": os.cpu_count(), "load_average": os.getloadavg()[0],
+            "rows": rows, "errors": errors}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--store", type=Path, help="an existing store (default: build a demo)")
+    ap.add_argument("--patients", type=int, default=40, help="demo size when building")
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="sscmort-bench-pages-") as tmp:
+        store = args.store
+        if store is None:
+            from sscmort_core.pipeline.demo import build_demo  # heavy: duckdb, pandas
+
+            store = Path(tmp) / "bench.duckdb"
+            build_demo(store, n_patients=args.patients, seed=0, workers=1,
+                       stages=("radiomics", "tabular", "evaluate"), models_dir=Path(tmp))
+        result = run(store, args.repeats, Path(tmp))
+    print(f"{'step':<48} {'p50 (s)':>8} {'p95 (s)':>8} {'x floor':>8}")
+    for r in result["rows"]:
+        ratio = "-" if r["ratio"] is None else f"{r['ratio']:.2f}"
+        print(f"{r['step']:<48} {r['p50_s']:>8.2f} {r['p95_s']:>8.2f} {ratio:>8}  "
+              f"({r['floor']})")
+    for name, err in result["errors"].items():
+        print(f"could not run {name}: {err}")
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
