@@ -1,4 +1,5 @@
-# sscmort: `make run` starts the app on the synthetic demo cohort, `make test` runs the tests.
+# sscmort: `make run` starts the app on the synthetic demo cohort (built in the background on
+# first start), `make test` runs the tests.
 # Both create .venv and install everything on a fresh clone, and do nothing slow when
 # nothing changed (stamp files in .venv record what was installed). They install the lock files
 # (exact versions and hashes, `pip install --require-hashes`), never requirements*.txt directly;
@@ -85,16 +86,15 @@ pacs-tools:
 	  else echo "Orthanc, its DICOMweb plugin or gdcmconv missing and apt-get unavailable; the PACS tests will skip"; fi; \
 	fi
 
-$(STORE): | $(VENV)/.runtime-stamp
-	$(VENV)/bin/sscmort demo --store $(STORE)
-
 demo: $(VENV)/.runtime-stamp
 	$(VENV)/bin/sscmort demo --store $(STORE)
 
 # `sscmort app`: localhost without login; any other address only with login configured
 # (.streamlit/secrets.toml, see .streamlit/secrets.toml.example). ADDRESS=0.0.0.0 to serve.
+# It serves at once: with no store (or a demo store whose build was interrupted) the app builds
+# the synthetic demo as a background job, with a progress panel on every page (issue 13).
 ADDRESS ?= localhost
-run: $(VENV)/.runtime-stamp $(STORE)
+run: $(VENV)/.runtime-stamp
 	$(VENV)/bin/sscmort app --store $(STORE) --address $(ADDRESS) --port $(PORT)
 
 test: install-dev

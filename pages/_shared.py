@@ -33,6 +33,7 @@ from sscmort_core.errors import (
     SscmortError,
 )
 from sscmort_core.lungs import classify_patterns
+from sscmort_core.pipeline import demo_job
 from sscmort_core.scans import load_scan_with_lungs
 from sscmort_core.util.logs import configure_logging
 
@@ -51,7 +52,13 @@ def store_path() -> Path:
 @st.cache_resource(show_spinner=False)
 def _open(path: str) -> st_store.Store:
     configure_logging(Path(path))  # library warnings into the store's log file, not the page
-    return st_store.open_store(path)
+    demo = _demo_request()
+    if demo is not None:  # `sscmort app`: a missing store gets a demo plan, built meanwhile
+        demo_job.plan_missing_store(Path(path), n_patients=demo[0], seed=demo[1])
+    store = st_store.open_store(path)
+    if demo is not None:
+        demo_job.ensure_demo_build(store)  # one build per process, however many sessions
+    return store
 
 
 def get_store() -> st_store.Store:
@@ -60,7 +67,7 @@ def get_store() -> st_store.Store:
     Stops the page with one readable message when the store is missing, locked or too new.
     """
     path = store_path()
-    if not path.exists():
+    if not path.exists() and _demo_request() is None:
         st.error(f"No store at {path}. Build the demo cohort with `make run` "
                  f"(or `sscmort demo --store {path}`).")
         st.stop()
@@ -109,6 +116,7 @@ def page_setup(title: str, page: str | None = None) -> st_store.Store:
     st.session_state["_cohort_summary"] = summary  # this run's: page_setup runs first
     sidebar(summary)
     banners(summary.synthetic_patients > 0, summary.patients - summary.synthetic_patients)
+    build_panel(store)
     st.title(title)
     return store
 
@@ -354,3 +362,60 @@ def app_link(page: str, label: str, query: dict[str, str], icon: str | None = No
     except StreamlitPageNotFoundError:
         url_path = Path(page).stem
         where.markdown(f"[{label}]({url_path}?{urlencode(query)})")
+
+
+# --- first start (issue 13): the demo build's panel ----------------------------------------
+DEMO_ENV = "SSCMORT_DEMO_BUILD"  # set by `sscmort app` (sscmort_core.cli.app.DEMO_ENV)
+PANEL_REFRESH_S = 2.0
+
+
+def _demo_request() -> tuple[int, int] | None:
+    """(patients, seed) of the demo the app may build or continue; None when not asked."""
+    value = os.environ.get(DEMO_ENV, "")
+    patients, _, seed = value.partition(":")
+    return (int(patients), int(seed or 0)) if patients.isdigit() else None
+
+
+def build_panel(store: st_store.Store) -> None:
+    """While the store's demo build is incomplete: its step, %, time left and what is still
+    coming, refreshed every PANEL_REFRESH_S while it runs; when a step lands the whole page
+    reruns with what came in (so the panel goes when the build is done)."""
+    progress = demo_job.build_progress(store)
+    st.session_state["_demo_build"] = progress  # this run's, for still_coming()
+    if progress is None:
+        return
+    (_live_panel if progress.running else _panel)(store, progress.done_steps)
+
+
+def _panel(store: st_store.Store, seen_done: int) -> None:
+    p = demo_job.build_progress(store)
+    if p is None or p.done_steps != seen_done:
+        st.rerun()  # a step landed: redraw the page with it
+    left = demo_job.format_left(p.seconds_left)
+    with st.container(border=True):
+        if p.running:
+            step_pct = "" if p.step_fraction is None else f" ({p.step_fraction:.0%})"
+            st.progress(p.overall_fraction, text=f"**Building the demo cohort**: step "
+                        f"{p.step_number} of {p.steps}, {p.step_label}{step_pct}. "
+                        f"{p.overall_fraction:.0%} done, {left} left.")
+        else:
+            st.warning(f"The demo build is incomplete ({p.done_steps} of {p.steps} steps "
+                       f"done): {p.problem}.", icon=":material/pending:")
+        st.caption("Still coming: " + "; ".join(c.sentence() for c in p.coming) + "."
+                   + "".join(f" Note: {n}." for n in p.notes))
+
+
+_live_panel = st.fragment(run_every=PANEL_REFRESH_S)(_panel)
+
+
+def still_coming(part: str, what: str = "") -> bool:
+    """On a page that needs ``part`` (a key of ``demo_job.PARTS``: cohort, scans, radiomics,
+    models, evaluation) of a demo still being built: one info line saying so, and True (the
+    page then draws what it can without it); False when the part is in (or no build)."""
+    progress = st.session_state.get("_demo_build")
+    coming = progress.part(part) if progress is not None else None
+    if coming is None:
+        return False
+    st.info(f"Still coming: {coming.sentence()}. {what}This page fills in as the demo build "
+            "brings them in.", icon=":material/hourglass_top:")
+    return True

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from pages._shared import page_setup
+from pages._shared import page_setup, still_coming
 from sscmort_core import store as st_store
 from sscmort_core.views import charts, cohort
 from sscmort_core.views.names import column_label, sentence
@@ -14,7 +14,8 @@ store = page_setup("Cohort explorer")
 
 patients = st_store.patients_frame(store)
 if patients.empty:
-    st.info("The store holds no patients yet.")
+    if not still_coming("cohort"):
+        st.info("The store holds no patients yet.")
     st.stop()
 qct = st_store.scans_frame(store)
 first = qct.sort_values("scan_date").groupby("patient_id").first()

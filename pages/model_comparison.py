@@ -12,7 +12,7 @@ from pages._comparison import (
     horizon_charts,
     model_choices,
 )
-from pages._shared import audit, export_button, page_setup, require, show_error
+from pages._shared import audit, export_button, page_setup, require, show_error, still_coming
 from sscmort_core.errors import SscmortError
 from sscmort_core.evaluation import ESTIMANDS
 from sscmort_core.labels import HORIZONS_YEARS
@@ -33,7 +33,10 @@ st.caption("Every model is scored on the predictions of the validation design ch
            "together). Each row names its estimand and how censored scans enter.")
 
 choices = {c.model_id: c for c in model_choices(store)}
-if not choices:
+building = still_coming("models") or still_coming("evaluation")
+if not choices or (building and all(c.kind == ORACLE_KIND for c in choices.values())):
+    if building:
+        st.stop()
     st.info("No model has out-of-fold predictions yet: train one first (`sscmort train`).")
     st.stop()
 others = [m for m, c in choices.items() if c.kind != ORACLE_KIND]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from pages._shared import audit, audit_view, page_setup, require, show_error
+from pages._shared import audit, audit_view, page_setup, require, show_error, still_coming
 from sscmort_core import store as st_store
 from sscmort_core.deep import registry, saliency
 from sscmort_core.deep.config import PROFILE_LABELS, UI_BACKBONES
@@ -47,7 +47,7 @@ if not models.empty:
                                           "profile", "pretrained", "created"]]),
                      hide_index=True, width="stretch")
 deep = models[models["kind"] == "deep"]
-if deep.empty:
+if deep.empty and not still_coming("models"):
     st.info("No deep model is registered yet: start a training run below, or run "
             "`sscmort train --kind deep --backbone resnet18 --profile quick`.")
 for row in deep.itertuples():

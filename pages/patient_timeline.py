@@ -17,6 +17,7 @@ from pages._shared import (
     page_setup,
     refuse_unknown,
     require,
+    still_coming,
     store_path,
 )
 from sscmort_core import store as st_store
@@ -32,7 +33,8 @@ store = page_setup("Patient timeline")
 
 patients = st_store.patients_frame(store)
 if patients.empty:
-    st.info("The store holds no patients yet.")
+    if not still_coming("cohort"):
+        st.info("The store holds no patients yet.")
     st.stop()
 ids = patients["patient_id"].tolist()
 wanted = st.query_params.get("patient")
@@ -135,7 +137,7 @@ regions = st_store.regions_frame(store, [scan_id])
 extents = st_store.patterns_frame(store).set_index("scan_id")
 if len(regions) and scan_id in extents.index:
     zones_and_patterns(regions, extents.loc[scan_id], "tl")
-else:
+elif not still_coming("scans"):
     st.info("This scan's zones and patterns are not measured yet (`sscmort demo` or ingest "
             "measure them).")
 

@@ -7,7 +7,14 @@ import json
 import pandas as pd
 import streamlit as st
 
-from pages._shared import app_link, audit_view, page_setup, refuse_unknown, show_error
+from pages._shared import (
+    app_link,
+    audit_view,
+    page_setup,
+    refuse_unknown,
+    show_error,
+    still_coming,
+)
 from sscmort_core import store as st_store
 from sscmort_core.errors import SscmortError
 from sscmort_core.labels import HORIZONS_YEARS
@@ -50,7 +57,7 @@ def _horizon(key: str, where) -> int:
 
 
 def _feature_browser() -> None:
-    if not (param_sets["param_hash"] != ex.QCT_SET).any():
+    if not (param_sets["param_hash"] != ex.QCT_SET).any() and not still_coming("radiomics"):
         st.info("No radiomics features yet: run `sscmort radiomics` on this store"
                 + ("; QCT and ILD pattern features can be browsed." if len(param_sets) else "."))
     if param_sets.empty:
@@ -151,6 +158,9 @@ try:
         _feature_browser()
     if not models:
         for tab in (summary, single):
+            with tab:
+                if still_coming("models", "SHAP explains the radiomics and QCT models. "):
+                    continue
             tab.info("No radiomics or QCT model is registered yet: run "
                      "`sscmort train --kind radiomics` (or `--kind qct`).")
     else:

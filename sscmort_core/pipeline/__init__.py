@@ -1,4 +1,5 @@
-"""The only place that chains stages: the demo build (:mod:`.demo`), ingest of one scan
+"""The only place that chains stages: the demo build (:mod:`.demo`; in the app, as a background
+job: :mod:`.demo_job`), ingest of one scan
 (:mod:`.ingest`), risks from every model (:mod:`.predict`), evaluation runs
 (:mod:`.evaluate`, inputs in :mod:`.eval_data`), temporal and external validation designs
 (:mod:`.designs`), background jobs in the app (:mod:`.jobs`) and the benchmarks

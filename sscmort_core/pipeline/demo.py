@@ -2,27 +2,31 @@
 (+ radiomics and model inputs in the same pass) -> radiomics / QCT models -> quick deep
 backbones -> evaluation.
 
-Heavy per-scan work runs in worker processes that never touch the store; the calling process
-writes results in transactions, to a temporary file moved into place only when every stage
-succeeded.
+The build is a plan of steps (:class:`DemoPlan`: cohort, scans, radiomics, one per model,
+evaluation) recorded in the store with the steps done, so an interrupted build continues from
+its first step not done (:func:`run_demo_steps`). Heavy per-scan work runs in worker processes
+that never touch the store; the calling process writes results in transactions. ``sscmort
+demo`` builds into a temporary file moved into place only when every step succeeded; the app
+builds into its own open store as a background job (:mod:`.demo_job`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import json
 import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import pandas as pd
 
 from sscmort_core import store as st_store
 from sscmort_core.cards import ModelCard
-from sscmort_core.deep.config import quick_input_shape
+from sscmort_core.deep.config import UI_BACKBONES, quick_input_shape
 from sscmort_core.deep.inputs import input_for_volume, write_model_inputs
 from sscmort_core.errors import DataError, SscmortError, StoreError
 from sscmort_core.labels import HORIZONS_YEARS, label_scans
@@ -151,6 +155,159 @@ def check_demo_target(path: Path) -> None:
 
 
 
+# ---------------------------------------------------------------------------------------------
+# the build as steps, each recorded in the store when done (so an interrupted build resumes)
+# ---------------------------------------------------------------------------------------------
+PLAN_KEY, DONE_KEY = "demo_plan", "demo_done"  # meta: the planned steps; {step: seconds}
+
+
+@dataclass(frozen=True)
+class DemoPlan:
+    """What a demo build makes: ``steps`` in order ("cohort", "scans", then "radiomics",
+    "tabular:KIND" per tabular model, "deep:BACKBONE" per quick backbone, "evaluate"), and a
+    note per optional stage left out."""
+
+    patients: int
+    seed: int
+    steps: tuple[str, ...]
+    notes: tuple[str, ...] = ()
+
+    @property
+    def stages(self) -> tuple[str, ...]:
+        """The optional stages (DEMO_STAGES) the steps come from."""
+        return tuple(s for s in DEMO_STAGES
+                     if any(step == s or step.startswith(s + ":") for step in self.steps))
+
+    def to_json(self) -> str:
+        return json.dumps({"patients": self.patients, "seed": self.seed,
+                           "steps": list(self.steps), "notes": list(self.notes)})
+
+    @staticmethod
+    def from_json(text: str) -> DemoPlan:
+        d = json.loads(text)
+        return DemoPlan(int(d["patients"]), int(d["seed"]), tuple(d["steps"]),
+                        tuple(d.get("notes", ())))
+
+
+@dataclass(frozen=True)
+class DemoState:
+    """A store's demo build: its plan (None: no demo build was ever planned here; a store
+    built before plans were recorded counts as complete) and the steps done, with seconds."""
+
+    plan: DemoPlan | None
+    done: dict[str, float]
+    legacy_complete: bool = False
+
+    @property
+    def complete(self) -> bool:
+        return self.legacy_complete or (self.plan is not None
+                                        and all(s in self.done for s in self.plan.steps))
+
+    @property
+    def pending(self) -> tuple[str, ...]:
+        if self.plan is None or self.complete:
+            return ()
+        return tuple(s for s in self.plan.steps if s not in self.done)
+
+
+def demo_plan(n_patients: int = 600, seed: int = 0,
+              stages: Sequence[str] = DEMO_STAGES) -> DemoPlan:
+    """The steps of a demo build of ``n_patients`` (model stages the cohort cannot fill are
+    left out with a note, before any long work)."""
+    if n_patients < 1:
+        raise DataError(f"--patients must be at least 1, got {n_patients}")
+    kept, notes = plan_stages(stages, n_patients)
+    steps = ["cohort", "scans"]
+    if "radiomics" in kept:
+        steps.append("radiomics")
+    if "tabular" in kept:
+        imaging = ("radiomics", "qct") if "radiomics" in kept else ("qct",)
+        # clinical references and the longitudinal model on the same scans and folds
+        steps += [f"tabular:{k}" for k in (*imaging, *REFERENCE_KINDS, *LONGITUDINAL_KINDS)]
+    if "deep" in kept:
+        steps += [f"deep:{b}" for b in UI_BACKBONES]
+    if "evaluate" in kept:
+        steps.append("evaluate")
+    return DemoPlan(n_patients, seed, tuple(steps), notes)
+
+
+def demo_state(store: st_store.Store) -> DemoState:
+    plan_text = st_store.get_meta(store, PLAN_KEY)
+    if plan_text is None:
+        return DemoState(None, {}, legacy_complete=st_store.get_meta(store, "built_at")
+                         is not None)
+    done = json.loads(st_store.get_meta(store, DONE_KEY) or "{}")
+    return DemoState(DemoPlan.from_json(plan_text), {k: float(v) for k, v in done.items()})
+
+
+def record_plan(store: st_store.Store, plan: DemoPlan) -> None:
+    """Start a demo build in an empty store: record its plan (no step done)."""
+    counts = st_store.table_counts(store)
+    if counts["patients"] or st_store.get_meta(store, PLAN_KEY) is not None:
+        raise StoreError("already holds a cohort or a demo build; the demo starts only in an "
+                         "empty store", store.path)
+    with store.transaction() as cur:
+        st_store.set_meta(cur, PLAN_KEY, plan.to_json())
+        st_store.set_meta(cur, DONE_KEY, "{}")
+
+
+StepFn = Callable[[str, str], None]  # (step, "start" | "done")
+
+
+def run_demo_steps(store: st_store.Store, *, executor: Executor,
+                   progress: ProgressFn = no_progress, models_dir: Path | None = None,
+                   input_cache: Path | None = None, on_step: StepFn | None = None,
+                   stop_after: str | None = None) -> tuple[str, ...]:
+    """Run the steps of the store's demo plan that are not done yet, in order, recording each
+    as done (with its seconds) when it is: the cohort and scans steps in the same transaction
+    as their rows; the model steps after theirs (a step run again replaces its own rows).
+    Returns the steps run. ``on_step(step, "start" | "done")`` follows them (the app's panel);
+    ``stop_after`` ends the run after that step (a store built up to a step, for tests).
+    """
+    state = demo_state(store)
+    if state.plan is None:
+        raise StoreError("holds no demo plan", store.path)
+    plan, ran, cohort = state.plan, [], None
+    cache = input_cache or _input_cache(store.path)
+    for step in state.pending:
+        (on_step or _no_step)(step, "start")
+        t0 = time.perf_counter()
+        if step == "cohort":
+            cohort = generate_cohort(n_patients=plan.patients, seed=plan.seed)
+            progress("cohort", 0, 1)
+            with store.transaction() as cur:
+                _write_cohort(cur, cohort, plan.seed)
+                _mark_done(store, cur, step, time.perf_counter() - t0)
+            progress("cohort", 1, 1)
+        elif step == "scans":
+            cohort = cohort or generate_cohort(n_patients=plan.patients, seed=plan.seed)
+            _scans_step(store, cohort, plan, executor, progress, cache, t0)
+        else:
+            _model_step(store, step, executor, plan.seed, models_dir, progress, cache)
+            with store.transaction() as cur:
+                _mark_done(store, cur, step, time.perf_counter() - t0)
+        ran.append(step)
+        (on_step or _no_step)(step, "done")
+        if step == stop_after:
+            break
+    return tuple(ran)
+
+
+def _no_step(step: str, what: str) -> None:
+    pass
+
+
+def _mark_done(store: st_store.Store, cur: Any, step: str, seconds: float) -> None:
+    done = json.loads(st_store.get_meta(store, DONE_KEY) or "{}")
+    done[step] = round(seconds, 2)
+    st_store.set_meta(cur, DONE_KEY, json.dumps(done))
+
+
+def _input_cache(path: Path) -> Path:
+    """The quick profile's model-input cache of the store at ``path`` (beside its file)."""
+    return Path(path).parent / f"{Path(path).stem}_files" / "model_inputs"
+
+
 def build_demo(path: str | Path, *, n_patients: int = 600, seed: int = 0,
                workers: int | None = None, progress: ProgressFn = no_progress,
                stages: Sequence[str] = DEMO_STAGES, models_dir: Path | None = None,
@@ -161,41 +318,26 @@ def build_demo(path: str | Path, *, n_patients: int = 600, seed: int = 0,
     extraction, radiomics and QCT models (with SHAP), the quick profile of the three deep
     backbones, and the evaluation of every model. Everything is written to a temporary file
     next to ``path`` and moved into place only when every stage succeeded, so a failure leaves
-    no partial store behind. Per-scan work runs on ``executor`` (default: ``workers`` local
-    processes, all cores when None); a scan whose worker keeps dying fails the build.
+    no partial store behind (the app's background build, :mod:`.demo_job`, writes the same
+    steps into its open store instead). Per-scan work runs on ``executor`` (default:
+    ``workers`` local processes, all cores when None); a scan whose worker keeps dying fails
+    the build.
     """
     t0 = time.perf_counter()
     path = Path(path)
-    if n_patients < 1:
-        raise DataError(f"--patients must be at least 1, got {n_patients}")
+    plan = demo_plan(n_patients, seed, stages)
     check_demo_target(path)
-    stages, notes = plan_stages(stages, n_patients)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.building-{os.getpid()}")
     _remove_store_files(tmp)
     try:
-        progress("cohort", 0, 1)
-        cohort = generate_cohort(n_patients=n_patients, seed=seed)
-        progress("cohort", 1, 1)
-        input_cache = path.parent / f"{path.stem}_files" / "model_inputs"
-        jobs, stage = _demo_jobs(cohort.scans.to_dict(orient="records"), stages)
         ex = executor or LocalExecutor(workers or default_workers())
-        measures, inputs, ok = _measure_all(jobs, ex, progress, stage)
         with st_store.open_store(tmp) as store:
-            progress("store", 0, 1)
-            _write_demo(store, cohort, measures, seed)
-            if jobs and jobs[0].radiomics_params is not None:
-                with store.transaction() as cur:
-                    write_outcomes(cur, [m.radiomics for m in measures],
-                                   jobs[0].radiomics_params.param_hash)
-            if inputs is not None:
-                keep = [m for m, good in zip(measures, ok) if good]
-                write_model_inputs(input_cache, scan_ids=[m.scan_id for m in keep],
-                                   volume_sha256=[m.sha256 for m in keep], x=inputs[ok])
-            progress("store", 1, 1)
-            _model_stages(store, stages, ex, seed, models_dir, progress, input_cache)
+            record_plan(store, plan)
+            run_demo_steps(store, executor=ex, progress=progress, models_dir=models_dir,
+                           input_cache=_input_cache(path))
             summary = dataclasses.replace(
-                _demo_summary(store, path, time.perf_counter() - t0), notes=notes)
+                _demo_summary(store, path, time.perf_counter() - t0), notes=plan.notes)
         _remove_store_files(path)
         st_store.archive_journal(path)  # the old store's audit journal stays, beside the new
         os.replace(tmp, path)
@@ -203,6 +345,28 @@ def build_demo(path: str | Path, *, n_patients: int = 600, seed: int = 0,
         _remove_store_files(tmp)
         raise
     return summary
+
+
+def _scans_step(store: st_store.Store, cohort: Any, plan: DemoPlan, ex: Executor,
+                progress: ProgressFn, input_cache: Path, t0: float) -> None:
+    """The single pass over the volumes (QCT, zones, patterns, mask QC; radiomics and the
+    model inputs when their stages are planned), written in one transaction with the scans'
+    grid and hashes."""
+    jobs, label = _demo_jobs(cohort.scans.to_dict(orient="records"), plan.stages)
+    measures, inputs, ok = _measure_all(jobs, ex, progress, label)
+    if inputs is not None:
+        keep = [m for m, good in zip(measures, ok) if good]
+        write_model_inputs(input_cache, scan_ids=[m.scan_id for m in keep],
+                           volume_sha256=[m.sha256 for m in keep], x=inputs[ok])
+    progress("store", 0, 1)
+    with store.transaction() as cur:
+        st_store.set_scan_geometry(cur, _geometry(measures))
+        write_measures(cur, [m.rows for m in measures])
+        if jobs and jobs[0].radiomics_params is not None:
+            write_outcomes(cur, [m.radiomics for m in measures],
+                           jobs[0].radiomics_params.param_hash)
+        _mark_done(store, cur, "scans", time.perf_counter() - t0)
+    progress("store", 1, 1)
 
 
 def _demo_jobs(rows: list[dict[str, Any]], stages: Sequence[str]
@@ -236,24 +400,27 @@ def _measure_all(jobs: list[_DemoJob], ex: Executor, progress: ProgressFn, stage
     return measures, inputs, ok
 
 
-def _model_stages(store: st_store.Store, stages: Sequence[str], ex: Executor, seed: int,
-                  models_dir: Path | None, progress: ProgressFn, input_cache: Path) -> None:
+def _model_step(store: st_store.Store, step: str, ex: Executor, seed: int,
+                models_dir: Path | None, progress: ProgressFn, input_cache: Path) -> None:
+    """One model step of the plan: "radiomics" (features the pass did not extract),
+    "tabular:KIND", "deep:BACKBONE" (quick profile) or "evaluate" (every model)."""
     models_dir = Path(models_dir) if models_dir is not None else default_models_dir()
-    if "radiomics" in stages:
+    kind, _, name = step.partition(":")
+    if kind == "radiomics":
         run_radiomics_stage(store, progress=progress, executor=ex)
-    if "tabular" in stages:
-        imaging = ("radiomics", "qct") if "radiomics" in stages else ("qct",)
-        # clinical references and the longitudinal model on the same scans and folds
-        for kind in (*imaging, *REFERENCE_KINDS, *LONGITUDINAL_KINDS):
-            train_tabular(store, kind, models_dir=models_dir, seed=seed, progress=progress)
-    if "deep" in stages:
+    elif kind == "tabular":
+        train_tabular(store, name, models_dir=models_dir, seed=seed, progress=progress)
+    elif kind == "deep":
         from sscmort_core.deep.train import train_quick_backbones  # heavy: torch
 
         # the cache belongs to the final store's folder, not the temporary build file's
         train_quick_backbones(store, models_dir=models_dir, progress=progress, seed=seed,
-                              workers=ex.workers, cache_dir=input_cache, executor=ex)
-    if "evaluate" in stages:
+                              workers=ex.workers, cache_dir=input_cache, executor=ex,
+                              backbones=(name,))
+    elif kind == "evaluate":
         run_evaluation(store, seed=seed, progress=progress)
+    else:
+        raise ValueError(f"unknown demo step {step!r}")
 
 
 def _remove_store_files(path: Path) -> None:
@@ -262,32 +429,35 @@ def _remove_store_files(path: Path) -> None:
             p.unlink()
 
 
-def _write_demo(store: st_store.Store, cohort: Any, measures: list[_ScanMeasure],
-                seed: int) -> None:
-    pts = cohort.patients.copy()
-    pts["source"], pts["synthetic"] = "synthetic", True
-    scans = cohort.scans.copy()
-    geo = pd.DataFrame([{
+def _geometry(measures: list[_ScanMeasure]) -> pd.DataFrame:
+    return pd.DataFrame([{
         "scan_id": m.scan_id, "shape_z": m.shape[0], "shape_y": m.shape[1],
         "shape_x": m.shape[2], "spacing_z_mm": m.spacing_mm[0],
         "spacing_y_mm": m.spacing_mm[1], "spacing_x_mm": m.spacing_mm[2],
         "volume_sha256": m.sha256, "voxel_sha256": m.sha256} for m in measures])
-    scans = scans.merge(geo, on="scan_id", how="left", validate="one_to_one")
+
+
+def _write_cohort(cur: Any, cohort: Any, seed: int) -> None:
+    """Patients, scans (their grid and hashes come with the scans step), synthetic truth,
+    clinical measurements and the oracle, with ``cur`` (the caller's transaction)."""
+    pts = cohort.patients.copy()
+    pts["source"], pts["synthetic"] = "synthetic", True
+    scans = cohort.scans.copy()
+    for col in st_store.GEOMETRY_COLUMNS:
+        scans[col] = None
     scans["series_description"] = "SYNTHETIC CHEST CT"
     scans["volume_path"] = None
     scans["source"], scans["synthetic"] = "synthetic", True
     truth = scans  # progressor and emphysema_pct come with the cohort's scan rows
     clinical = cohort.clinical.copy()
     clinical["source"], clinical["synthetic"] = "synthetic", True
-    with store.transaction() as cur:
-        st_store.insert_frame(cur, "patients", pts)
-        st_store.insert_frame(cur, "scans", scans)
-        st_store.insert_frame(cur, "synthetic_truth", truth)
-        st_store.insert_frame(cur, "clinical", clinical)
-        write_measures(cur, [m.rows for m in measures])
-        _register_oracle(cur, truth, seed)
-        st_store.set_meta(cur, "demo_seed", str(seed))
-        st_store.set_meta(cur, "built_at", dt.datetime.now().isoformat(timespec="seconds"))
+    st_store.insert_frame(cur, "patients", pts)
+    st_store.insert_frame(cur, "scans", scans)
+    st_store.insert_frame(cur, "synthetic_truth", truth)
+    st_store.insert_frame(cur, "clinical", clinical)
+    _register_oracle(cur, truth, seed)
+    st_store.set_meta(cur, "demo_seed", str(seed))
+    st_store.set_meta(cur, "built_at", dt.datetime.now().isoformat(timespec="seconds"))
 
 
 ORACLE_MODEL_ID = "oracle"

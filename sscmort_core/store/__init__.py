@@ -25,6 +25,7 @@ from sscmort_core.store.audit import (  # noqa: F401
     record_audit,
 )
 from sscmort_core.store.cohort import (  # noqa: F401
+    GEOMETRY_COLUMNS,
     CohortSummary,
     clinical_frame,
     cohort_summary,
@@ -38,6 +39,7 @@ from sscmort_core.store.cohort import (  # noqa: F401
     scan_rows,
     scan_with_voxels,
     scans_frame,
+    set_scan_geometry,
     table_counts,
     truth_frame,
 )

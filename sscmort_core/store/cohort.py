@@ -129,6 +129,29 @@ def extend_followup(cur: duckdb.DuckDBPyConnection, patient_id: str, seen_alive:
                 [seen_alive, patient_id, seen_alive])
 
 
+GEOMETRY_COLUMNS = ("shape_z", "shape_y", "shape_x", "spacing_z_mm", "spacing_y_mm",
+                    "spacing_x_mm", "volume_sha256", "voxel_sha256")
+
+
+def set_scan_geometry(cur: duckdb.DuckDBPyConnection, frame: pd.DataFrame) -> int:
+    """Set the grid and voxel hashes of stored scans (``frame``: scan_id and
+    :data:`GEOMETRY_COLUMNS`; the demo measures them after writing the cohort). Returns rows."""
+    if frame.empty:
+        return 0
+    view = frame.loc[:, ["scan_id", *GEOMETRY_COLUMNS]].copy()
+    cur.register("_incoming_geometry", view)
+    try:
+        sets = ", ".join(f"{c} = g.{c}" for c in GEOMETRY_COLUMNS)
+        cur.execute(f"UPDATE scans SET {sets} FROM _incoming_geometry g "
+                    "WHERE scans.scan_id = g.scan_id")
+    finally:
+        try:
+            cur.unregister("_incoming_geometry")
+        except duckdb.Error:  # the transaction already failed; the view goes with it
+            pass
+    return len(view)
+
+
 def clinical_frame(store: Store, patient_id: str | None = None) -> pd.DataFrame:
     where, params = ("WHERE patient_id = ?", [patient_id]) if patient_id else ("", [])
     return store.query_df(f"SELECT * FROM clinical {where} ORDER BY patient_id, date", params)

@@ -21,15 +21,17 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from tests.apprun import free_port as _free_port  # noqa: E402
+from tests.apprun import wait_healthy  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = Path("/usr/bin/chromium")
@@ -39,26 +41,6 @@ PAGES = ("", "cohort_explorer", "patient_timeline", "upload_predict", "radiomics
 SETTLE_S = 1.0
 PAGE_TIMEOUT_S = 180.0
 LINE = re.compile(r"page=(\S*) seconds=([0-9.]+) end=(\S+)")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_healthy(url: str, proc: subprocess.Popen, timeout_s: float = 180) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"sscmort app exited early with {proc.returncode}")
-        try:
-            with urllib.request.urlopen(url + "/_stcore/health", timeout=2) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.5)
-    raise TimeoutError("the app did not become healthy")
 
 
 async def _settle(page, timeout_s: float = PAGE_TIMEOUT_S, extra: str | None = None) -> None:
@@ -166,7 +148,7 @@ def run(sessions: list[int], patients: int, workdir: Path, source: Path | None =
     result = {"patients": patients, "store_build_s": built_s, "cpus": os.cpu_count(),
               "real_ct": REAL_CT.is_dir(), "runs": []}
     try:
-        _wait_healthy(url, proc)
+        wait_healthy(url, proc, timeout_s=180)
         log = log_path_for(store)
         for n in sessions:
             offset = log.stat().st_size if log.exists() else 0

@@ -34,7 +34,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from tests.bench.bench_app import CHROMIUM, REPO, _free_port, _wait_healthy  # noqa: E402
+from tests.apprun import free_port, wait_healthy  # noqa: E402
+from tests.bench.bench_app import CHROMIUM, REPO  # noqa: E402
 
 TRIVIAL = textwrap.dedent("""
     import altair as alt
@@ -164,7 +165,7 @@ def run(store: Path, repeats: int, workdir: Path) -> dict:
 
     trivial = workdir / "trivial_page.py"
     trivial.write_text(TRIVIAL)
-    p_app, p_triv = _free_port(), _free_port()
+    p_app, p_triv = free_port(), free_port()
     procs = [
         _serve([sys.executable, "-m", "sscmort_core", "app", "--address", "127.0.0.1",
                 "--port", str(p_app), "--store", str(store)], p_app, workdir, "app"),
@@ -176,8 +177,8 @@ def run(store: Path, repeats: int, workdir: Path) -> dict:
     errors: dict[str, str] = {}
     try:
         url_app, url_triv = f"http://127.0.0.1:{p_app}", f"http://127.0.0.1:{p_triv}"
-        _wait_healthy(url_app, procs[0])
-        _wait_healthy(url_triv, procs[1])
+        wait_healthy(url_app, procs[0], timeout_s=300)
+        wait_healthy(url_triv, procs[1], timeout_s=300)
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=[
                 "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

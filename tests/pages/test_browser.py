@@ -4,14 +4,16 @@ Chromium (Debian's, driven by Playwright), no Streamlit exception, a screenshot 
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
+
+from tests.apprun import free_port as _free_port
+from tests.apprun import stop
+from tests.apprun import wait_healthy as _wait_healthy
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -20,26 +22,6 @@ PAGES = {"overview": "", "cohort_explorer": "cohort_explorer",
          "patient_timeline": "patient_timeline", "model_comparison": "model_comparison"}
 
 pytestmark = pytest.mark.browser
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_healthy(url: str, proc: subprocess.Popen, timeout_s: float = 90) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"streamlit exited early with {proc.returncode}")
-        try:
-            with urllib.request.urlopen(url + "/_stcore/health", timeout=2) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.5)
-    raise TimeoutError("streamlit did not become healthy")
 
 
 @pytest.fixture()
@@ -57,11 +39,7 @@ def running_app(tiny_store, tmp_path):
         _wait_healthy(url, proc)
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop(proc)
         log.close()
 
 
