@@ -124,3 +124,31 @@ def test_dense_fibrosis_phantoms_5_to_40_percent():
     assert np.median(results[:, 0]) >= 0.900 and results[:, 0].min() >= 0.841
     assert np.median(results[:, 1]) <= 0.016 and results[:, 1].max() <= 0.029
     assert np.median(results[:, 2]) >= 0.976 and results[:, 2].min() >= 0.959
+
+
+def test_diseased_rays_match_a_loop():
+    rng = np.random.default_rng(4)
+    inside = rng.choice([-1000.0, -850.0, -800.0, -600.0, np.nan], size=(3, 40))
+    fast = costal.diseased_rays(inside)
+    own = (inside > costal.DISEASED_INSIDE_HU) | (inside <= costal.NOT_LUNG_INSIDE_HU)
+    d = costal.DISEASE_SPREAD_RAYS
+    for z in range(3):
+        for k in range(40):
+            assert fast[z, k] == any(own[z, (k + s) % 40] for s in range(-d, d + 1))
+
+
+def test_half_way_rim_drops_blurred_air_beside_normal_lung_only():
+    """A smooth kernel's first voxel of mediastinum (-400 HU beside -850 lung) is dropped;
+    the same voxel beside ground glass (-550) is kept, and so is lung below -450 HU."""
+    from sscmort_core.lungs.segmentation import half_way_rim
+
+    hu = np.full((1, 7, 9), 40.0, np.float32)
+    mask = np.zeros(hu.shape, bool)
+    mask[0, 1:6, 1:8] = True
+    hu[0, 1:6, 1:8] = -850.0
+    hu[0, 1:6, 7] = -400.0  # the blurred first voxel of soft tissue, right column
+    hu[0, 1:6, 1] = -500.0  # a darker edge voxel (below the half-way value), left column
+    out = half_way_rim(mask, hu)
+    assert out[0, 2:5, 7].all() and not out[0, :, :7].any()
+    hu[0, 1:6, 5:7] = -550.0  # ground glass beside the rim: the rim is disease, kept
+    assert not half_way_rim(mask, hu)[0, 2:5, 7].any()
