@@ -103,7 +103,7 @@ def test_dense_fibrosis_is_kept_far_better_than_by_the_threshold_mask():
 
 def test_the_regression_set_of_hardest_cases_keeps_its_level():
     """Each case's recall, false share and Dice when the set was chosen (the 6 with the
-    lowest recall of dense_cases(48, seed=77), measured with lungmask-2) may not get worse."""
+    lowest recall of dense_cases(48, seed=77), measured with lungmask-3) may not get worse."""
     cases = json.loads(HARD_CASES.read_text())
     for c in cases["cases"]:
         case = DenseCase(**c["case"])
@@ -115,15 +115,16 @@ def test_the_regression_set_of_hardest_cases_keeps_its_level():
 
 @pytest.mark.slow
 def test_dense_fibrosis_phantoms_5_to_40_percent():
-    """24 dense phantoms (5-40 % ILD). The issue's targets (>= 0.95 of the fibrotic lung kept,
-    <= 2 % of the mask outside the lung, Dice >= 0.97) are not all reached: measured with
-    lungmask-2, median recall 0.901 (min 0.842), false share median 0.0152 (max 0.0286), Dice
-    median 0.9765 (min 0.9593) (docs/BENCHMARKS.md "## Lungs"); here none may fall below that
-    level (rounded to the third decimal)."""
+    """24 dense phantoms (5-40 % ILD; settings were chosen on dense_cases(24, seed=77), never
+    on these). The issue's targets (>= 0.95 of the fibrotic lung kept, <= 2 % of the mask
+    outside the lung, Dice >= 0.97) are not all reached: measured with lungmask-3, median
+    recall 0.934 (min 0.830), false share median 0.0123 (max 0.0183, so every phantom meets
+    the 2 %), Dice median 0.9802 (min 0.9687) (docs/BENCHMARKS.md "## Lungs"); the floors sit
+    a little below those levels."""
     results = np.array([_accuracy(c) for c in dense_cases(24, seed=31)])
-    assert np.median(results[:, 0]) >= 0.900 and results[:, 0].min() >= 0.841
-    assert np.median(results[:, 1]) <= 0.016 and results[:, 1].max() <= 0.029
-    assert np.median(results[:, 2]) >= 0.976 and results[:, 2].min() >= 0.959
+    assert np.median(results[:, 0]) >= 0.925 and results[:, 0].min() >= 0.82
+    assert np.median(results[:, 1]) <= 0.014 and results[:, 1].max() <= 0.020
+    assert np.median(results[:, 2]) >= 0.977 and results[:, 2].min() >= 0.965
 
 
 def test_diseased_rays_match_a_loop():
