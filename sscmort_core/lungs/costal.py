@@ -57,9 +57,9 @@ DISEASED_INSIDE_HU = -700.0  # a ray is filled only where its lung is denser ins
 CONTACT_HU = -30.0  # just beyond a healthy lung's edge: the chest wall, not a fat layer
 MIN_HEALTHY_SLICES = 5  # an angle with fewer healthy slices takes the all-angle gap
 MAX_GAP_MM = 4.0  # the healthy lung-to-rib gap is at most this
-GAP_SMOOTH_MM = 40.0
-NOT_LUNG_INSIDE_HU = -1000.0  # lung_edge's marker: the point inside the edge is not lung
-DISEASE_SPREAD_RAYS = 2  # a ray beside a diseased ray (+-2 rays, one slice) counts as diseased  # the gap is averaged over this much arc at RAY_ARC_MM
+GAP_SMOOTH_MM = 40.0  # the gap is averaged over this much arc at RAY_ARC_MM
+NOT_LUNG_INSIDE_HU = -1000.0  # lung_edge's marker (and below): the point inside is not lung
+DISEASE_SPREAD_RAYS = 2  # a ray within this many rays of a diseased one (same slice) is too
 
 
 def n_rays(pixel_mm: float) -> int:
