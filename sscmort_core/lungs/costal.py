@@ -19,9 +19,10 @@ chest's centre (angle bins about a pixel of arc wide at 7 cm, :func:`n_rays`):
    lung is normal up to an edge that touches the chest wall (not a fat layer), the all-angle
    median where an angle has too few, smoothed over angles, at most :data:`MAX_GAP_MM`;
 4. the pleura ``r_wall = r_rib - gap + WALL_SHIFT_MM``. A ray is filled where its lung ends
-   in disease (denser than :data:`DISEASED_INSIDE_HU` just inside the edge: a normal lung's
-   edge that stops short of the ribs ends at the heart, the apex's fat or the diaphragm, not
-   at dense lung) at least :data:`MIN_GAP_MM` short of the pleura, and where the run beyond
+   in disease (:func:`diseased_rays`: denser than :data:`DISEASED_INSIDE_HU` just inside the
+   edge, or too thin there to tell, or beside such a ray: a normal lung's edge that stops
+   short of the ribs ends at the heart, the apex's fat or the diaphragm, not at dense lung)
+   at least :data:`MIN_GAP_MM` short of the pleura, and where the run beyond
    is not mostly fat. Every pixel of the run (ray values interpolated between the two rays
    nearest the pixel's angle) is lung, except bone, voxels that are never lung (airway,
    bowel gas, outside the body), and from the first fat layer (-150..-50 HU after a 3 x 3
@@ -50,13 +51,15 @@ RIB_WINDOW_RAYS = 1  # ... and half-width in rays
 RIB_QUANTILE = 25.0  # percent: ribs are the innermost bone; scapulae lie further out
 RIB_SMOOTH_RAYS = 2  # then averaged over +-2 rays and half the slab
 FRONT_MM = 3.0  # a ray's surface: the median of its crossings within this of the extreme
-WALL_SHIFT_MM = 1.0  # the pleura lies this much beyond the healthy gap's estimate (margin)
+WALL_SHIFT_MM = 1.5  # the pleura lies this much beyond the healthy gap's estimate (margin)
 HEALTHY_INSIDE_HU = -700.0  # a ray is healthy where its lung is this airy just inside the edge
 DISEASED_INSIDE_HU = -700.0  # a ray is filled only where its lung is denser inside the edge
 CONTACT_HU = -30.0  # just beyond a healthy lung's edge: the chest wall, not a fat layer
 MIN_HEALTHY_SLICES = 5  # an angle with fewer healthy slices takes the all-angle gap
 MAX_GAP_MM = 4.0  # the healthy lung-to-rib gap is at most this
 GAP_SMOOTH_MM = 40.0  # the gap is averaged over this much arc at RAY_ARC_MM
+NOT_LUNG_INSIDE_HU = -1000.0  # lung_edge's marker (and below): the point inside is not lung
+DISEASE_SPREAD_RAYS = 2  # a ray within this many rays of a diseased one (same slice) is too
 
 
 def n_rays(pixel_mm: float) -> int:
@@ -374,7 +377,8 @@ def costal_fill(small: np.ndarray, lung: np.ndarray, never: np.ndarray,
     # rays whose lung ends in disease (denser than normal lung just inside the edge) and
     # stops short of the pleura; a normal lung's edge ends at the chest wall, heart or fat
     with np.errstate(invalid="ignore"):
-        short = ((end - surf.edge) >= MIN_GAP_MM) & (surf.inside_hu > DISEASED_INSIDE_HU)
+        diseased = diseased_rays(surf.inside_hu)
+        short = ((end - surf.edge) >= MIN_GAP_MM) & diseased
     # a lung stopping at a fat layer (apex, pericardial fat) leaves fat, not dense lung, there
     short &= run_fat_share(small, surf, end) < MAX_RUN_FAT_SHARE
     if not short.any():
@@ -385,6 +389,17 @@ def costal_fill(small: np.ndarray, lung: np.ndarray, never: np.ndarray,
     with np.errstate(invalid="ignore"):
         between = (radius > r_from) & (radius <= r_to)
     return between & ~fat & ~never & (small <= BONE_HU) & ~lung
+
+
+def diseased_rays(inside_hu: np.ndarray) -> np.ndarray:
+    """(Z, n) bool: rays whose lung ends in disease - denser than DISEASED_INSIDE_HU just
+    inside the edge, or thinner there than 1.5 pixels (lung_edge's NOT_LUNG_INSIDE_HU: a
+    strand between cysts or dense lung), or within DISEASE_SPREAD_RAYS of such a ray in the
+    same slice (one noisy sample inside the edge does not decide a ray alone)."""
+    with np.errstate(invalid="ignore"):
+        diseased = (inside_hu > DISEASED_INSIDE_HU) | (inside_hu <= NOT_LUNG_INSIDE_HU)
+    size = (1, 2 * DISEASE_SPREAD_RAYS + 1)
+    return ndi.maximum_filter(diseased.view(np.uint8), size=size, mode="wrap").view(bool)
 
 
 def run_fat_share(small: np.ndarray, surf: CostalSurface, end: np.ndarray) -> np.ndarray:

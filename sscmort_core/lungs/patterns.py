@@ -14,7 +14,10 @@ Classifier: quadratic discriminant analysis (a Gaussian per class, closed form: 
 covariances, priors) over the six patterns plus vessels (shown as normal lung), fitted on the
 synthetic phantoms' true patterns by :mod:`sscmort_core.pipeline.pattern_fit` and shipped as
 ``params/patterns.json`` (the file records the phantoms, samples and code it was made from; a
-test refits it and compares). Emphysema is the classic density rule instead: a 3-pixel mean
+test refits it and compares). Each voxel takes the pattern of largest posterior, and
+honeycombing also where it has the largest posterior averaged over a SMOOTH_PIXELS-wide
+in-plane window (patterns-2: honeycombing is a cluster of cysts and walls, and one voxel of
+it reads as air or as a line). Emphysema is the classic density rule instead: a 3-pixel mean
 below :data:`EMPHYSEMA_HU` with little dense tissue around (cysts with walls are
 honeycombing). An extent at or below a pattern's detection floor (the most the map finds of
 it in training phantoms without it, at least :data:`MIN_FLOOR_PCT`) is reported as 0.
@@ -39,6 +42,7 @@ from sscmort_core.lungs.segmentation import block_mean
 PATTERNS: tuple[str, ...] = ("normal", "emphysema", "ground glass", "reticulation",
                              "honeycombing", "consolidation")
 CLASSES: tuple[str, ...] = PATTERNS + ("vessel",)  # what the classifier tells apart
+CLASS_PATTERN = np.array([0, 1, 2, 3, 4, 5, 0])  # (k,) the pattern of each class
 ILD_PATTERNS: tuple[str, ...] = ("ground glass", "reticulation", "honeycombing", "consolidation")
 PATTERN_COLORS: tuple[tuple[int, int, int], ...] = (  # RGB per pattern, for overlays
     (120, 200, 120), (80, 170, 255), (255, 225, 60), (255, 140, 20), (220, 30, 30),
@@ -50,6 +54,7 @@ TARGET_INPLANE_MM = 1.5  # the same working grid as the lung mask
 AIR_HU, GGO_HU, DENSE_HU = -910.0, (-750.0, -300.0), -250.0
 EMPHYSEMA_HU, EMPHYSEMA_MAX_DENSE = -930.0, 0.1  # the emphysema rule (3-pixel mean, dense5)
 MIN_FLOOR_PCT = 0.5  # no pattern is reported below this share of the lung
+SMOOTH_PIXELS = 5  # honeycombing's posterior is averaged over this in-plane window of lung
 
 
 @dataclass(frozen=True)
@@ -110,10 +115,21 @@ class PatternModel:
         return (self.log_det + self.log_prior).astype(np.float32) - 0.5 * quad
 
     def predict(self, x: np.ndarray) -> np.ndarray:
-        """(n,) pattern index (into PATTERNS; vessels are normal) of each row of ``x``, before
-        the emphysema rule."""
-        c = np.argmax(self.log_posterior(x), axis=1)
-        return np.where(c == CLASSES.index("vessel"), 0, c)
+        """(n,) pattern index (into PATTERNS; vessels are normal) of each row of ``x``, voxel
+        by voxel (no smoothing), before the emphysema rule."""
+        return CLASS_PATTERN[np.argmax(self.log_posterior(x), axis=1)]
+
+    def pattern_posterior(self, x: np.ndarray) -> np.ndarray:
+        """(n, 6) posterior probability of each pattern (PATTERNS) for features ``x``
+        (n, f): the classes' posteriors summed per pattern."""
+        logp = self.log_posterior(x)
+        logp -= logp.max(axis=1, keepdims=True)
+        post = np.exp(logp)
+        post /= post.sum(axis=1, keepdims=True)
+        out = np.zeros((x.shape[0], len(PATTERNS)), np.float32)
+        for c, pat in enumerate(CLASS_PATTERN):
+            out[:, pat] += post[:, c]
+        return out
 
     def to_json(self) -> dict[str, Any]:
         return {"version": self.version, "classes": list(CLASSES), "features": list(FEATURES),
@@ -184,10 +200,30 @@ def emphysema_rule(x: np.ndarray, hu: np.ndarray, lung: np.ndarray) -> np.ndarra
     return (mean3 < EMPHYSEMA_HU) & (x[:, FEATURES.index("dense5")] <= EMPHYSEMA_MAX_DENSE)
 
 
+def smoothed_patterns(post: np.ndarray, lung: np.ndarray, w: int) -> np.ndarray:
+    """(n,) the pattern (PATTERNS) of largest posterior ``post`` (n, 6) voxel by voxel, and
+    honeycombing also where it has the largest posterior once every pattern's posterior is
+    averaged over the lung voxels of a w x w in-plane window: a honeycomb cluster is cysts and
+    walls together, and one voxel alone reads as air or as a line."""
+    pred = np.argmax(post, axis=1)
+    if w <= 1:
+        return pred
+    avg = np.empty_like(post)
+    vol = np.zeros(lung.shape, np.float32)
+    for j in range(post.shape[1]):
+        vol[lung] = post[:, j]
+        avg[:, j] = _lung_box_mean(vol, lung, w)[lung]
+    honey = PATTERNS.index("honeycombing")
+    pred[np.argmax(avg, axis=1) == honey] = honey
+    return pred
+
+
 def predict_patterns(model: PatternModel, hu: np.ndarray, lung: np.ndarray) -> np.ndarray:
-    """(n,) pattern index (PATTERNS) of each lung voxel of ``lung`` (C order), working grid."""
+    """(n,) pattern index (PATTERNS) of each lung voxel of ``lung`` (C order), working grid:
+    the largest posterior, honeycombing also where its posterior smoothed over SMOOTH_PIXELS
+    is the largest (:func:`smoothed_patterns`), then the emphysema rule."""
     x = voxel_features(hu, lung)
-    pred = model.predict(x)
+    pred = smoothed_patterns(model.pattern_posterior(x), lung, SMOOTH_PIXELS)
     emph = PATTERNS.index("emphysema")
     pred = np.where(pred == emph, 0, pred)
     return np.where(emphysema_rule(x, hu, lung), emph, pred)

@@ -26,7 +26,10 @@ coarser input is used as is), which also lowers noise:
    one-voxel partial-volume rim. Bowel gas, the airway and the other lung are never taken.
    With the costal step (the default) the growth also passes honeycomb cyst walls
    (:func:`cyst_walls`).
-5. dense lung against the chest wall (consolidation, honeycombing, reticulation reaching the
+5. with the costal step, the edge beside normal lung moves to half-way between air and soft
+   tissue (:func:`half_way_rim`: a smooth kernel spreads the lung's air into the first voxel
+   of the mediastinum and chest wall, which the -320 HU threshold keeps); then dense lung
+   against the chest wall (consolidation, honeycombing, reticulation reaching the
    pleura: as dense as the chest wall, so no threshold keeps it) is bounded by the ribs
    instead (:mod:`sscmort_core.lungs.costal`): on rays from the chest's centre, where a
    diseased lung stops short of the pleura (the rib surface less the scan's healthy
@@ -50,7 +53,8 @@ from sscmort_core.errors import EmptyMaskError
 from sscmort_core.lungs.costal import costal_fill
 
 # Bump when the mask changes: QCT rows, radiomics features and model inputs are keyed on it.
-LUNG_MASK_VERSION = "lungmask-2"  # 2: dense lung bounded by the ribs (costal step)
+LUNG_MASK_VERSION = "lungmask-3"  # 2: dense lung bounded by the ribs (costal step); 3: the
+# half-way edge beside normal lung, thin and neighbouring diseased rays filled, pleura +0.5 mm
 AIR_HU = -320.0  # lung / airway air vs soft tissue, on the block-averaged grid
 AIRWAY_HU = -950.0  # airway lumen (lung parenchyma is about -850)
 TARGET_INPLANE_MM = 1.5  # working grid; finer input is block-averaged to about this
@@ -67,6 +71,8 @@ DENSE_REACH_MM = 20.0  # ... and this far from the aerated lung
 CYST_AIR_HU, CYST_AIR_NEIGHBOURS = -700.0, 4  # see cyst_walls
 DISEASED_LUNG_HU = (-600.0, -150.0)  # ground glass and reticulation (a normal lung's edge
 # blurred by a smooth kernel stays below; vessels are above)
+EDGE_HALF_HU = -450.0  # about half-way between aerated lung (-860) and soft tissue (-80..+40)
+EDGE_NORMAL_HU = -600.0  # ... the edge is moved there only beside normal (aerated) lung
 COSTAL_PAD_MM = 40.0  # the working box reaches this far beyond the air (ribs behind dense lung)
 
 def lung_mask_version() -> str:
@@ -501,8 +507,33 @@ def _labels_in_box(small: np.ndarray, inner: np.ndarray, spacing: tuple[float, f
     if airway is not None:
         labels[airway] = 0
     if costal:
+        labels[half_way_rim(labels > 0, small)] = 0
         _add_costal(labels, small, never | ~_body(small, inner), spacing, body_cx)
     return labels, airway
+
+
+def half_way_rim(mask: np.ndarray, small: np.ndarray) -> np.ndarray:
+    """(z, y, x) bool: rim voxels of ``mask`` that lie beyond the half-way edge of normal
+    lung: denser than EDGE_HALF_HU but below AIR_HU (kept only by the air threshold), with
+    a 4-neighbour in soft tissue outside the mask, and normal lung (the 3 x 3 in-plane mean
+    of the mask's other voxels below EDGE_NORMAL_HU) beside them. A blurring (smooth)
+    kernel spreads the lung's air into the first voxel of the mediastinum, heart or chest
+    wall; the -320 HU threshold keeps that voxel, the half-way value does not."""
+    soft_out = ~mask & (small >= AIR_HU)
+    touches = np.zeros_like(mask)
+    touches[:, 1:, :] |= soft_out[:, :-1, :]
+    touches[:, :-1, :] |= soft_out[:, 1:, :]
+    touches[:, :, 1:] |= soft_out[:, :, :-1]
+    touches[:, :, :-1] |= soft_out[:, :, 1:]
+    cand = mask & touches & (small > EDGE_HALF_HU) & (small < AIR_HU)
+    if not cand.any():
+        return cand
+    inner = mask & ~cand
+    weight = ndi.uniform_filter(inner.astype(np.float32), size=(1, 3, 3), mode="constant")
+    total = ndi.uniform_filter(np.where(inner, small, 0.0).astype(np.float32), size=(1, 3, 3),
+                               mode="constant")
+    beside = total / np.maximum(weight, np.float32(1e-6))
+    return cand & (weight > 0) & (beside < EDGE_NORMAL_HU)
 
 
 def _body(small: np.ndarray, inner: np.ndarray) -> np.ndarray:

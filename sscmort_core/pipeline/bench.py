@@ -118,7 +118,7 @@ def bench_phantom(n: int = 20) -> BenchResult:
 def _segmentation_results(name: str, hu: np.ndarray, spacing: tuple[float, float, float],
                           baseline: Callable[[], object], baseline_name: str, repeats: int
                           ) -> list[BenchResult]:
-    """The lung mask (lungmask-2), the threshold mask it replaced (lungmask-1: costal=False)
+    """The lung mask (LUNG_MASK_VERSION), the threshold mask it replaced (lungmask-1: costal=False)
     and the lung measures (zones, pattern map, QC), each against ``baseline`` timed in the
     same run."""
     segment_lungs(hu, spacing)  # warm imports and caches

@@ -103,7 +103,7 @@ def test_dense_fibrosis_is_kept_far_better_than_by_the_threshold_mask():
 
 def test_the_regression_set_of_hardest_cases_keeps_its_level():
     """Each case's recall, false share and Dice when the set was chosen (the 6 with the
-    lowest recall of dense_cases(48, seed=77), measured with lungmask-2) may not get worse."""
+    lowest recall of dense_cases(48, seed=77), measured with lungmask-3) may not get worse."""
     cases = json.loads(HARD_CASES.read_text())
     for c in cases["cases"]:
         case = DenseCase(**c["case"])
@@ -115,12 +115,41 @@ def test_the_regression_set_of_hardest_cases_keeps_its_level():
 
 @pytest.mark.slow
 def test_dense_fibrosis_phantoms_5_to_40_percent():
-    """24 dense phantoms (5-40 % ILD). The issue's targets (>= 0.95 of the fibrotic lung kept,
-    <= 2 % of the mask outside the lung, Dice >= 0.97) are not all reached: measured with
-    lungmask-2, median recall 0.901 (min 0.842), false share median 0.0152 (max 0.0286), Dice
-    median 0.9765 (min 0.9593) (docs/BENCHMARKS.md "## Lungs"); here none may fall below that
-    level (rounded to the third decimal)."""
+    """24 dense phantoms (5-40 % ILD; settings were chosen on dense_cases(24, seed=77), never
+    on these). The issue's targets (>= 0.95 of the fibrotic lung kept, <= 2 % of the mask
+    outside the lung, Dice >= 0.97) are not all reached: measured with lungmask-3, median
+    recall 0.934 (min 0.830), false share median 0.0123 (max 0.0183, so every phantom meets
+    the 2 %), Dice median 0.9802 (min 0.9687) (docs/BENCHMARKS.md "## Lungs"); the floors sit
+    a little below those levels."""
     results = np.array([_accuracy(c) for c in dense_cases(24, seed=31)])
-    assert np.median(results[:, 0]) >= 0.900 and results[:, 0].min() >= 0.841
-    assert np.median(results[:, 1]) <= 0.016 and results[:, 1].max() <= 0.029
-    assert np.median(results[:, 2]) >= 0.976 and results[:, 2].min() >= 0.959
+    assert np.median(results[:, 0]) >= 0.925 and results[:, 0].min() >= 0.82
+    assert np.median(results[:, 1]) <= 0.014 and results[:, 1].max() <= 0.020
+    assert np.median(results[:, 2]) >= 0.977 and results[:, 2].min() >= 0.965
+
+
+def test_diseased_rays_match_a_loop():
+    rng = np.random.default_rng(4)
+    inside = rng.choice([-1000.0, -850.0, -800.0, -600.0, np.nan], size=(3, 40))
+    fast = costal.diseased_rays(inside)
+    own = (inside > costal.DISEASED_INSIDE_HU) | (inside <= costal.NOT_LUNG_INSIDE_HU)
+    d = costal.DISEASE_SPREAD_RAYS
+    for z in range(3):
+        for k in range(40):
+            assert fast[z, k] == any(own[z, (k + s) % 40] for s in range(-d, d + 1))
+
+
+def test_half_way_rim_drops_blurred_air_beside_normal_lung_only():
+    """A smooth kernel's first voxel of mediastinum (-400 HU beside -850 lung) is dropped;
+    the same voxel beside ground glass (-550) is kept, and so is lung below -450 HU."""
+    from sscmort_core.lungs.segmentation import half_way_rim
+
+    hu = np.full((1, 7, 9), 40.0, np.float32)
+    mask = np.zeros(hu.shape, bool)
+    mask[0, 1:6, 1:8] = True
+    hu[0, 1:6, 1:8] = -850.0
+    hu[0, 1:6, 7] = -400.0  # the blurred first voxel of soft tissue, right column
+    hu[0, 1:6, 1] = -500.0  # a darker edge voxel (below the half-way value), left column
+    out = half_way_rim(mask, hu)
+    assert out[0, 2:5, 7].all() and not out[0, :, :7].any()
+    hu[0, 1:6, 5:7] = -550.0  # ground glass beside the rim: the rim is disease, kept
+    assert not half_way_rim(mask, hu)[0, 2:5, 7].any()
