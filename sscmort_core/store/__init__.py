@@ -38,6 +38,7 @@ from sscmort_core.store.cohort import (  # noqa: F401
     scan_rows,
     scan_with_voxels,
     scans_frame,
+    set_patient_history,
     table_counts,
     truth_frame,
 )
@@ -147,6 +148,7 @@ from sscmort_core.store.schema import (  # noqa: F401
     MIGRATIONS,
     OUTCOME_CHANGE_COLUMNS,
     PATIENT_COLUMNS,
+    PATIENT_HISTORY_COLUMNS,
     PATTERN_COLUMNS,
     PREDICTION_COLUMNS,
     QCT_COLUMNS,

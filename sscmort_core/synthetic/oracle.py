@@ -34,6 +34,22 @@ import numpy as np
 from sscmort_core.labels import HORIZONS_YEARS
 
 _CHUNK = 256  # scans per vectorised block
+ORACLE_VERSION = "2"  # 1: the realised risk (knew the frailty and future acute events)
+
+# What each oracle conditions on and integrates over (its model card says exactly this).
+HONEST_CONDITIONS: tuple[str, ...] = (
+    "sex", "age at the scan", "subtype", "antibody", "ever-smoker", "pulmonary hypertension",
+    "cardiac involvement", "true ILD extent at the scan (fibrosis and acute ground glass)",
+    "progressor status and extent growth rate", "true (noise-free) DLCO",
+    "alive at the scan", "acute deterioration on or before the scan (and its date)")
+HONEST_INTEGRATES: tuple[str, ...] = (
+    "unmeasured frailty (posterior given survival and the acute history; Gauss-Hermite)",
+    "timing of a future acute deterioration (numerical integral on the hazard grid)")
+IMAGING_CONDITIONS: tuple[str, ...] = (
+    "drawn ILD extent at the scan", "dense fibrosis drawn (progressor)", "emphysema drawn")
+IMAGING_INTEGRATES: tuple[str, ...] = (
+    "everything else, by a kernel average of the honest risks of a fixed-seed reference "
+    "cohort within each (dense fibrosis, emphysema) cell",)
 
 
 def _gather(values: np.ndarray, rows: np.ndarray, pos: np.ndarray) -> np.ndarray:

@@ -27,12 +27,12 @@ from sscmort_core.tabular.survival import CumulativeRisk, fit_survival
 TABULAR_VERSION = "1"
 KINDS: tuple[str, ...] = ("radiomics", "qct")
 # Clinical reference kinds (features from .clinical; never predicted from a volume alone).
-REFERENCE_KINDS: tuple[str, ...] = ("goh", "clinical", "clinical_qct")
+REFERENCE_KINDS: tuple[str, ...] = ("goh", "sadl", "clinical", "clinical_qct")
 TRAINABLE_KINDS: tuple[str, ...] = KINDS + REFERENCE_KINDS
 ALGORITHMS: dict[str, tuple[str, ...]] = {"radiomics": ("logistic", "gbm", "discrete_time"),
                                           "qct": ("logistic", "discrete_time"),
                                           **dict.fromkeys(REFERENCE_KINDS, ("discrete_time",))}
-KIND_LABELS = {"radiomics": "Radiomics", "qct": "QCT", "goh": "Goh staging",
+KIND_LABELS = {"radiomics": "Radiomics", "qct": "QCT", "goh": "Goh staging", "sadl": "SADL",
                "clinical": "Clinical", "clinical_qct": "Clinical + QCT"}
 ALGORITHM_LABELS = {"logistic": "penalised logistic (complete cases)",
                     "gbm": "gradient boosting (complete cases)",
