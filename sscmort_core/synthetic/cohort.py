@@ -64,6 +64,7 @@ calibrated (see the comments there) so that 600 patients give about 2,140 scans 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import math
 from dataclasses import dataclass
 
@@ -72,7 +73,12 @@ import pandas as pd
 from scipy import stats
 
 from sscmort_core.labels import HORIZONS_YEARS
-from sscmort_core.synthetic.oracle import expected_risks, imaging_risks
+from sscmort_core.synthetic.oracle import (
+    Reference,
+    expected_risks,
+    imaging_risks,
+    reference_cells,
+)
 from sscmort_core.synthetic.protocol import KERNELS, ScannerModel, scanners_in_service
 
 DAYS_PER_YEAR = 365.25
@@ -578,18 +584,34 @@ def generate_cohort(n_patients: int = 600, seed: int = 0,
         raise ValueError(f"n_patients must be a positive integer, got {n_patients!r}")
     cohort = _simulate(int(n_patients), seed, params)
     scans = cohort.scans
-    imaging = imaging_risks(scans["true_ild_extent_pct"].to_numpy(float),
-                            scans["progressor"].to_numpy(bool),
-                            scans["emphysema_pct"].to_numpy(float), params)
+    imaging = imaging_oracle_risks(scans["true_ild_extent_pct"].to_numpy(float),
+                                   scans["progressor"].to_numpy(bool),
+                                   scans["emphysema_pct"].to_numpy(float), params)
     for i, h in enumerate(HORIZONS_YEARS):
         scans[f"imaging_risk_{h}y"] = imaging[:, i]
     return cohort
 
 
-def simulate_scans(n_patients: int, seed: int, params: CohortParameters) -> pd.DataFrame:
-    """The scans table of ``generate_cohort`` without the imaging-only oracle's columns (the
-    reference cohort that oracle averages over is made with this)."""
-    return _simulate(int(n_patients), seed, params).scans
+def imaging_oracle_risks(extent_pct: np.ndarray, progressor: np.ndarray,
+                         emphysema_pct: np.ndarray,
+                         params: CohortParameters = DEFAULT_PARAMETERS) -> np.ndarray:
+    """(m, len(HORIZONS_YEARS)) the imaging-only oracle's risks for these imaging drivers
+    (:func:`sscmort_core.synthetic.oracle.imaging_risks` over this parameter set's fixed-seed
+    reference cohort)."""
+    return imaging_risks(extent_pct, progressor, emphysema_pct, _imaging_reference(params),
+                         params)
+
+
+@functools.lru_cache(maxsize=4)
+def _imaging_reference(params: CohortParameters) -> Reference:
+    """The honest risks of the reference cohort (``imaging_reference_patients``, seed
+    ``imaging_reference_seed``), by imaging cell; made once per parameter set and process."""
+    scans = _simulate(params.imaging_reference_patients, params.imaging_reference_seed,
+                      params).scans
+    risks = scans[[f"true_risk_{h}y" for h in HORIZONS_YEARS]].to_numpy(float)
+    return reference_cells(scans["true_ild_extent_pct"].to_numpy(float),
+                           scans["progressor"].to_numpy(bool),
+                           scans["emphysema_pct"].to_numpy(float), risks)
 
 
 def _simulate(n_patients: int, seed: int, params: CohortParameters) -> SyntheticCohort:

@@ -25,7 +25,6 @@ May import: numpy only (and the labels' horizons).
 
 from __future__ import annotations
 
-import functools
 import math
 from typing import Any
 
@@ -162,31 +161,30 @@ def kernel_average(ref_extent: np.ndarray, ref_risk: np.ndarray, extent: np.ndar
     return out
 
 
-@functools.lru_cache(maxsize=4)
-def _reference(p: Any) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
-    """Per imaging cell: (reference extents (r,), honest risks (r, H)) of the fixed-seed
-    reference cohort, cached per parameter set."""
-    from sscmort_core.synthetic.cohort import simulate_scans  # the generator itself
+Reference = tuple[tuple[np.ndarray, np.ndarray], ...]
 
-    scans = simulate_scans(p.imaging_reference_patients, p.imaging_reference_seed, p)
-    cells = _cells(scans["progressor"], scans["emphysema_pct"])
-    extent = scans["true_ild_extent_pct"].to_numpy(float)
-    risk = scans[[f"true_risk_{h}y" for h in HORIZONS_YEARS]].to_numpy(float)
-    return tuple((extent[cells == c], risk[cells == c]) for c in range(4))
+
+def reference_cells(extent_pct: np.ndarray, progressor: np.ndarray, emphysema_pct: np.ndarray,
+                    risks: np.ndarray) -> Reference:
+    """Per imaging cell (dense fibrosis x emphysema): (extents (r,), honest risks (r, H)) of
+    a reference cohort's scans."""
+    cells = _cells(progressor, emphysema_pct)
+    extent = np.asarray(extent_pct, float)
+    return tuple((extent[cells == c], risks[cells == c]) for c in range(4))
 
 
 def imaging_risks(extent_pct: np.ndarray, progressor: np.ndarray, emphysema_pct: np.ndarray,
-                  p: Any) -> np.ndarray:
+                  reference: Reference, p: Any) -> np.ndarray:
     """(m, len(HORIZONS_YEARS)) imaging-only oracle risks from the imaging drivers alone
-    (module docstring); non-decreasing in the horizon like the honest risks it averages."""
+    (module docstring), averaging ``reference`` (:func:`reference_cells`); non-decreasing in
+    the horizon like the honest risks it averages."""
     extent = np.asarray(extent_pct, float)
     cells = _cells(progressor, emphysema_pct)
     out = np.empty((len(extent), len(HORIZONS_YEARS)))
-    ref = _reference(p)
     for c in range(4):
         at = cells == c
         if at.any():
-            ref_extent, ref_risk = ref[c]
+            ref_extent, ref_risk = reference[c]
             out[at] = kernel_average(ref_extent, ref_risk, extent[at], p.imaging_bandwidth_pct,
                                      p.imaging_min_neighbours)
     return out

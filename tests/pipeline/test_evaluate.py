@@ -62,7 +62,7 @@ def test_metrics_stored_with_label_rule_counts(store_path):
     with st.open_store(store_path) as s:
         run = ev.run_evaluation(s, n_boot=N_BOOT, seed=0)
         stored = st.metrics_frame(s)
-    assert run.model_ids == ("noisy", "oracle")  # models-table order (kind, then id)
+    assert run.model_ids == ("noisy", "oracle", "oracle_imaging")  # kind, then id
     # 2 models x 3 horizons x 6 metrics, every row written
     assert run.rows_written == len(stored) == 2 * 3 * len(ev.METRICS)
     scans, preds = _labels_and_scans(store_path)

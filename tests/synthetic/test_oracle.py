@@ -20,7 +20,9 @@ import pytest
 from sscmort_core.labels import HORIZONS_YEARS
 from sscmort_core.synthetic import cohort as co
 from sscmort_core.synthetic import generate_cohort
-from sscmort_core.synthetic.oracle import IMAGING_DRIVERS, imaging_risks
+from sscmort_core.synthetic.oracle import IMAGING_DRIVERS
+
+imaging_risks = co.imaging_oracle_risks
 
 P = co.DEFAULT_PARAMETERS
 
