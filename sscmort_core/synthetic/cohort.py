@@ -571,12 +571,14 @@ def generate_cohort(n_patients: int = 600, seed: int = 0,
     * ``patients``: patient_id ("SYN-P00001"), sex ("F"/"M"), birth_year, subtype
       ("diffuse"/"limited"), antibody (one of :data:`ANTIBODIES`), progressor (bool),
       death_date (date or None), last_followup_date (= death_date for the dead),
-      baseline_ild_extent_pct (extent at the first scan).
+      baseline_ild_extent_pct (extent at the first scan), ever_smoker,
+      pulmonary_hypertension, cardiac_involvement (bool).
     * ``scans``: scan_id ("SYN-S000001"), patient_id, scan_date, scanner, kernel
       ("sharp"/"smooth"), slice_thickness_mm, noise_hu, true_ild_extent_pct (what
-      :func:`~sscmort_core.synthetic.phantom.phantom_for_scan` draws), true_risk_1y/3y/5y,
-      volume_seed, age_at_scan (years, from 1 July of the birth year), progressor and
-      emphysema_pct (what the phantom needs: dense fibrosis, % of lung with emphysema).
+      :func:`~sscmort_core.synthetic.phantom.phantom_for_scan` draws), true_risk_1y/3y/5y
+      (the honest oracle), volume_seed, age_at_scan (years, from 1 July of the birth
+      year), progressor and emphysema_pct (what the phantom needs: dense fibrosis, % of
+      lung with emphysema), imaging_risk_1y/3y/5y (the imaging-only oracle).
     * ``clinical``: patient_id, date, fvc_pct_pred, dlco_pct_pred at every scan date and
       between scans.
     """
