@@ -306,8 +306,8 @@ def _oracle_card(model_id: str, label: str, conditions: tuple[str, ...],
     return ModelCard(
         model_id=model_id, kind="oracle", version=ORACLE_VERSION, synthetic=True, label=label,
         description=description, features=conditions,
-        notes=("Not a model: the generator's own probability; needs no training and is "
-               "scored on every labelled scan (no folds).",),
+        notes=(("Not a model: the generator's own probability; needs no training and is "
+                "scored on every labelled scan (no folds)."),),
         extra={"conditions_on": list(conditions), "integrates_over": list(integrates)})
 
 

@@ -47,8 +47,8 @@ HONEST_INTEGRATES: tuple[str, ...] = (
 IMAGING_CONDITIONS: tuple[str, ...] = (
     "drawn ILD extent at the scan", "dense fibrosis drawn (progressor)", "emphysema drawn")
 IMAGING_INTEGRATES: tuple[str, ...] = (
-    "everything else, by a kernel average of the honest risks of a fixed-seed reference "
-    "cohort within each (dense fibrosis, emphysema) cell",)
+    ("everything else, by a kernel average of the honest risks of a fixed-seed reference "
+     "cohort within each (dense fibrosis, emphysema) cell"),)
 
 
 def _gather(values: np.ndarray, rows: np.ndarray, pos: np.ndarray) -> np.ndarray:
@@ -97,7 +97,7 @@ def expected_risks(grid: np.ndarray, base_log_hazard: np.ndarray, base_cum_hazar
     the scan date (else inf). ``p``: the cohort's parameters.
     """
     grid_step = float(grid[1] - grid[0])
-    stride = max(1, int(round(p.oracle_step_years / grid_step)))
+    stride = max(1, round(p.oracle_step_years / grid_step))
     step = grid_step * stride  # the oracle's integration step
     k = p.acute_rate_per_hazard
     extra = math.exp(p.acute_log_hr) - 1.0
@@ -109,7 +109,7 @@ def expected_risks(grid: np.ndarray, base_log_hazard: np.ndarray, base_cum_hazar
     z, post = frailty_posterior(p.log_frailty_sd, p.oracle_frailty_nodes,
                                 h_path_t + k * acute_exposure, known.astype(float))
     u = np.exp(z)  # (Q,)
-    h_idx = [int(round(h / step)) for h in HORIZONS_YEARS]
+    h_idx = [round(h / step) for h in HORIZONS_YEARS]
     offsets = np.arange(h_idx[-1] + 1, dtype=float)  # (J,) integration steps from the scan
     decay = np.exp(-offsets * step / p.acute_decay_years)  # (J,)
     out = np.empty((len(rows), len(HORIZONS_YEARS)))

@@ -56,7 +56,8 @@ def test_antibody_smoking_ph_cardiac_shares(cohort0):
     assert abs(p["pulmonary_hypertension"].mean() - want_ph) <= _four_se(want_ph, n)
     # PH goes with extensive ILD
     big = p["baseline_ild_extent_pct"] > 20.0
-    assert p.loc[big, "pulmonary_hypertension"].mean() > p.loc[~big, "pulmonary_hypertension"].mean()
+    ph = p["pulmonary_hypertension"]
+    assert ph[big].mean() > ph[~big].mean()
 
 
 def test_emphysema_only_in_smokers(cohort0):
