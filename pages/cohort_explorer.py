@@ -75,7 +75,8 @@ def _num(label: str, fmt: str):
     return st.column_config.NumberColumn(label, format=fmt, width="small")
 
 
-table = chosen[["patient_id", "source", "sex", "subtype", "antibody", "age_at_first_scan",
+table = chosen[["patient_id", "source", "sex", "subtype", "antibody", "ever_smoker",
+                "pulmonary_hypertension", "cardiac_involvement", "age_at_first_scan",
                 "n_scans", "baseline_fvc", "baseline_dlco", "died", "followup_years"]].copy()
 table["patient_id"] = "patient_timeline?patient=" + table["patient_id"]  # id as its link
 if patients["source"].nunique() <= 1:  # one source in the store: the column says nothing

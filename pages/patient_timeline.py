@@ -55,13 +55,18 @@ end = p["death_date"] if died else p["last_followup_date"]
 def _show(value: object) -> str:
     if value is None or (isinstance(value, float) and value != value):
         return "unknown"
+    if str(value) in ("True", "False"):  # bool or numpy bool: a recorded yes / no
+        return "yes" if str(value) == "True" else "no"
     return str(int(value)) if isinstance(value, float) else str(value)
 
 
 st.markdown(
     f"**Sex** {_show(p['sex'])} &nbsp;·&nbsp; **Born** {_show(p['birth_year'])} "
     f"&nbsp;·&nbsp; **Subtype** {_show(p['subtype'])} &nbsp;·&nbsp; **Antibody** "
-    f"{_show(p['antibody'])} &nbsp;·&nbsp; **Scans** {len(scans)} &nbsp;·&nbsp; "
+    f"{_show(p['antibody'])} &nbsp;·&nbsp; **Ever smoker** {_show(p['ever_smoker'])} "
+    f"&nbsp;·&nbsp; **Pulmonary hypertension** {_show(p['pulmonary_hypertension'])} "
+    f"&nbsp;·&nbsp; **Cardiac involvement** {_show(p['cardiac_involvement'])} &nbsp;·&nbsp; "
+    f"**Scans** {len(scans)} &nbsp;·&nbsp; "
     + (f":red[**Died {end}**]" if died else f"**Alive at last follow-up** {end}"))
 
 st.altair_chart(charts.patient_timeline_chart(clinical, scans, end, died), width="stretch")
@@ -85,7 +90,9 @@ if not risk.empty:
     c1, c2 = st.columns([4, 1])
     shown = c1.multiselect("Models", models, default=default, key="tl_models")
     full = c2.toggle("0-100% axis", value=False, help="Off: the axis spans the risks shown.")
-    colours = palette.model_colours(risk["model_id"].unique(), oracle=["oracle"])
+    colours = palette.model_colours(risk["model_id"].unique(),
+                                    oracle=[m for m in risk["model_id"].unique()
+                                            if str(m).startswith("oracle")])
     if shown:
         st.altair_chart(charts_radiomics.risk_lines_chart(
             risk[risk["model"].isin(shown)], colours=colours, full_scale=full),

@@ -1,6 +1,6 @@
-"""CLI command ``train --kind radiomics|qct|goh|clinical|clinical_qct|longitudinal|deep``:
-train and register models (goh, clinical and clinical_qct are the clinical reference models;
-longitudinal scores each scan with its patient's earlier scans).
+"""CLI command ``train --kind radiomics|qct|goh|sadl|clinical|clinical_qct|longitudinal|deep``:
+train and register models (goh, sadl, clinical and clinical_qct are the clinical reference
+models; longitudinal scores each scan with its patient's earlier scans).
 
 The options are read once into :class:`TrainOptions` (typed, validated before any work
 starts); ``--kind radiomics|qct`` trains the tabular models, ``--kind deep`` CT backbones.
@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from sscmort_core.deep.fit import EpochLog
 
 # tabular.model.TRAINABLE_KINDS and "deep" (kept light: --help loads no numpy-heavy module)
-KINDS = ("radiomics", "qct", "goh", "clinical", "clinical_qct", "longitudinal", "deep")
+KINDS = ("radiomics", "qct", "goh", "sadl", "clinical", "clinical_qct", "longitudinal", "deep")
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,13 @@ from sscmort_core.radiomics.features import extract_outcome, load_params
 from sscmort_core.radiomics.stage import run_radiomics_stage, write_outcomes
 from sscmort_core.scans import scan_with_lungs_from_row
 from sscmort_core.synthetic.cohort import generate_cohort
+from sscmort_core.synthetic.oracle import (
+    HONEST_CONDITIONS,
+    HONEST_INTEGRATES,
+    IMAGING_CONDITIONS,
+    IMAGING_INTEGRATES,
+    ORACLE_VERSION,
+)
 from sscmort_core.tabular.model import LONGITUDINAL_KINDS, REFERENCE_KINDS
 from sscmort_core.tabular.train import train_tabular
 from sscmort_core.util.executors import Executor, LocalExecutor
@@ -452,6 +459,7 @@ def _write_cohort(cur: Any, cohort: Any, seed: int) -> None:
     clinical = cohort.clinical.copy()
     clinical["source"], clinical["synthetic"] = "synthetic", True
     st_store.insert_frame(cur, "patients", pts)
+    st_store.set_patient_history(cur, pts)
     st_store.insert_frame(cur, "scans", scans)
     st_store.insert_frame(cur, "synthetic_truth", truth)
     st_store.insert_frame(cur, "clinical", clinical)
@@ -461,27 +469,47 @@ def _write_cohort(cur: Any, cohort: Any, seed: int) -> None:
 
 
 ORACLE_MODEL_ID = "oracle"
+IMAGING_ORACLE_MODEL_ID = "oracle_imaging"
+
+
+def _oracle_card(model_id: str, label: str, conditions: tuple[str, ...],
+                 integrates: tuple[str, ...], description: str) -> ModelCard:
+    return ModelCard(
+        model_id=model_id, kind="oracle", version=ORACLE_VERSION, synthetic=True, label=label,
+        description=description, features=conditions,
+        notes=(("Not a model: the generator's own probability; needs no training and is "
+                "scored on every labelled scan (no folds)."),),
+        extra={"conditions_on": list(conditions), "integrates_over": list(integrates)})
 
 
 def _register_oracle(cur: Any, truth: pd.DataFrame, seed: int) -> None:
-    """The generator's true risks as a reference "model": the best AUC any model could reach
-    on this synthetic cohort. Registered like any model so every page can compare with it."""
-    st_store.upsert_model(
-        cur, model_id=ORACLE_MODEL_ID, kind="oracle", backbone=None, version="1",
-        config={"source": "synthetic generator hazard", "seed": seed}, data_hash=None,
-        weights_path=None, weights_sha256=None,
-        card=ModelCard(
-            model_id=ORACLE_MODEL_ID, kind="oracle", version="1", synthetic=True,
-            label="Oracle (generator's true risk; achievable ceiling)",
-            description="True 1/3/5-year risk of each synthetic scan under the generator's own "
-                        "hazard. Not a model: the ceiling any model could reach.").to_json(),
-        synthetic=True)
-    rows = []
-    for h in HORIZONS_YEARS:
-        rows.append(pd.DataFrame({"model_id": ORACLE_MODEL_ID, "scan_id": truth["scan_id"],
-                                  "horizon_years": h, "risk": truth[f"true_risk_{h}y"],
-                                  "fold": None, "split": "oof"}))
-    st_store.insert_frame(cur, "predictions", pd.concat(rows, ignore_index=True))
+    """The generator's two oracles as reference "models" (kind "oracle"), registered like any
+    model so every page can compare with them: the honest oracle (risk given everything
+    knowable at the scan) and the imaging-only oracle (risk given what the CT draws)."""
+    cards = (
+        (ORACLE_MODEL_ID, "true_risk", _oracle_card(
+            ORACLE_MODEL_ID, "Oracle (risk given what is knowable at the scan; ceiling)",
+            HONEST_CONDITIONS, HONEST_INTEGRATES,
+            "Probability of death within 1/3/5 years of each synthetic scan under the "
+            "generator's hazard, given everything knowable at the scan and integrated over "
+            "the unmeasured frailty and future acute deteriorations. The ceiling any model "
+            "of this cohort could reach.")),
+        (IMAGING_ORACLE_MODEL_ID, "imaging_risk", _oracle_card(
+            IMAGING_ORACLE_MODEL_ID, "Imaging-only oracle (risk given the CT's drivers; "
+            "imaging ceiling)", IMAGING_CONDITIONS, IMAGING_INTEGRATES,
+            "Probability of death within 1/3/5 years given only what the synthetic CT "
+            "draws (ILD extent, dense fibrosis, emphysema), everything else integrated out. "
+            "The ceiling any imaging-only model of this cohort could reach.")))
+    for model_id, column, card in cards:
+        st_store.upsert_model(
+            cur, model_id=model_id, kind="oracle", backbone=None, version=ORACLE_VERSION,
+            config={"source": "synthetic generator hazard", "seed": seed, "column": column},
+            data_hash=None, weights_path=None, weights_sha256=None, card=card.to_json(),
+            synthetic=True)
+        rows = [pd.DataFrame({"model_id": model_id, "scan_id": truth["scan_id"],
+                              "horizon_years": h, "risk": truth[f"{column}_{h}y"],
+                              "fold": None, "split": "oof"}) for h in HORIZONS_YEARS]
+        st_store.insert_frame(cur, "predictions", pd.concat(rows, ignore_index=True))
 
 
 def _demo_summary(store: st_store.Store, path: Path, seconds: float) -> DemoSummary:

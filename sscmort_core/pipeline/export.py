@@ -48,6 +48,10 @@ COLUMN_DOCS: dict[str, dict[str, tuple[str, str]]] = {
         "sex": ("text", "F or M"), "birth_year": ("integer", "year of birth"),
         "subtype": ("text", "limited, diffuse or sine"),
         "antibody": ("text", "scl70, centromere, rnapol3, other or negative"),
+        "ever_smoker": ("boolean", "ever smoked (empty: not recorded)"),
+        "pulmonary_hypertension": ("boolean", "pulmonary hypertension (empty: not recorded)"),
+        "cardiac_involvement": ("boolean", "primary cardiac involvement (empty: not "
+                                "recorded)"),
         "death_date": ("date", "date of death (empty: not known dead); shifted if "
                        "dates_shifted"),
         "last_followup_date": ("date", "date last known alive (or of death); shifted if "

@@ -10,6 +10,7 @@ import duckdb
 import pandas as pd
 
 from sscmort_core.store.db import Store, in_clause, one_row, to_python
+from sscmort_core.store.schema import PATIENT_HISTORY_COLUMNS
 
 
 @dataclass(frozen=True)
@@ -22,6 +23,27 @@ class CohortSummary:
     median_followup_years: float | None
     first_scan: dt.date | None
     last_scan: dt.date | None
+
+
+def set_patient_history(cur: duckdb.DuckDBPyConnection, frame: pd.DataFrame) -> int:
+    """Write ever-smoker, pulmonary hypertension and cardiac involvement (bool or None) for the
+    patients of ``frame`` (patient_id plus :data:`PATIENT_HISTORY_COLUMNS`), already in the
+    patients table. Run inside a transaction. Returns rows given."""
+    missing = [c for c in ("patient_id", *PATIENT_HISTORY_COLUMNS) if c not in frame.columns]
+    if missing:
+        raise ValueError(f"patient history: missing columns {missing}")
+    view = frame.loc[:, ["patient_id", *PATIENT_HISTORY_COLUMNS]].copy()
+    cur.register("_incoming_history", view)
+    try:
+        sets = ", ".join(f"{c} = h.{c}" for c in PATIENT_HISTORY_COLUMNS)
+        cur.execute(f"""UPDATE patients SET {sets} FROM _incoming_history h
+                        WHERE patients.patient_id = h.patient_id""")
+    finally:
+        try:
+            cur.unregister("_incoming_history")
+        except duckdb.Error:  # the transaction already failed; the view goes with it
+            pass
+    return len(view)
 
 
 def is_synthetic(store: Store) -> bool:
@@ -59,7 +81,8 @@ def patients_frame(store: Store) -> pd.DataFrame:
                                abs(date_diff('day', f.first_scan, c.date))) AS baseline_dlco
                         FROM clinical c JOIN first f USING (patient_id) GROUP BY c.patient_id)
            SELECT p.patient_id, p.sex, p.birth_year, p.subtype, p.antibody, p.death_date,
-                  p.last_followup_date, p.source, p.synthetic, f.first_scan, f.n_scans,
+                  p.last_followup_date, p.source, p.synthetic, p.ever_smoker,
+                  p.pulmonary_hypertension, p.cardiac_involvement, f.first_scan, f.n_scans,
                   year(f.first_scan) - p.birth_year AS age_at_first_scan,
                   b.baseline_fvc, b.baseline_dlco,
                   p.death_date IS NOT NULL AS died,

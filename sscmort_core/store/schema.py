@@ -188,6 +188,15 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (scan_id, method_version)
     );
     """,
+    # --- 7: patient history (smoking, PH, cardiac) and the imaging-only oracle (issue 16) ----
+    """
+    ALTER TABLE patients ADD COLUMN ever_smoker BOOLEAN;
+    ALTER TABLE patients ADD COLUMN pulmonary_hypertension BOOLEAN;
+    ALTER TABLE patients ADD COLUMN cardiac_involvement BOOLEAN;
+    ALTER TABLE synthetic_truth ADD COLUMN imaging_risk_1y DOUBLE;
+    ALTER TABLE synthetic_truth ADD COLUMN imaging_risk_3y DOUBLE;
+    ALTER TABLE synthetic_truth ADD COLUMN imaging_risk_5y DOUBLE;
+    """,
 )
 
 
@@ -206,7 +215,13 @@ SCAN_COLUMNS = ("scan_id", "patient_id", "scan_date", "scanner", "kernel", "seri
 
 
 TRUTH_COLUMNS = ("scan_id", "true_ild_extent_pct", "true_risk_1y", "true_risk_3y",
-                 "true_risk_5y", "progressor", "emphysema_pct")
+                 "true_risk_5y", "progressor", "emphysema_pct", "imaging_risk_1y",
+                 "imaging_risk_3y", "imaging_risk_5y")
+
+
+# Patient history columns (nullable: a registry import may not know them); written by
+# :func:`sscmort_core.store.set_patient_history` after the patients rows.
+PATIENT_HISTORY_COLUMNS = ("ever_smoker", "pulmonary_hypertension", "cardiac_involvement")
 
 
 CLINICAL_COLUMNS = ("patient_id", "date", "fvc_pct_pred", "dlco_pct_pred", "source",

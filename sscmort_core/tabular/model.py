@@ -27,7 +27,7 @@ from sscmort_core.tabular.survival import CumulativeRisk, fit_survival
 TABULAR_VERSION = "1"
 KINDS: tuple[str, ...] = ("radiomics", "qct")
 # Clinical reference kinds (features from .clinical; never predicted from a volume alone).
-REFERENCE_KINDS: tuple[str, ...] = ("goh", "clinical", "clinical_qct")
+REFERENCE_KINDS: tuple[str, ...] = ("goh", "sadl", "clinical", "clinical_qct")
 # Each scan with its patient's earlier scans (features from .longitudinal; scored from the
 # store's history, never from a volume alone).
 LONGITUDINAL_KINDS: tuple[str, ...] = ("longitudinal",)
@@ -36,7 +36,7 @@ ALGORITHMS: dict[str, tuple[str, ...]] = {"radiomics": ("logistic", "gbm", "disc
                                           "qct": ("logistic", "discrete_time"),
                                           **dict.fromkeys(REFERENCE_KINDS + LONGITUDINAL_KINDS,
                                                           ("discrete_time",))}
-KIND_LABELS = {"radiomics": "Radiomics", "qct": "QCT", "goh": "Goh staging",
+KIND_LABELS = {"radiomics": "Radiomics", "qct": "QCT", "goh": "Goh staging", "sadl": "SADL",
                "clinical": "Clinical", "clinical_qct": "Clinical + QCT",
                "longitudinal": "Longitudinal QCT + PFT"}
 ALGORITHM_LABELS = {"logistic": "penalised logistic (complete cases)",

@@ -474,7 +474,7 @@ def paired_tests_frame(tests: Sequence[PairedTest], labels: dict[str, str]) -> p
     return pd.DataFrame(rows)
 
 
-CLINICAL_KINDS: tuple[str, ...] = ("goh", "clinical")  # reference models without imaging
+CLINICAL_KINDS: tuple[str, ...] = ("goh", "sadl", "clinical")  # references without imaging
 IMAGING_KINDS: tuple[str, ...] = ("radiomics", "qct", "deep", "ensemble", "clinical_qct",
                                   "longitudinal")
 

@@ -60,6 +60,8 @@ COLUMN_LABELS: dict[str, str] = {
     "patient_id": "Patient", "scan_id": "Scan", "scan_date": "Scan date",
     "n_scans": "Scans", "n_patients": "Patients", "n_events": "Deaths", "events": "Deaths",
     "source": "Source", "sex": "Sex", "subtype": "Subtype", "antibody": "Antibody",
+    "ever_smoker": "Ever smoker", "pulmonary_hypertension": "Pulmonary hypertension",
+    "cardiac_involvement": "Cardiac involvement",
     "kernel": "Kernel", "scanner": "Scanner", "manufacturer": "Manufacturer",
     "age_at_first_scan": "Age at first scan (y)", "birth_year": "Born",
     "baseline_fvc": "Baseline FVC (% pred.)", "baseline_dlco": "Baseline DLCO (% pred.)",

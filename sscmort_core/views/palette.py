@@ -2,7 +2,7 @@
 
 - Models: a colour is keyed on the model id within the *registry* (every model the page can
   offer, sorted by id), so removing a model from a selection never recolours the others. The
-  synthetic oracle is always black.
+  synthetic oracle is always black; further oracles (the imaging-only one) are greys.
 - Horizons: one dash per horizon, with legend symbols drawn as strokes so the dash shows.
 - KM groups: solid legend swatches in the line colour (bands stay pale, the key does not).
 """
@@ -20,6 +20,7 @@ MODEL_PALETTE: tuple[str, ...] = (
     "#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf",
     "#bcbd22", "#7f7f7f", "#332288", "#117733", "#44aa99", "#882255", "#aa4499", "#999933")
 ORACLE_COLOUR = "#111111"
+ORACLE_SHADES: tuple[str, ...] = (ORACLE_COLOUR, "#707070", "#a8a8a8")  # oracles by id
 # dash per horizon (1, 3, 5 years): solid, long dash, dots
 HORIZON_DASHES: dict[int, list[int]] = {1: [1, 0], 3: [8, 4], 5: [2, 3]}
 KM_PALETTE: tuple[str, ...] = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e",
@@ -28,13 +29,15 @@ KM_PALETTE: tuple[str, ...] = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7
 
 def model_colours(registry: Iterable[str], oracle: Iterable[str] = ()) -> dict[str, str]:
     """{model id: colour} for every id in ``registry`` (sorted, so the mapping depends only on
-    which models exist, not on which are shown); ids in ``oracle`` are black."""
+    which models exist, not on which are shown); ids in ``oracle`` (and the demo's "oracle")
+    are black, then greys, in id order."""
     oracle = set(oracle)
     out: dict[str, str] = {}
-    i = 0
+    i = j = 0
     for m in sorted(set(registry)):
-        if m in oracle or m == "oracle":  # the demo's synthetic oracle (its id)
-            out[m] = ORACLE_COLOUR
+        if m in oracle or m == "oracle":  # the demo's synthetic oracles
+            out[m] = ORACLE_SHADES[min(j, len(ORACLE_SHADES) - 1)]
+            j += 1
             continue
         out[m] = MODEL_PALETTE[i % len(MODEL_PALETTE)]
         i += 1

@@ -52,7 +52,8 @@ def test_page_offers_to_compute_then_draws_rocs_table_and_downloads(page_store, 
     assert any(RESEARCH_NOTICE in w.value for w in at.markdown)
     assert any(SYNTHETIC_NOTICE in i.value for i in at.markdown)
     assert any("not computed yet" in w.value for w in at.warning)
-    compute = [b for b in at.button if b.label.startswith("Compute metrics for 2 model")]
+    # noisy and both oracles (the honest and the imaging-only one)
+    compute = [b for b in at.button if b.label.startswith("Compute metrics for 3 model")]
     assert compute, [b.label for b in at.button]
     compute[0].click().run()
     assert not at.exception, [e.value for e in at.exception]
@@ -81,13 +82,15 @@ def test_page_offers_to_compute_then_draws_rocs_table_and_downloads(page_store, 
     assert (table.loc[(table["kind"] == "reported") & (table["horizon (years)"] == 3), "value"]
             .dropna().tolist() == [0.801])
     oracle = table.loc[table["kind"] == "oracle", "model"]
-    assert oracle.str.startswith("Oracle (generator's true risk").all()
+    assert oracle.str.startswith(("Oracle (risk given what is knowable",
+                                  "Imaging-only oracle")).all()
+    assert oracle.str.startswith("Imaging-only oracle").any()
     labels = [d.proto.label for d in at.get("download_button")]
     assert "Download the table (CSV)" in labels
     assert labels.count("Download these charts (PNG)") == len(drawable)
-    # paired tests: one row (noisy vs oracle) per drawable horizon
+    # paired tests: one table per drawable horizon, a row per pair of the 3 models
     assert len(at.dataframe) == 1 + len(drawable)
-    assert all(len(df.value) == 1 for df in at.dataframe[1:])
+    assert all(len(df.value) == 3 for df in at.dataframe[1:])
     assert all(df.value["p method"].notna().all() for df in at.dataframe[1:])
 
     # the per-patient switch recomputes every metric with each patient weighted equally

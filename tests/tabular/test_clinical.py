@@ -12,7 +12,13 @@ import pandas as pd
 from sscmort_core import store as st
 from sscmort_core.pipeline import evaluate as ev
 from sscmort_core.tabular import io as tab_io
-from sscmort_core.tabular.clinical import CLINICAL_FEATURES, goh_extensive, pft_at_scan
+from sscmort_core.tabular.clinical import (
+    CLINICAL_FEATURES,
+    goh_extensive,
+    pft_at_scan,
+    reference_features,
+    sadl_points,
+)
 from sscmort_core.tabular.train import train_tabular
 from sscmort_core.views import comparison as cmp
 
@@ -23,6 +29,16 @@ def test_goh_staging_by_hand():
     fvc = np.array([80.0, 65.0, 75.0, 50.0, np.nan, np.nan, 60.0, 69.9, 69.9, 90.0])
     want = [1.0, 1.0, 0.0, 0.0, 1.0, 0.0, np.nan, 1.0, 1.0, 1.0]
     np.testing.assert_array_equal(goh_extensive(extent, fvc), want)
+
+
+def test_sadl_points_by_hand():
+    """Morisset et al. 2017 points: ever smoked 1; age < 55 0, 55-70 1, > 70 2; DLCO > 60% 0,
+    40-60% 3, < 40% 4; missing smoking or DLCO gives no score."""
+    smoker = np.array([0.0, 1.0, 1.0, 0.0, 1.0, 0.0, np.nan, 1.0, 0.0])
+    age = np.array([40.0, 54.9, 55.0, 70.0, 70.1, 80.0, 60.0, 60.0, 50.0])
+    dlco = np.array([80.0, 60.1, 60.0, 40.0, 39.9, 61.0, 50.0, np.nan, 20.0])
+    want = [0.0, 1.0, 5.0, 4.0, 7.0, 2.0, np.nan, np.nan, 4.0]
+    np.testing.assert_array_equal(sadl_points(smoker, age, dlco), want)
 
 
 def test_pfts_are_the_latest_on_or_before_the_scan_within_a_year():
@@ -44,7 +60,9 @@ def test_reference_models_train_on_the_same_scans_and_compare(tiny_store_templat
     shutil.copy(tiny_store_template, path)
     with st.open_store(path) as s:
         ids = {k: train_tabular(s, k, models_dir=tmp_path / "m", folds=3, seed=0)
-               for k in ("goh", "clinical", "clinical_qct")}
+               for k in ("goh", "sadl", "clinical", "clinical_qct")}
+        sadl = reference_features(s, "sadl", ())
+        smokers = st.patients_frame(s).set_index("patient_id")["ever_smoker"]
         cards = st.models_frame(s).set_index("model_id")["card"].map(json.loads)
         clinical = tab_io.feature_matrix(s, "clinical")
         qct = tab_io.feature_matrix(s, "qct")
@@ -61,12 +79,17 @@ def test_reference_models_train_on_the_same_scans_and_compare(tiny_store_templat
     assert set(clinical.feature_names) <= set(CLINICAL_FEATURES)
     assert {"age_years", "fvc_pct_pred", "dlco_pct_pred"} <= set(clinical.feature_names)
     assert cards[ids["goh"][0]]["features"] == ["goh_extensive"]
+    assert cards[ids["sadl"][0]]["features"] == ["sadl_points"]
+    assert smokers.notna().all() and smokers.any() and not smokers.all()  # stored by the demo
+    points = sadl["sadl_points"].dropna()
+    assert len(points) > 0 and set(points) <= set(range(8)) and points.nunique() > 2
     both = set(cards[ids["clinical_qct"][0]]["features"])
     assert {"ild_extent_pct", "age_years"} <= both <= set(qct.feature_names) | set(
         clinical.feature_names)
     assert cards[ids["clinical"][0]]["label"].startswith("Clinical discrete-time survival")
     n_scans = preds.groupby("model_id")["scan_id"].nunique()
     assert n_scans.nunique() == 1  # every model predicts every scan, out of fold
+    assert len(n_scans) == 4
     assert len(tests) == 1 and tests[0].n_scans > 0
     assert best == aucs.loc[pair[1:], "value"].idxmax()  # goh or clinical, never + QCT
     added = cmp.added_value_frame(tests, {}, kinds, ids["clinical"][0])
