@@ -12,22 +12,32 @@ import pandas as pd
 import streamlit as st
 
 from sscmort_core import store as st_store
+from sscmort_core.labels import HORIZONS_YEARS
 from sscmort_core.pipeline import evaluate
+from sscmort_core.pipeline.eval_data import load_horizon_data
 from sscmort_core.views import comparison as ev
 from sscmort_core.views import eval_charts as charts_eval
 from sscmort_core.views import study
 
 
+@st.cache_data(show_spinner=False, max_entries=256)
+def _loaded_of(_store: st_store.Store, version: str, model_id: str, split: str) -> ev.Loaded:
+    """One model's labelled predictions of ``split`` at every horizon, read once: the curves,
+    recalibration and pairs below are computed from it, not from a read each."""
+    return load_horizon_data(_store, [model_id], HORIZONS_YEARS, split=split)
+
+
 @st.cache_data(show_spinner=False, max_entries=512)
 def _pair(_store: st_store.Store, version_a: str, version_b: str, a: str, b: str,
-          horizon: int, boot: int, split: str) -> evaluate.PairedTest:
-    return evaluate.paired_tests(_store, [a, b], horizon, n_boot=boot, split=split)[0]
+          horizon: int, boot: int, split: str, _data: ev.Loaded) -> evaluate.PairedTest:
+    return evaluate.paired_tests(_store, [a, b], horizon, n_boot=boot, split=split,
+                                 data=_data)[0]
 
 
 @st.cache_data(show_spinner=False, max_entries=512)
 def _curves_of(_store: st_store.Store, version: str, model_id: str,
-               horizon: int, split: str) -> ev.HorizonCurves:
-    return ev.horizon_curves(_store, [model_id], horizon, split=split)
+               horizon: int, split: str, _data: ev.Loaded) -> ev.HorizonCurves:
+    return ev.horizon_curves(_store, [model_id], horizon, split=split, data=_data)
 
 
 @st.cache_data(show_spinner=False, max_entries=256)
@@ -37,9 +47,10 @@ def _long_of(_store: st_store.Store, version: str, model_id: str, estimand: str,
 
 
 @st.cache_data(show_spinner=False, max_entries=512)
-def _recal_of(_store: st_store.Store, version: str, model_id: str,
-              horizon: int, split: str) -> ev.CurveSet:
-    return ev.recalibration_frames(_store, [model_id], horizon, split=split)
+def _recal_of(_store: st_store.Store, version: str, model_id: str, horizon: int, split: str,
+              _data: ev.Loaded, _uncalibrated: ev.Loaded | None) -> ev.CurveSet:
+    return ev.recalibration_frames(_store, [model_id], horizon, split=split, data=_data,
+                                   uncalibrated=_uncalibrated)
 
 
 @st.cache_data(show_spinner=False, max_entries=128)
@@ -94,14 +105,20 @@ class PageData:
         self.split = split
         self.versions = ev.data_versions(store, model_ids)
 
+    def loaded(self, model_id: str, split: str | None = None) -> ev.Loaded:
+        """The model's labelled predictions (this design's, or ``split``'s), read once."""
+        return _loaded_of(self.store, self.versions[model_id], model_id, split or self.split)
+
     def curves(self, ids: Sequence[str], horizon: int) -> ev.HorizonCurves:
         with st.spinner("Curves..."):
             return ev.combine_curves([_curves_of(self.store, self.versions[m], m, horizon,
-                                                 self.split) for m in ids])
+                                                 self.split, self.loaded(m)) for m in ids])
 
     def recal(self, ids: Sequence[str], horizon: int) -> ev.CurveSet:
-        return ev.combine_sets([_recal_of(self.store, self.versions[m], m, horizon, self.split)
-                                for m in ids])
+        cv = self.split == ev.CV_SPLIT
+        return ev.combine_sets([_recal_of(
+            self.store, self.versions[m], m, horizon, self.split, self.loaded(m),
+            self.loaded(m, ev.UNCALIBRATED_SPLIT) if cv else None) for m in ids])
 
     def long(self, ids: Sequence[str], estimand: str, boot: int) -> pd.DataFrame:
         with st.spinner("Metrics..."):
@@ -125,7 +142,8 @@ class PageData:
     def paired(self, ids: Sequence[str], horizon: int, boot: int) -> list[evaluate.PairedTest]:
         with st.spinner("Paired tests (clustered DeLong and patient bootstrap)..."):
             return [_pair(self.store, self.versions[a], self.versions[b], a, b, horizon, boot,
-                          self.split) for a, b in itertools.combinations(ids, 2)]
+                          self.split, {**self.loaded(a), **self.loaded(b)})
+                    for a, b in itertools.combinations(ids, 2)]
 
 
 LONG_SHOWN = ("horizon (years)", "model", "metric", "value", "CI low", "CI high", "estimand",

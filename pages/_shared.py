@@ -8,11 +8,9 @@ This is the only place (besides the pages) that knows about Streamlit; the core 
 from __future__ import annotations
 
 import hashlib
-import importlib
 import logging
 import os
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any, NoReturn, Sequence
@@ -290,19 +288,6 @@ def run_page(page: Any) -> None:
         raise
     finally:
         TIMING.info("page=%s seconds=%.4f end=%s", name, time.perf_counter() - t0, ended)
-        warm_up_deep_models()
-
-
-@st.cache_resource(show_spinner=False)
-def warm_up_deep_models() -> threading.Thread:
-    """Once per app process, after its first page: import the deep-model stack (torch and
-    timm, through the saliency module Upload & predict uses: about 10 s of a 2-core CPU) in a
-    background thread, so the first visit to Upload & predict does not wait for it (issue 17:
-    that page's slowest run was the first in a process)."""
-    thread = threading.Thread(target=importlib.import_module, args=("sscmort_core.deep.saliency",),
-                              name="sscmort-warm-up", daemon=True)
-    thread.start()
-    return thread
 
 
 def export_button(label: str, data: Any, *, file_name: str, mime: str,

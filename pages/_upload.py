@@ -13,7 +13,6 @@ import streamlit as st
 from pages._pacs import upload_id
 from pages._shared import audit, require, show_error
 from sscmort_core import store as st_store
-from sscmort_core.deep.saliency import saliency_for_volume
 from sscmort_core.errors import SscmortError
 from sscmort_core.labels import HORIZONS_YEARS
 from sscmort_core.pipeline.ingest import save_analysis
@@ -80,6 +79,9 @@ def saliency_section(vol: Any, lung_mask: Any, report: RiskReport) -> None:
                        horizontal=True, format_func=horizon_label)
     cached = st.session_state.setdefault("saliency", {})
     if (model_id, horizon) not in cached:
+        # torch and timm load when a saliency is first asked for, not with the page
+        from sscmort_core.deep.saliency import saliency_for_volume  # heavy: torch
+
         try:  # the model may have been retrained or removed since the prediction
             with st.spinner("Grad-CAM on the model's slices..."):
                 cached[(model_id, horizon)] = saliency_for_volume(

@@ -34,7 +34,7 @@ from __future__ import annotations
 import itertools
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -373,11 +373,14 @@ def paired_test(data_a: HorizonData, data_b: HorizonData, *, n_boot: int = 2000,
 
 def paired_tests(store: st_store.Store, model_ids: Sequence[str], horizon: int, *,
                  n_boot: int = 2000, seed: int = 0, min_events: int = DEFAULT_MIN_EVENTS,
-                 split: str = "oof") -> list[PairedTest]:
+                 split: str = "oof",
+                 data: Mapping[tuple[str, int], HorizonData] | None = None) -> list[PairedTest]:
     """DeLong, patient bootstrap and clustered DeLong of the AUC difference for every pair of
     ``model_ids`` (in the order given: a before b), each on the labelled scans both models
-    predicted (in ``split``: the OOF predictions, or a validation design's test part)."""
+    predicted (in ``split``: the OOF predictions, or a validation design's test part);
+    ``data``: those predictions when the caller has loaded them."""
     ids = check_model_ids(store, model_ids)
-    data = load_horizon_data(store, ids, (horizon,), split=split)
+    if data is None or not all((m, horizon) in data for m in ids):  # else: the caller's load
+        data = load_horizon_data(store, ids, (horizon,), split=split)
     return [paired_test(data[(a, horizon)], data[(b, horizon)], n_boot=n_boot, seed=seed,
                         min_events=min_events) for a, b in itertools.combinations(ids, 2)]

@@ -8,7 +8,7 @@ predictions with their labels (:func:`sscmort_core.pipeline.eval_data.load_horiz
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -194,11 +194,24 @@ class _CurveInputs:
     # computed on a validation design's test part
 
 
+# (model_id, horizon) -> labelled predictions, from load_horizon_data: a caller that holds
+# them (e.g. a page's cache) passes them in, and they are not read again.
+Loaded = Mapping[tuple[str, int], HorizonData]
+
+
+def _loaded(store: st_store.Store, ids: Sequence[str], horizon: int, split: str,
+            data: Loaded | None) -> Loaded:
+    if data is not None and all((m, horizon) in data for m in ids):
+        return data
+    return load_horizon_data(store, ids, (horizon,), split=split)
+
+
 def _curve_inputs(store: st_store.Store, model_ids: Sequence[str], horizon: int,
-                  min_events: int, split: str = CV_SPLIT) -> _CurveInputs:
+                  min_events: int, split: str = CV_SPLIT,
+                  data: Loaded | None = None) -> _CurveInputs:
     ids = check_model_ids(store, model_ids)
     labels = model_labels(store)
-    data = load_horizon_data(store, ids, (horizon,), split=split)
+    data = _loaded(store, ids, horizon, split, data)
     usable, unavailable = [], []
     for m in ids:
         d = data[(m, horizon)]
@@ -347,22 +360,25 @@ UNCALIBRATED_SPLIT = "oof_uncalibrated"
 
 
 def recalibration_frames(store: st_store.Store, model_ids: Sequence[str], horizon: int, *,
-                         n_bins: int = 10, split: str = CV_SPLIT) -> CurveSet:
+                         n_bins: int = 10, split: str = CV_SPLIT, data: Loaded | None = None,
+                         uncalibrated: Loaded | None = None) -> CurveSet:
     """Reliability (observed = 1 - Kaplan-Meier per risk group, every predicted scan) of each
     recalibrated model before and after its recalibration at ``horizon``; models without
     risks before recalibration (e.g. deep models) are listed in ``unavailable``. Only the
-    cross-validation keeps risks before recalibration: under a design ``split`` it is empty."""
+    cross-validation keeps risks before recalibration: under a design ``split`` it is empty.
+    ``data`` / ``uncalibrated``: the OOF predictions after / before recalibration, when the
+    caller has loaded them."""
     ids = check_model_ids(store, model_ids)
     labels = model_labels(store)
     if split != CV_SPLIT:
         return CurveSet("recalibration", horizon, _concat([], []),
                         tuple((labels[m], "before / after: cross-validation only") for m in ids))
-    before = load_horizon_data(store, ids, (horizon,), split=UNCALIBRATED_SPLIT)
+    before = _loaded(store, ids, horizon, UNCALIBRATED_SPLIT, uncalibrated)
     has = [m for m in ids if len(before[(m, horizon)].risk)]
     missing = tuple((labels[m], "not recalibrated") for m in ids if m not in has)
     if not has:
         return CurveSet("recalibration", horizon, _concat([], []), missing)
-    after = load_horizon_data(store, has, (horizon,))
+    after = _loaded(store, has, horizon, CV_SPLIT, data)
     parts, unavailable = [], list(missing)
     for m in has:
         for name, d in (("before", before[(m, horizon)]), ("after", after[(m, horizon)])):
@@ -396,12 +412,13 @@ class HorizonCurves:
 
 
 def horizon_curves(store: st_store.Store, model_ids: Sequence[str], horizon: int, *,
-                   min_events: int = DEFAULT_MIN_EVENTS, split: str = CV_SPLIT
-                   ) -> HorizonCurves:
+                   min_events: int = DEFAULT_MIN_EVENTS, split: str = CV_SPLIT,
+                   data: Loaded | None = None) -> HorizonCurves:
     """ROC, calibration and decision curves at ``horizon`` (complete-case and
     censoring-aware) from one load of the predictions of ``split`` (the OOF ones, or a
-    validation design's test part): what the Model comparison page draws per tab."""
-    inp = _curve_inputs(store, model_ids, horizon, min_events, split)
+    validation design's test part): what the Model comparison page draws per tab. ``data``:
+    those predictions when the caller has loaded them (:data:`Loaded`)."""
+    inp = _curve_inputs(store, model_ids, horizon, min_events, split, data)
     return HorizonCurves(_roc(inp), _calibration(inp, 10), _decision(inp, DECISION_THRESHOLDS),
                          _km_calibration(inp, 10), _ipcw_decision(inp, DECISION_THRESHOLDS))
 

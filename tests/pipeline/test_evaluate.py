@@ -21,6 +21,7 @@ from sscmort_core.errors import UnknownModelError
 from sscmort_core.evaluation import auc_with_ci, concordance_index
 from sscmort_core.labels import HORIZONS_YEARS, label_scans, time_to_event_years
 from sscmort_core.pipeline import evaluate as ev
+from sscmort_core.pipeline.eval_data import load_horizon_data
 from sscmort_core.views import comparison as cmp
 from sscmort_core.views import study
 
@@ -347,6 +348,13 @@ def test_per_model_pieces_combine_to_the_all_models_results(store_path):
                 a, b = getattr(whole, field), getattr(parts, field)
                 pd.testing.assert_frame_equal(a.frame.reset_index(drop=True), b.frame)
                 assert sorted(a.unavailable) == sorted(b.unavailable)
+            loaded = load_horizon_data(s, ids, HORIZONS_YEARS)  # what a page caches
+            given = cmp.horizon_curves(s, ids, h, min_events=1, data=loaded)
+            for field in ("roc", "km_calibration", "ipcw_decision"):
+                pd.testing.assert_frame_equal(getattr(whole, field).frame,
+                                              getattr(given, field).frame)
+            assert ev.paired_tests(s, ids, h, n_boot=N_BOOT, data=loaded) == \
+                ev.paired_tests(s, ids, h, n_boot=N_BOOT)
             treat = parts.decision.frame["model"].isin(["Treat all", "Treat none"])
             assert treat.sum() == 2 * len(cmp.DECISION_THRESHOLDS)  # once, not per model
             pairs = ev.paired_tests(s, ids, h, n_boot=N_BOOT)
