@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -227,11 +228,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="sscmort-bench-pages-") as tmp:
-        store = args.store
-        if store is None:
+        store = Path(tmp) / "bench.duckdb"
+        if args.store is not None:  # a copy: the app writes (audit rows, migrations)
+            shutil.copy(args.store, store)
+        else:
             from sscmort_core.pipeline.demo import build_demo  # heavy: duckdb, pandas
 
-            store = Path(tmp) / "bench.duckdb"
             build_demo(store, n_patients=args.patients, seed=0, workers=1,
                        stages=("radiomics", "tabular", "evaluate"), models_dir=Path(tmp))
         result = run(store, args.repeats, Path(tmp))

@@ -64,7 +64,8 @@ def test_demo_json_summary(tmp_path, capsys):
         n_feat = store.con.execute(
             "SELECT count(DISTINCT scan_id) FROM radiomics_features").fetchone()[0]
         assert n_feat == s["scans"]  # the radiomics stage ran; the skipped ones did not
-        assert counts["models"] == 1  # only the oracle reference
+        kinds = [r[0] for r in store.con.execute("SELECT kind FROM models").fetchall()]
+        assert kinds == ["oracle", "oracle"]  # only the two oracle references (honest, imaging)
     assert not list(tmp_path.glob(".*building*"))
 
 
