@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import streamlit as st
 
 from pages._shared import page_setup, still_coming
@@ -55,18 +56,23 @@ if chosen.empty:
     st.warning("No patient matches these filters.")
     st.stop()
 
-grouping = st.selectbox("Group Kaplan-Meier curves by", list(cohort.GROUPINGS))
-km = cohort.kaplan_meier(chosen["followup_years"].to_numpy(), chosen["died"].to_numpy(),
-                         chosen[cohort.GROUPINGS[grouping]].to_numpy())
-p_text = ("log-rank p = n/a (one group)" if km.logrank_p is None
-          else f"log-rank p = {km.logrank_p:.3g}")
-bands = st.toggle("95% CI bands", value=km.groups is not None and len(km.groups) <= 2,
-                  help="Pale bands overlap when there are many groups.")
-st.altair_chart(charts.kaplan_meier_chart(km, f"Survival from first scan by "
-                                          f"{sentence(grouping)} ({p_text})", bands=bands),
-                width="stretch")
-st.caption("Number at risk")
-st.dataframe(charts.at_risk_table(km), width="stretch")
+@st.fragment  # grouping and bands rerun the survival curves only
+def _survival(pts: pd.DataFrame) -> None:
+    grouping = st.selectbox("Group Kaplan-Meier curves by", list(cohort.GROUPINGS))
+    km = cohort.kaplan_meier(pts["followup_years"].to_numpy(), pts["died"].to_numpy(),
+                             pts[cohort.GROUPINGS[grouping]].to_numpy())
+    p_text = ("log-rank p = n/a (one group)" if km.logrank_p is None
+              else f"log-rank p = {km.logrank_p:.3g}")
+    bands = st.toggle("95% CI bands", value=km.groups is not None and len(km.groups) <= 2,
+                      help="Pale bands overlap when there are many groups.")
+    st.altair_chart(charts.kaplan_meier_chart(km, f"Survival from first scan by "
+                                              f"{sentence(grouping)} ({p_text})", bands=bands),
+                    width="stretch")
+    st.caption("Number at risk")
+    st.dataframe(charts.at_risk_table(km), width="stretch")
+
+
+_survival(chosen)
 
 st.subheader("Patients")
 

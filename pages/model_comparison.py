@@ -103,30 +103,43 @@ colours = palette.model_colours(list(choices), oracle=[m for m, c in choices.ite
                                                         if c.kind == ORACLE_KIND])
 table, summary_spec = data.summary(chosen, colours, n_boot)
 st.subheader("Metrics")
-estimand = st.radio("Estimand (the population the scans are weighted to)", ESTIMANDS,
-                    horizontal=True, help="Per scan: every scan weighs 1, so patients scanned "
-                    "more often weigh more. Per patient: a patient's k scans weigh 1/k each "
-                    "(computed on demand, not stored).")
 if summary_spec is not None:
     st.vega_lite_chart(summary_spec, width="content")
-long = data.long(chosen, estimand, n_boot)
-st.dataframe(long.drop(columns=["model_id"]), hide_index=True, width="stretch",
-             column_order=LONG_SHOWN, column_config=LONG_CONFIG)  # fits 1280 px: no sideways
-st.caption("One row per horizon, model and metric: value with its patient-bootstrap 95% CI, "
-           "the estimand, and the scans, patients and events it used (hover a cell for its "
-           "full text; the CSV has how censored scans enter and notes).")
-export_button("Download the table (CSV)", long.to_csv(index=False),
-              file_name="sscmort_model_comparison.csv", mime="text/csv",
-              object_ids=chosen, icon=":material/download:")
-st.caption(f'Rows of kind "reported" are the AUCs published by the study ({study.STUDY}) on '
-           "its own registry cohort, for reference; they are not computed here.")
-reportable = [m for m in chosen if choices[m].has_metrics]
-if reportable:  # TRIPOD+AI-style summary of one model, built only when clicked
+
+
+@st.fragment  # the estimand reruns the table only
+def _metrics_table() -> None:
+    estimand = st.radio("Estimand (the population the scans are weighted to)", ESTIMANDS,
+                        horizontal=True, help="Per scan: every scan weighs 1, so patients "
+                        "scanned more often weigh more. Per patient: a patient's k scans weigh "
+                        "1/k each (computed on demand, not stored).")
+    long = data.long(chosen, estimand, n_boot)
+    st.dataframe(long.drop(columns=["model_id"]), hide_index=True, width="stretch",
+                 column_order=LONG_SHOWN, column_config=LONG_CONFIG)  # fits 1280 px
+    st.caption("One row per horizon, model and metric: value with its patient-bootstrap 95% "
+               "CI, the estimand, and the scans, patients and events it used (hover a cell "
+               "for its full text; the CSV has how censored scans enter and notes).")
+    export_button("Download the table (CSV)", long.to_csv(index=False),
+                  file_name="sscmort_model_comparison.csv", mime="text/csv",
+                  object_ids=chosen, icon=":material/download:")
+
+
+@st.fragment  # picking the report's model reruns this picker only
+def _report_picker() -> None:
+    reportable = [m for m in chosen if choices[m].has_metrics]
+    if not reportable:
+        return
     report_of = st.selectbox("Report of one model", reportable,
                              format_func=lambda m: choices[m].shown)
     export_button("Download report (HTML)", lambda m=report_of: report_document(
         store, m, "html", n_boot=n_boot), file_name=f"sscmort_report_{report_of}.html",
         mime="text/html", object_ids=(report_of,), icon=":material/description:")
+
+
+_metrics_table()
+st.caption(f'Rows of kind "reported" are the AUCs published by the study ({study.STUDY}) on '
+           "its own registry cohort, for reference; they are not computed here.")
+_report_picker()  # a TRIPOD+AI-style summary of one model, built only when clicked
 
 
 @st.fragment

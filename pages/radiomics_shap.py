@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import json
+from collections.abc import Callable
 
 import pandas as pd
 import streamlit as st
@@ -56,6 +58,20 @@ def _horizon(key: str, where) -> int:
                        horizontal=True, index=len(HORIZONS_YEARS) - 1, key=key)
 
 
+
+def _guarded(body: Callable[[], None]) -> Callable[[], None]:
+    """A tab's body that shows a named error as one sentence (also when the tab reruns alone,
+    as a fragment, outside the page's own try)."""
+    @functools.wraps(body)
+    def run() -> None:
+        try:
+            body()
+        except SscmortError as err:
+            show_error(err)
+    return run
+
+@st.fragment  # its widgets rerun this tab only
+@_guarded
 def _feature_browser() -> None:
     if not (param_sets["param_hash"] != ex.QCT_SET).any() and not still_coming("radiomics"):
         st.info("No radiomics features yet: run `sscmort radiomics` on this store"
@@ -108,6 +124,8 @@ def _pick_model(key: str, where) -> ex.TabularModelInfo:
     return next(m for m in models if m.model_id == choice)
 
 
+@st.fragment  # its widgets rerun this tab only
+@_guarded
 def _shap_summary() -> None:
     c1, c2 = st.columns([2, 1])
     model = _pick_model("sum_model", c1)
@@ -121,6 +139,8 @@ def _shap_summary() -> None:
                "log-odds before risks are made monotone across horizons.")
 
 
+@st.fragment  # its widgets rerun this tab only
+@_guarded
 def _scan_explanation() -> None:
     c1, c2 = st.columns([2, 1])
     model = _pick_model("one_model", c1)

@@ -651,8 +651,14 @@ def metrics_long(store: st_store.Store, model_ids: Sequence[str], *,
         rows += [_reference_long(r, h, i) for h in horizons
                  for i, r in enumerate(reported_aucs(h))]
     frame = pd.DataFrame(rows, columns=[*LONG_COLUMNS, "_order"])
-    return frame.sort_values("_order", kind="mergesort").drop(columns="_order") \
-        .reset_index(drop=True)
+    return _numeric(frame.sort_values("_order", kind="mergesort").drop(columns="_order")
+                    .reset_index(drop=True))
+
+
+def _numeric(frame: pd.DataFrame) -> pd.DataFrame:
+    """Value and CI columns as floats (a metric not computable is NaN, an empty cell on the
+    page, never the text "None")."""
+    return frame.astype({c: float for c in ("value", "CI low", "CI high")})
 
 
 def combine_long(parts: Sequence[pd.DataFrame], *, include_reference: bool = False,
@@ -668,8 +674,8 @@ def combine_long(parts: Sequence[pd.DataFrame], *, include_reference: bool = Fal
     if not frames:
         return pd.DataFrame(columns=list(LONG_COLUMNS))
     frame = pd.concat(frames, ignore_index=True).reindex(columns=[*LONG_COLUMNS, "_pos"])
-    return frame.sort_values(["horizon (years)", "_pos"], kind="mergesort") \
-        .drop(columns="_pos").reset_index(drop=True)
+    return _numeric(frame.sort_values(["horizon (years)", "_pos"], kind="mergesort")
+                    .drop(columns="_pos").reset_index(drop=True))
 
 
 def _reference_long(r: ReportedAUC, h: int, i: int) -> dict[str, object]:

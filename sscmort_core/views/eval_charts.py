@@ -13,6 +13,7 @@ import altair as alt
 import numpy as np
 import pandas as pd
 
+from sscmort_core.labels import HORIZONS_YEARS
 from sscmort_core.views import palette
 from sscmort_core.views.study import ReportedAUC
 
@@ -132,7 +133,9 @@ def auc_summary_chart(table: pd.DataFrame, references: Sequence[ReportedAUC] = (
     models = table.loc[(table["kind"] != "reported") & table["AUC"].notna()].copy()
     reported = table.loc[table["kind"] == "reported"]
     deep = reported.loc[reported["AUC"].notna()]
-    x = alt.X("horizon:N", title="Horizon", sort=None, axis=alt.Axis(labelAngle=0))
+    order = [f"{h} y" for h in HORIZONS_YEARS]  # 1, 3, 5 y whichever have AUCs
+    x = alt.X("horizon:N", title="Horizon", sort=order, scale=alt.Scale(domain=order),
+              axis=alt.Axis(labelAngle=0))
     lowest = pd.concat([models["AUC"], models["AUC CI low"]]).min()
     auc_scale = alt.Scale(domain=[min(0.5, float(np.floor(lowest * 10) / 10)), 1.0])
     layers: list[alt.Chart] = []

@@ -81,10 +81,13 @@ def _load(page, url: str) -> float:
     return time.perf_counter() - t0
 
 
-def _timed(page, action) -> float:
+def _timed(page, action, started_timeout_s: float = 1.5) -> float:
+    """Seconds from the action to a settled page; ``started_timeout_s`` 0 for an action the
+    browser handles alone (a tab switch starts no script run: waiting for one would time
+    the wait)."""
     t0 = time.perf_counter()
     action()
-    _settled(page)
+    _settled(page, started_timeout_s=started_timeout_s)
     return time.perf_counter() - t0
 
 
@@ -136,12 +139,18 @@ def _sscmort_steps(page, url: str) -> list[tuple[str, object]]:
         ("Patient timeline: slice slider step",
          lambda: _timed(page, _slider_step(page, "Axial slice"))),
         ("Model comparison: load", lambda: _load(page, f"{url}/model_comparison")),
-        ("Model comparison: horizon tab", lambda: _timed(page, _tab(page, "1 year"))),
+        ("Model comparison: horizon tab", lambda: _timed(page, _tab(page, "3 years"), 0)),
+        ("Model comparison: estimand per patient", lambda: _timed(page, _radio(
+            page, "Estimand", "per patient (each patient weighted equally)"))),
+        ("Model comparison: estimand per scan", lambda: _timed(page, _radio(
+            page, "Estimand", "per scan"))),
         ("Model comparison: remove a model", lambda: _timed(page, _remove_first_model(page))),
         ("Model comparison: add it back", lambda: _timed(page, _add_model_back(page))),
         ("Radiomics & SHAP: load", lambda: _load(page, f"{url}/radiomics_shap")),
         ("Radiomics & SHAP: horizon radio", lambda: _timed(page, _radio(page, "Horizon",
                                                                          "1 year"))),
+        ("Radiomics & SHAP: horizon back", lambda: _timed(page, _radio(page, "Horizon",
+                                                                        "5 years"))),
         ("Models & jobs: load", lambda: _load(page, f"{url}/models_jobs")),
         ("Upload & predict: load", lambda: _load(page, f"{url}/upload_predict")),
         ("Import cohort: load", lambda: _load(page, f"{url}/import_cohort")),
