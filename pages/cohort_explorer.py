@@ -77,24 +77,30 @@ _survival(chosen)
 st.subheader("Patients")
 
 
-def _num(label: str, fmt: str):
-    return st.column_config.NumberColumn(label, format=fmt, width="small")
+TABLE_W = {"patient_id": 100, "source": 70, "sex": 40, "subtype": 64, "antibody": 86,
+           "history": 110, "age_at_first_scan": 56, "n_scans": 48, "baseline_fvc": 64,
+           "baseline_dlco": 64, "died": 44, "followup_years": 68}
 
 
-table = chosen[["patient_id", "source", "sex", "subtype", "antibody", "ever_smoker",
-                "pulmonary_hypertension", "cardiac_involvement", "age_at_first_scan",
+def _num(label: str, fmt: str, column: str):
+    return st.column_config.NumberColumn(label, format=fmt, width=TABLE_W[column])
+
+
+table = chosen[["patient_id", "source", "sex", "subtype", "antibody", "age_at_first_scan",
                 "n_scans", "baseline_fvc", "baseline_dlco", "died", "followup_years"]].copy()
+table.insert(5, "history", cohort.history_text(chosen))  # smoking, PH, cardiac in one cell
 table["patient_id"] = "patient_timeline?patient=" + table["patient_id"]  # id as its link
 if patients["source"].nunique() <= 1:  # one source in the store: the column says nothing
     table = table.drop(columns=["source"])
 st.dataframe(
     table, hide_index=True, width="stretch",
-    column_config={
-        **{c: st.column_config.Column(column_label(c), width="small") for c in table.columns},
-        "patient_id": st.column_config.LinkColumn("Patient (timeline)",
-                                                  display_text=r"patient=(.*)$"),
-        "age_at_first_scan": _num("Age (y)", "%d"),
-        "baseline_fvc": _num("FVC (% pred.)", "%.0f"),
-        "baseline_dlco": _num("DLCO (% pred.)", "%.0f"),
-        "followup_years": _num("Follow-up (y)", "%.1f"),
+    column_config={  # widths in px: the table fits 1280 px without sideways scrolling
+        **{c: st.column_config.Column(column_label(c), width=TABLE_W.get(c, 60))
+           for c in table.columns},
+        "patient_id": st.column_config.LinkColumn("Patient (timeline)", width=TABLE_W[
+            "patient_id"], display_text=r"patient=(.*)$"),
+        "age_at_first_scan": _num("Age (y)", "%d", "age_at_first_scan"),
+        "baseline_fvc": _num("FVC (% pred.)", "%.0f", "baseline_fvc"),
+        "baseline_dlco": _num("DLCO (% pred.)", "%.0f", "baseline_dlco"),
+        "followup_years": _num("Follow-up (y)", "%.1f", "followup_years"),
     })

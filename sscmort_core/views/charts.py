@@ -10,7 +10,9 @@ from sscmort_core.views import palette
 from sscmort_core.views.cohort import HorizonCount, KaplanMeierResult
 
 # date axes always carry the year ("Apr 2019"), never bare month names
-DATE_AXIS = alt.Axis(format="%b %Y", labelOverlap=True, labelAngle=0, labelFlush=True)
+# labelBound: a label that would run past the axis end (and be cut by the frame) is left out
+DATE_AXIS = alt.Axis(format="%b %Y", labelOverlap=True, labelAngle=0, labelFlush=True,
+                     labelBound=True)
 
 
 def horizon_counts_chart(counts: list[HorizonCount]) -> alt.Chart:

@@ -181,6 +181,26 @@ def kaplan_meier(durations_years: np.ndarray, died: np.ndarray, groups: np.ndarr
     return KaplanMeierResult(tuple(results), p, tuple(float(t) for t in at_risk_times))
 
 
+HISTORY_FLAGS: dict[str, str] = {"ever_smoker": "ever smoker",
+                                 "pulmonary_hypertension": "PH",
+                                 "cardiac_involvement": "cardiac"}
+
+
+def history_text(patients: pd.DataFrame) -> pd.Series:
+    """Per patient one short cell of the history flags that are true ("ever smoker, PH"),
+    "none" when all are known false, "unknown" when none is recorded (a registry without
+    them): one column instead of three on a table that must fit the page."""
+    def one(row: pd.Series) -> str:
+        known = {k: row[k] for k in HISTORY_FLAGS if k in row and pd.notna(row[k])}
+        if not known:
+            return "unknown"
+        true = [label for k, label in HISTORY_FLAGS.items() if known.get(k)]
+        return ", ".join(true) or "none"
+    if patients.empty:
+        return pd.Series([], dtype=object, index=patients.index)
+    return patients.apply(one, axis=1)
+
+
 def scans_per_patient(scans: pd.DataFrame) -> pd.DataFrame:
     counts = scans.groupby("patient_id").size().value_counts().sort_index()
     return pd.DataFrame({"scans per patient": counts.index.astype(int),

@@ -118,8 +118,8 @@ def risk_lines_chart(df: pd.DataFrame, title: str = "Predicted risk per scan "
         low = float(df["risk"].min()) if len(df) else 0.0
         domain = [max(0.0, np.floor(low * 20) / 20 - 0.05), min(1.0, np.ceil(top * 20) / 20
                                                                  + 0.05)]
-    x = alt.X("scan_date:T", title="Scan date", axis=alt.Axis(
-        format="%b %Y", labelAngle=0, labelFlush=True, labelOverlap=True))
+    x = alt.X("scan_date:T", title="Scan date", axis=alt.Axis(  # as charts.DATE_AXIS
+        format="%b %Y", labelAngle=0, labelFlush=True, labelOverlap=True, labelBound=True))
     y = alt.Y("risk:Q", title="Risk of death", scale=alt.Scale(domain=domain, nice=False),
               axis=alt.Axis(format="%"))
     colour = alt.Color("model:N", title="Model", scale=palette.model_scale(shown, colours),

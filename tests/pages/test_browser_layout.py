@@ -57,6 +57,10 @@ CLIPPED_TEXT = """
       const text = (t.textContent || '').trim();
       const r = t.getBoundingClientRect();
       if (!text || r.width === 0) continue;
+      // a label Vega hid (labelOverlap / labelBound set its opacity to 0) is not read
+      const style = getComputedStyle(t);
+      if (style.opacity === '0' || t.getAttribute('opacity') === '0' ||
+          t.getAttribute('fill-opacity') === '0') continue;
       // 4 px slack: a text box is its font's em box, taller and wider than the ink
       const cut = r.left < view.left - 4 || r.right > view.right + 4 ||
                   r.top < view.top - 4 || r.bottom > view.bottom + 4;
