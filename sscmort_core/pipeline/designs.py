@@ -49,7 +49,7 @@ from sscmort_core.pipeline.eval_data import (
     load_horizon_data,
     too_few_events,
 )
-from sscmort_core.pipeline.evaluate import HorizonMetrics, evaluate_horizon
+from sscmort_core.pipeline.evaluate import HorizonMetrics, evaluate_horizon, metrics_json
 from sscmort_core.tabular.holdout import HOLDOUT_VERSION, fit_holdout
 from sscmort_core.tabular.model import TRAINABLE_KINDS
 from sscmort_core.util.progress import ProgressFn, no_progress
@@ -211,14 +211,7 @@ class DesignRun:
     seconds: float
 
     def to_json(self) -> dict[str, Any]:
-        models: dict[str, dict[str, Any]] = {m: {} for m in self.model_ids}
-        for r in self.results:
-            models[r.model_id][str(r.horizon_years)] = {
-                m.metric: {"value": m.value, "ci_low": m.ci_low, "ci_high": m.ci_high,
-                           "n_scans": m.n_scans, "n_patients": m.n_patients,
-                           "n_events": m.n_events, "note": m.note, "estimand": m.estimand}
-                for m in r.metrics}
-        return {**self.split.to_json(), "models": models,
+        return {**self.split.to_json(), "models": metrics_json(self.model_ids, self.results),
                 "skipped": [{"model_id": m, "why": w} for m, w in self.skipped],
                 "predictions_written": self.rows_written, "n_boot": self.n_boot,
                 "seed": self.seed, "holdout_version": HOLDOUT_VERSION,

@@ -125,16 +125,23 @@ class EvaluationRun:
 
     def to_json(self) -> dict[str, Any]:
         """``{"models": {model_id: {"1": {"auc": {"value": ..., "ci_low": ...}}}}, ...}``."""
-        models: dict[str, dict[str, Any]] = {m: {} for m in self.model_ids}
-        for r in self.results:
-            models[r.model_id][str(r.horizon_years)] = {
-                m.metric: {"value": m.value, "ci_low": m.ci_low, "ci_high": m.ci_high,
-                           "n_scans": m.n_scans, "n_patients": m.n_patients,
-                           "n_events": m.n_events, "note": m.note,
-                           "estimand": m.estimand} for m in r.metrics}
-        return {"models": models, "horizons": list(self.horizons), "n_boot": self.n_boot,
+        return {"models": metrics_json(self.model_ids, self.results), "horizons": list(self.horizons), "n_boot": self.n_boot,
                 "seed": self.seed, "rows_written": self.rows_written,
                 "seconds": round(self.seconds, 2)}
+
+
+def metrics_json(model_ids: Sequence[str], results: Sequence[HorizonMetrics]
+                 ) -> dict[str, dict[str, Any]]:
+    """``{model_id: {"1": {"auc": {"value", "ci_low", "ci_high", counts, note, estimand}}}}``
+    of evaluated horizons (the JSON of ``sscmort evaluate``, with or without a design)."""
+    models: dict[str, dict[str, Any]] = {m: {} for m in model_ids}
+    for r in results:
+        models[r.model_id][str(r.horizon_years)] = {
+            m.metric: {"value": m.value, "ci_low": m.ci_low, "ci_high": m.ci_high,
+                       "n_scans": m.n_scans, "n_patients": m.n_patients,
+                       "n_events": m.n_events, "note": m.note, "estimand": m.estimand}
+            for m in r.metrics}
+    return models
 
 
 def _row_counts(data: HorizonData) -> dict[str, dict[str, int]]:
