@@ -155,5 +155,6 @@ LONG_CONFIG = {c: (st.column_config.NumberColumn(c, format="%.3f", width=w)
                    else st.column_config.Column("h (y)" if c == "horizon (years)" else c,
                                                 width=w))
                for c, w in _W.items()}
+NOT_COMPUTED = "–"  # a table cell whose metric cannot be computed (not Streamlit's "None")
 PAIRED_W = {"model A": 140, "model B": 140, "AUC A": 52, "AUC B": 52, "AUC A - B": 60,
             "diff CI low": 60, "diff CI high": 60, "p": 52, "p method": 120, "DeLong p": 60}

@@ -7,6 +7,7 @@ import streamlit as st
 from pages._comparison import (
     LONG_CONFIG,
     LONG_SHOWN,
+    NOT_COMPUTED,
     PAIRED_W,
     PageData,
     horizon_charts,
@@ -115,10 +116,12 @@ def _metrics_table() -> None:
                         "1/k each (computed on demand, not stored).")
     long = data.long(chosen, estimand, n_boot)
     st.dataframe(long.drop(columns=["model_id"]), hide_index=True, width="stretch",
-                 column_order=LONG_SHOWN, column_config=LONG_CONFIG)  # fits 1280 px
+                 column_order=LONG_SHOWN, column_config=LONG_CONFIG,  # fits 1280 px
+                 placeholder=NOT_COMPUTED)
     st.caption("One row per horizon, model and metric: value with its patient-bootstrap 95% "
                "CI, the estimand, and the scans, patients and events it used (hover a cell "
-               "for its full text; the CSV has how censored scans enter and notes).")
+               f"for its full text; {NOT_COMPUTED} = not computable there, e.g. too few "
+               "events; the CSV has how censored scans enter and notes).")
     export_button("Download the table (CSV)", long.to_csv(index=False),
                   file_name="sscmort_model_comparison.csv", mime="text/csv",
                   object_ids=chosen, icon=":material/download:")
@@ -180,12 +183,14 @@ def _horizon_tab(h: int) -> None:
                      c: st.column_config.NumberColumn(c, format="%.3g", width=w)
                      if c not in ("model A", "model B", "p method")
                      else st.column_config.Column(c, width=w)
-                     for c, w in PAIRED_W.items()})  # fits 1280 px (p is the one to report)
+                     for c, w in PAIRED_W.items()},  # fits 1280 px (p is the one to report)
+                 placeholder=NOT_COMPUTED)
     ref = ev.best_clinical(store, chosen, h)
     if ref is not None:
         st.markdown(f"**Added value over the best clinical model at {h} y**: "
                     f"{labels[ref]} (highest stored AUC among the clinical references)")
-        st.dataframe(ev.added_value_frame(tests, labels, kinds, ref), hide_index=True)
+        st.dataframe(ev.added_value_frame(tests, labels, kinds, ref), hide_index=True,
+                     placeholder=NOT_COMPUTED)
     st.caption(f"p (the one to report) respects that scans cluster in patients: the "
                f"clustered DeLong test (Obuchowski 1997), else the patient bootstrap "
                f"({n_boot} resamples; 0 means below 1/{n_boot}). \"DeLong p\" treats scans "

@@ -45,7 +45,7 @@ from sscmort_core.pipeline.evaluate import (
     metrics_rows,
 )
 from sscmort_core.pipeline.staleness import model_staleness
-from sscmort_core.views.names import model_label
+from sscmort_core.views.names import model_label, model_labels
 from sscmort_core.views.study import STUDY, ReportedAUC, reported_aucs
 
 # Threshold probabilities of the decision curve: mortality risks worth acting on lie low.
@@ -66,15 +66,6 @@ class ModelChoice:
     def shown(self) -> str:
         """The label with the stale mark, for pickers."""
         return f"{self.label} [stale]" if self.stale else self.label
-
-
-def model_labels(store: st_store.Store) -> dict[str, str]:
-    """Readable label of every registered model; a label shared by several models gets the
-    model id appended so the pages can tell them apart."""
-    models = st_store.models_frame(store)
-    labels = {str(r["model_id"]): model_label(r) for _, r in models.iterrows()}
-    values = list(labels.values())
-    return {m: f"{lab} [{m}]" if values.count(lab) > 1 else lab for m, lab in labels.items()}
 
 
 def model_choices(store: st_store.Store) -> list[ModelChoice]:

@@ -10,6 +10,7 @@ from typing import Any, Mapping
 import numpy as np
 import pandas as pd
 
+from sscmort_core import store as st_store
 from sscmort_core.cards import KIND_NAMES, ModelCard
 
 
@@ -26,6 +27,15 @@ def model_label(row: Mapping[str, Any] | pd.Series) -> str:
         parts.append(backbone)
     parts.append(f"v{row.get('version')}" if row.get("version") else str(row.get("model_id")))
     return " ".join(parts)
+
+
+def model_labels(store: st_store.Store) -> dict[str, str]:
+    """Readable label of every registered model; a label shared by several models gets the
+    model id appended so the pages can tell them apart."""
+    models = st_store.models_frame(store)
+    labels = {str(r["model_id"]): model_label(r) for _, r in models.iterrows()}
+    values = list(labels.values())
+    return {m: f"{lab} [{m}]" if values.count(lab) > 1 else lab for m, lab in labels.items()}
 
 
 # QCT metrics as the pages name them (units in the label)

@@ -20,7 +20,7 @@ from sscmort_core.labels import HORIZONS_YEARS, label_scans
 from sscmort_core.tabular.longitudinal import fallback_scans
 from sscmort_core.tabular.model import LONGITUDINAL_KINDS, QCT_FEATURES
 from sscmort_core.views.lungs import PATTERN_LABELS
-from sscmort_core.views.names import QCT_LABELS
+from sscmort_core.views.names import QCT_LABELS, model_labels
 
 # the feature browser's set of whole-lung QCT metrics and ILD pattern extents (the QCT
 # model's features), browsed beside the radiomics parameter sets under this key
@@ -256,7 +256,8 @@ def risk_lines_frame(store: st.Store, patient_id: str,
     cross-sectional features alone, :mod:`sscmort_core.tabular.longitudinal`)."""
     df = st.patient_predictions_frame(store, patient_id, "oof", kinds)
     df["scan_date"] = pd.to_datetime(df["scan_date"])
-    df["model"] = df["label"].fillna(df["model_id"])
+    labels = model_labels(store)  # the names every page uses (views.names)
+    df["model"] = df["model_id"].map(labels).fillna(df["model_id"])
     df["horizon"] = df["horizon_years"].map(lambda h: f"{h}-year")
     df["fallback"] = False
     longitudinal = df["kind"].isin(LONGITUDINAL_KINDS)

@@ -164,6 +164,10 @@ def test_timeline_draws_the_longitudinal_risk_with_the_fallback_flag(trained):
         pid = st.scans_frame(s)["patient_id"].value_counts().index[0]  # most scans
         frame = risk_lines_frame(s, pid)
         own = st.scans_frame(s, pid).sort_values("scan_date")
+        labels = cmp.model_labels(s)
+    # the legend names each model as Model comparison does (one naming layer)
+    assert dict(zip(frame["model_id"], frame["model"])) == {
+        m: labels[m] for m in frame["model_id"].unique()}
     mine = frame.loc[frame["model_id"] == lid]
     assert set(mine["scan_id"]) == set(own["scan_id"]) and len(mine) == 3 * len(own)
     first = own["scan_id"].iloc[0]
