@@ -5,6 +5,7 @@ the demo fixture store, failing when a page hides what a reader needs:
   or that Vega cut short with an ellipsis;
 - a table wider than its frame (sideways scrolling hides columns holding the key numbers);
 - an error inside a collapsed expander or status box (the reason behind a click);
+- a chart whose lines come in several colours with no legend to name them;
 - an upload's analysis gone after going to another page and back (in the same session).
 
 Screenshots of every page and width go to test-artifacts/layout/ (git-ignored).
@@ -90,6 +91,24 @@ WIDE_TABLES = """
     if (el.getBoundingClientRect().width === 0) continue;
     if (el.scrollWidth > el.clientWidth + 2)
       out.push(`${el.scrollWidth} > ${el.clientWidth}: ` + el.innerText.slice(0, 60));
+  }
+  return out;
+}
+"""
+
+# Visible charts whose line marks use several stroke colours but draw no legend (a key lost,
+# e.g. when layers merge a colour scale and one layer's legend is null).
+KEYLESS_CHARTS = """
+() => {
+  const out = [];
+  for (const frame of document.querySelectorAll('[data-testid="stVegaLiteChart"]')) {
+    const svg = frame.querySelector('svg');
+    if (!svg || svg.getBoundingClientRect().width === 0) continue;
+    const strokes = new Set(Array.from(svg.querySelectorAll('.mark-line path'))
+      .map(p => p.getAttribute('stroke')).filter(c => c && c !== 'none'));
+    if (strokes.size > 1 && !svg.querySelector('.role-legend'))
+      out.push(`${strokes.size} line colours: ` +
+               ((svg.querySelector('.role-title-text') || {}).textContent || '(untitled)'));
   }
   return out;
 }
@@ -188,6 +207,8 @@ def _check_page(page, name: str, size: str, shots: Path) -> list[str]:
                  page.evaluate(WIDE_TABLES)]
     problems += [f"{name}@{size}: error in a collapsed box {t}" for t in
                  page.evaluate(HIDDEN_ERRORS)]
+    problems += [f"{name}@{size}: chart without a legend ({t})" for t in
+                 page.evaluate(KEYLESS_CHARTS)]
     body = page.inner_text("body")
     if "Research use only" not in body:
         problems.append(f"{name}@{size}: no research-use line")
