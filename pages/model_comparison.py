@@ -145,10 +145,9 @@ st.caption(f'Rows of kind "reported" are the AUCs published by the study ({study
 _report_picker()  # a TRIPOD+AI-style summary of one model, built only when clicked
 
 
-@st.fragment
 def _horizon_tab(h: int) -> None:
-    """One horizon's charts and tests; a fragment, so its own widgets (the PNG download)
-    rerun only this tab (issue 13)."""
+    """One horizon's charts and tests (inside :func:`_horizon_tabs`' fragment, so its own
+    widgets, the PNG download, rerun only the tabs)."""
     try:
         curves = data.curves(chosen, h)
     except SscmortError as err:  # e.g. a scan's dates contradict each other
@@ -161,15 +160,14 @@ def _horizon_tab(h: int) -> None:
         return
     recal = data.recal(chosen, h)
     specs = data.chart_specs(chosen, h, curves, recal, colours)
-    left, right = st.columns(2)
-    for i, spec in enumerate(specs):
-        (left if i % 2 == 0 else right).vega_lite_chart(spec, width="stretch")
+    for spec in specs:  # one a row: legends name each model with its AUC and CI in full
+        st.vega_lite_chart(spec, width="stretch")
     export_button(
         "Download these charts (PNG)", key=f"png_{h}", mime="image/png",
         data=lambda: charts_eval.chart_png(charts_eval.horizon_figure(
             *horizon_charts(curves, recal, h, colours))),
         file_name=f"sscmort_model_comparison_{h}y.png", icon=":material/image:",
-        object_ids=chosen, where=right if len(specs) % 2 else left)
+        object_ids=chosen)
     if len(chosen) < 2:
         return
     st.markdown(f"**Paired tests at {h} y** (on the scans both models predicted)")
@@ -197,7 +195,19 @@ def _horizon_tab(h: int) -> None:
                "as independent, for reference. Estimand of the paired tests: per scan.")
 
 
-for tab, h in zip(st.tabs([f"{h} year{'s' if h > 1 else ''}" for h in HORIZONS_YEARS]),
-                  HORIZONS_YEARS):
-    with tab:
-        _horizon_tab(h)
+HORIZON_TABS = {f"{h} year{'s' if h > 1 else ''}": h for h in HORIZONS_YEARS}
+
+
+@st.fragment
+def _horizon_tabs() -> None:
+    """The per-horizon tabs, lazily: only the open tab's charts and tests are computed and
+    sent, so a page rerun (a model added or removed) draws 4 charts, not 12; switching tabs
+    reruns this fragment alone (issue 13)."""
+    tabs = st.tabs(list(HORIZON_TABS), key="mc_horizon", on_change="rerun")
+    for tab, h in zip(tabs, HORIZON_TABS.values()):
+        if tab.open:
+            with tab:
+                _horizon_tab(h)
+
+
+_horizon_tabs()

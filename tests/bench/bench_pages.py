@@ -139,7 +139,8 @@ def _sscmort_steps(page, url: str) -> list[tuple[str, object]]:
         ("Patient timeline: slice slider step",
          lambda: _timed(page, _slider_step(page, "Axial slice"))),
         ("Model comparison: load", lambda: _load(page, f"{url}/model_comparison")),
-        ("Model comparison: horizon tab", lambda: _timed(page, _tab(page, "3 years"), 0)),
+        ("Model comparison: horizon tab", lambda: _timed(page, _tab(page, "3 years"))),
+        ("Model comparison: horizon tab back", lambda: _timed(page, _tab(page, "1 year"))),
         ("Model comparison: estimand per patient", lambda: _timed(page, _radio(
             page, "Estimand", "per patient (each patient weighted equally)"))),
         ("Model comparison: estimand per scan", lambda: _timed(page, _radio(

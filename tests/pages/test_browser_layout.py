@@ -269,6 +269,11 @@ def _run(app_url: str, pages: tuple[str, ...], sizes: dict, zip_path: Path, tmp:
                     page.goto(f"{app_url}/{ALL_PAGES[name]}")
                     _wait_idle(page)
                     problems += _check_page(page, name, size, shots)
+                    if name == "model_comparison":  # lazy tabs: each horizon drawn when open
+                        for tab in ("3 years", "5 years"):
+                            page.get_by_role("tab", name=tab).click()
+                            _wait_idle(page)
+                            problems += _check_page(page, f"{name}-{tab[0]}y", size, shots)
                 problems += _upload_and_come_back(page, zip_path, size, shots)
                 problems += _bad_upload(page, tmp, size, shots)
                 context.close()
