@@ -47,6 +47,8 @@ chosen = st.multiselect("Models to compare (any kind or version)", list(choices)
 if not chosen:
     st.info("Choose two or more models.")
     st.stop()
+picked = set(chosen)  # in the offered order, not the click order: a model added back finds
+chosen = [m for m in choices if m in picked]  # its cached pairs, summary and chart specs
 stale = [choices[m].label for m in chosen if choices[m].stale]
 if stale:
     st.warning("Stale: " + ", ".join(stale) + ". Outcomes of their training scans changed "
