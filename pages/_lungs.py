@@ -43,9 +43,8 @@ def slice_viewer(hu: np.ndarray, mask: np.ndarray, labels: np.ndarray | None,
     with view:
         st.image(image, caption=f"Slice {z}; blue = segmented lung outline", width="content")
         if show_patterns:
-            strip, names = lv.pattern_legend_rgb()
-            st.image(strip, width=len(names.split(" | ")) * 56)
-            st.caption(f"ILD patterns: {names} (normal lung not coloured)")
+            st.markdown(f"<small>ILD patterns: {lv.pattern_legend_html()} (normal lung not "
+                        "coloured)</small>", unsafe_allow_html=True)
 
 
 def zones_and_patterns(regions: pd.DataFrame, extents: dict[str, float] | pd.Series,

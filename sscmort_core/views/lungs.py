@@ -91,15 +91,16 @@ def pattern_overlay_rgb(hu: np.ndarray, labels: np.ndarray, *, alpha: float = 0.
     return out
 
 
-def pattern_legend_rgb(swatch: int = 14, show_normal: bool = False) -> tuple[np.ndarray, str]:
-    """((swatch, n * swatch * 4, 3) uint8 strip of the overlay's colours, caption naming
-    them in order)."""
+def pattern_legend_html(show_normal: bool = False) -> str:
+    """The overlay's legend as one line of HTML: a swatch of each pattern's colour beside its
+    name (text, so it costs no image fetch and reads with the page)."""
     names = list(PATTERNS if show_normal else PATTERNS[1:])
     colours = list(PATTERN_COLORS if show_normal else PATTERN_COLORS[1:])
-    strip = np.full((swatch, len(names) * swatch * 4, 3), 255, dtype=np.uint8)
-    for i, c in enumerate(colours):
-        strip[:, i * swatch * 4: i * swatch * 4 + swatch * 3] = c
-    return strip, " | ".join(n for n in names)
+    items = [f'<span style="white-space:nowrap;margin-right:0.9em"><span style="display:'
+             f'inline-block;width:0.9em;height:0.9em;border-radius:2px;vertical-align:-0.1em;'
+             f'margin-right:0.3em;background:#{r:02x}{g:02x}{b:02x}"></span>{name}</span>'
+             for name, (r, g, b) in zip(names, colours)]
+    return "".join(items)
 
 
 @dataclass(frozen=True)

@@ -70,7 +70,8 @@ def test_timeline_names_the_problem_and_accepting_records_who_and_when(flagged_s
     at = _app(path, monkeypatch, "pages/patient_timeline.py", {"patient": pid, "scan": scan_id})
     warnings = [w.value for w in at.warning]
     assert any(w.startswith("mask needs review: ") and "image border" in w for w in warnings)
-    assert len(at.get("image")) >= 2  # the slice with the pattern overlay, and its legend
+    assert len(at.get("image")) == 1  # the slice with the pattern overlay
+    assert any("ILD patterns:" in m.value for m in at.markdown)  # and its legend
     charts = [str(c.proto) for c in at.get("vega_lite_chart")]
     assert any("Zone map" in c for c in charts)
     button = next(b for b in at.button if "Accept this lung mask" in b.label)
@@ -98,8 +99,11 @@ def test_upload_page_draws_zones_patterns_and_qc(tiny_store, monkeypatch):
     assert not at.exception, [e.value for e in at.exception]
     charts = [str(c.proto) for c in at.get("vega_lite_chart")]
     assert any("Zone map" in c for c in charts)
-    captions = [c.value for c in at.caption]
-    assert any(c.startswith("ILD patterns: emphysema | ground glass") for c in captions)
+    legend = [m.value for m in at.markdown if "ILD patterns:" in m.value]
+    assert len(legend) == 1  # a swatch in the overlay's colour beside each pattern's name
+    from sscmort_core.views.lungs import PATTERN_COLORS, PATTERNS
+    for name, (r, g, b) in list(zip(PATTERNS, PATTERN_COLORS))[1:]:
+        assert f"background:#{r:02x}{g:02x}{b:02x}\"></span>{name}<" in legend[0]
     tables = [d.value for d in at.dataframe]
     patterns = next(t for t in tables if "pattern" in t.columns)
     assert list(patterns["pattern"]) == ["Normal", "Emphysema", "Ground glass",
