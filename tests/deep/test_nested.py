@@ -21,6 +21,7 @@ from sscmort_core.errors import ModelError
 from sscmort_core.folds import grouped_folds
 from sscmort_core.util.progress import no_progress
 
+
 @pytest.fixture(autouse=True)
 def one_thread():
     """Head training on one thread, as train_backbone runs it on a CPU."""
