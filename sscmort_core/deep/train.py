@@ -414,6 +414,23 @@ def _fresh_copy(net: torch.nn.Module) -> torch.nn.Module:
 # ---------------------------------------------------------------------------------------------
 # registering the ensemble and its OOF predictions
 # ---------------------------------------------------------------------------------------------
+# How each loss treats censored scans (the card's "likelihood", as the tabular cards say it)
+LOSS_LIKELIHOOD = {
+    "survival": "survival likelihood: discrete-time hazard over (0,1], (1,3], (3,5] years; a "
+                "censored scan counts for the intervals it is known to have survived",
+    "bce": "complete cases: per horizon, binary cross-entropy on the labelled scans "
+           "(censored scans excluded)"}
+
+
+def _cv_card(ctx: RunContext) -> dict[str, Any]:
+    survival = ctx.cfg.loss == "survival"
+    return {"folds": ctx.folds, "seed": ctx.seed, "grouped_by": "patient",
+            "stratified_by": "death within 5 years",
+            "censored": "counted by the survival likelihood for the intervals it is known "
+                        "to have survived" if survival else
+                        "excluded per horizon (label rule)"}
+
+
 def _candidate_setting(cfg: TrainConfig, index: int) -> tuple[float, float, float]:
     cand = head_candidates(cfg)[index]
     return float(cand.lr), float(cand.weight_decay), float(cand.dropout)
@@ -448,8 +465,9 @@ def settings_provenance(cfg: TrainConfig, results: Sequence[_FoldResult]) -> dic
                            for f, r in enumerate(results))
         out[HEAD_SETTING] = (f"nested: grid [{grid}], chosen per fold: {chosen}, by inner "
                              f"validation loss ({inner})")
-        out["head grid"] = (fixed + " (the earlier hand-picked setting, one lighter and one "
-                            "more regularised; config.QUICK_HEAD_GRID)")
+        out["head grid"] = (fixed + " at this selection's results (config.QUICK_HEAD_GRID): "
+                            "the earlier setting, which was picked on the demo cohort's "
+                            "resnet18 OOF AUC, one lighter and one more regularised")
     else:
         out[HEAD_SETTING] = (f"{fixed}: {describe_head(cfg.lr, cfg.weight_decay, cfg.dropout)}"
                              " (the profile's values, never compared on any validation or "
@@ -502,7 +520,8 @@ def _register(store: st_store.Store, models_dir: Path, ensemble: EnsembleNet, co
         n_scans=len(cohort.inputs.scan_ids), n_patients=int(len(np.unique(cohort.patients))),
         synthetic=cohort.synthetic, notes=tuple(notes),
         software={"torch": torch.__version__, "timm": timm.__version__},
-        extra={"settings": settings_provenance(cfg, results),
+        extra={"cv": _cv_card(ctx), "likelihood": LOSS_LIKELIHOOD.get(cfg.loss),
+               "settings": settings_provenance(cfg, results),
                "head_selection": _head_selection(cfg, results)})
     rows = [pd.DataFrame({"model_id": card.model_id, "scan_id": list(cohort.inputs.scan_ids),
                           "horizon_years": h, "risk": oof[:, j], "fold": cohort.folds,

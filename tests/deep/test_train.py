@@ -97,6 +97,7 @@ def test_quick_two_epoch_smoke(tiny_store, tmp_path, inputs_cache):
     text = render(report, "md")
     design = text.split("## 4. Validation design", 1)[1].split("\n## ", 1)[0]
     assert f"| {HEAD_SETTING} | {head} |" in design
+    assert "| grouped by | patient |" in design and "| likelihood | survival likelihood" in design
     assert not (tmp_path / "models" / ".runs").exists() or not any(
         (tmp_path / "models" / ".runs").iterdir())
 
