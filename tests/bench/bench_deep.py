@@ -3,7 +3,8 @@
     python tests/bench/bench_deep.py --store STORE --models-dir DIR [--train] [--real-ct FOLDER]
 
 --train: quick profile of the three UI backbones on STORE (model inputs must be cached or are
-computed first), with wall and CPU seconds per backbone and OOF AUC per horizon.
+computed first), with wall and CPU seconds per backbone (and of the head training after the
+embeddings), each fold's chosen head settings and OOF AUC per horizon.
 --real-ct: CPU predict latency on a real DICOM series for every deep model in DIR (warm,
 median of 5), against a naive per-slice, unbatched fp32 loop in the same run.
 Prints one JSON document.
