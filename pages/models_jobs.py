@@ -14,7 +14,12 @@ from sscmort_core.pipeline import jobs
 from sscmort_core.pipeline.staleness import model_staleness
 from sscmort_core.util.paths import default_models_dir
 from sscmort_core.views import render
-from sscmort_core.views.models import model_card, registry_frame, stale_labels
+from sscmort_core.views.models import (
+    model_card,
+    registry_frame,
+    selection_line,
+    stale_labels,
+)
 from sscmort_core.views.names import column_label, human_columns
 
 store = page_setup("Models & jobs")
@@ -65,7 +70,8 @@ for row in deep.itertuples():
         c3.metric("Folds", card.config.get("folds", "?"))
         st.write(f"**Profile:** {card.profile}  \n**Pretrained:** "
                  f"{card.pretrained}  \n**Weights sha256:** `{row.weights_sha256}`  \n"
-                 f"**Data hash:** `{row.data_hash}`  \n**Created:** {card.created}")
+                 f"**Data hash:** `{row.data_hash}`  \n**Created:** {card.created}  \n"
+                 f"**Settings chosen:** {selection_line(card)}")
         if st.button("Verify weights file", key=f"verify-{row.model_id}"):
             try:
                 registry.load_weights(models_dir, row.model_id,

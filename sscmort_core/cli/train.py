@@ -111,7 +111,7 @@ class TrainBars(Progress):
     def epoch(self, log: "EpochLog") -> None:
         if not self.enabled:
             return
-        stage = f"{log.backbone} fold {log.fold + 1}/{log.folds}"
+        stage = log.stage
         bar = self._bars.get(stage)
         if bar is not None and not bar.disable and bar.n < bar.total:
             bar.set_postfix_str(log.postfix())

@@ -42,6 +42,14 @@ class EpochLog:
     val_loss: float | None
     val_auc: float | None  # mean over horizons with both classes in the validation split
     seconds: float
+    candidate: int = 0  # 0-based entry of the head grid this epoch trained (train.py)
+    candidates: int = 1
+
+    @property
+    def stage(self) -> str:
+        """The fold's progress stage, e.g. "resnet18 fold 2/5 head 1/3"."""
+        return fold_stage(self.backbone, self.fold, self.folds, self.candidate,
+                          self.candidates)
 
     def postfix(self) -> str:
         auc = "n/a" if self.val_auc is None else f"{self.val_auc:.3f}"
@@ -50,6 +58,25 @@ class EpochLog:
 
 
 EpochFn = Callable[[EpochLog], None]
+
+
+def fold_stage(backbone: str, fold: int, folds: int, candidate: int = 0,
+               candidates: int = 1) -> str:
+    """A fold's stage name, e.g. "resnet18 fold 2/5" (" head 1/3" added when the fold trains
+    several head candidates)."""
+    head = f" head {candidate + 1}/{candidates}" if candidates > 1 else ""
+    return f"{backbone} fold {fold + 1}/{folds}{head}"
+
+
+@dataclass(frozen=True)
+class FitOutcome:
+    """What one fold's epoch loop ends with: the best epoch's state (lowest validation loss),
+    that epoch (1-based; 0 when none ran), its validation loss, and every epoch's log."""
+
+    state: dict[str, torch.Tensor]
+    best_epoch: int
+    best_loss: float
+    history: list[dict[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -68,6 +95,12 @@ class RunContext:
     @property
     def cuda(self) -> bool:
         return self.device.type == "cuda"
+
+
+def checkpoint_path(run_dir: Path, fold: int, candidate: int = 0, candidates: int = 1) -> Path:
+    """The epoch checkpoint of one fold (and head candidate, when the fold trains several)."""
+    head = f".head{candidate}" if candidates > 1 else ""
+    return run_dir / f"fold{fold}{head}.ckpt.pt"
 
 
 def atomic_save(obj: Any, path: Path) -> None:
@@ -203,9 +236,10 @@ class Fit:
     """The epoch loop of one fold: AdamW, warm-up + cosine, early stopping, checkpoints."""
 
     def __init__(self, ctx: RunContext, fold: int, module: torch.nn.Module, batches: Any,
-                 targets: SurvivalTargets) -> None:
+                 targets: SurvivalTargets, candidate: int = 0, candidates: int = 1) -> None:
         self.ctx, self.fold, self.module, self.batches = ctx, fold, module, batches
         self.targets = targets
+        self.candidate, self.candidates = candidate, candidates
         self.loss = loss_fn(ctx.cfg.loss)
         self.opt = torch.optim.AdamW(self._param_groups(), lr=ctx.cfg.lr,
                                      weight_decay=ctx.cfg.weight_decay)
@@ -213,7 +247,7 @@ class Fit:
         self.sched = torch.optim.lr_scheduler.LambdaLR(
             self.opt, lambda e: (e + 1) / warm if e < warm else
             0.5 * (1 + math.cos(math.pi * (e - warm) / max(1, total - warm))))
-        self.ckpt = ctx.run_dir / f"fold{fold}.ckpt.pt"
+        self.ckpt = checkpoint_path(ctx.run_dir, fold, candidate, candidates)
 
     def _param_groups(self) -> list[dict[str, Any]]:
         m = self.module
@@ -226,15 +260,14 @@ class Fit:
                  "lr": self.ctx.cfg.lr * self.ctx.cfg.backbone_lr_scale},
                 {"params": list(m.head.parameters())}]
 
-    def run(self, train_idx: np.ndarray, val_idx: np.ndarray
-            ) -> tuple[dict[str, torch.Tensor], int, list[dict[str, Any]]]:
+    def run(self, train_idx: np.ndarray, val_idx: np.ndarray) -> FitOutcome:
         cfg, ctx = self.ctx.cfg, self.ctx
         state = self._resume()
         start, best, best_loss, bad, history = (state["epoch"], state["best"],
                                                 state["best_loss"], state["bad"],
                                                 state["history"])
         best_epoch = state.get("best_epoch", 0)
-        stage = f"{ctx.backbone} fold {self.fold + 1}/{ctx.folds}"
+        stage = fold_stage(ctx.backbone, self.fold, ctx.folds, self.candidate, self.candidates)
         for epoch in range(start + 1, cfg.epochs + 1):
             if bad >= cfg.patience:
                 break
@@ -250,7 +283,8 @@ class Fit:
             else:
                 bad += 1
             log = EpochLog(ctx.backbone, self.fold, ctx.folds, epoch, cfg.epochs, train_loss,
-                           val_loss, val_auc, time.perf_counter() - t0)
+                           val_loss, val_auc, time.perf_counter() - t0, self.candidate,
+                           self.candidates)
             history.append(dataclasses.asdict(log))
             atomic_save({"epoch": epoch, "module": self.module.state_dict(),
                           "opt": self.opt.state_dict(), "sched": self.sched.state_dict(),
@@ -260,7 +294,7 @@ class Fit:
                 ctx.on_epoch(log)
             if cfg.frozen_backbone:
                 ctx.progress(stage, epoch if bad < cfg.patience else cfg.epochs, cfg.epochs)
-        return best, best_epoch, history
+        return FitOutcome(best, best_epoch, float(best_loss), history)
 
     def _resume(self) -> dict[str, Any]:
         fresh = {"epoch": 0, "best": None, "best_loss": math.inf, "bad": 0, "history": []}

@@ -479,7 +479,9 @@ def _oracle_card(model_id: str, label: str, conditions: tuple[str, ...],
         description=description, features=conditions,
         notes=(("Not a model: the generator's own probability; needs no training and is "
                 "scored on every labelled scan (no folds)."),),
-        extra={"conditions_on": list(conditions), "integrates_over": list(integrates)})
+        extra={"conditions_on": list(conditions), "integrates_over": list(integrates),
+               "settings": {"risk": "nothing fitted or chosen: the generator's own "
+                                    "probability (fixed before looking)"}})
 
 
 def _register_oracle(cur: Any, truth: pd.DataFrame, seed: int) -> None:

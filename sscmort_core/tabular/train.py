@@ -317,7 +317,7 @@ def _model_card(model: TabularModel, data: _Data, oofs: _OOF, shap: ShapValues,
                "censored": "counted by the survival likelihood up to the last follow-up"
                if survival else "excluded per horizon (label rule)"},
         "likelihood": FIT_LIKELIHOOD[model.algorithm],
-        "settings": _settings_provenance(model.algorithm),
+        "settings": _settings_provenance(model.algorithm, model.kind),
         "horizons": horizons,
         **_longitudinal_card(fm),
         "recalibration": {
@@ -362,17 +362,32 @@ def _longitudinal_card(fm: FeatureMatrix) -> dict[str, Any]:
         "min_prior_years": MIN_PRIOR_YEARS, "version": LONGITUDINAL_VERSION, **counts}}
 
 
-def _settings_provenance(algorithm: str) -> dict[str, str]:
-    """How each setting of ``algorithm`` was chosen: fixed before looking at any result, or
-    inside an inner patient-grouped split of the training scans (never on scored scans)."""
+# What a kind's features fix before any fit (the clinical scores' published rules).
+_KIND_SETTINGS: dict[str, dict[str, str]] = {
+    "goh": {"stage thresholds (extent > 20%, or 10-30% with FVC < 70%)":
+            "fixed before looking (Goh et al., AJRCCM 2008)"},
+    "sadl": {"SADL points (smoking, age, DLCO)":
+             "fixed before looking (Morisset et al., Chest 2017)"},
+    "longitudinal": {"history features, slope rule, MIN_PRIOR_YEARS":
+                     "fixed before looking"},
+}
+
+
+def _settings_provenance(algorithm: str, kind: str | None = None) -> dict[str, str]:
+    """How each setting of ``algorithm`` (and of ``kind``'s features) was chosen: fixed
+    before looking at any result, or inside an inner patient-grouped split of the training
+    scans (never on scored scans)."""
+    fixed = "fixed before looking"
+    by_kind = dict(_KIND_SETTINGS.get(kind or "", {}))
     if algorithm == "gbm":
-        return {"gbm_params": "fixed before looking (conservative defaults, GBM_PARAMS)"}
+        return {"gbm_params": "fixed before looking (conservative defaults, GBM_PARAMS)",
+                **by_kind}
     inner = ("chosen per outer training fold by an inner patient-grouped "
              f"{INNER_FOLDS}-fold CV on held-out log-loss (nested CV)")
-    fixed = "fixed before looking"
     if algorithm == "logistic":
-        return {"C (L2 strength)": inner, "C grid": fixed}
-    return {"C (L2 strength)": inner, "C grid": fixed, "intervals": fixed + " (the horizons)"}
+        return {"C (L2 strength)": inner, "C grid": fixed, **by_kind}
+    return {"C (L2 strength)": inner, "C grid": fixed, "intervals": fixed + " (the horizons)",
+            **by_kind}
 
 
 def _register(store: st.Store, model: TabularModel, data: _Data, oofs: _OOF,

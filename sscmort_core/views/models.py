@@ -8,6 +8,7 @@ from typing import Mapping
 import pandas as pd
 
 from sscmort_core.cards import ModelCard
+from sscmort_core.deep.config import HEAD_SETTING
 from sscmort_core.deep.registry import WEIGHTS_SUFFIX
 from sscmort_core.labels import HORIZONS_YEARS
 from sscmort_core.pipeline.staleness import ModelStaleness
@@ -47,3 +48,13 @@ def stale_labels(models: pd.DataFrame, staleness: Mapping[str, ModelStaleness]) 
     """Labels of the stale models (what the pages' warning lists)."""
     return [model_card(r).label for r in models.itertuples()
             if r.model_id in staleness and staleness[r.model_id].stale]
+
+
+def selection_line(card: ModelCard) -> str:
+    """How a deep model's head settings were chosen (its card's ``settings``): nested inside
+    each outer training fold, or fixed before looking; older cards did not record it."""
+    settings = dict(card.extra.get("settings") or {})
+    if HEAD_SETTING in settings:
+        return f"{HEAD_SETTING}: {settings[HEAD_SETTING]}"
+    return ("not recorded in the model card (trained before the card recorded how its "
+            "settings were chosen)")

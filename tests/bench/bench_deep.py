@@ -3,7 +3,8 @@
     python tests/bench/bench_deep.py --store STORE --models-dir DIR [--train] [--real-ct FOLDER]
 
 --train: quick profile of the three UI backbones on STORE (model inputs must be cached or are
-computed first), with wall and CPU seconds per backbone and OOF AUC per horizon.
+computed first), with wall and CPU seconds per backbone (and of the head training after the
+embeddings), each fold's chosen head settings and OOF AUC per horizon.
 --real-ct: CPU predict latency on a real DICOM series for every deep model in DIR (warm,
 median of 5), against a naive per-slice, unbatched fp32 loop in the same run.
 Prints one JSON document.
@@ -32,21 +33,28 @@ def bench_train(store_path: Path, models_dir: Path, backbones: list[str]) -> lis
     with st_store.open_store(store_path) as store:
         for name in backbones:
             marks: dict[str, float] = {}
+            cpu_marks: dict[str, float] = {}
             t0, c0 = time.perf_counter(), time.process_time()
 
             def progress(stage: str, done: int, total: int) -> None:
                 if done >= total:
                     marks.setdefault(stage, time.perf_counter() - t0)
+                    cpu_marks.setdefault(stage, time.process_time() - c0)
 
             load0 = _load()
             model_id = train_backbone(store, name, profile="quick", models_dir=models_dir,
                                       device="cpu", progress=progress)
             card = read_card(models_dir, model_id)
             embed = next((v for k, v in marks.items() if "embeddings" in k), None)
+            embed_cpu = next((v for k, v in cpu_marks.items() if "embeddings" in k), None)
+            wall, cpu = time.perf_counter() - t0, time.process_time() - c0
             out.append({"backbone": name, "model_id": model_id,
-                        "wall_s": round(time.perf_counter() - t0, 1),
-                        "cpu_s": round(time.process_time() - c0, 1),
+                        "wall_s": round(wall, 1), "cpu_s": round(cpu, 1),
                         "embedding_wall_s": None if embed is None else round(embed, 1),
+                        # after the embeddings: every fold's head (all candidates), register
+                        "head_wall_s": None if embed is None else round(wall - embed, 1),
+                        "head_cpu_s": None if embed_cpu is None else round(cpu - embed_cpu, 1),
+                        "head_chosen": card.config.get("head_chosen"),
                         "oof_auc": card.oof_auc, "best_epochs": card.config["best_epochs"],
                         "n_scans": card.n_scans, "load_avg_before": load0,
                         "load_avg_after": _load()})

@@ -14,13 +14,16 @@ import torch
 
 from sscmort_core import store as st_store
 from sscmort_core.cli import build_parser
-from sscmort_core.deep.config import PROFILES, profile_config
+from sscmort_core.deep.config import HEAD_SETTING, PROFILES, QUICK_HEAD_GRID, profile_config
 from sscmort_core.deep.fit import EpochLog, augment_batch
 from sscmort_core.deep.inputs import model_inputs
 from sscmort_core.deep.registry import read_card
 from sscmort_core.deep.train import train_backbone
 from sscmort_core.errors import ModelError
 from sscmort_core.labels import HORIZONS_YEARS
+from sscmort_core.pipeline.evaluate import run_evaluation
+from sscmort_core.views.report import build_report
+from sscmort_core.views.report_render import render
 
 torch.set_num_threads(2)
 TINY = {"image_size": 32, "n_slices": 3, "epochs": 2, "batch_size": 8}
@@ -54,7 +57,11 @@ def test_quick_two_epoch_smoke(tiny_store, tmp_path, inputs_cache):
     logs: list[EpochLog] = []
     model_id = _train(tiny_store, tmp_path / "models", inputs_cache, logs=logs)
     assert model_id == "deep-resnet18-v1"
-    assert [(l.fold, l.epoch) for l in logs] == [(0, 1), (0, 2), (1, 1), (1, 2)]
+    # every fold trains each head candidate of the grid (nested selection)
+    n_grid = len(QUICK_HEAD_GRID)
+    assert [(l.fold, l.candidate, l.epoch) for l in logs] == [
+        (f, c, e) for f in (0, 1) for c in range(n_grid) for e in (1, 2)]
+    assert logs[2].stage == "resnet18 fold 1/2 head 2/3"
     assert all(np.isfinite(l.train_loss) for l in logs)
     preds, scans = _oof(tiny_store, model_id)
     # an out-of-fold prediction for every scan at every horizon
@@ -71,6 +78,26 @@ def test_quick_two_epoch_smoke(tiny_store, tmp_path, inputs_cache):
     assert card.config["shared_encoder"] and card.config["epochs"] == 2
     assert (card.config["device"], card.config["precision"]) == ("cpu", "fp32")
     assert set(card.oof_auc) == {1, 3, 5} and card.notes
+    # the card says how the head's settings were chosen: nested, per fold, by inner loss
+    sel = card.extra["head_selection"]
+    assert sel["method"] == "nested" and sel["grid"] == [list(g) for g in QUICK_HEAD_GRID]
+    assert card.config["head_grid"] == sel["grid"]
+    assert len(sel["chosen"]) == 2 and all(c in sel["grid"] for c in sel["chosen"])
+    for f in range(2):
+        assert sel["chosen_index"][f] == int(np.argmin(sel["inner_val_loss"][f]))
+        assert sel["chosen"][f] == sel["grid"][sel["chosen_index"][f]]
+    assert card.config["head_chosen"] == sel["chosen"]
+    head = card.extra["settings"][HEAD_SETTING]
+    assert head.startswith("nested: grid [lr 5e-04, weight decay 0.1, dropout 0.5; ")
+    assert "chosen per fold: fold 1: lr " in head and "by inner validation loss" in head
+    # ... and the report shows it (validation design section), as the pages read the card
+    with st_store.open_store(tiny_store) as s:
+        run_evaluation(s, model_ids=[model_id], n_boot=20, seed=0)
+        report = build_report(s, model_id, n_boot=20)
+    text = render(report, "md")
+    design = text.split("## 4. Validation design", 1)[1].split("\n## ", 1)[0]
+    assert f"| {HEAD_SETTING} | {head} |" in design
+    assert "| grouped by | patient |" in design and "| likelihood | survival likelihood" in design
     assert not (tmp_path / "models" / ".runs").exists() or not any(
         (tmp_path / "models" / ".runs").iterdir())
 
@@ -84,6 +111,10 @@ def test_full_profile_two_epoch_smoke(tiny_store, tmp_path, inputs_cache):
     card = read_card(tmp_path / "models", model_id)
     assert card.profile == "full: fine-tuned end to end"
     assert not card.config["shared_encoder"] and card.config["augment"]
+    assert card.extra["head_selection"]["method"] == "fixed before looking"
+    assert card.extra["settings"][HEAD_SETTING].startswith(
+        "fixed before looking: lr 3e-04, weight decay 0.05, dropout 0.2")
+    assert "never from performance" in card.extra["settings"]["batch size"]
     from safetensors import safe_open
 
     with safe_open(str(tmp_path / "models" / card.weights_file), "pt") as fh:
@@ -102,7 +133,7 @@ def test_resume_continues_and_matches_an_uninterrupted_run(tiny_store, tmp_path,
     ref_oof, _ = _oof(tiny_store, ref)
 
     def interrupt(log: EpochLog) -> None:
-        if (log.fold, log.epoch) == (1, 2):
+        if (log.fold, log.candidate, log.epoch) == (1, 1, 2):
             raise _Stop  # after the epoch's checkpoint was written
 
     with st_store.open_store(tiny_store) as s, pytest.raises(_Stop):
@@ -112,7 +143,9 @@ def test_resume_continues_and_matches_an_uninterrupted_run(tiny_store, tmp_path,
     assert list((tmp_path / "run" / ".runs").iterdir()), "checkpoints kept for the resume"
     logs: list[EpochLog] = []
     resumed = _train(tiny_store, tmp_path / "run", inputs_cache, logs=logs, **over)
-    assert [(l.fold, l.epoch) for l in logs] == [(1, 3)]  # fold 0 done, fold 1 from epoch 3
+    # fold 0 done, fold 1's first head done, its second from epoch 3, then its third
+    assert [(l.fold, l.candidate, l.epoch) for l in logs] == [(1, 1, 3), (1, 2, 1), (1, 2, 2),
+                                                             (1, 2, 3)]
     got, _ = _oof(tiny_store, resumed)
     np.testing.assert_allclose(got["risk"].to_numpy(), ref_oof["risk"].to_numpy(), atol=1e-6)
 

@@ -11,6 +11,7 @@ from streamlit.testing.v1 import AppTest
 from pages._shared import RESEARCH_NOTICE
 from sscmort_core import store as st_store
 from sscmort_core.deep import registry
+from sscmort_core.deep.config import HEAD_SETTING
 
 PAGE = str(Path(__file__).resolve().parents[2] / "pages" / "models_jobs.py")
 
@@ -39,7 +40,9 @@ def registered(tiny_store, tmp_path):
         config={"image_size": 32, "n_slices": 3, "attention_dim": 8, "dropout": 0.0,
                 "folds": 2, "shared_encoder": True},
         data_hash="0" * 64, pretrained="random init",
-        oof_auc={"1": 0.61, "3": 0.65, "5": None}, n_scans=40, n_patients=12, synthetic=True)
+        oof_auc={"1": 0.61, "3": 0.65, "5": None}, n_scans=40, n_patients=12, synthetic=True,
+        extra={"settings": {HEAD_SETTING: "nested: grid [a; b], chosen per fold: fold 1: a; "
+                                          "fold 2: b, by inner validation loss"}})
     with st_store.open_store(tiny_store) as s, s.transaction() as cur:
         registry.register_in_store(cur, card, tmp_path)
     return tiny_store, tmp_path, card
@@ -62,6 +65,9 @@ def test_model_card_and_weights_check(registered, monkeypatch):
     assert row["pretrained"] == "random init" and row["OOF AUC 1y"] == pytest.approx(0.61)
     assert bool(row["weights on disk"])
     assert any("Random init" in w.value for w in at.warning)
+    # how the head's settings were chosen, from the card
+    assert any(f"**Settings chosen:** {HEAD_SETTING}: nested: grid [a; b], chosen per fold"
+               in m.value for m in at.markdown)
     at.button(key=f"verify-{card.model_id}").click().run()
     assert not at.exception
     assert any("matches its card" in s.value for s in at.success)

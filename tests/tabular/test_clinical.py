@@ -80,6 +80,12 @@ def test_reference_models_train_on_the_same_scans_and_compare(tiny_store_templat
     assert {"age_years", "fvc_pct_pred", "dlco_pct_pred"} <= set(clinical.feature_names)
     assert cards[ids["goh"][0]]["features"] == ["goh_extensive"]
     assert cards[ids["sadl"][0]]["features"] == ["sadl_points"]
+    # each card says which settings were fixed before looking and which chosen inside folds
+    sadl_settings = cards[ids["sadl"][0]]["settings"]
+    assert sadl_settings["SADL points (smoking, age, DLCO)"].startswith("fixed before looking")
+    assert "nested CV" in sadl_settings["C (L2 strength)"]
+    assert any(k.startswith("stage thresholds") for k in cards[ids["goh"][0]]["settings"])
+    assert not any(k.startswith(("SADL", "stage")) for k in cards[ids["clinical"][0]]["settings"])
     assert smokers.notna().all() and smokers.any() and not smokers.all()  # stored by the demo
     points = sadl["sadl_points"].dropna()
     assert len(points) > 0 and set(points) <= set(range(8)) and points.nunique() > 2

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from sscmort_core import store as st
+from sscmort_core.cards import ModelCard
 from sscmort_core.errors import ModelError, UnknownModelError
 from sscmort_core.evaluation import PER_PATIENT, PER_SCAN
 from sscmort_core.labels import HORIZONS_YEARS, label_scans
@@ -181,6 +182,16 @@ def test_validation_design_comes_from_the_model_card(report_store):
     assert "survival likelihood" in design["likelihood"]
     # a clinical model gets no added value over itself or another reference
     assert all(c.added_value.empty for c in report.clinical)
+    # the Goh staging's thresholds were fixed before looking, and its card says so
+    with st.open_store(report_store.path, read_only=True) as s:
+        goh = rep.build_report(s, report_store.clinical_ids[0], n_boot=N_BOOT)
+    design = {r[0]: r[1] for r in _md_rows(rr.render(goh, "md"), "4. Validation design")}
+    assert design["stage thresholds (extent > 20%, or 10-30% with FVC < 70%)"].startswith(
+        "fixed before looking (Goh")
+    with st.open_store(report_store.path, read_only=True) as s:
+        oracle = ModelCard.from_store(st.model_row(s, "oracle")["card"], model_id="oracle",
+                                      kind="oracle")
+    assert "fixed before looking" in oracle.extra["settings"]["risk"]
 
 
 def test_unknown_and_unevaluated_models_are_refused(report_store):
