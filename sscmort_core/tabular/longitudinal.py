@@ -107,11 +107,8 @@ def store_longitudinal_features(store: st.Store,
 def fallback_scans(store: st.Store, patient_id: str | None = None) -> pd.DataFrame:
     """scan_id, has_prior (bool) of the stored scans (of one patient): which scans the
     longitudinal model scores on cross-sectional features alone."""
-    scans = st.scans_frame(store)["scan_id"]
-    kept = set(scans) - st.training_excluded_scan_ids(store)  # as the model's training saw
-    features = store_longitudinal_features(store, kept)
-    if patient_id is not None:
-        own = set(st.scans_frame(store, patient_id)["scan_id"])
-        features = features.loc[features.index.isin(own)]
+    scans = st.scans_frame(store, patient_id)["scan_id"]  # a patient's features need only
+    kept = set(scans) - st.training_excluded_scan_ids(store)  # their own scans; kept as the
+    features = store_longitudinal_features(store, kept)  # model's training saw them
     return pd.DataFrame({"scan_id": features.index.to_numpy(),
                          "has_prior": features["has_prior"].to_numpy() > 0})

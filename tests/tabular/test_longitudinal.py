@@ -165,6 +165,10 @@ def test_timeline_draws_the_longitudinal_risk_with_the_fallback_flag(trained):
         frame = risk_lines_frame(s, pid)
         own = st.scans_frame(s, pid).sort_values("scan_date")
         labels = cmp.model_labels(s)
+        # one patient's fallback flags, computed from their scans alone, equal the store's
+        whole = fallback_scans(s).set_index("scan_id")["has_prior"]
+        mine_flags = fallback_scans(s, pid).set_index("scan_id")["has_prior"]
+        assert len(mine_flags) == len(own) and whole.loc[mine_flags.index].equals(mine_flags)
     # the legend names each model as Model comparison does (one naming layer)
     assert dict(zip(frame["model_id"], frame["model"])) == {
         m: labels[m] for m in frame["model_id"].unique()}
