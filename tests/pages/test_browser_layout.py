@@ -10,7 +10,7 @@ the demo fixture store, failing when a page hides what a reader needs:
 
 Screenshots of every page and width go to test-artifacts/layout/ (git-ignored).
 The fast smoke (default suite) checks 1280 x 720 on four pages and the upload; the slow one
-every page (trained radiomics and QCT models included) at both sizes.
+every page at both sizes (both on a store with trained radiomics and QCT models).
 """
 
 from __future__ import annotations
@@ -26,12 +26,14 @@ from sscmort_core.pipeline import evaluate
 from sscmort_core.synthetic.cohort import generate_cohort
 from sscmort_core.synthetic.dicom import write_dicom_series
 from sscmort_core.synthetic.phantom import phantom_for_scan
+from sscmort_core.tabular.train import train_tabular
 from tests.pages.test_browser import (
     CHROMIUM,
     _wait_idle,
     running_app,  # noqa: F401, F811 (the app, on tiny_store)
 )
 from tests.pipeline.test_evaluate import add_noisy_model
+from tests.tabular.test_tabular import add_fake_radiomics
 
 pytestmark = pytest.mark.browser
 
@@ -124,15 +126,27 @@ HIDDEN_ERRORS = """
 
 @pytest.fixture(scope="module")
 def layout_store_template(tiny_store_template, tmp_path_factory) -> Path:
-    """The demo fixture store with two noisy deep-kind models (oracle + noise) evaluated, so
-    Model comparison draws its charts, tables and paired tests."""
-    path = tmp_path_factory.mktemp("layout") / "store.duckdb"
+    """The demo fixture store with two noisy deep-kind models (oracle + noise) and trained QCT
+    and radiomics models (radiomics values drawn under the real feature names) evaluated, so
+    Model comparison draws its charts, tables and paired tests, Radiomics & SHAP its SHAP
+    views and Upload & predict its risk table."""
+    root = tmp_path_factory.mktemp("layout")
+    path = root / "store.duckdb"
     shutil.copy(tiny_store_template, path)
     add_noisy_model(path, "noisy", sd=1.0, seed=7)
     add_noisy_model(path, "noisier", sd=2.0, seed=8)
+    add_fake_radiomics(path, seed=1)
     with st.open_store(path) as s:
+        for kind in ("qct", "radiomics"):
+            train_tabular(s, kind, models_dir=root / "models", folds=3)
         evaluate.run_evaluation(s, n_boot=200)
     return path
+
+
+@pytest.fixture(autouse=True)
+def _models_dir(layout_store_template, monkeypatch) -> None:
+    """The app started below finds the trained models' files (it reads $SSCMORT_MODELS)."""
+    monkeypatch.setenv("SSCMORT_MODELS", str(layout_store_template.parent / "models"))
 
 
 @pytest.fixture()
