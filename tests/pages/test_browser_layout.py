@@ -43,6 +43,10 @@ ALL_PAGES = {"overview": "", "cohort_explorer": "cohort_explorer",
              "models_jobs": "models_jobs", "import_cohort": "import_cohort"}
 SMOKE_PAGES = ("overview", "cohort_explorer", "patient_timeline", "model_comparison")
 SIZES = {"1280x720": (1280, 720), "1440x900": (1440, 900)}
+# Tabs opened after a page's first check (a hidden tab's charts have no size to measure):
+# (tab name, screenshot suffix)
+OTHER_TABS = {"model_comparison": (("3 years", "3y"), ("5 years", "5y")),
+              "radiomics_shap": (("SHAP summary", "summary"), ("Scan explanation", "scan"))}
 
 # Text of visible Vega charts (Streamlit draws them as SVG) whose box leaves the chart's view
 # (the SVG, intersected with its Streamlit frame), or that Vega cut short with an ellipsis.
@@ -283,11 +287,10 @@ def _run(app_url: str, pages: tuple[str, ...], sizes: dict, zip_path: Path, tmp:
                     page.goto(f"{app_url}/{ALL_PAGES[name]}")
                     _wait_idle(page)
                     problems += _check_page(page, name, size, shots)
-                    if name == "model_comparison":  # lazy tabs: each horizon drawn when open
-                        for tab in ("3 years", "5 years"):
-                            page.get_by_role("tab", name=tab).click()
-                            _wait_idle(page)
-                            problems += _check_page(page, f"{name}-{tab[0]}y", size, shots)
+                    for tab, shot in OTHER_TABS.get(name, ()):  # what hidden tabs hold
+                        page.get_by_role("tab", name=tab).click()
+                        _wait_idle(page)
+                        problems += _check_page(page, f"{name}-{shot}", size, shots)
                 problems += _upload_and_come_back(page, zip_path, size, shots)
                 problems += _bad_upload(page, tmp, size, shots)
                 context.close()
