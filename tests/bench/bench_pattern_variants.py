@@ -12,7 +12,8 @@ scan's median lung density), ``max3`` / ``min3`` (in-plane 3 x 3 maximum / minim
 voxels, relative). ``--classifier``: ``qda`` (the shipped closed-form QDA, the shipped
 sampling: at most PER_CLASS voxels a class and phantom, class shares as priors) or ``hgb``
 (scikit-learn's HistGradientBoostingClassifier on a sample of ``--hgb-sample`` voxels a
-phantom at their natural shares; ``--hgb-iter``, ``--hgb-leaves``, ``--hgb-rate``).
+phantom at their natural shares, or with ``--hgb-balanced`` on the QDA's per-class capped
+sample weighted back to the class shares; ``--hgb-iter``, ``--hgb-leaves``, ``--hgb-rate``).
 ``--extents``: ``count`` (the shipped rule: the share of voxels labelled with a pattern) or
 ``posterior`` (the mean posterior of each pattern over the lung, emphysema from the rule).
 Both use the shipped honeycomb smoothing, emphysema rule and detection floors (refitted the
@@ -127,7 +128,7 @@ def fit(scans: list[dict[str, np.ndarray]], args: argparse.Namespace) -> object:
         x, y = x[keep], y[keep]
         feats.append(features(s["hu"], s["mask"], args.extra))
         total += np.bincount(y, minlength=len(pm.CLASSES))
-        if args.classifier == "qda":
+        if args.classifier == "qda" or args.hgb_balanced:
             sel = []
             for c in range(len(pm.CLASSES)):
                 idx = np.flatnonzero(y == c)
@@ -144,9 +145,14 @@ def fit(scans: list[dict[str, np.ndarray]], args: argparse.Namespace) -> object:
         model: object = pm.PatternModel.fit(x_all, y_all, total, version="dev")
     else:
         from sklearn.ensemble import HistGradientBoostingClassifier
+        weight = None
+        if args.hgb_balanced:  # per-class capped sample, weighted back to the class shares
+            n_c = np.bincount(y_all, minlength=len(pm.CLASSES)).astype(np.float64)
+            weight = (total / total.sum() / np.maximum(n_c / n_c.sum(), 1e-12))[y_all]
         model = _Hgb(HistGradientBoostingClassifier(
             max_iter=args.hgb_iter, max_leaf_nodes=args.hgb_leaves,
-            learning_rate=args.hgb_rate, random_state=0).fit(x_all, y_all))
+            learning_rate=args.hgb_rate, random_state=0).fit(x_all, y_all,
+                                                             sample_weight=weight))
     floors = np.zeros(len(pm.PATTERNS))
     for s, x in zip(scans, feats):
         found = 100.0 * np.bincount(_labels(model, x, s["hu"], s["mask"]),
@@ -205,6 +211,7 @@ def main() -> None:
     ap.add_argument("--hgb-iter", type=int, default=100)
     ap.add_argument("--hgb-leaves", type=int, default=15)
     ap.add_argument("--hgb-rate", type=float, default=0.1)
+    ap.add_argument("--hgb-balanced", action="store_true")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
     t0 = time.perf_counter()
