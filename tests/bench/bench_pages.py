@@ -154,6 +154,8 @@ def _sscmort_steps(page, url: str) -> list[tuple[str, object]]:
         ("Cohort explorer: load", lambda: _load(page, f"{url}/cohort_explorer")),
         ("Cohort explorer: group by another column",
          lambda: _timed(page, _select(page, "Group", 1)), "select"),
+        ("Cohort explorer: group back", lambda: _timed(page, _select(page, "Group", 0)),
+         "select"),
         ("Patient timeline: load", lambda: _load(page, f"{url}/patient_timeline")),
         ("Patient timeline: slice slider step",
          lambda: _timed(page, _slider_step(page, "Axial slice")), "slider"),
