@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 from sscmort_core.labels import HORIZONS_YEARS
 
+MONOTONE_NOTE = "risks made monotone across horizons (running maximum)"
+
 
 @dataclass(frozen=True)
 class RiskPrediction:
@@ -35,7 +37,14 @@ class RiskPrediction:
     def risk(self, horizon_years: int) -> float:
         return {1: self.risk_1y, 3: self.risk_3y, 5: self.risk_5y}[horizon_years]
 
+    @property
+    def notes_text(self) -> str:
+        """What the pages and the CLI show as the prediction's note: ``note`` and, when the
+        running maximum changed a risk, :data:`MONOTONE_NOTE` (said once, from the flag)."""
+        return "; ".join([*([self.note] if self.note else []),
+                          *([MONOTONE_NOTE] if self.monotone_adjusted else [])])
+
     def as_row(self) -> dict[str, object]:
         return {"model": self.label, "model_id": self.model_id, "kind": self.kind,
                 **{f"{h}-year risk": self.risk(h) for h in HORIZONS_YEARS},
-                "note": self.note or ""}
+                "note": self.notes_text}

@@ -88,7 +88,8 @@ def cmd_predict(args: argparse.Namespace) -> None:
             "one with `sscmort train`"))
     rows = [{"model_id": p.model_id, "kind": p.kind, "label": p.label,
              "risk_1y": round(p.risk_1y, 4), "risk_3y": round(p.risk_3y, 4),
-             "risk_5y": round(p.risk_5y, 4), "note": p.note} for p in report.predictions]
+             "risk_5y": round(p.risk_5y, 4), "note": p.notes_text or None}
+            for p in report.predictions]
     device, reason = report.device or (None, "no deep model ran")
     summary: dict[str, Any] = {
         "input": str(args.path), "device": device, "device_reason": reason,

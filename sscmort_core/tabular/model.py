@@ -289,15 +289,11 @@ def predict_features(model: TabularModel, features: Mapping[str, float]) -> Risk
         raise ModelError(f"{missing} of the {len(model.feature_names)} features model "
                          f"{model.model_id} needs are missing")
     risks, adjusted = monotone(model.calibrated_risks(x))
-    notes = []
-    if missing:
-        notes.append(f"{missing} missing feature(s) imputed with training medians")
-    if adjusted[0]:
-        notes.append("risks made monotone across horizons (running maximum)")
+    note = f"{missing} missing feature(s) imputed with training medians" if missing else None
     r = risks[0]
     return RiskPrediction(model_id=model.model_id, kind=model.kind, label=model.label,
                           risk_1y=float(r[0]), risk_3y=float(r[1]), risk_5y=float(r[2]),
-                          monotone_adjusted=bool(adjusted[0]), note="; ".join(notes) or None)
+                          monotone_adjusted=bool(adjusted[0]), note=note)
 
 
 @dataclass(frozen=True)

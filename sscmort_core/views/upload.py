@@ -30,16 +30,8 @@ def risk_table(predictions: Sequence[RiskPrediction]) -> pd.DataFrame:
     for p in sorted(predictions, key=lambda p: -p.risk(HORIZONS_YEARS[-1])):
         rows.append({"Model": p.label, "Kind": KIND_NAMES.get(p.kind, p.kind.capitalize()),
                      **{f"{h}-year risk": format_risk(p.risk(h)) for h in HORIZONS_YEARS},
-                     "Note": _note(p)})
+                     "Note": p.notes_text})
     return pd.DataFrame(rows)
-
-
-def _note(p: RiskPrediction) -> str:
-    """The prediction's note, saying once that the running maximum raised a later horizon."""
-    note = p.note or ""
-    if p.monotone_adjusted and "monotone" not in note:
-        note = f"{note} (monotone-adjusted)".strip()
-    return note
 
 
 @dataclass(frozen=True)

@@ -86,6 +86,19 @@ def test_risk_table_full_notes_and_spread():
     assert spread[5].text == "5 years: 13% to 35% (median 24%)" and spread[5].n_models == 2
 
 
+def test_a_monotone_adjusted_risk_is_noted_once_from_its_flag():
+    from sscmort_core.predictions import MONOTONE_NOTE
+
+    plain = RiskPrediction("q", "qct", "Q", 0.1, 0.2, 0.2, monotone_adjusted=True)
+    both = RiskPrediction("r", "radiomics", "R", 0.1, 0.2, 0.3, monotone_adjusted=True,
+                          note="2 missing feature(s) imputed with training medians")
+    table = upload.risk_table([plain, both]).set_index("Model")
+    assert table.loc["Q", "Note"] == MONOTONE_NOTE
+    assert table.loc["R", "Note"] == f"{both.note}; {MONOTONE_NOTE}"
+    assert plain.as_row()["note"] == MONOTONE_NOTE
+    assert _pred("a", "deep", (0.1, 0.2, 0.3)).notes_text == "random init, frozen backbone"
+
+
 class _Slice:
     def __init__(self, z, att):
         self.z_index, self.attention = z, att
