@@ -46,6 +46,7 @@ from sscmort_core.cards import ModelCard
 from sscmort_core.deep.config import (
     HEAD_SETTING,
     PROFILE_LABELS,
+    QUICK_HEAD_GRID,
     UI_BACKBONES,
     TrainConfig,
     describe_head,
@@ -381,17 +382,19 @@ def _run_fold(ctx: RunContext, cohort: _Cohort, fold: int, *, emb: np.ndarray | 
                            saved.get("n_val_patients", 0))
     train_idx, val_idx, test_idx = _fold_split(cohort, fold, ctx.cfg.val_fraction, ctx.seed)
     candidates = head_candidates(ctx.cfg)
-    outcomes = []
+    outcomes, best_module = [], None
     for c, cand in enumerate(candidates):
         cctx = dataclasses.replace(ctx, cfg=cand)
         module, batches = _fold_module(cctx, cohort, fold, train_idx, emb, net_template)
-        fit = Fit(cctx, fold, module, batches, cohort.targets, c, len(candidates))
-        outcomes.append(fit.run(train_idx, val_idx))
-        del module, fit
+        outcomes.append(Fit(cctx, fold, module, batches, cohort.targets, c,
+                            len(candidates)).run(train_idx, val_idx))
+        # keep only the module of the lowest inner loss so far (a full net is large)
+        if choose_candidate([o.best_loss for o in outcomes], len(val_idx) > 0) == c:
+            best_module = (module, batches, cctx)
+        del module
     chosen = choose_candidate([o.best_loss for o in outcomes], len(val_idx) > 0)
     best = outcomes[chosen]
-    cctx = dataclasses.replace(ctx, cfg=candidates[chosen])
-    module, batches = _fold_module(cctx, cohort, fold, train_idx, emb, net_template)
+    module, batches, cctx = best_module
     module.load_state_dict(best.state)
     test_risk = predict_risk(module, batches, test_idx, cctx)
     history = [h for o in outcomes for h in o.history]
@@ -467,7 +470,9 @@ def settings_provenance(cfg: TrainConfig, results: Sequence[_FoldResult]) -> dic
                              f"validation loss ({inner})")
         out["head grid"] = (fixed + " at this selection's results (config.QUICK_HEAD_GRID): "
                             "the earlier setting, which was picked on the demo cohort's "
-                            "resnet18 OOF AUC, one lighter and one more regularised")
+                            "resnet18 OOF AUC, one lighter and one more regularised"
+                            if cfg.head_grid == QUICK_HEAD_GRID else
+                            "given with the run (not the profile's grid)")
     else:
         out[HEAD_SETTING] = (f"{fixed}: {describe_head(cfg.lr, cfg.weight_decay, cfg.dropout)}"
                              " (the profile's values, never compared on any validation or "
@@ -500,8 +505,6 @@ def _register(store: st_store.Store, models_dir: Path, ensemble: EnsembleNet, co
               # what ran: bf16 autocast exists on CUDA only
               "precision": cfg.precision if ctx.cuda else "fp32",
               "best_epochs": [r.best_epoch for r in results],
-              # per fold: the (lr, weight_decay, dropout) its head was trained with
-              "head_chosen": [list(_candidate_setting(cfg, r.chosen)) for r in results],
               "input_shape": list(cohort.inputs.x.shape[1:]),
               "sampling_version": sampling_version(),
               "n_failed_scans": len(cohort.inputs.failed)}

@@ -54,7 +54,7 @@ def bench_train(store_path: Path, models_dir: Path, backbones: list[str]) -> lis
                         # after the embeddings: every fold's head (all candidates), register
                         "head_wall_s": None if embed is None else round(wall - embed, 1),
                         "head_cpu_s": None if embed_cpu is None else round(cpu - embed_cpu, 1),
-                        "head_chosen": card.config.get("head_chosen"),
+                        "head_chosen": (card.extra.get("head_selection") or {}).get("chosen"),
                         "oof_auc": card.oof_auc, "best_epochs": card.config["best_epochs"],
                         "n_scans": card.n_scans, "load_avg_before": load0,
                         "load_avg_after": _load()})
