@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping
@@ -163,3 +164,27 @@ def write_card_file(card: ModelCard, path: Path) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     tmp.write_text(json.dumps(card.to_json(), indent=2, default=str), encoding="utf-8")
     os.replace(tmp, path)
+
+
+def model_label(row: Mapping[str, Any]) -> str:
+    """A readable name from a models-table row: the card's ``label``, else kind, backbone and
+    version (e.g. "Deep: resnet18 v2")."""
+    card = ModelCard.from_store(row.get("card"), model_id=str(row.get("model_id")),
+                                kind=str(row.get("kind") or "model"))
+    if card.label != card.model_id:
+        return card.label
+    parts = [f"{KIND_NAMES.get(card.kind, card.kind.capitalize())}:"]
+    backbone = row.get("backbone")
+    if isinstance(backbone, str) and backbone:
+        parts.append(backbone)
+    parts.append(f"v{row.get('version')}" if row.get("version") else str(row.get("model_id")))
+    return " ".join(parts)
+
+
+def model_labels(rows: Iterable[Mapping[str, Any]]) -> dict[str, str]:
+    """Per model id, the name every page, export and DICOM SR uses (:func:`model_label`); a
+    label shared by several models gets the model id appended so readers can tell them
+    apart. ``rows``: the models table's rows (e.g. ``models_frame(store).to_dict("records")``)."""
+    labels = {str(r["model_id"]): model_label(r) for r in rows}
+    values = list(labels.values())
+    return {m: f"{lab} [{m}]" if values.count(lab) > 1 else lab for m, lab in labels.items()}

@@ -18,7 +18,7 @@ from typing import Any
 import pandas as pd
 
 from sscmort_core import store as st_store
-from sscmort_core.cards import ModelCard
+from sscmort_core.cards import model_labels
 from sscmort_core.errors import DataError
 from sscmort_core.labels import HORIZONS_YEARS, label_scans, time_to_event_years
 from sscmort_core.pipeline.staleness import model_staleness
@@ -169,10 +169,10 @@ def cohort_tables(store: st_store.Store) -> dict[str, pd.DataFrame]:
 def _models(store: st_store.Store) -> pd.DataFrame:
     models = st_store.models_frame(store)
     status = model_staleness(store)
+    labels = model_labels(models.to_dict("records"))  # the names the pages show
     return pd.DataFrame({
         "model_id": models["model_id"], "model_kind": models["kind"],
-        "model_label": [ModelCard.from_store(r.card, model_id=r.model_id, kind=r.kind).label
-                        for r in models.itertuples()],
+        "model_label": [labels[m] for m in models["model_id"]],
         "model_status": [status[m].status for m in models["model_id"]]})
 
 

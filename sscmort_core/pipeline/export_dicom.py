@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from sscmort_core import store as st_store
+from sscmort_core.cards import model_labels
 from sscmort_core.dicomout.results import DicomResults, build_results, write_results
 from sscmort_core.errors import DataError, StoreError
 from sscmort_core.imaging.source import SourceSeries
@@ -62,6 +63,7 @@ def stored_predictions(store: st_store.Store, scan_id: str, patient_id: str
     """The scan's out-of-fold risks per model (every horizon present), oracle left out."""
     frame = st_store.patient_predictions_frame(store, patient_id)
     frame = frame[(frame["scan_id"] == scan_id) & (frame["kind"] != "oracle")]
+    labels = model_labels(st_store.models_frame(store).to_dict("records"))  # as the pages
     out = []
     for model_id, rows in frame.groupby("model_id", sort=True):
         risk = dict(zip(rows["horizon_years"].astype(int), rows["risk"].astype(float)))
@@ -69,7 +71,8 @@ def stored_predictions(store: st_store.Store, scan_id: str, patient_id: str
             continue
         first = rows.iloc[0]
         out.append(RiskPrediction(str(model_id), str(first["kind"]),
-                                  str(first["label"] or model_id), risk[1], risk[3], risk[5]))
+                                  labels.get(str(model_id), str(model_id)), risk[1], risk[3],
+                                  risk[5]))
     return out
 
 

@@ -69,14 +69,15 @@ def predictions_frame(store: Store, model_ids: Sequence[str] | None = None,
 
 def patient_predictions_frame(store: Store, patient_id: str, split: str = "oof",
                               kinds: Sequence[str] | None = None) -> pd.DataFrame:
-    """A patient's stored risks: scan_id, scan_date, model_id, kind, horizon_years, risk."""
+    """A patient's stored risks: scan_id, scan_date, model_id, kind, horizon_years, risk, fold
+    (the models' names: :func:`sscmort_core.cards.model_labels`)."""
     where, params = "WHERE s.patient_id = ? AND pr.split = ?", [patient_id, split]
     if kinds:
         where += f" AND {in_clause('m.kind', kinds)}"
         params.extend(kinds)
     return store.query_df(
-        f"""SELECT pr.scan_id, s.scan_date, pr.model_id, m.kind, m.card ->> 'label' AS label,
-                   pr.horizon_years, pr.risk, pr.fold
+        f"""SELECT pr.scan_id, s.scan_date, pr.model_id, m.kind, pr.horizon_years, pr.risk,
+                   pr.fold
             FROM predictions pr JOIN scans s USING (scan_id) JOIN models m USING (model_id)
             {where} ORDER BY pr.model_id, s.scan_date, pr.horizon_years""", params)
 

@@ -11,31 +11,13 @@ import numpy as np
 import pandas as pd
 
 from sscmort_core import store as st_store
-from sscmort_core.cards import KIND_NAMES, ModelCard
-
-
-def model_label(row: Mapping[str, Any] | pd.Series) -> str:
-    """A readable name from a models-table row: the card's ``label``, else kind, backbone and
-    version (e.g. "Deep: resnet18 v2")."""
-    card = ModelCard.from_store(row.get("card"), model_id=str(row.get("model_id")),
-                                kind=str(row.get("kind") or "model"))
-    if card.label != card.model_id:
-        return card.label
-    parts = [f"{KIND_NAMES.get(card.kind, card.kind.capitalize())}:"]
-    backbone = row.get("backbone")
-    if isinstance(backbone, str) and backbone:
-        parts.append(backbone)
-    parts.append(f"v{row.get('version')}" if row.get("version") else str(row.get("model_id")))
-    return " ".join(parts)
+from sscmort_core.cards import KIND_NAMES, ModelCard, model_label  # noqa: F401 (re-exported)
+from sscmort_core.cards import model_labels as card_labels
 
 
 def model_labels(store: st_store.Store) -> dict[str, str]:
-    """Readable label of every registered model; a label shared by several models gets the
-    model id appended so the pages can tell them apart."""
-    models = st_store.models_frame(store)
-    labels = {str(r["model_id"]): model_label(r) for _, r in models.iterrows()}
-    values = list(labels.values())
-    return {m: f"{lab} [{m}]" if values.count(lab) > 1 else lab for m, lab in labels.items()}
+    """Readable label of every registered model (:func:`sscmort_core.cards.model_labels`)."""
+    return card_labels(st_store.models_frame(store).to_dict("records"))
 
 
 # QCT metrics as the pages name them (units in the label)

@@ -19,6 +19,7 @@ from sscmort_core import store as st
 from sscmort_core.pipeline.ingest import analyse_path, save_analysis, store_secret
 from sscmort_core.synthetic.dicom import write_dicom_series
 from sscmort_core.synthetic.phantom import make_phantom
+from sscmort_core.views.lungs import PATTERN_COLORS, PATTERNS
 
 APP = Path(__file__).resolve().parents[2] / "app.py"
 
@@ -101,7 +102,6 @@ def test_upload_page_draws_zones_patterns_and_qc(tiny_store, monkeypatch):
     assert any("Zone map" in c for c in charts)
     legend = [m.value for m in at.markdown if "ILD patterns:" in m.value]
     assert len(legend) == 1  # a swatch in the overlay's colour beside each pattern's name
-    from sscmort_core.views.lungs import PATTERN_COLORS, PATTERNS
     for name, (r, g, b) in list(zip(PATTERNS, PATTERN_COLORS))[1:]:
         assert f"background:#{r:02x}{g:02x}{b:02x}\"></span>{name}<" in legend[0]
     tables = [d.value for d in at.dataframe]

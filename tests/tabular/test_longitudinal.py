@@ -13,6 +13,7 @@ import pytest
 
 from sscmort_core import store as st
 from sscmort_core.pipeline.evaluate import run_evaluation
+from sscmort_core.pipeline.export_dicom import stored_predictions
 from sscmort_core.tabular.longitudinal import (
     DAYS_PER_YEAR,
     LONGITUDINAL_FEATURES,
@@ -165,6 +166,10 @@ def test_timeline_draws_the_longitudinal_risk_with_the_fallback_flag(trained):
         frame = risk_lines_frame(s, pid)
         own = st.scans_frame(s, pid).sort_values("scan_date")
         labels = cmp.model_labels(s)
+        # the DICOM SR of a stored scan names its models as the pages do too
+        sr = stored_predictions(s, own["scan_id"].iloc[-1], pid)
+        assert sr and {p.model_id: p.label for p in sr} == {p.model_id: labels[p.model_id]
+                                                          for p in sr}
         # one patient's fallback flags, computed from their scans alone, equal the store's
         whole = fallback_scans(s).set_index("scan_id")["has_prior"]
         mine_flags = fallback_scans(s, pid).set_index("scan_id")["has_prior"]
