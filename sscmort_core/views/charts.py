@@ -61,8 +61,7 @@ def kaplan_meier_chart(km: KaplanMeierResult, title: str, bands: bool = True) ->
         band = alt.Chart(data).mark_area(opacity=0.2 if len(groups) <= 2 else 0.08,
                                          interpolate="step-after").encode(
             x=x, y=alt.Y("ci_low:Q", scale=y_scale), y2="ci_high:Q",
-            color=palette.km_colour(groups))  # the same legend as the lines: a null
-        # legend on the first layer would drop the merged key in Streamlit's Vega-Lite
+            color=palette.km_colour(groups))
         layers.append(band)
     layers.append(line)
     return alt.layer(*layers).properties(

@@ -71,10 +71,12 @@ def horizon_dash(legend: bool = True, orient: str = "bottom") -> alt.StrokeDash:
         range=[HORIZON_DASHES[h] for h in HORIZONS_YEARS]))
 
 
-def km_colour(groups: Sequence[str], title: str = "Group", legend: bool = True) -> alt.Color:
-    """Colour per KM group with solid square swatches (opacity 1) in a bottom legend."""
+def km_colour(groups: Sequence[str], title: str = "Group") -> alt.Color:
+    """Colour per KM group with solid square swatches (opacity 1) in a bottom legend. Every
+    layer of a chart passes the same legend: a layer with a null legend drops the merged key
+    in the browser's Vega-Lite."""
     leg = alt.Legend(title=title, orient="bottom", direction="vertical", symbolType="square",
-                     symbolOpacity=1.0, symbolSize=160, labelLimit=0) if legend else None
+                     symbolOpacity=1.0, symbolSize=160, labelLimit=0)
     return alt.Color("group:N", legend=leg, scale=alt.Scale(
         domain=list(groups), range=[KM_PALETTE[i % len(KM_PALETTE)]
                                     for i in range(len(groups))]))

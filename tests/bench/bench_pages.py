@@ -125,12 +125,12 @@ def _tab(page, name: str):
     return lambda: page.get_by_role("tab", name=name).click()
 
 
-def _remove_first_model(page):
+def _remove_first_choice(page):
     return lambda: page.locator('[data-testid="stMultiSelect"]').first \
         .locator('.react-aria-ComboBox button[aria-label^="Remove"]').first.click()
 
 
-def _add_model_back(page):
+def _add_first_option(page):
     def act() -> None:
         page.locator('[data-testid="stMultiSelect"]').first \
             .locator('.react-aria-ComboBox input[role="combobox"]').click()
@@ -166,9 +166,9 @@ def _sscmort_steps(page, url: str) -> list[tuple[str, object]]:
             page, "Estimand", "per patient (each patient weighted equally)")), "radio"),
         ("Model comparison: estimand per scan", lambda: _timed(page, _radio(
             page, "Estimand", "per scan")), "radio"),
-        ("Model comparison: remove a model", lambda: _timed(page, _remove_first_model(page)),
+        ("Model comparison: remove a model", lambda: _timed(page, _remove_first_choice(page)),
          "remove"),
-        ("Model comparison: add it back", lambda: _timed(page, _add_model_back(page)), "add"),
+        ("Model comparison: add it back", lambda: _timed(page, _add_first_option(page)), "add"),
         ("Radiomics & SHAP: load", lambda: _load(page, f"{url}/radiomics_shap")),
         ("Radiomics & SHAP: horizon radio", lambda: _timed(page, _radio(page, "Horizon",
                                                                          "1 year")), "radio"),
@@ -189,8 +189,8 @@ def _trivial_steps(page, url: str) -> list[tuple[str, object]]:
             ("Trivial page: select", lambda: _timed(page, _select(page, "Wave", 1))),
             ("Trivial page: select back", lambda: _timed(page, _select(page, "Wave", 0))),
             ("Trivial page: multiselect remove", lambda: _timed(page,
-                                                                _remove_first_model(page))),
-            ("Trivial page: multiselect add", lambda: _timed(page, _add_model_back(page))),
+                                                                _remove_first_choice(page))),
+            ("Trivial page: multiselect add", lambda: _timed(page, _add_first_option(page))),
             ("Trivial page: tab", lambda: _timed(page, _tab(page, "Second"))),
             ("Trivial page: tab back", lambda: _timed(page, _tab(page, "First")))]
 
