@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from sscmort_core import store as st
+from sscmort_core.deep.train import train_backbone
 from sscmort_core.pipeline import evaluate
 from sscmort_core.synthetic.cohort import generate_cohort
 from sscmort_core.synthetic.dicom import write_dicom_series
@@ -120,6 +121,16 @@ KEYLESS_CHARTS = """
 }
 """
 
+# The page's images: caption, natural width and drawn width in px (the saliency row's captions
+# hold "attention").
+IMAGES = """
+() => Array.from(document.querySelectorAll('[data-testid="stImage"], [data-testid="stFullScreenFrame"]'))
+  .map(el => [el.querySelector('img'), el.innerText.trim()])
+  .filter(([img]) => img && img.getBoundingClientRect().width > 0)
+  .map(([img, text]) => ({caption: text, width: img.naturalWidth,
+                          shown: Math.round(img.getBoundingClientRect().width)}))
+"""
+
 # Errors inside a closed <details> (st.expander, st.status).
 HIDDEN_ERRORS = """
 () => Array.from(document.querySelectorAll('details:not([open])'))
@@ -130,10 +141,12 @@ HIDDEN_ERRORS = """
 
 @pytest.fixture(scope="module")
 def layout_store_template(tiny_store_template, tmp_path_factory) -> Path:
-    """The demo fixture store with two noisy deep-kind models (oracle + noise) and trained QCT
-    and radiomics models (radiomics values drawn under the real feature names) evaluated, so
-    Model comparison draws its charts, tables and paired tests, Radiomics & SHAP its SHAP
-    views and Upload & predict its risk table."""
+    """The demo fixture store with two noisy deep-kind models (oracle + noise), trained QCT
+    and radiomics models (radiomics values drawn under the real feature names) and a small
+    trained ResNet-18 (32 px, 3 slices, 2 epochs: its weights on disk, so an upload gets its
+    risk and its Grad-CAM), evaluated, so Model comparison draws its charts, tables and
+    paired tests, Radiomics & SHAP its SHAP views and Upload & predict its risk table and
+    saliency row."""
     root = tmp_path_factory.mktemp("layout")
     path = root / "store.duckdb"
     shutil.copy(tiny_store_template, path)
@@ -143,6 +156,10 @@ def layout_store_template(tiny_store_template, tmp_path_factory) -> Path:
     with st.open_store(path) as s:
         for kind in ("qct", "radiomics"):
             train_tabular(s, kind, models_dir=root / "models", folds=3)
+        train_backbone(s, "resnet18", profile="quick", models_dir=root / "models", folds=2,
+                       workers=1, device="cpu", cache_dir=root / "inputs",
+                       config_overrides={"image_size": 32, "n_slices": 3, "epochs": 2,
+                                         "batch_size": 8})
         evaluate.run_evaluation(s, n_boot=200)
     return path
 
@@ -243,6 +260,38 @@ def _nav(page, title: str) -> None:
     _wait_idle(page)
 
 
+
+
+def _saliency(page, size: str, shots: Path) -> list[str]:
+    """The deep model's Grad-CAM row: in z order, drawn no larger than its pixels (never
+    blurred by the browser's upscaling), horizons named in the singular where it is one."""
+    problems = []
+    page.get_by_text("Where the deep models looked").first.wait_for(timeout=60_000)
+    page.locator('[data-testid="stImage"]', has_text="attention").first \
+        .wait_for(timeout=180_000)
+    _wait_idle(page)
+    for horizon in ("5 years", "1 year"):
+        if horizon == "1 year":
+            page.get_by_text("1 year", exact=True).first.click()
+            _wait_idle(page)
+        sal = [i for i in page.evaluate(IMAGES) if "attention" in i["caption"]]
+        if not sal:
+            problems.append(f"saliency@{size} {horizon}: no saliency image")
+            continue
+        zs = [int(c["caption"].split()[1]) for c in sal]
+        if zs != sorted(zs):
+            problems.append(f"saliency@{size} {horizon}: slices out of order {zs}")
+        blurred = [f"{i['width']} px drawn at {i['shown']}" for i in sal
+                   if i["width"] < i["shown"] - 1]
+        if blurred:
+            problems.append(f"saliency@{size} {horizon}: images upscaled {blurred}")
+        problems += _check_page(page, f"upload_predict-saliency-{horizon.split()[0]}y",
+                                size, shots)
+    if page.get_by_text("1 years").count():
+        problems.append(f"saliency@{size}: a horizon reads '1 years'")
+    return problems
+
+
 def _upload_and_come_back(page, zip_path: Path, size: str, shots: Path) -> list[str]:
     problems = []
     _nav(page, "Upload & predict")
@@ -250,6 +299,7 @@ def _upload_and_come_back(page, zip_path: Path, size: str, shots: Path) -> list[
     page.wait_for_selector("text=Lung volume", timeout=180_000)
     _wait_idle(page)
     problems += _check_page(page, "upload_predict-analysed", size, shots)
+    problems += _saliency(page, size, shots)
     _nav(page, "Overview")
     _nav(page, "Upload & predict")
     body = page.inner_text("body")
