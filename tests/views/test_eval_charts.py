@@ -69,3 +69,12 @@ def test_auc_summary_draws_the_reported_range_from_the_references():
     assert values == [{"low": 0.682, "high": 0.723, "what": "Study reported: radiomics range"}]
     no_refs = charts_eval.auc_summary_chart(table).to_dict()
     assert not [la for la in no_refs["layer"] if la["mark"]["type"] == "rect"]
+
+
+def test_chart_spec_without_validation_equals_the_validated_spec():
+    """The pages build specs unvalidated (issue 13): the builders' specs must pass altair's
+    schema check and come out the same either way."""
+    charts = [charts_eval.roc_chart(_roc(), 3, reported_aucs(3)),
+              charts_eval.decision_chart(_decision(), 3, floor=-0.05)]
+    for chart in charts:
+        assert charts_eval.chart_spec(chart) == charts_eval.chart_spec(chart, validate=True)
