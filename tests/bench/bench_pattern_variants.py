@@ -166,6 +166,56 @@ def fit(scans: list[dict[str, np.ndarray]], args: argparse.Namespace) -> object:
     return model
 
 
+RULES = ("count", "posterior", "hybrid")  # hybrid: posterior for GGO / reticulation, else count
+
+
+def score_all(model: object, scans: list[dict[str, np.ndarray]],
+              extra: tuple[str, ...]) -> dict[str, object]:
+    """Every extent rule of RULES from one pass (with and without the detection floors)."""
+    k = len(pm.PATTERNS)
+    est = {r: [] for r in RULES}
+    true, confusion = [], np.zeros((k, k), np.int64)
+    for s in scans:
+        mask = s["mask"]
+        x = features(s["hu"], mask, extra)
+        pred = _labels(model, x, s["hu"], mask)
+        post = model.pattern_posterior(x)  # type: ignore[attr-defined]
+        emph = pred == pm.PATTERNS.index("emphysema")
+        post[:, 1] = 0.0
+        post[emph] = 0.0
+        post[emph, 1] = 1.0
+        post[post.sum(axis=1) <= 0.0, 0] = 1.0
+        post /= post.sum(axis=1, keepdims=True)
+        pp = 100.0 * post.sum(axis=0) / mask.sum()
+        pc = 100.0 * np.bincount(pred, minlength=k) / mask.sum()
+        ph_ = pc.copy()
+        ph_[[2, 3]] = pp[[2, 3]]
+        for r, v in zip(RULES, (pc, pp, ph_)):
+            est[r].append(v)
+        true.append(_truth(s))
+        lab = np.zeros(mask.shape, np.int64)
+        lab[mask] = pred
+        both = mask & s["lung"]
+        np.add.at(confusion, (TRUTH_TO_CLASS[s["pattern"][both]], lab[both]), 1)
+    t = np.asarray(true)
+    out: dict[str, object] = {}
+    for r in RULES:
+        for floor in (True, False):
+            e = np.asarray(est[r]).copy()
+            if floor:
+                f = model.floors_pct  # type: ignore[attr-defined]
+                for i in range(1, k):
+                    e[e[:, i] <= f[i], i] = 0.0
+            out[f"{r}{'' if floor else '_nofloor'}"] = {
+                **{n: round(float(stats.spearmanr(e[:, i], t[:, i]).statistic), 3)
+                   for i, n in enumerate(pm.PATTERNS)},
+                "ild": round(float(stats.spearmanr(e[:, 2:].sum(1), t[:, 2:].sum(1)).statistic), 3)}
+    rec = np.diag(confusion) / confusion.sum(1)
+    out["voxel_recall"] = np.round(rec, 3).tolist()
+    out["confusion_row_share"] = np.round(confusion / confusion.sum(1, keepdims=True), 3).tolist()
+    return out
+
+
 def score(model: object, scans: list[dict[str, np.ndarray]], extents: str,
           extra: tuple[str, ...]) -> dict[str, object]:
     k = len(pm.PATTERNS)
@@ -204,7 +254,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--classifier", choices=("qda", "hgb"), default="qda")
     ap.add_argument("--extra", type=lambda s: tuple(v for v in s.split(",") if v), default=())
-    ap.add_argument("--extents", choices=("count", "posterior"), default="count")
+    ap.add_argument("--extents", choices=("count", "posterior", "all"),
+                    default="count")
     ap.add_argument("--cohort-seed", type=int, default=43)
     ap.add_argument("--scans", type=int, default=100)
     ap.add_argument("--hgb-sample", type=int, default=20000)
@@ -219,7 +270,8 @@ def main() -> None:
     model = fit(training_scans(), args)
     out = {"args": {k: (list(v) if isinstance(v, tuple) else v)
                     for k, v in vars(args).items() if k != "out"},
-           **score(model, dev, args.extents, args.extra),
+           **(score_all(model, dev, args.extra) if args.extents == "all"
+              else score(model, dev, args.extents, args.extra)),
            "seconds": round(time.perf_counter() - t0, 1)}
     text = json.dumps(out, indent=1)
     if args.out:
