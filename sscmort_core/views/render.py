@@ -24,9 +24,16 @@ def window_to_uint8(hu: np.ndarray, level: float, width: float) -> np.ndarray:
 
 
 def outline(mask: np.ndarray) -> np.ndarray:
-    """One-pixel inner boundary of a 2D boolean mask."""
+    """One-pixel inner boundary of a 2D boolean mask: its pixels with a 4-neighbour outside it
+    (or on the image's edge), i.e. ``mask & ~binary_erosion(mask)`` with a cross and a zero
+    border, by shifted slices (a few times faster on a 512 x 512 slice; a test compares)."""
     mask = np.asarray(mask, dtype=bool)
-    return mask & ~ndimage.binary_erosion(mask, iterations=1, border_value=0)
+    inner = np.zeros_like(mask)
+    if mask.shape[0] > 2 and mask.shape[1] > 2:
+        c = mask[1:-1, 1:-1]
+        inner[1:-1, 1:-1] = (c & mask[:-2, 1:-1] & mask[2:, 1:-1]
+                             & mask[1:-1, :-2] & mask[1:-1, 2:])
+    return mask & ~inner
 
 
 HEAT_FLOOR = 0.15  # heat below this stays uncoloured (little or no contribution)
