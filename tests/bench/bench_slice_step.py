@@ -21,10 +21,12 @@ from sscmort_core.views import lungs as lv
 from sscmort_core.views import render
 
 
-def blend_reference(hu: np.ndarray, labels: np.ndarray, alpha: float = 0.45) -> np.ndarray:
-    """The overlay as it was drawn before the look-up table (per-pixel float blend)."""
+def blend_reference(hu: np.ndarray, labels: np.ndarray, alpha: float = 0.45,
+                    show_normal: bool = False) -> np.ndarray:
+    """The overlay as it was drawn before the look-up table (per-pixel float blend; the
+    reference tests/views compares the overlay with)."""
     rgb = render.render_slice(hu, render.LUNG_WINDOW).astype(np.float32)
-    shown = labels > 1
+    shown = labels > (0 if show_normal else 1)
     idx = np.clip(labels.astype(np.int64) - 1, 0, len(PATTERNS) - 1)
     colours = np.asarray(PATTERN_COLORS, dtype=np.float32)
     rgb[shown] = (1 - alpha) * rgb[shown] + alpha * colours[idx[shown]]
@@ -32,6 +34,7 @@ def blend_reference(hu: np.ndarray, labels: np.ndarray, alpha: float = 0.45) -> 
 
 
 def outline_reference(mask: np.ndarray) -> np.ndarray:
+    """The lung outline as scipy's erosion drew it (the reference of tests/views)."""
     return mask & ~ndimage.binary_erosion(mask, iterations=1, border_value=0)
 
 

@@ -260,8 +260,6 @@ def _nav(page, title: str) -> None:
     _wait_idle(page)
 
 
-
-
 def _saliency(page, size: str, shots: Path) -> list[str]:
     """The deep model's Grad-CAM row: in z order, drawn no larger than its pixels (never
     blurred by the browser's upscaling), horizons named in the singular where it is one."""

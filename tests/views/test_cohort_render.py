@@ -5,11 +5,11 @@ import datetime as dt
 import numpy as np
 import pandas as pd
 import pytest
-from scipy import ndimage
 
-from sscmort_core.lungs.patterns import PATTERN_COLORS, PATTERNS
+from sscmort_core.lungs.patterns import PATTERNS
 from sscmort_core.views import cohort, render
 from sscmort_core.views import lungs as lv
+from tests.bench.bench_slice_step import blend_reference, outline_reference
 
 
 def _patients():
@@ -75,30 +75,22 @@ def test_outline_equals_the_erosion_it_replaced():
     """The shifted-slice boundary is scipy's (a cross, zero border) on random masks, thin
     strips and edge-touching shapes alike."""
     rng = np.random.default_rng(5)
-    shapes = [(1, 9), (2, 2), (3, 5), (64, 48)]
-    for shape in shapes:
+    for shape in [(1, 9), (2, 2), (3, 5), (64, 48)]:
         for p in (0.2, 0.7, 1.0):
             mask = rng.random(shape) < p
-            ref = mask & ~ndimage.binary_erosion(mask, iterations=1, border_value=0)
-            assert np.array_equal(render.outline(mask), ref), (shape, p)
+            assert np.array_equal(render.outline(mask), outline_reference(mask)), (shape, p)
 
 
 def test_pattern_overlay_equals_the_per_pixel_blend():
-    """The look-up overlay draws what a per-pixel float blend of the grey slice and each
-    pattern's colour draws, normal lung shown or not, labels beyond the last pattern clipped."""
+    """The look-up overlay draws what the per-pixel float blend it replaced draws (the
+    benchmark's reference), normal lung shown or not, labels beyond the last pattern clipped."""
     rng = np.random.default_rng(6)
     hu = rng.normal(-650.0, 350.0, (40, 56)).astype(np.float32)
     labels = rng.integers(0, len(PATTERNS) + 2, hu.shape)
     for show_normal in (False, True):
         for alpha in (0.45, 0.8):
-            grey = render.window_to_uint8(hu, *render.LUNG_WINDOW).astype(np.float32)
-            rgb = np.repeat(grey[..., None], 3, axis=2)
-            shown = labels > (0 if show_normal else 1)
-            idx = np.clip(labels - 1, 0, len(PATTERNS) - 1)
-            colours = np.asarray(PATTERN_COLORS, dtype=np.float32)
-            rgb[shown] = (1 - alpha) * rgb[shown] + alpha * colours[idx[shown]]
-            ref = np.clip(rgb + 0.5, 0, 255).astype(np.uint8)
             got = lv.pattern_overlay_rgb(hu, labels, alpha=alpha, show_normal=show_normal)
+            ref = blend_reference(hu, labels, alpha=alpha, show_normal=show_normal)
             assert got.dtype == np.uint8 and np.array_equal(got, ref), (show_normal, alpha)
     out = lv.pattern_overlay_rgb(hu, labels)
     big = lv.pattern_overlay_rgb(hu, labels, upscale=3)
