@@ -6,11 +6,13 @@ tables' column layout (fits 1280 px without sideways scrolling, issue 14)."""
 from __future__ import annotations
 
 import itertools
+from dataclasses import dataclass
 from typing import Sequence
 
 import pandas as pd
 import streamlit as st
 
+from pages._shared import arrow_spec
 from sscmort_core import store as st_store
 from sscmort_core.labels import HORIZONS_YEARS
 from sscmort_core.pipeline import evaluate
@@ -53,13 +55,61 @@ def _recal_of(_store: st_store.Store, version: str, model_id: str, horizon: int,
                                    uncalibrated=_uncalibrated)
 
 
-@st.cache_data(show_spinner=False, max_entries=128)
-def _specs(_curves: ev.HorizonCurves, _recal: ev.CurveSet, key: tuple[str, ...], horizon: int,
-           colours: tuple[tuple[str, str], ...], split: str) -> list[dict]:
-    """The horizon's chart specs, built and validated once per (models' versions, horizon,
-    colours, design split): ``key`` and ``split`` determine the curves passed in unhashed."""
-    return [charts_eval.chart_spec(c) for c in horizon_charts(_curves, _recal, horizon,
-                                                              dict(colours))]
+@dataclass(frozen=True)
+class TabCharts:
+    """What one horizon tab draws before its tests: the models without a curve there (label,
+    reason) and the charts' Vega-Lite specs, data as Arrow bytes (none without a ROC curve)."""
+
+    unavailable: tuple[tuple[str, str], ...]
+    specs: tuple[dict, ...]
+
+
+@dataclass(frozen=True)
+class TabTests:
+    """One horizon tab's paired tests table, the best clinical reference among the models
+    (None without one) and the added value over it."""
+
+    paired: pd.DataFrame
+    reference: str | None
+    added_value: pd.DataFrame | None
+
+
+@st.cache_data(show_spinner="Curves...", max_entries=64)
+def _tab_charts(_page: PageData, key: tuple[str, ...], ids: tuple[str, ...], horizon: int,
+                colours: tuple[tuple[str, str], ...], split: str) -> TabCharts:
+    """A horizon tab's charts, one cache entry per (models' versions, horizon, colours,
+    design): a rerun on cached data is one look-up, not one per model and piece (issue 13).
+    Built from the per-model caches, so a new model set computes only the new model's
+    curves."""
+    curves = _page.curves(ids, horizon)
+    if curves.roc.empty:
+        return TabCharts(tuple(curves.roc.unavailable), ())
+    recal = _page.recal(ids, horizon)
+    return TabCharts(tuple(curves.roc.unavailable), tuple(
+        arrow_spec(charts_eval.chart_spec(c))
+        for c in horizon_charts(curves, recal, horizon, dict(colours))))
+
+
+@st.cache_data(show_spinner="Paired tests (clustered DeLong and patient bootstrap)...",
+               max_entries=64)
+def _tab_tests(_page: PageData, key: tuple[str, ...], ids: tuple[str, ...], horizon: int,
+               boot: int, split: str, labels: tuple[tuple[str, str], ...],
+               kinds: tuple[tuple[str, str], ...]) -> TabTests:
+    """A horizon tab's tests (one cache entry per models' versions, horizon, resamples and
+    design; the pairs themselves are cached per pair)."""
+    tests = _page.paired(ids, horizon, boot)
+    names = dict(labels)
+    ref = ev.best_clinical(_page.store, list(ids), horizon)
+    return TabTests(ev.paired_tests_frame(tests, names), ref,
+                    None if ref is None else ev.added_value_frame(tests, names, dict(kinds),
+                                                                  ref))
+
+
+@st.cache_data(show_spinner="Metrics...", max_entries=64)
+def _long_all(_page: PageData, key: tuple[str, ...], ids: tuple[str, ...], estimand: str,
+              boot: int, split: str) -> pd.DataFrame:
+    return ev.combine_long([_long_of(_page.store, _page.versions[m], m, estimand, boot, split)
+                            for m in ids], include_reference=True)
 
 
 def horizon_charts(curves: ev.HorizonCurves, recal: ev.CurveSet, horizon: int,
@@ -86,8 +136,8 @@ def _summary(_store: st_store.Store, key: tuple[str, ...], ids: tuple[str, ...],
              colours: tuple[tuple[str, str], ...], split: str,
              boot: int) -> tuple[pd.DataFrame, dict | None]:
     table = ev.metrics_table(_store, list(ids), split=split, n_boot=boot)
-    spec = charts_eval.chart_spec(charts_eval.auc_summary_chart(
-        table, study.STUDY_REPORTED_AUCS, colours=dict(colours))) \
+    spec = arrow_spec(charts_eval.chart_spec(charts_eval.auc_summary_chart(
+        table, study.STUDY_REPORTED_AUCS, colours=dict(colours)))) \
         if table["AUC"].notna().any() else None
     return table, spec
 
@@ -109,10 +159,13 @@ class PageData:
         """The model's labelled predictions (this design's, or ``split``'s), read once."""
         return _loaded_of(self.store, self.versions[model_id], model_id, split or self.split)
 
+    def key(self, ids: Sequence[str]) -> tuple[str, ...]:
+        """The cache key of a model set: each model's data version."""
+        return tuple(self.versions[m] for m in ids)
+
     def curves(self, ids: Sequence[str], horizon: int) -> ev.HorizonCurves:
-        with st.spinner("Curves..."):
-            return ev.combine_curves([_curves_of(self.store, self.versions[m], m, horizon,
-                                                 self.split, self.loaded(m)) for m in ids])
+        return ev.combine_curves([_curves_of(self.store, self.versions[m], m, horizon,
+                                             self.split, self.loaded(m)) for m in ids])
 
     def recal(self, ids: Sequence[str], horizon: int) -> ev.CurveSet:
         cv = self.split == ev.CV_SPLIT
@@ -121,29 +174,30 @@ class PageData:
             self.loaded(m, ev.UNCALIBRATED_SPLIT) if cv else None) for m in ids])
 
     def long(self, ids: Sequence[str], estimand: str, boot: int) -> pd.DataFrame:
-        with st.spinner("Metrics..."):
-            return ev.combine_long([_long_of(self.store, self.versions[m], m, estimand, boot,
-                                             self.split) for m in ids],
-                                   include_reference=True)
+        return _long_all(self, self.key(ids), tuple(ids), estimand, boot, self.split)
 
     def summary(self, ids: Sequence[str], colours: dict[str, str], boot: int
                 ) -> tuple[pd.DataFrame, dict | None]:
         """The metrics table of ``ids`` under this design and the AUC summary chart's spec
         (None without AUCs)."""
-        return _summary(self.store, tuple(self.versions[m] for m in ids), tuple(ids),
+        return _summary(self.store, self.key(ids), tuple(ids),
                         tuple(sorted(colours.items())), self.split, boot)
 
-    def chart_specs(self, ids: Sequence[str], horizon: int, curves: ev.HorizonCurves,
-                    recal: ev.CurveSet, colours: dict[str, str]) -> list[dict]:
+    def tab_charts(self, ids: Sequence[str], horizon: int, colours: dict[str, str]
+                   ) -> TabCharts:
         """The horizon's Vega-Lite specs (cached on the models' versions and colours)."""
-        return _specs(curves, recal, tuple(self.versions[m] for m in ids), horizon,
-                      tuple(sorted(colours.items())), self.split)
+        return _tab_charts(self, self.key(ids), tuple(ids), horizon,
+                           tuple(sorted(colours.items())), self.split)
+
+    def tab_tests(self, ids: Sequence[str], horizon: int, boot: int,
+                  labels: dict[str, str], kinds: dict[str, str]) -> TabTests:
+        return _tab_tests(self, self.key(ids), tuple(ids), horizon, boot, self.split,
+                          tuple((m, labels[m]) for m in ids), tuple((m, kinds[m]) for m in ids))
 
     def paired(self, ids: Sequence[str], horizon: int, boot: int) -> list[evaluate.PairedTest]:
-        with st.spinner("Paired tests (clustered DeLong and patient bootstrap)..."):
-            return [_pair(self.store, self.versions[a], self.versions[b], a, b, horizon, boot,
-                          self.split, {**self.loaded(a), **self.loaded(b)})
-                    for a, b in itertools.combinations(ids, 2)]
+        return [_pair(self.store, self.versions[a], self.versions[b], a, b, horizon, boot,
+                      self.split, {**self.loaded(a), **self.loaded(b)})
+                for a, b in itertools.combinations(ids, 2)]
 
 
 LONG_SHOWN = ("horizon (years)", "model", "metric", "value", "CI low", "CI high", "estimand",

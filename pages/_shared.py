@@ -124,6 +124,22 @@ def cohort_summary() -> st_store.CohortSummary:
     return st.session_state["_cohort_summary"]
 
 
+def arrow_spec(spec: dict) -> dict:
+    """``spec`` with its inline datasets as Arrow IPC bytes, which is what
+    ``st.vega_lite_chart`` turns them into on every call (records -> DataFrame -> Arrow: tens
+    of ms a chart). A page that caches its specs converts them once, and a rerun sends the
+    bytes as they are (issue 13). Top-level keys are copied; ``spec`` is not changed."""
+    from streamlit import dataframe_util  # the conversion st.vega_lite_chart itself applies
+
+    datasets = spec.get("datasets")
+    if not datasets:
+        return spec
+    return {**spec, "datasets": {
+        name: values if isinstance(values, bytes)
+        else dataframe_util.convert_anything_to_arrow_bytes(values)
+        for name, values in datasets.items()}}
+
+
 def show_error(err: SscmortError) -> None:
     """One readable sentence for a named error; never a traceback."""
     st.error(str(err))

@@ -6,9 +6,10 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from pages._shared import page_setup, still_coming
+from pages._shared import arrow_spec, page_setup, still_coming
 from sscmort_core import store as st_store
 from sscmort_core.views import charts, cohort
+from sscmort_core.views.eval_charts import chart_spec
 from sscmort_core.views.names import column_label, sentence
 
 store = page_setup("Cohort explorer")
@@ -56,18 +57,33 @@ if chosen.empty:
     st.warning("No patient matches these filters.")
     st.stop()
 
+@st.cache_data(show_spinner=False, max_entries=64)
+def _km(followup: np.ndarray, died: np.ndarray, groups: np.ndarray) -> cohort.KaplanMeierResult:
+    """Kaplan-Meier curves of one patient set and grouping (keyed on their values: a filter
+    or grouping seen before is one look-up, issue 13)."""
+    return cohort.kaplan_meier(followup, died, groups)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _km_spec(followup: np.ndarray, died: np.ndarray, groups: np.ndarray, title: str,
+             bands: bool) -> dict:
+    """The Kaplan-Meier chart's spec, data as Arrow bytes, built once per curves and look."""
+    return arrow_spec(chart_spec(charts.kaplan_meier_chart(_km(followup, died, groups), title,
+                                                           bands=bands)))
+
+
 @st.fragment  # grouping and bands rerun the survival curves only
 def _survival(pts: pd.DataFrame) -> None:
     grouping = st.selectbox("Group Kaplan-Meier curves by", list(cohort.GROUPINGS))
-    km = cohort.kaplan_meier(pts["followup_years"].to_numpy(), pts["died"].to_numpy(),
-                             pts[cohort.GROUPINGS[grouping]].to_numpy())
+    args = (pts["followup_years"].to_numpy(), pts["died"].to_numpy(),
+            pts[cohort.GROUPINGS[grouping]].to_numpy())
+    km = _km(*args)
     p_text = ("log-rank p = n/a (one group)" if km.logrank_p is None
               else f"log-rank p = {km.logrank_p:.3g}")
     bands = st.toggle("95% CI bands", value=km.groups is not None and len(km.groups) <= 2,
                       help="Pale bands overlap when there are many groups.")
-    st.altair_chart(charts.kaplan_meier_chart(km, f"Survival from first scan by "
-                                              f"{sentence(grouping)} ({p_text})", bands=bands),
-                    width="stretch")
+    st.vega_lite_chart(_km_spec(*args, f"Survival from first scan by {sentence(grouping)} "
+                                f"({p_text})", bands), width="stretch")
     st.caption("Number at risk")
     st.dataframe(charts.at_risk_table(km), width="stretch")
 

@@ -19,7 +19,6 @@ from sscmort_core.evaluation import ESTIMANDS
 from sscmort_core.labels import HORIZONS_YEARS
 from sscmort_core.pipeline import evaluate
 from sscmort_core.pipeline.eval_data import ORACLE_KIND
-from sscmort_core.views import comparison as ev
 from sscmort_core.views import designs as dv
 from sscmort_core.views import eval_charts as charts_eval
 from sscmort_core.views import palette, study
@@ -151,46 +150,42 @@ def _horizon_tab(h: int) -> None:
     """One horizon's charts and tests (inside :func:`_horizon_tabs`' fragment, so its own
     widgets, the PNG download, rerun only the tabs)."""
     try:
-        curves = data.curves(chosen, h)
+        tab = data.tab_charts(chosen, h, colours)
     except SscmortError as err:  # e.g. a scan's dates contradict each other
         show_error(err)
         return
-    roc = curves.roc
-    for label, reason in roc.unavailable:
+    for label, reason in tab.unavailable:
         st.info(f"{label}: no curve at {h} y, {reason}.")
-    if roc.empty:
+    if not tab.specs:
         return
-    recal = data.recal(chosen, h)
-    specs = data.chart_specs(chosen, h, curves, recal, colours)
-    for spec in specs:  # one a row: legends name each model with its AUC and CI in full
+    for spec in tab.specs:  # one a row: legends name each model with its AUC and CI in full
         st.vega_lite_chart(spec, width="stretch")
     export_button(
         "Download these charts (PNG)", key=f"png_{h}", mime="image/png",
-        data=lambda: charts_eval.chart_png(charts_eval.horizon_figure(
-            *horizon_charts(curves, recal, h, colours))),
+        data=lambda: charts_eval.chart_png(charts_eval.horizon_figure(*horizon_charts(
+            data.curves(chosen, h), data.recal(chosen, h), h, colours))),
         file_name=f"sscmort_model_comparison_{h}y.png", icon=":material/image:",
         object_ids=chosen)
     if len(chosen) < 2:
         return
     st.markdown(f"**Paired tests at {h} y** (on the scans both models predicted)")
     try:
-        tests = data.paired(chosen, h, n_boot)
+        tests = data.tab_tests(chosen, h, n_boot, labels, kinds)
     except SscmortError as err:
         show_error(err)
         return
-    st.dataframe(ev.paired_tests_frame(tests, labels), hide_index=True, width="stretch",
+    st.dataframe(tests.paired, hide_index=True, width="stretch",
                  column_order=tuple(PAIRED_W), column_config={
                      c: st.column_config.NumberColumn(c, format="%.3g", width=w)
                      if c not in ("model A", "model B", "p method")
                      else st.column_config.Column(c, width=w)
                      for c, w in PAIRED_W.items()},  # fits 1280 px (p is the one to report)
                  placeholder=NOT_COMPUTED)
-    ref = ev.best_clinical(store, chosen, h)
-    if ref is not None:
+    if tests.reference is not None:
         st.markdown(f"**Added value over the best clinical model at {h} y**: "
-                    f"{labels[ref]} (highest stored AUC among the clinical references)")
-        st.dataframe(ev.added_value_frame(tests, labels, kinds, ref), hide_index=True,
-                     placeholder=NOT_COMPUTED)
+                    f"{labels[tests.reference]} (highest stored AUC among the clinical "
+                    "references)")
+        st.dataframe(tests.added_value, hide_index=True, placeholder=NOT_COMPUTED)
     st.caption(f"p (the one to report) respects that scans cluster in patients: the "
                f"clustered DeLong test (Obuchowski 1997), else the patient bootstrap "
                f"({n_boot} resamples; 0 means below 1/{n_boot}). \"DeLong p\" treats scans "

@@ -73,14 +73,29 @@ FLOOR_OF = {"slider": "Trivial page: slider step", "radio": "Trivial page: radio
 
 STATE = '() => document.querySelector(\'[data-testid="stApp"]\')?.dataset.testScriptState'
 FRAMES = "() => new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))"
+# Counts the script runs the page has started (each switch of stApp's script state to
+# "running"), so that a run shorter than one poll of the state is still seen: polling alone
+# missed it and then waited out the whole started_timeout_s.
+COUNT_RUNS = """
+window.__sscmortRuns = 0;
+new MutationObserver((records) => {
+  for (const r of records) {
+    if (r.target.dataset && r.target.dataset.testScriptState === "running") window.__sscmortRuns++;
+  }
+}).observe(document, {subtree: true, attributes: true, attributeFilter: ["data-test-script-state"]});
+"""
+RUNS = "() => window.__sscmortRuns || 0"
 
 
-def _settled(page, started_timeout_s: float = 1.5, timeout_s: float = 300) -> None:
+def _settled(page, started_timeout_s: float = 1.5, timeout_s: float = 300,
+             runs_before: int | None = None) -> None:
     """Until a script run that the action started (if one starts within
-    ``started_timeout_s``) has finished, then two animation frames."""
+    ``started_timeout_s``; with ``runs_before``, a run is known to have started once the
+    page's run count passes it) has finished, then two animation frames."""
     t0 = time.monotonic()
     while time.monotonic() - t0 < started_timeout_s:
-        if page.evaluate(STATE) == "running":
+        if page.evaluate(STATE) == "running" or (
+                runs_before is not None and page.evaluate(RUNS) > runs_before):
             break
         page.wait_for_timeout(20)
     while time.monotonic() - t0 < timeout_s:
@@ -104,9 +119,10 @@ def _timed(page, action, started_timeout_s: float = 1.5) -> float:
     """Seconds from the action to a settled page; ``started_timeout_s`` 0 for an action the
     browser handles alone (a tab switch starts no script run: waiting for one would time
     the wait)."""
+    runs = page.evaluate(RUNS)
     t0 = time.perf_counter()
     action()
-    _settled(page, started_timeout_s=started_timeout_s)
+    _settled(page, started_timeout_s=started_timeout_s, runs_before=runs)
     return time.perf_counter() - t0
 
 
@@ -225,7 +241,9 @@ def run(store: Path, repeats: int, workdir: Path) -> dict:
             browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=[
                 "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                 "--disable-background-networking", "--disable-component-update"])
-            page = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
+            context = browser.new_context(viewport={"width": 1400, "height": 1000})
+            context.add_init_script(COUNT_RUNS)
+            page = context.new_page()
             for r in range(repeats + 1):  # repeat 0 warms every cache; not reported
                 for name, step, *kind in (_trivial_steps(page, url_triv)
                                           + _sscmort_steps(page, url_app)):
