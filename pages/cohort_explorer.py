@@ -57,32 +57,38 @@ if chosen.empty:
     st.warning("No patient matches these filters.")
     st.stop()
 
+def _km_inputs(pts: pd.DataFrame, grouping: str) -> pd.DataFrame:
+    """Follow-up, death and group of each patient: a frame, so the caches below hash its
+    values (an object array would hash its pointers, and never hit)."""
+    return pd.DataFrame({"followup": pts["followup_years"].to_numpy(),
+                         "died": pts["died"].to_numpy(),
+                         "group": pts[cohort.GROUPINGS[grouping]].to_numpy()})
+
+
 @st.cache_data(show_spinner=False, max_entries=64)
-def _km(followup: np.ndarray, died: np.ndarray, groups: np.ndarray) -> cohort.KaplanMeierResult:
+def _km(inputs: pd.DataFrame) -> cohort.KaplanMeierResult:
     """Kaplan-Meier curves of one patient set and grouping (keyed on their values: a filter
     or grouping seen before is one look-up, issue 13)."""
-    return cohort.kaplan_meier(followup, died, groups)
+    return cohort.kaplan_meier(inputs["followup"].to_numpy(), inputs["died"].to_numpy(),
+                               inputs["group"].to_numpy())
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
-def _km_spec(followup: np.ndarray, died: np.ndarray, groups: np.ndarray, title: str,
-             bands: bool) -> dict:
+def _km_spec(inputs: pd.DataFrame, title: str, bands: bool) -> dict:
     """The Kaplan-Meier chart's spec, data as Arrow bytes, built once per curves and look."""
-    return arrow_spec(chart_spec(charts.kaplan_meier_chart(_km(followup, died, groups), title,
-                                                           bands=bands)))
+    return arrow_spec(chart_spec(charts.kaplan_meier_chart(_km(inputs), title, bands=bands)))
 
 
 @st.fragment  # grouping and bands rerun the survival curves only
 def _survival(pts: pd.DataFrame) -> None:
     grouping = st.selectbox("Group Kaplan-Meier curves by", list(cohort.GROUPINGS))
-    args = (pts["followup_years"].to_numpy(), pts["died"].to_numpy(),
-            pts[cohort.GROUPINGS[grouping]].to_numpy())
-    km = _km(*args)
+    inputs = _km_inputs(pts, grouping)
+    km = _km(inputs)
     p_text = ("log-rank p = n/a (one group)" if km.logrank_p is None
               else f"log-rank p = {km.logrank_p:.3g}")
     bands = st.toggle("95% CI bands", value=km.groups is not None and len(km.groups) <= 2,
                       help="Pale bands overlap when there are many groups.")
-    st.vega_lite_chart(_km_spec(*args, f"Survival from first scan by {sentence(grouping)} "
+    st.vega_lite_chart(_km_spec(inputs, f"Survival from first scan by {sentence(grouping)} "
                                 f"({p_text})", bands), width="stretch")
     st.caption("Number at risk")
     st.dataframe(charts.at_risk_table(km), width="stretch")
