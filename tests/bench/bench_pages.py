@@ -2,6 +2,7 @@
 pytest).
 
     python tests/bench/bench_pages.py [--store STORE | --patients 40] [--repeats 5] [--json OUT]
+        [--pages "Model comparison" ...]
 
 Starts ``sscmort app`` over a demo store and, on another free localhost port, a trivial
 Streamlit page (a title, a slider, a radio and one Altair chart of the slider's points), and
@@ -78,16 +79,19 @@ FLOOR_OF = {"slider": "Trivial page: slider step", "radio": "Trivial page: radio
 
 STATE = '() => document.querySelector(\'[data-testid="stApp"]\')?.dataset.testScriptState'
 FRAMES = "() => new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))"
-# Counts the script runs the page has started (each switch of stApp's script state to
-# "running"), so that a run shorter than one poll of the state is still seen: polling alone
-# missed it and then waited out the whole started_timeout_s.
+# Counts the script runs the page has finished (each switch of stApp's script state away from
+# "running", seen by its old value), so that a run shorter than one poll of the state is still
+# seen: polling alone missed it and then waited out the whole started_timeout_s, and reading
+# the state inside the observer's callback missed a run already over when the callback ran.
 COUNT_RUNS = """
 window.__sscmortRuns = 0;
 new MutationObserver((records) => {
   for (const r of records) {
-    if (r.target.dataset && r.target.dataset.testScriptState === "running") window.__sscmortRuns++;
+    if (r.oldValue === "running" && r.target.dataset.testScriptState !== "running")
+      window.__sscmortRuns++;
   }
-}).observe(document, {subtree: true, attributes: true, attributeFilter: ["data-test-script-state"]});
+}).observe(document, {subtree: true, attributes: true, attributeOldValue: true,
+                      attributeFilter: ["data-test-script-state"]});
 window.__sscmortLastChange = 0;
 new MutationObserver(() => { window.__sscmortLastChange = performance.now(); })
   .observe(document, {subtree: true, childList: true, attributes: true, characterData: true});
@@ -101,8 +105,9 @@ QUIET_S = 0.3  # a page is drawn when its DOM has not changed for this long
 def _settled(page, started_timeout_s: float = 1.5, timeout_s: float = 300,
              runs_before: int | None = None) -> None:
     """Until a script run that the action started (if one starts within
-    ``started_timeout_s``; with ``runs_before``, a run is known to have started once the
-    page's run count passes it) has finished, then two animation frames."""
+    ``started_timeout_s``; with ``runs_before``, a run is known to have started, and ended,
+    once the page's count of finished runs passes it) has finished, then two animation
+    frames."""
     t0 = time.monotonic()
     while time.monotonic() - t0 < started_timeout_s:
         if page.evaluate(STATE) == "running" or (
@@ -170,9 +175,14 @@ def _tab(page, name: str):
     return lambda: page.get_by_role("tab", name=name).click()
 
 
-def _remove_first_choice(page):
-    return lambda: page.locator('[data-testid="stMultiSelect"]').first \
-        .locator('.react-aria-ComboBox button[aria-label^="Remove"]').first.click()
+def _remove_choice(page, last: bool = False):
+    """Removes the first chosen option's chip (``last``: the last chip, which after an add is
+    the option just added back)."""
+    def act() -> None:
+        chips = page.locator('[data-testid="stMultiSelect"]').first \
+            .locator('.react-aria-ComboBox button[aria-label^="Remove"]')
+        (chips.last if last else chips.first).click()
+    return act
 
 
 def _add_first_option(page):
@@ -211,7 +221,7 @@ def _sscmort_steps(page, url: str) -> list[tuple[str, object]]:
             page, "Estimand", "per patient (each patient weighted equally)")), "radio"),
         ("Model comparison: estimand per scan", lambda: _timed(page, _radio(
             page, "Estimand", "per scan")), "radio"),
-        ("Model comparison: remove a model", lambda: _timed(page, _remove_first_choice(page)),
+        ("Model comparison: remove a model", lambda: _timed(page, _remove_choice(page)),
          "remove"),
         ("Model comparison: add it back", lambda: _timed(page, _add_first_option(page)), "add"),
         ("Radiomics & SHAP: load", lambda: _load(page, f"{url}/radiomics_shap")),
@@ -233,8 +243,7 @@ def _trivial_steps(page, url: str) -> list[tuple[str, object]]:
             ("Trivial page: radio back", lambda: _timed(page, _radio(page, "Mark", "line"))),
             ("Trivial page: select", lambda: _timed(page, _select(page, "Wave", 1))),
             ("Trivial page: select back", lambda: _timed(page, _select(page, "Wave", 0))),
-            ("Trivial page: multiselect remove", lambda: _timed(page,
-                                                                _remove_first_choice(page))),
+            ("Trivial page: multiselect remove", lambda: _timed(page, _remove_choice(page))),
             ("Trivial page: multiselect add", lambda: _timed(page, _add_first_option(page))),
             ("Trivial page: tab", lambda: _timed(page, _tab(page, "Second"))),
             ("Trivial page: tab back", lambda: _timed(page, _tab(page, "First")))]
@@ -246,7 +255,7 @@ def _serve(args: list[str], port: int, workdir: Path, name: str) -> subprocess.P
                             stdout=log, stderr=subprocess.STDOUT)
 
 
-def run(store: Path, repeats: int, workdir: Path) -> dict:
+def run(store: Path, repeats: int, workdir: Path, pages: tuple[str, ...] = ()) -> dict:
     from playwright.sync_api import sync_playwright  # heavy: playwright
 
     trivial = workdir / "trivial_page.py"
@@ -275,8 +284,9 @@ def run(store: Path, repeats: int, workdir: Path) -> dict:
             context.add_init_script(COUNT_RUNS)
             page = context.new_page()
             for r in range(repeats + 1):  # repeat 0 warms every cache; not reported
-                for name, step, *kind in (_trivial_steps(page, url_triv)
-                                          + _sscmort_steps(page, url_app)):
+                for name, step, *kind in (_trivial_steps(page, url_triv) + [
+                        s for s in _sscmort_steps(page, url_app)
+                        if not pages or s[0].split(":")[0] in pages]):
                     kinds[name] = kind[0] if kind else None
                     try:
                         seconds, seconds_drawn = step()
@@ -319,7 +329,8 @@ def _summary(times: dict[str, list[float]], drawn: dict[str, list[float]],
                      "ratio": p50[name] / floor if floor else None,
                      "p50_drawn_s": p50_drawn[name],
                      "p95_drawn_s": float(np.percentile(drawn[name], 95)),
-                     "ratio_drawn": p50_drawn[name] / floor_drawn if floor_drawn else None})
+                     "ratio_drawn": p50_drawn[name] / floor_drawn if floor_drawn else None,
+                     "values_s": values, "values_drawn_s": drawn[name]})
     return {"repeats": repeats, "cpus": os.cpu_count(), "load_average": os.getloadavg()[0],
             "quiet_s": QUIET_S, "rows": rows, "errors": errors}
 
@@ -330,6 +341,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--patients", type=int, default=40, help="demo size when building")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--pages", nargs="*", default=(), metavar="PAGE",
+                    help='only these pages\' steps (e.g. "Model comparison"); the trivial '
+                    "page always runs")
     args = ap.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="sscmort-bench-pages-") as tmp:
         store = Path(tmp) / "bench.duckdb"
@@ -340,7 +354,7 @@ def main(argv: list[str] | None = None) -> int:
 
             build_demo(store, n_patients=args.patients, seed=0, workers=1,
                        stages=("radiomics", "tabular", "evaluate"), models_dir=Path(tmp))
-        result = run(store, args.repeats, Path(tmp))
+        result = run(store, args.repeats, Path(tmp), tuple(args.pages))
     print(f"{'':<48} {'run finished':^26} {'page drawn':^26}")
     print(f"{'step':<48} {'p50 (s)':>8} {'p95 (s)':>8} {'x floor':>8} "
           f"{'p50 (s)':>8} {'p95 (s)':>8} {'x floor':>8}")
