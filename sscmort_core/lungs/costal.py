@@ -10,7 +10,9 @@ chest's centre (angle bins about a pixel of arc wide at 7 cm, :func:`n_rays`):
 1. ``r_lung``: the outermost pixel of the lung (opened in-plane, so cysts on thin stalks do
    not count) on each ray, and where the HU crosses the lung edge (-320 HU) there, to a
    fraction of a pixel (the median of the crossings within 3 mm of the outermost), with the
-   HU 1.5 pixels inside it (normal lung, or disease);
+   HU 1.5 pixels inside it (normal lung, or disease); a ray whose outermost pixel has no
+   such crossing (off the 4-connected rim, or beside the ray's centre line) takes the edge of
+   a neighbouring ray whose lung ends in disease (:func:`borrowed_edge`), for the fill only;
 2. ``r_bone``: the first crossing into bone (> :data:`BONE_HU`, inside the body) beyond the
    lung, to a fraction of a pixel; the rib surface ``r_rib`` is a low quantile of it over
    neighbouring slices and rays (ribs are oblique, so each slice cuts only some of them; the
@@ -46,12 +48,12 @@ LUNG_EDGE_HU = -320.0  # the aerated lung's edge (the threshold of the air mask)
 FAT_HU = (-150.0, -50.0)  # extrapleural / mediastinal fat after a 3 x 3 mean
 MAX_RUN_FAT_SHARE = 0.5  # a ray whose run beyond the lung is mostly fat-dense is not filled
 MIN_GAP_MM = 3.0  # a ray's lung stopping this far short of the pleura is filled
-RIB_WINDOW_MM = 15.0  # half-height of the slab of slices the rib surface is pooled over
+RIB_WINDOW_MM = 25.0  # half-height of the slab of slices the rib surface is pooled over
 RIB_WINDOW_RAYS = 1  # ... and half-width in rays
 RIB_QUANTILE = 25.0  # percent: ribs are the innermost bone; scapulae lie further out
 RIB_SMOOTH_RAYS = 2  # then averaged over +-2 rays and half the slab
 FRONT_MM = 3.0  # a ray's surface: the median of its crossings within this of the extreme
-WALL_SHIFT_MM = 1.5  # the pleura lies this much beyond the healthy gap's estimate (margin)
+WALL_SHIFT_MM = 1.35  # the pleura lies this much beyond the healthy gap's estimate (margin)
 HEALTHY_INSIDE_HU = -700.0  # a ray is healthy where its lung is this airy just inside the edge
 DISEASED_INSIDE_HU = -700.0  # a ray is filled only where its lung is denser inside the edge
 CONTACT_HU = -30.0  # just beyond a healthy lung's edge: the chest wall, not a fat layer
@@ -60,6 +62,9 @@ MAX_GAP_MM = 4.0  # the healthy lung-to-rib gap is at most this
 GAP_SMOOTH_MM = 40.0  # the gap is averaged over this much arc at RAY_ARC_MM
 NOT_LUNG_INSIDE_HU = -1000.0  # lung_edge's marker (and below): the point inside is not lung
 DISEASE_SPREAD_RAYS = 2  # a ray within this many rays of a diseased one (same slice) is too
+EDGE_BORROW_RAYS = 2  # a ray with lung but no edge of its own takes the edge of a ray this close
+DONOR_HU = -450.0  # ... whose lung just inside its edge is denser than this (half-way between
+# aerated lung and soft tissue: dense lung, not ground glass)
 
 
 def n_rays(pixel_mm: float) -> int:
@@ -344,8 +349,29 @@ def costal_surface(small: np.ndarray, lung: np.ndarray, spacing: tuple[float, fl
     pixel = min(spacing[1], spacing[2])
     outside = hu_on_rays(small, rays, edge + pixel)
     gap = healthy_gap(r_rib - edge, inside, outside, rays.n)
-    return CostalSurface(rays, r_lung, edge, inside,
+    return CostalSurface(rays, r_lung, borrowed_edge(r_lung, edge, inside), inside,
                          (r_rib - gap[None, :] + WALL_SHIFT_MM).astype(np.float32), gap)
+
+
+def borrowed_edge(r_lung: np.ndarray, edge: np.ndarray, inside_hu: np.ndarray) -> np.ndarray:
+    """(Z, n) ``edge`` completed for rays that have lung but no edge of their own (their
+    outermost lung pixel has no outward-facing -320 HU crossing: it is not on the 4-connected
+    rim, or the ray's centre line passes beside it; roughly one ray with lung in six on the
+    2.7 mm development phantoms): such a ray takes the edge of the nearest ray within
+    EDGE_BORROW_RAYS (same slice, nearer first) whose lung ends in dense disease
+    (``inside_hu`` above DONOR_HU: not ground glass, and not merely too thin to sample).
+    Without an edge a ray is never filled, so dense lung against the chest wall stayed out in
+    notches between filled rays. Only the fill uses it; the healthy gap is measured on the
+    rays' own edges."""
+    out = edge.copy()
+    with np.errstate(invalid="ignore"):
+        donor = np.isfinite(edge) & (inside_hu > DONOR_HU)
+    for step in range(1, EDGE_BORROW_RAYS + 1):
+        for shift in (step, -step):
+            todo = np.isfinite(r_lung) & ~np.isfinite(out)
+            take = todo & np.roll(donor, shift, axis=1)
+            out[take] = np.roll(edge, shift, axis=1)[take]
+    return out
 
 
 def at_pixels(per_ray: np.ndarray, rays: Rays) -> np.ndarray:

@@ -53,8 +53,10 @@ from sscmort_core.errors import EmptyMaskError
 from sscmort_core.lungs.costal import costal_fill
 
 # Bump when the mask changes: QCT rows, radiomics features and model inputs are keyed on it.
-LUNG_MASK_VERSION = "lungmask-3"  # 2: dense lung bounded by the ribs (costal step); 3: the
-# half-way edge beside normal lung, thin and neighbouring diseased rays filled, pleura +0.5 mm
+LUNG_MASK_VERSION = "lungmask-4"  # 2: dense lung bounded by the ribs (costal step); 3: the
+# half-way edge beside normal lung, thin and neighbouring diseased rays filled, pleura +0.5 mm;
+# 4: rays without an edge of their own borrow a dense neighbour's, ribs pooled over +-25 mm,
+# pleura margin 1.35 mm (was 1.5)
 AIR_HU = -320.0  # lung / airway air vs soft tissue, on the block-averaged grid
 AIRWAY_HU = -950.0  # airway lumen (lung parenchyma is about -850)
 TARGET_INPLANE_MM = 1.5  # working grid; finer input is block-averaged to about this
