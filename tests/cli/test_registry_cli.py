@@ -320,7 +320,11 @@ def test_a_few_dozen_patients_through_every_stage(tmp_path, monkeypatch):
     code, out, err = _run("evaluate", "--store", str(store), "--n-boot", "200", "--json")
     assert code == 0, err
     models = json.loads(out)["models"]
-    assert len(models) == 4
+    with st.open_store(store, read_only=True) as s:
+        trained = set(st.models_frame(s)["model_id"])
+    # every trained model is evaluated: the QCT and radiomics kinds each train a survival and
+    # a complete-case model, plus the deep backbone
+    assert set(models) == trained and len(trained) >= 4
     for horizons in models.values():
         for h in HORIZONS_YEARS:
             assert horizons[str(h)]["auc"]["value"] is not None, (h, horizons[str(h)]["auc"])
@@ -328,7 +332,10 @@ def test_a_few_dozen_patients_through_every_stage(tmp_path, monkeypatch):
         assert _run("export", "--what", what, "--store", str(store), str(tmp_path / "x"))[0] == 0
     exported = pd.read_csv(tmp_path / "x" / "predictions.csv")
     assert set(exported["label"]) <= {"positive", "negative", "censored"}
-    assert len(exported) == 4 * 3 * reg.n_scans
+    assert set(exported["model_id"]) == trained  # one row per scan and horizon, per split
+    per_split = exported.groupby(["model_id", "split"]).size()
+    assert (per_split == 3 * reg.n_scans).all(), per_split
+    assert set(exported.loc[exported["split"] == "oof", "model_id"]) == trained
 
 
 def test_outcome_update_relabels_audits_and_marks_models_stale(store_copy, imported,
