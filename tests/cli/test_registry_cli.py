@@ -322,8 +322,8 @@ def test_a_few_dozen_patients_through_every_stage(tmp_path, monkeypatch):
     models = json.loads(out)["models"]
     with st.open_store(store, read_only=True) as s:
         trained = set(st.models_frame(s)["model_id"])
-    # every trained model is evaluated: the QCT and radiomics kinds each train a survival and
-    # a complete-case model, plus the deep backbone
+    # every trained model is evaluated (the QCT and radiomics kinds train several each, plus
+    # the deep backbone)
     assert set(models) == trained and len(trained) >= 4
     for horizons in models.values():
         for h in HORIZONS_YEARS:
