@@ -6,7 +6,10 @@ the demo fixture store, failing when a page hides what a reader needs:
 - a table wider than its frame (sideways scrolling hides columns holding the key numbers);
 - an error inside a collapsed expander or status box (the reason behind a click);
 - a chart whose lines come in several colours with no legend to name them;
-- an upload's analysis gone after going to another page and back (in the same session).
+- an upload's analysis gone after going to another page and back (in the same session);
+- (slow test) a model's colour changing on Model comparison when another model is removed,
+  and the timeline's SHAP link opening another tab, reloading (a new session) or landing
+  anywhere but that scan's explanation.
 
 Screenshots of every page and width go to test-artifacts/layout/ (git-ignored).
 The fast smoke (default suite) checks 1280 x 720 on four pages and the upload; the slow one
@@ -297,6 +300,8 @@ def _upload_and_come_back(page, zip_path: Path, size: str, shots: Path) -> list[
     page.wait_for_selector("text=Lung volume", timeout=180_000)
     _wait_idle(page)
     problems += _check_page(page, "upload_predict-analysed", size, shots)
+    if page.get_by_text("Existing patient (pseudonymous id)").count():  # "New patient" is on
+        problems.append(f"upload@{size}: the save form offers existing patients for a new one")
     problems += _saliency(page, size, shots)
     _nav(page, "Overview")
     _nav(page, "Upload & predict")
@@ -321,8 +326,74 @@ def _bad_upload(page, tmp: Path, size: str, shots: Path) -> list[str]:
     return problems
 
 
+# (legend label, symbol colour) of the visible ROC chart's model legend
+ROC_LEGEND = """
+() => {
+  for (const svg of document.querySelectorAll('[data-testid="stVegaLiteChart"] svg')) {
+    if (svg.getBoundingClientRect().width === 0) continue;
+    const title = svg.querySelector('.role-title-text');
+    if (!title || !title.textContent.startsWith('ROC')) continue;
+    const legend = svg.querySelector('.role-legend');
+    const labels = Array.from(legend.querySelectorAll('.role-legend-label text'))
+      .map(t => t.textContent);
+    const colours = Array.from(legend.querySelectorAll('.role-legend-symbol path'))
+      .map(p => p.getAttribute('stroke') || p.getAttribute('fill'));
+    return labels.map((l, i) => [l, colours[i] || null]);
+  }
+  return [];
+}
+"""
+
+
+def _colours_kept(page, size: str, shots: Path) -> list[str]:
+    """On Model comparison (any horizon tab open): removing a model leaves every other
+    model's colour in the ROC legend as it was."""
+    before = dict(page.evaluate(ROC_LEGEND))
+    if len(before) < 3:
+        return [f"model_comparison@{size}: ROC legend has {len(before)} entries"]
+    page.locator('[data-testid="stMultiSelect"]').first \
+        .locator('.react-aria-ComboBox button[aria-label^="Remove"]').first.click()
+    _wait_idle(page)
+    problems = _check_page(page, "model_comparison-one-removed", size, shots)
+    after = dict(page.evaluate(ROC_LEGEND))
+    if len(after) != len(before) - 1 or not set(after) < set(before):
+        problems.append(f"model_comparison@{size}: legend {sorted(before)} -> {sorted(after)}")
+    changed = {k: (before[k], v) for k, v in after.items() if k in before and before[k] != v}
+    if changed:
+        problems.append(f"model_comparison@{size}: colours changed on removal {changed}")
+    return problems
+
+
+def _shap_link(page, size: str, shots: Path) -> list[str]:
+    """The timeline's "Explain ... (SHAP)" link: one click, the same tab and session (no
+    reload: a marker set on the page survives), landing on Radiomics & SHAP's scan
+    explanation of that scan."""
+    _nav(page, "Patient timeline")
+    pages_before = len(page.context.pages)
+    page.evaluate("() => { window.__sscmortSameDocument = true; }")
+    link = page.locator('[data-testid="stPageLink"] a', has_text="(SHAP)").first
+    scan_date = link.inner_text().split("Explain", 1)[-1].split("(SHAP)")[0].strip()
+    link.click()
+    page.locator('[data-testid="stMainBlockContainer"] h1', has_text="Radiomics & SHAP") \
+        .first.wait_for(timeout=90_000)
+    _wait_idle(page)
+    problems = _check_page(page, "radiomics_shap-from-timeline", size, shots)
+    if len(page.context.pages) != pages_before:
+        problems.append(f"shap link@{size}: opened another tab")
+    if not page.evaluate("() => window.__sscmortSameDocument === true"):
+        problems.append(f"shap link@{size}: the page reloaded (a new session)")
+    if "scan=" not in page.url:
+        problems.append(f"shap link@{size}: the scan is not in the URL ({page.url})")
+    tab = page.get_by_role("tab", name="Scan explanation")
+    if tab.get_attribute("aria-selected") != "true":
+        problems.append(f"shap link@{size}: the scan explanation tab is not open")
+    if scan_date and scan_date not in page.inner_text('[data-testid="stMain"]'):
+        problems.append(f"shap link@{size}: the scan of {scan_date} is not the one shown")
+    return problems
+
+
 def _run(app_url: str, pages: tuple[str, ...], sizes: dict, zip_path: Path, tmp: Path,
-         shots: Path) -> list[str]:
+         shots: Path, links: bool = False) -> list[str]:
     sync_api = pytest.importorskip("playwright.sync_api")
     problems: list[str] = []
     with sync_api.sync_playwright() as pw:
@@ -339,6 +410,10 @@ def _run(app_url: str, pages: tuple[str, ...], sizes: dict, zip_path: Path, tmp:
                         page.get_by_role("tab", name=tab).click()
                         _wait_idle(page)
                         problems += _check_page(page, f"{name}-{shot}", size, shots)
+                    if links and name == "model_comparison":
+                        problems += _colours_kept(page, size, shots)
+                if links:
+                    problems += _shap_link(page, size, shots)
                 problems += _upload_and_come_back(page, zip_path, size, shots)
                 problems += _bad_upload(page, tmp, size, shots)
                 context.close()
@@ -367,5 +442,5 @@ def test_every_page_fits_at_both_sizes(running_app, series_zip, artifacts_dir,  
     if not CHROMIUM.exists():
         pytest.skip("Debian chromium is not installed (`make install-dev` installs it as root)")
     problems = _run(running_app, tuple(ALL_PAGES), SIZES, series_zip, tmp_path,
-                    _shots(artifacts_dir))
+                    _shots(artifacts_dir), links=True)
     assert not problems, "\n".join(problems)
