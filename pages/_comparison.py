@@ -73,6 +73,11 @@ class TabTests:
     reference: str | None
     added_value: pd.DataFrame | None
 
+    def csv(self) -> str:
+        """Every column of the paired tests as CSV (the page shows ten: the clustered DeLong
+        and bootstrap p, estimand, scans, patients, events and notes are here too)."""
+        return self.paired.to_csv(index=False)
+
 
 @st.cache_data(show_spinner="Curves...", max_entries=64)
 def _tab_charts(_page: PageData, key: tuple[str, ...], ids: tuple[str, ...], horizon: int,
@@ -210,5 +215,7 @@ LONG_CONFIG = {c: (st.column_config.NumberColumn(c, format="%.3f", width=w)
                                                 width=w))
                for c, w in _W.items()}
 NOT_COMPUTED = "–"  # a table cell whose metric cannot be computed (not Streamlit's "None")
-PAIRED_W = {"model A": 140, "model B": 140, "AUC A": 52, "AUC B": 52, "AUC A - B": 60,
-            "diff CI low": 60, "diff CI high": 60, "p": 52, "p method": 120, "DeLong p": 60}
+PAIRED_SHOWN = ("model A", "model B", "AUC A", "AUC B", "AUC A - B", "diff CI low",
+                "diff CI high", "p", "p method", "DeLong p")  # the CSV has every column
+PAIRED_FORMATS = {"AUC A": ".3f", "AUC B": ".3f", "AUC A - B": ".3f", "diff CI low": ".3f",
+                  "diff CI high": ".3f", "p": ".3g", "DeLong p": ".3g"}

@@ -8,7 +8,8 @@ from pages._comparison import (
     LONG_CONFIG,
     LONG_SHOWN,
     NOT_COMPUTED,
-    PAIRED_W,
+    PAIRED_FORMATS,
+    PAIRED_SHOWN,
     PageData,
     horizon_charts,
     model_choices,
@@ -21,7 +22,7 @@ from sscmort_core.pipeline import evaluate
 from sscmort_core.pipeline.eval_data import ORACLE_KIND
 from sscmort_core.views import designs as dv
 from sscmort_core.views import eval_charts as charts_eval
-from sscmort_core.views import palette, study
+from sscmort_core.views import palette, study, tables
 from sscmort_core.views.report_render import report_document
 
 store = page_setup("Model comparison")
@@ -174,18 +175,17 @@ def _horizon_tab(h: int) -> None:
     except SscmortError as err:
         show_error(err)
         return
-    st.dataframe(tests.paired, hide_index=True, width="stretch",
-                 column_order=tuple(PAIRED_W), column_config={
-                     c: st.column_config.NumberColumn(c, format="%.3g", width=w)
-                     if c not in ("model A", "model B", "p method")
-                     else st.column_config.Column(c, width=w)
-                     for c, w in PAIRED_W.items()},  # fits 1280 px (p is the one to report)
-                 placeholder=NOT_COMPUTED)
+    st.html(tables.html_table(tests.paired[list(PAIRED_SHOWN)], PAIRED_FORMATS,
+                              missing=NOT_COMPUTED))  # HTML, not a data grid: wraps, draws faster
     if tests.reference is not None:
         st.markdown(f"**Added value over the best clinical model at {h} y**: "
                     f"{labels[tests.reference]} (highest stored AUC among the clinical "
                     "references)")
-        st.dataframe(tests.added_value, hide_index=True, placeholder=NOT_COMPUTED)
+        st.html(tables.html_table(tests.added_value, tables.number_formats(
+            tests.added_value, ".3g"), missing=NOT_COMPUTED))
+    export_button("Download the paired tests (CSV)", lambda: tests.csv(), key=f"pairs_{h}",
+                  file_name=f"sscmort_paired_tests_{h}y.csv", mime="text/csv",
+                  object_ids=chosen, icon=":material/download:")
     st.caption(f"p (the one to report) respects that scans cluster in patients: the "
                f"clustered DeLong test (Obuchowski 1997), else the patient bootstrap "
                f"({n_boot} resamples; 0 means below 1/{n_boot}). \"DeLong p\" treats scans "

@@ -97,7 +97,8 @@ WIDE_TABLES = """
 () => {
   const out = [];
   for (const el of document.querySelectorAll(
-      '[data-testid="stDataFrame"] .dvn-scroller, [data-testid="stTable"]')) {
+      '[data-testid="stDataFrame"] .dvn-scroller, [data-testid="stTable"], ' +
+      '[data-testid="stHtml"]')) {
     if (el.getBoundingClientRect().width === 0) continue;
     if (el.scrollWidth > el.clientWidth + 2)
       out.push(`${el.scrollWidth} > ${el.clientWidth}: ` + el.innerText.slice(0, 60));

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from pages._comparison import NOT_COMPUTED, PAIRED_SHOWN
 from pages._shared import RESEARCH_NOTICE, SYNTHETIC_NOTICE
 from sscmort_core import store as st
 from sscmort_core.evaluation import PER_PATIENT, PER_SCAN
@@ -30,6 +32,43 @@ def _open(store_path, monkeypatch) -> AppTest:
 
 def _chart_specs(at: AppTest) -> list[dict]:
     return [json.loads(c.proto.spec) for c in at.get("vega_lite_chart")]
+
+
+class _Rows(HTMLParser):
+    """The body rows of each HTML table, as cell texts."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tables: list[list[list[str]]] = []
+        self._in_body = self._in_cell = False
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "table":
+            self.tables.append([])
+        elif tag == "tbody":
+            self._in_body = True
+        elif tag == "tr" and self._in_body:
+            self.tables[-1].append([])
+        elif tag == "td" and self._in_body:
+            self._in_cell = True
+            self.tables[-1][-1].append("")
+
+    def handle_endtag(self, tag):
+        if tag == "tbody":
+            self._in_body = False
+        elif tag == "td":
+            self._in_cell = False
+
+    def handle_data(self, data):
+        if self._in_cell:
+            self.tables[-1][-1][-1] += data
+
+
+def _html_tables(at: AppTest) -> list[list[list[str]]]:
+    parser = _Rows()
+    for el in at.get("html"):
+        parser.feed(el.proto.body)
+    return parser.tables
 
 
 def _titles(spec: dict) -> list[str]:
@@ -96,11 +135,13 @@ def test_page_offers_to_compute_then_draws_rocs_table_and_downloads(page_store, 
             assert any(t.startswith(f"Decision curve at {h} year") for t in titles)
             assert pngs == 1
             # paired tests: a row per pair of the 3 models
-            assert len(at.dataframe) == 2 and len(at.dataframe[1].value) == 3
-            assert at.dataframe[1].value["p method"].notna().all()
+            assert len(at.dataframe) == 1
+            paired = _html_tables(at)[0]  # drawn as plain HTML (issue 13)
+            assert len(paired) == 3 and paired[0][:2] != paired[1][:2]
+            assert all(row[PAIRED_SHOWN.index("p method")] != NOT_COMPUTED for row in paired)
         else:  # says so instead of drawing
             assert any(f"no curve at {h} y, too few" in i.value for i in at.info)
-            assert pngs == 0 and len(at.dataframe) == 1
+            assert pngs == 0 and len(at.dataframe) == 1 and not _html_tables(at)
 
     # the per-patient switch recomputes every metric with each patient weighted equally
     at.radio[0].set_value(PER_PATIENT).run()
