@@ -175,18 +175,24 @@ def _tab(page, name: str):
     return lambda: page.get_by_role("tab", name=name).click()
 
 
-def _remove_first_choice(page):
+def _remove_first_choice(page, removed: list[str]):
     """Removes the first chosen option's chip (after a page load, the first of the defaults:
-    each repeat removes the same one)."""
-    return lambda: page.locator('[data-testid="stMultiSelect"]').first \
-        .locator('.react-aria-ComboBox button[aria-label^="Remove"]').first.click()
+    each repeat removes the same one) and records its label in ``removed``."""
+    def act() -> None:
+        chip = page.locator('[data-testid="stMultiSelect"]').first \
+            .locator('.react-aria-ComboBox button[aria-label^="Remove"]').first
+        removed[:] = [chip.get_attribute("aria-label").removeprefix("Remove ")]
+        chip.click()
+    return act
 
 
-def _add_first_option(page):
+def _add_back(page, removed: list[str]):
+    """Adds the option :func:`_remove_first_choice` removed, by its name (the list's first
+    option is "Select all", which would add every model)."""
     def act() -> None:
         page.locator('[data-testid="stMultiSelect"]').first \
             .locator('.react-aria-ComboBox input[role="combobox"]').click()
-        page.locator('[role="option"]').first.click()
+        page.get_by_role("option", name=removed[0], exact=True).click()
         page.keyboard.press("Escape")
     return act
 
@@ -201,6 +207,7 @@ def _select(page, label: str, nth_option: int = 1):
 
 def _sscmort_steps(page, url: str) -> list[tuple[str, object]]:
     """(step name, callable returning seconds) for the app's pages, in the order driven."""
+    removed: list[str] = []  # the model the remove step took out, which the add step adds
     return [
         ("Overview: load", lambda: _load(page, f"{url}/")),
         ("Cohort explorer: load", lambda: _load(page, f"{url}/cohort_explorer")),
@@ -218,9 +225,9 @@ def _sscmort_steps(page, url: str) -> list[tuple[str, object]]:
             page, "Estimand", "per patient (each patient weighted equally)")), "radio"),
         ("Model comparison: estimand per scan", lambda: _timed(page, _radio(
             page, "Estimand", "per scan")), "radio"),
-        ("Model comparison: remove a model", lambda: _timed(page, _remove_first_choice(page)),
-         "remove"),
-        ("Model comparison: add it back", lambda: _timed(page, _add_first_option(page)), "add"),
+        ("Model comparison: remove a model",
+         lambda: _timed(page, _remove_first_choice(page, removed)), "remove"),
+        ("Model comparison: add it back", lambda: _timed(page, _add_back(page, removed)), "add"),
         ("Radiomics & SHAP: load", lambda: _load(page, f"{url}/radiomics_shap")),
         ("Radiomics & SHAP: horizon radio", lambda: _timed(page, _radio(page, "Horizon",
                                                                          "1 year")), "radio"),
@@ -234,15 +241,16 @@ def _sscmort_steps(page, url: str) -> list[tuple[str, object]]:
 
 
 def _trivial_steps(page, url: str) -> list[tuple[str, object]]:
+    removed: list[str] = []
     return [("Trivial page: load", lambda: _load(page, url)),
             ("Trivial page: slider step", lambda: _timed(page, _slider_step(page, "Points"))),
             ("Trivial page: radio", lambda: _timed(page, _radio(page, "Mark", "points"))),
             ("Trivial page: radio back", lambda: _timed(page, _radio(page, "Mark", "line"))),
             ("Trivial page: select", lambda: _timed(page, _select(page, "Wave", 1))),
             ("Trivial page: select back", lambda: _timed(page, _select(page, "Wave", 0))),
-            ("Trivial page: multiselect remove", lambda: _timed(page,
-                                                                _remove_first_choice(page))),
-            ("Trivial page: multiselect add", lambda: _timed(page, _add_first_option(page))),
+            ("Trivial page: multiselect remove",
+             lambda: _timed(page, _remove_first_choice(page, removed))),
+            ("Trivial page: multiselect add", lambda: _timed(page, _add_back(page, removed))),
             ("Trivial page: tab", lambda: _timed(page, _tab(page, "Second"))),
             ("Trivial page: tab back", lambda: _timed(page, _tab(page, "First")))]
 
