@@ -50,6 +50,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from sscmort_core.errors import EmptyMaskError
+from sscmort_core.lungs import morphology
 from sscmort_core.lungs.costal import costal_fill
 
 # Bump when the mask changes: QCT rows, radiomics features and model inputs are keyed on it.
@@ -144,16 +145,12 @@ def _upsample(labels: np.ndarray, f: int, shape: tuple[int, int, int]) -> np.nda
 
 def erode_square(mask: np.ndarray, r: int) -> np.ndarray:
     """In-plane binary erosion by a (2r+1) x (2r+1) square (outside counts as background)."""
-    out = ndi.minimum_filter(mask.view(np.uint8), size=(1, 2 * r + 1, 2 * r + 1),
-                             mode="constant", cval=0)
-    return out.view(bool)
+    return morphology.erode_square(mask, r)
 
 
 def dilate_square(mask: np.ndarray, r: int) -> np.ndarray:
     """In-plane binary dilation by a (2r+1) x (2r+1) square."""
-    out = ndi.maximum_filter(mask.view(np.uint8), size=(1, 2 * r + 1, 2 * r + 1),
-                             mode="constant", cval=0)
-    return out.view(bool)
+    return morphology.dilate_square(mask, r)
 
 
 def _border_labels(lab: np.ndarray) -> np.ndarray:
