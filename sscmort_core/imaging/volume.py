@@ -15,9 +15,9 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-import SimpleITK as sitk
 
 IDENTITY_DIRECTION: tuple[float, ...] = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
 
@@ -167,8 +167,10 @@ def to_canonical(hu: np.ndarray, spacing_zyx: tuple[float, float, float],
                                                  float(origin[2])), new_dir)
 
 
-def to_sitk_image(volume: Volume) -> sitk.Image:
+def to_sitk_image(volume: Volume) -> Any:
     """The volume as a SimpleITK image (size x, y, z) with its geometry; no metadata."""
+    import SimpleITK as sitk
+
     img = sitk.GetImageFromArray(np.ascontiguousarray(volume.hu))  # (z, y, x) -> size (x, y, z)
     img.SetSpacing(tuple(float(s) for s in volume.spacing_mm[::-1]))
     img.SetOrigin(tuple(float(o) for o in volume.origin_mm))
@@ -187,6 +189,8 @@ def save_volume(volume: Volume, path: Path) -> Path:
     64 x 512 x 512 series 0.36 s instead of 1.2 s for .nii.gz); int16 volumes stay int16.
     Returns ``path``.
     """
+    import SimpleITK as sitk
+
     path = Path(path)
     writer = sitk.ImageFileWriter()
     writer.SetFileName(str(path))
@@ -198,6 +202,8 @@ def save_volume(volume: Volume, path: Path) -> Path:
 
 def load_stored_volume(path: Path) -> tuple[np.ndarray, tuple[float, float, float]]:
     """Read a volume written by :func:`save_volume`: (hu (z, y, x), spacing_mm (z, y, x))."""
+    import SimpleITK as sitk
+
     img = sitk.ReadImage(str(path))
     hu = sitk.GetArrayFromImage(img)  # (z, y, x)
     sx, sy, sz = img.GetSpacing()
