@@ -19,7 +19,7 @@ from typing import Any
 
 from sscmort_core import store as st_store
 from sscmort_core.errors import DataError
-from sscmort_core.imaging import save_volume
+from sscmort_core.imaging import save_stored_volume
 from sscmort_core.imaging.volume import STORED_SUFFIX
 from sscmort_core.lungs import QCTMetrics
 from sscmort_core.pipeline.analyse import (  # noqa: F401  (re-exported for callers)
@@ -31,7 +31,6 @@ from sscmort_core.pipeline.analyse import (  # noqa: F401  (re-exported for call
     write_label_volume,
 )
 from sscmort_core.pipeline.measure import measure_rows, write_measures
-from sscmort_core.util.hashing import file_sha256
 from sscmort_core.util.progress import ProgressFn, no_progress
 
 log = logging.getLogger("sscmort")
@@ -124,10 +123,9 @@ def save_analysis(store: st_store.Store, analysis: ScanAnalysis, *,
     rel = Path("volumes") / f"{scan_id}{STORED_SUFFIX}"
     target = store.data_dir / rel
     target.parent.mkdir(parents=True, exist_ok=True)
-    save_volume(vol, target)
     try:
-        _write_scan(store, analysis, pid, existing, scan_id, scan_date, rel,
-                    file_sha256(target), source_name)
+        sha = save_stored_volume(vol, target)
+        _write_scan(store, analysis, pid, existing, scan_id, scan_date, rel, sha, source_name)
     except BaseException:
         target.unlink(missing_ok=True)
         raise

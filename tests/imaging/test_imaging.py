@@ -744,3 +744,36 @@ def test_a_selector_matching_nothing_or_several_is_refused(two_series_study, tmp
     sitk.WriteImage(sitk.GetImageFromArray(chest_hu(12)), str(nifti))
     with pytest.raises(UnsupportedFormatError, match="single image file"):
         read_volume(nifti, series=SeriesSelector(series_description="prone"))
+
+
+@pytest.mark.parametrize("dtype", [np.int16, np.float32])
+def test_stored_copy_is_simpleitks_uncompressed_metaimage_byte_for_byte(tmp_path, dtype):
+    """save_stored_volume writes the .mha itself (no SimpleITK import, no compression: issue
+    13's ingest) exactly as SimpleITK writes it uncompressed, hashes what it wrote, and
+    load_stored_volume reads it back; a direction it does not write itself (not canonical)
+    goes through SimpleITK."""
+    import hashlib
+
+    import SimpleITK as sitk
+
+    from sscmort_core.imaging import save_stored_volume
+    from sscmort_core.imaging.volume import to_sitk_image
+
+    tilt = (0.9999619230641713, 0.0, 0.008726535498373935, 0.0, 1.0, 0.0,
+            -0.008726535498373935, 0.0, 0.9999619230641713)
+    flipped = (-1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
+    hu = (np.arange(4 * 5 * 6).reshape(4, 5, 6) - 1024).astype(dtype)
+    for direction in (tilt, flipped):
+        vol = Volume(hu=hu, spacing_mm=(1.25, 0.7, 0.6999), origin_mm=(-1 / 3, 2.0, 1e-5),
+                     direction=direction)
+        sha = save_stored_volume(vol, tmp_path / "ours.mha")
+        writer = sitk.ImageFileWriter()
+        writer.SetFileName(str(tmp_path / "sitk.mha"))
+        writer.SetUseCompression(False)
+        writer.Execute(to_sitk_image(vol))
+        ours = (tmp_path / "ours.mha").read_bytes()
+        assert ours == (tmp_path / "sitk.mha").read_bytes()
+        assert sha == hashlib.sha256(ours).hexdigest()
+        back, spacing = load_stored_volume(tmp_path / "ours.mha")
+        assert back.dtype == hu.dtype and np.array_equal(back, hu)
+        assert spacing == (1.25, 0.7, 0.6999)
