@@ -38,7 +38,7 @@ from scipy import ndimage as ndi
 from threadpoolctl import threadpool_limits
 
 from sscmort_core.errors import EmptyMaskError
-from sscmort_core.lungs.segmentation import block_mean
+from sscmort_core.lungs.segmentation import block_count, block_mean
 
 PATTERNS: tuple[str, ...] = ("normal", "emphysema", "ground glass", "reticulation",
                              "honeycombing", "consolidation")
@@ -370,7 +370,7 @@ def classify_patterns(hu: np.ndarray, lung_mask: np.ndarray,
     box = _bbox(mask)
     sub_hu, sub_mask = hu[box], mask[box]
     small = block_mean(sub_hu, f)  # (z, Y, X)
-    small_mask = block_mean(sub_mask.astype(np.float32), f) > 0  # blocks holding lung
+    small_mask = block_count(sub_mask, f) > 0  # blocks holding lung
     classes = np.zeros(small.shape, dtype=np.uint8)
     if small_mask.any():
         classes[small_mask] = predict_patterns(model, small, small_mask).astype(np.uint8) + 1

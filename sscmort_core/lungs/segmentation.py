@@ -135,6 +135,27 @@ def block_mean(hu: np.ndarray, f: int) -> np.ndarray:
     return acc / np.float32(f * f)
 
 
+def block_count(mask: np.ndarray, f: int) -> np.ndarray:
+    """(z, ceil(y/f), ceil(x/f)) uint8 count of ``mask`` voxels in each f x f in-plane block
+    (edges replicated, as :func:`block_mean`): ``block_mean(mask, f) > t`` is
+    ``block_count(mask, f) > t * f * f``, without a float copy of the mask."""
+    if f == 1:
+        return mask.astype(np.uint8)
+    if f * f > 255:
+        raise ValueError(f"block factor {f} too large for uint8 counts")
+    m = mask.view(np.uint8) if mask.dtype == bool else mask.astype(bool).view(np.uint8)
+    z, y, x = m.shape
+    py, px = (-y) % f, (-x) % f
+    if py or px:
+        m = np.pad(m, ((0, 0), (0, py), (0, px)), mode="edge")
+    acc = m[:, 0::f, 0::f].copy()
+    for i in range(f):
+        for j in range(f):
+            if i or j:
+                acc += m[:, i::f, j::f]
+    return acc
+
+
 def _upsample(labels: np.ndarray, f: int, shape: tuple[int, int, int]) -> np.ndarray:
     """Nearest-neighbour upsampling of a coarse (z, Y, X) label grid to ``shape``."""
     if f == 1:
