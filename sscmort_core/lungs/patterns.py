@@ -382,7 +382,9 @@ def classify_patterns(hu: np.ndarray, lung_mask: np.ndarray,
     pct = 100.0 * counts / n
     below = np.flatnonzero(pct[1:] <= model.floors_pct[1:]) + 1  # not detected: normal
     if below.size:
-        labels[np.isin(labels, below + 1)] = 1
+        to_normal = np.arange(256, dtype=np.uint8)  # one look-up per voxel (uint8 labels)
+        to_normal[below + 1] = 1
+        labels = to_normal[labels]
         pct[below] = 0.0
         pct[0] = 100.0 - pct[1:].sum()
     return PatternMap(labels, *(float(v) for v in pct), model_version=model.version)
