@@ -777,3 +777,52 @@ def test_stored_copy_is_simpleitks_uncompressed_metaimage_byte_for_byte(tmp_path
         back, spacing = load_stored_volume(tmp_path / "ours.mha")
         assert back.dtype == hu.dtype and np.array_equal(back, hu)
         assert spacing == (1.25, 0.7, 0.6999)
+
+
+def _old_normalize_hu(hu, integral):
+    n_low = int(np.count_nonzero(hu < -1100))
+    warn = n_low > 0.001 * hu.size
+    if np.issubdtype(hu.dtype, np.integer):
+        out = np.maximum(hu, np.asarray(-1024, dtype=hu.dtype))
+        if integral and int(out.max()) <= np.iinfo(np.int16).max:
+            return out.astype(np.int16, copy=False), warn
+        return out.astype(np.float32), warn
+    out = np.maximum(hu, np.asarray(-1024.0, dtype=hu.dtype))
+    if integral and float(out.max()) <= np.iinfo(np.int16).max:
+        return np.rint(out).astype(np.int16), warn
+    return out.astype(np.float32, copy=False), warn
+
+
+@pytest.mark.parametrize("dtype", [np.int16, np.int32, np.float32])
+@pytest.mark.parametrize("top", [3071, 40000])
+def test_normalize_hu_equals_the_unchunked_version(dtype, top):
+    """Issue 13: the low count in slabs and the clip written straight into int16 give what
+    the one-pass version gave (values, type and warning)."""
+    from sscmort_core.imaging.validate import normalize_hu
+
+    rng = np.random.default_rng(0)
+    hi = min(top, np.iinfo(np.int16).max) if dtype == np.int16 else top
+    hu = rng.integers(-3000, hi, size=(7, 33, 41)).astype(dtype)
+    for integral in (True, False):
+        out, warning = normalize_hu(hu, integral=integral)
+        ref, warn = _old_normalize_hu(hu, integral)
+        assert out.dtype == ref.dtype and np.array_equal(out, ref)
+        assert (warning is not None) == warn
+
+
+def test_stacked_slices_widen_to_int32_when_one_does_not_fit_int16(monkeypatch):
+    from types import SimpleNamespace
+
+    import pydicom
+
+    from sscmort_core.imaging import dicom
+
+    slices = [np.full((2, 3), v, np.int32) for v in (-1024, 3071, 40000, -40000, 5)]
+    monkeypatch.setattr(dicom.pixels, "slice_hu", lambda path, name, ds, source, integral:
+                        slices[int(name)])
+    ordered = [SimpleNamespace(path=None, name=str(i), ds=pydicom.Dataset()) for i in range(5)]
+    out = dicom._stack_pixels(ordered, SimpleNamespace(rows=2, columns=3), Path("x"), True)
+    assert out.dtype == np.int32 and [int(s[0, 0]) for s in out] == [-1024, 3071, 40000,
+                                                                      -40000, 5]
+    out = dicom._stack_pixels(ordered[:2], SimpleNamespace(rows=2, columns=3), Path("x"), True)
+    assert out.dtype == np.int16 and [int(s[0, 0]) for s in out] == [-1024, 3071]
