@@ -20,7 +20,6 @@ from sscmort_core import store as st_store
 from sscmort_core.errors import StoreError
 from sscmort_core.imaging import load_stored_volume
 from sscmort_core.lungs import LungMask, segment_lungs
-from sscmort_core.synthetic.phantom import phantom_for_scan
 from sscmort_core.util.hashing import array_sha256, file_sha256
 
 
@@ -71,6 +70,8 @@ def volume_from_row(row: Mapping[str, Any], data_dir: Path) -> ScanVolume:
             raise StoreError("stored volume does not match its recorded sha256", path)
         hu, spacing = load_stored_volume(path)
         return ScanVolume(scan_id, hu, spacing, bool(row["synthetic"]))
+    from sscmort_core.synthetic.phantom import phantom_for_scan  # heavy: scipy (stats)
+
     phantom = phantom_for_scan(row)
     if row.get("volume_sha256") and array_sha256(phantom.hu) != row["volume_sha256"]:
         raise StoreError(f"regenerated volume of {scan_id} does not match its recorded sha256 "

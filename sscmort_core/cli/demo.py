@@ -43,7 +43,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
-    from sscmort_core.pipeline.bench import DEFAULT_REAL_CT, run_benchmarks  # heavy: SimpleITK
+    from sscmort_core.pipeline.bench import DEFAULT_REAL_CT, run_benchmarks  # heavy: pydicom, scipy
 
     real = args.real_ct or DEFAULT_REAL_CT
     results = [r.to_json() for r in run_benchmarks(real, tuple(args.only or ()))]

@@ -14,8 +14,6 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
-from tqdm import tqdm
-
 from sscmort_core.errors import StoreError
 from sscmort_core.util.executors import (
     ENV_EXECUTOR,
@@ -44,6 +42,8 @@ class Progress:
         key = stage.split(":")[0]  # "ingest: segment lungs" shares the "ingest" bar
         bar = self._bars.get(key)
         if bar is None:
+            from tqdm import tqdm  # tens of ms (importlib.metadata): only for a drawn bar
+
             bar = tqdm(total=total, desc=stage, file=sys.stderr, unit="item",
                        dynamic_ncols=True, leave=True)
             self._bars[key] = bar

@@ -68,8 +68,8 @@ def cmd_pacs_query(args: argparse.Namespace) -> None:
 
 
 def cmd_pacs_fetch(args: argparse.Namespace) -> None:
-    from sscmort_core.pipeline.pacs import fetch_and_ingest, send_back  # heavy: SimpleITK
-    from sscmort_core.pipeline.predict import predict_all  # heavy: SimpleITK
+    from sscmort_core.pipeline.pacs import fetch_and_ingest, send_back  # heavy: pydicom, scipy
+    from sscmort_core.pipeline.predict import predict_all  # heavy: pydicom, scipy
     from sscmort_core.store import open_store  # heavy: duckdb, pandas
 
     progress = Progress(not args.quiet)

@@ -72,7 +72,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
     if args.executor or args.ray_address:
         raise DataError("--executor and --ray-address are for --all-scans")
     from sscmort_core.pipeline.analyse import analyse_path  # heavy: SimpleITK, pydicom
-    from sscmort_core.pipeline.predict import predict_volume_all  # heavy: SimpleITK
+    from sscmort_core.pipeline.predict import predict_volume_all  # heavy: pydicom, scipy
 
     t0 = time.perf_counter()
     models_dir = Path(args.models_dir or default_models_dir())

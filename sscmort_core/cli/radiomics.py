@@ -22,7 +22,7 @@ from sscmort_core.errors import DataError
 
 
 def cmd_radiomics(args: argparse.Namespace) -> None:
-    from sscmort_core.radiomics.stage import run_radiomics_stage  # heavy: SimpleITK
+    from sscmort_core.radiomics.stage import run_radiomics_stage  # heavy: pydicom, scipy
     from sscmort_core.store import open_store  # heavy: duckdb, pandas
 
     if args.workers is not None and args.workers < 1:

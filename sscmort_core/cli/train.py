@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tqdm import tqdm
 
 from sscmort_core.cli.audit import record_cli
 from sscmort_core.cli.output import (
@@ -116,6 +115,8 @@ class TrainBars(Progress):
         if bar is not None and not bar.disable and bar.n < bar.total:
             bar.set_postfix_str(log.postfix())
         else:
+            from tqdm import tqdm
+
             tqdm.write(f"{stage} epoch {log.epoch}/{log.epochs}: {log.postfix()}")
 
 

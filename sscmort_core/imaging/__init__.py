@@ -5,7 +5,8 @@ Public API (the pipeline wires these):
 * :func:`read_volume` / :func:`read_dicom_files` -> :class:`ReadResult`
   (:class:`Volume`, :class:`IngestReport`, pseudonymous patient id)
 * :func:`extract_zip_safely`, :func:`pseudonymous_id`, :data:`IDENTIFYING_KEYWORDS`
-* :func:`save_volume` / :func:`load_stored_volume` for the store's de-identified copy
+* :func:`save_stored_volume` / :func:`load_stored_volume` for the store's de-identified copy,
+  :func:`save_volume` for files a user asks for
 * :func:`to_sitk_image` for SimpleITK-based stages (radiomics)
 
 May import: errors, pydicom, SimpleITK, numpy. Identifying values never leave this package.
@@ -27,6 +28,7 @@ from sscmort_core.imaging.volume import (
     SkippedFile,
     Volume,
     load_stored_volume,
+    save_stored_volume,
     save_volume,
     to_sitk_image,
 )
@@ -34,6 +36,6 @@ from sscmort_core.imaging.volume import (
 __all__ = [
     "DEFAULT_MAX_BYTES", "IDENTIFYING_KEYWORDS", "IngestReport", "ReadResult", "SeriesSelector",
     "SeriesSummary", "SkippedFile", "Volume", "extract_zip_safely", "load_stored_volume",
-    "pseudonymous_id", "read_dicom_files", "read_grid_image", "read_volume", "save_volume",
-    "to_sitk_image",
+    "pseudonymous_id", "read_dicom_files", "read_grid_image", "read_volume", "save_stored_volume",
+    "save_volume", "to_sitk_image",
 ]

@@ -375,9 +375,11 @@ def read_dicom_series(files: Sequence[tuple[Path, str]], *, source: Path, source
 
 def _stack_pixels(ordered: Sequence[DicomHeader], geom: StackGeometry, source: Path,
                   integral: bool) -> np.ndarray:
-    """(z, y, x) HU, int32 when ``integral`` else float32."""
-    dtype = np.int32 if integral else np.float32
+    """(z, y, x) HU: when ``integral``, int16 while every value fits (CT's 12 bits always do;
+    half the memory of int32, no wider copy to make), else int32; float32 otherwise."""
+    dtype = np.int16 if integral else np.float32
     out = np.empty((len(ordered), geom.rows, geom.columns), dtype=dtype)  # (z, y, x)
+    small = np.iinfo(np.int16)
     compressed = any(pixels.is_compressed(h.ds) for h in ordered)
     with pixels.quiet_decoders() if compressed else contextlib.nullcontext():  # one for all
         for k, h in enumerate(ordered):
@@ -385,6 +387,8 @@ def _stack_pixels(ordered: Sequence[DicomHeader], geom: StackGeometry, source: P
             if sl.shape != (geom.rows, geom.columns):
                 raise InconsistentGeometryError(f"file {h.name} holds {sl.shape} pixels, its "
                                                 f"header says {geom.rows}x{geom.columns}", source)
+            if out.dtype == np.int16 and (int(sl.min()) < small.min or int(sl.max()) > small.max):
+                out = out.astype(np.int32)  # this slice does not fit int16; the earlier ones did
             out[k] = sl
     return out
 

@@ -27,7 +27,6 @@ from typing import Iterator, Sequence
 
 import numpy as np
 import pydicom.encaps
-import SimpleITK as sitk
 from pydicom.dataset import Dataset
 from pydicom.uid import (
     HTJ2K,
@@ -311,6 +310,8 @@ def _plugins(ts: UID) -> tuple[str, ...]:
 def _slice_hu_gdcm(path: Path, name: str, ts: UID, source: Path) -> np.ndarray:
     """Decode a compressed slice that no pydicom plugin handles, through GDCM (which applies
     the rescale)."""
+    import SimpleITK as sitk
+
     try:
         with quiet_decoders():
             img = sitk.ReadImage(str(path))

@@ -13,10 +13,9 @@ import re
 import struct
 import tempfile
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
-import SimpleITK as sitk
 
 from sscmort_core.errors import (
     FileTooLargeError,
@@ -197,8 +196,11 @@ def _check_detached_data(path: Path, source: Path) -> None:
                                      f"({key})", source)
 
 
-def _image_info(path: Path, source: Path, fmt: str, max_bytes: int) -> sitk.ImageFileReader:
-    """Read the header only and check dimensionality, components and decoded size."""
+def _image_info(path: Path, source: Path, fmt: str, max_bytes: int) -> Any:
+    """Read the header only and check dimensionality, components and decoded size (a
+    SimpleITK ImageFileReader)."""
+    import SimpleITK as sitk
+
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
     try:
@@ -258,6 +260,8 @@ def nifti_nonfinite_count(path: Path) -> int:
 
 
 def _numpy_dtype(pixel_id: int) -> type:
+    import SimpleITK as sitk
+
     table = {sitk.sitkInt8: np.int8, sitk.sitkUInt8: np.uint8, sitk.sitkInt16: np.int16,
              sitk.sitkUInt16: np.uint16, sitk.sitkInt32: np.int32, sitk.sitkUInt32: np.uint32,
              sitk.sitkInt64: np.int64, sitk.sitkUInt64: np.uint64, sitk.sitkFloat32: np.float32,
@@ -268,6 +272,8 @@ def _numpy_dtype(pixel_id: int) -> type:
 def read_grid_image(path: Path, *, max_bytes: int = DEFAULT_MAX_BYTES,
                     source: Path | None = None) -> ReadResult:
     """Read a NIfTI / NRRD / MetaImage CT volume (values taken as HU after the file's scaling)."""
+    import SimpleITK as sitk
+
     path = Path(path)
     source = source or path
     fmt = GRID_SUFFIXES[_suffix(path)]

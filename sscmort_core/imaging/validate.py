@@ -136,15 +136,20 @@ def normalize_hu(hu: np.ndarray, *, integral: bool) -> tuple[np.ndarray, str | N
     a warning when more than 0.1 % of voxels lay below -1100 HU, e.g. padding).
     """
     warning = None
-    n_low = int(np.count_nonzero(hu < -1100))
+    per_slice = hu[0].size if hu.ndim and len(hu) else 1
+    step = max(1, (1 << 22) // max(1, per_slice))  # slices at a time: no volume-sized mask
+    n_low = sum(int(np.count_nonzero(hu[i:i + step] < -1100)) for i in range(0, len(hu), step))
     if n_low > 0.001 * hu.size:
         warning = (f"{100.0 * n_low / hu.size:.1f}% of voxels lay below -1100 HU (padding outside "
                    "the reconstruction circle?) and were set to -1024 HU")
     if np.issubdtype(hu.dtype, np.integer):
-        out = np.maximum(hu, np.asarray(int(AIR_FLOOR_HU), dtype=hu.dtype))
-        if integral and int(out.max()) <= np.iinfo(np.int16).max:
-            return out.astype(np.int16, copy=False), warning
-        return out.astype(np.float32), warning
+        floor = np.asarray(int(AIR_FLOOR_HU), dtype=hu.dtype)
+        if integral and max(int(hu.max()), int(AIR_FLOOR_HU)) <= np.iinfo(np.int16).max:
+            # clipped straight into int16 (every value fits): no volume-sized int32 copy
+            out16 = np.empty(hu.shape, dtype=np.int16)
+            np.maximum(hu, floor, out=out16, casting="unsafe")
+            return out16, warning
+        return np.maximum(hu, floor).astype(np.float32), warning
     out = np.maximum(hu, np.asarray(AIR_FLOOR_HU, dtype=hu.dtype))
     if integral and float(out.max()) <= np.iinfo(np.int16).max:
         return np.rint(out).astype(np.int16), warning

@@ -42,6 +42,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage as ndi
 
+from sscmort_core.lungs.morphology import dilate_square, erode_square
+
 RAY_ARC_MM = 70.0  # rays are about one pixel apart at this distance from the centre
 BONE_HU = 200.0  # cortex and marrow of ribs, spine, scapulae (cartilage is left out)
 LUNG_EDGE_HU = -320.0  # the aerated lung's edge (the threshold of the air mask)
@@ -446,8 +448,7 @@ def run_fat_share(small: np.ndarray, surf: CostalSurface, end: np.ndarray) -> np
 
 def _in_plane_opening(mask: np.ndarray) -> np.ndarray:
     """(Z, y, x) bool in-plane opening by a 3 x 3 square (drops 1-2 pixel wide parts)."""
-    eroded = ndi.minimum_filter(mask.view(np.uint8), size=(1, 3, 3), mode="nearest")
-    return ndi.maximum_filter(eroded, size=(1, 3, 3), mode="nearest").view(bool)
+    return dilate_square(erode_square(mask, 1, outside="edge"), 1)
 
 
 def costal_gap(small: np.ndarray, lung: np.ndarray, spacing: tuple[float, float, float],

@@ -35,9 +35,10 @@ from typing import Any, Mapping
 
 import numpy as np
 from scipy import ndimage as ndi
+from threadpoolctl import threadpool_limits
 
 from sscmort_core.errors import EmptyMaskError
-from sscmort_core.lungs.segmentation import block_mean
+from sscmort_core.lungs.segmentation import block_count, block_mean
 
 PATTERNS: tuple[str, ...] = ("normal", "emphysema", "ground glass", "reticulation",
                              "honeycombing", "consolidation")
@@ -55,6 +56,10 @@ AIR_HU, GGO_HU, DENSE_HU = -910.0, (-750.0, -300.0), -250.0
 EMPHYSEMA_HU, EMPHYSEMA_MAX_DENSE = -930.0, 0.1  # the emphysema rule (3-pixel mean, dense5)
 MIN_FLOOR_PCT = 0.5  # no pattern is reported below this share of the lung
 SMOOTH_PIXELS = 5  # honeycombing's posterior is averaged over this in-plane window of lung
+# Voxels classified at a time: a chunk's (rows, k*f) products stay in cache, and a multiple of
+# the SIMD width gives the same values as one pass. One BLAS thread: a threaded product of
+# this size costs several times the CPU (threads spinning) for no gain on a busy machine.
+ROW_CHUNK = 8192
 
 
 @dataclass(frozen=True)
@@ -104,15 +109,30 @@ class PatternModel:
     def log_posterior(self, x: np.ndarray) -> np.ndarray:
         """(n, k) unnormalised log posterior of each class for features ``x`` (n, f)."""
         x = np.asarray(x, dtype=np.float32)
-        k, f = self.means.shape
+        stacked, shift, const = self._stacked()
+        out = np.empty((x.shape[0], self.means.shape[0]), np.float32)
+        with threadpool_limits(1, user_api="blas"):  # see ROW_CHUNK
+            for lo in range(0, x.shape[0], ROW_CHUNK):
+                out[lo:lo + ROW_CHUNK] = self._log_posterior_rows(x[lo:lo + ROW_CHUNK],
+                                                                  stacked, shift, const)
+        return out
+
+    def _stacked(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(f, k*f) every class's Cholesky factor side by side (one product for all), the
+        (k*f,) shift of the means and the (k,) constant, all float32."""
         chol = self.precisions_chol.astype(np.float32)  # (k, f, f)
-        stacked = np.concatenate(list(chol), axis=1)  # (f, k*f): every class in one product
+        stacked = np.concatenate(list(chol), axis=1)
         shift = np.einsum("kf,kfg->kg", self.means.astype(np.float32), chol).reshape(-1)
+        return stacked, shift, (self.log_det + self.log_prior).astype(np.float32)
+
+    def _log_posterior_rows(self, x: np.ndarray, stacked: np.ndarray, shift: np.ndarray,
+                            const: np.ndarray) -> np.ndarray:
+        k, f = self.means.shape
         d = x @ stacked  # (n, k*f)
         d -= shift
         np.square(d, out=d)
         quad = d.reshape(x.shape[0], k, f).sum(axis=2)  # (n, k)
-        return (self.log_det + self.log_prior).astype(np.float32) - 0.5 * quad
+        return const - 0.5 * quad
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         """(n,) pattern index (into PATTERNS; vessels are normal) of each row of ``x``, voxel
@@ -122,14 +142,24 @@ class PatternModel:
     def pattern_posterior(self, x: np.ndarray) -> np.ndarray:
         """(n, 6) posterior probability of each pattern (PATTERNS) for features ``x``
         (n, f): the classes' posteriors summed per pattern."""
-        logp = self.log_posterior(x)
+        x = np.asarray(x, dtype=np.float32)
+        stacked, shift, const = self._stacked()
+        out = np.zeros((x.shape[0], len(PATTERNS)), np.float32)
+        with threadpool_limits(1, user_api="blas"):  # see ROW_CHUNK
+            for lo in range(0, x.shape[0], ROW_CHUNK):
+                self._posterior_rows(x[lo:lo + ROW_CHUNK], stacked, shift, const,
+                                     out[lo:lo + ROW_CHUNK])
+        return out
+
+    def _posterior_rows(self, x: np.ndarray, stacked: np.ndarray, shift: np.ndarray,
+                        const: np.ndarray, out: np.ndarray) -> None:
+        """Add the pattern posteriors of the rows ``x`` (n, f) into ``out`` (n, 6), zeros."""
+        logp = self._log_posterior_rows(x, stacked, shift, const)
         logp -= logp.max(axis=1, keepdims=True)
         post = np.exp(logp)
         post /= post.sum(axis=1, keepdims=True)
-        out = np.zeros((x.shape[0], len(PATTERNS)), np.float32)
         for c, pat in enumerate(CLASS_PATTERN):
             out[:, pat] += post[:, c]
-        return out
 
     def to_json(self) -> dict[str, Any]:
         return {"version": self.version, "classes": list(CLASSES), "features": list(FEATURES),
@@ -158,46 +188,89 @@ def pattern_model_version() -> str:
     return default_model().version
 
 
+class _LungWindows:
+    """In-plane w x w means over the lung voxels ``lung`` (z, y, x) only; each width's window
+    shares (how much of the window is lung) are filtered once for every mean of that width."""
+
+    def __init__(self, lung: np.ndarray) -> None:
+        self.lung = lung
+        self._share: dict[int, np.ndarray] = {}
+        self._denominator: dict[int, np.ndarray] = {}
+
+    def share(self, w: int) -> np.ndarray:
+        """(z, y, x) float32: the share of the w x w window around each voxel inside the lung."""
+        if w not in self._share:
+            self._share[w] = ndi.uniform_filter(self.lung.astype(np.float32), size=(1, w, w),
+                                                mode="constant")
+        return self._share[w]
+
+    def mean(self, values: np.ndarray, w: int) -> np.ndarray:
+        """(z, y, x) float32 w x w mean of ``values`` over the lung voxels."""
+        if w not in self._denominator:
+            self._denominator[w] = np.maximum(self.share(w), np.float32(1e-6))
+        inside = ((values & self.lung).astype(np.float32) if values.dtype == bool
+                  else np.where(self.lung, values, 0.0).astype(np.float32, copy=False))
+        total = ndi.uniform_filter(inside, size=(1, w, w), mode="constant")
+        total /= self._denominator[w]
+        return total
+
+
 def _lung_box_mean(values: np.ndarray, m: np.ndarray, w: int) -> np.ndarray:
     """In-plane w x w mean of ``values`` over lung voxels ``m`` only: (z, y, x) float32."""
-    weight = ndi.uniform_filter(m.astype(np.float32), size=(1, w, w), mode="constant")
-    total = ndi.uniform_filter(np.where(m, values, 0.0).astype(np.float32), size=(1, w, w),
-                               mode="constant")
-    return total / np.maximum(weight, np.float32(1e-6))
+    return _LungWindows(m).mean(values, w)
 
 
 def noise_hu(hu: np.ndarray, lung: np.ndarray) -> float:
     """The scan's noise: robust SD (1.4826 MAD) of each lung voxel's difference from its
     3 x 3 lung mean, scaled for the mean's share of the voxel (x 9/8 in variance)."""
-    h = hu.astype(np.float32)
-    resid = (h - _lung_box_mean(h, lung, 3))[lung]
+    h = hu.astype(np.float32, copy=False)
+    return _noise(h[lung], _LungWindows(lung).mean(h, 3)[lung])
+
+
+def _noise(h_lung: np.ndarray, mean3_lung: np.ndarray) -> float:
+    """:func:`noise_hu` from the lung voxels' values and 3 x 3 lung means (float32)."""
+    resid = h_lung - mean3_lung
     return float(1.4826 * np.median(np.abs(resid - np.median(resid))) * np.sqrt(9.0 / 8.0))
 
 
 def voxel_features(hu: np.ndarray, lung: np.ndarray) -> np.ndarray:
     """(n, 11) float32 features (:data:`FEATURES`) of the lung voxels of ``lung``
     (z, y, x) in C order, from ``hu`` (z, y, x) on the working grid."""
-    h = hu.astype(np.float32)
-    mean = {w: _lung_box_mean(h, lung, w) for w in (3, 5, 7)}
-    std = {w: np.sqrt(np.maximum(_lung_box_mean(h * h, lung, w) - mean[w] ** 2, 0.0))
-           for w in (3, 5)}
-    air = {w: _lung_box_mean((h < AIR_HU).astype(np.float32), lung, w) for w in (3, 5)}
-    ggo = _lung_box_mean(((h >= GGO_HU[0]) & (h <= GGO_HU[1])).astype(np.float32), lung, 5)
-    dense = _lung_box_mean((h > DENSE_HU).astype(np.float32), lung, 5)
-    inside = ndi.uniform_filter(lung.astype(np.float32), size=(1, 5, 5), mode="constant")
-    med = float(np.median(mean[5][lung]))
-    noise = max(noise_hu(h, lung), 1.0)
+    return _features(hu, _LungWindows(lung))[0]
+
+
+def _features(hu: np.ndarray, win: _LungWindows) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`voxel_features`, and the lung voxels' 3-pixel means (the emphysema rule's)."""
+    lung = win.lung
+    h = hu.astype(np.float32, copy=False)
+    mean = {w: win.mean(h, w)[lung] for w in (3, 5, 7)}  # each (n,): the lung voxels only
+    hh = h * h
+    std = {w: np.sqrt(np.maximum(win.mean(hh, w)[lung] - mean[w] ** 2, 0.0)) for w in (3, 5)}
+    del hh
+    air = h < AIR_HU
+    share = {w: win.mean(air, w)[lung] for w in (3, 5)}
+    ggo = win.mean((h >= GGO_HU[0]) & (h <= GGO_HU[1]), 5)[lung]
+    dense = win.mean(h > DENSE_HU, 5)[lung]
+    inside = win.share(5)[lung]
+    med = float(np.median(mean[5]))
+    noise = max(_noise(h[lung], mean[3]), 1.0)
     cols = [mean[3] - med, mean[5] - med, mean[7] - med, std[3] / noise, std[5] / noise,
-            air[3], air[5], ggo, dense, inside]
-    x = np.stack([c[lung] for c in cols], axis=1)
-    return np.concatenate([x, np.full((x.shape[0], 1), noise, np.float32)], axis=1)
+            share[3], share[5], ggo, dense, inside]
+    x = np.empty((len(inside), len(FEATURES)), np.float32)
+    for j, c in enumerate(cols):
+        x[:, j] = c
+    x[:, -1] = noise
+    return x, mean[3]
 
 
 def emphysema_rule(x: np.ndarray, hu: np.ndarray, lung: np.ndarray) -> np.ndarray:
     """(n,) bool of the lung voxels (C order): 3-pixel mean below EMPHYSEMA_HU and dense
     share (feature dense5) at most EMPHYSEMA_MAX_DENSE."""
-    mean3 = _lung_box_mean(hu.astype(np.float32), lung, 3)[lung]
-    return (mean3 < EMPHYSEMA_HU) & (x[:, FEATURES.index("dense5")] <= EMPHYSEMA_MAX_DENSE)
+    return _emphysema(x, _lung_box_mean(hu.astype(np.float32), lung, 3)[lung])
+
+
+def _emphysema(x: np.ndarray, mean3_lung: np.ndarray) -> np.ndarray:
+    return (mean3_lung < EMPHYSEMA_HU) & (x[:, FEATURES.index("dense5")] <= EMPHYSEMA_MAX_DENSE)
 
 
 def smoothed_patterns(post: np.ndarray, lung: np.ndarray, w: int) -> np.ndarray:
@@ -205,14 +278,19 @@ def smoothed_patterns(post: np.ndarray, lung: np.ndarray, w: int) -> np.ndarray:
     honeycombing also where it has the largest posterior once every pattern's posterior is
     averaged over the lung voxels of a w x w in-plane window: a honeycomb cluster is cysts and
     walls together, and one voxel alone reads as air or as a line."""
+    return _smoothed(post, _LungWindows(lung), w)
+
+
+def _smoothed(post: np.ndarray, win: _LungWindows, w: int) -> np.ndarray:
     pred = np.argmax(post, axis=1)
     if w <= 1:
         return pred
+    lung = win.lung
     avg = np.empty_like(post)
     vol = np.zeros(lung.shape, np.float32)
     for j in range(post.shape[1]):
         vol[lung] = post[:, j]
-        avg[:, j] = _lung_box_mean(vol, lung, w)[lung]
+        avg[:, j] = win.mean(vol, w)[lung]
     honey = PATTERNS.index("honeycombing")
     pred[np.argmax(avg, axis=1) == honey] = honey
     return pred
@@ -222,11 +300,12 @@ def predict_patterns(model: PatternModel, hu: np.ndarray, lung: np.ndarray) -> n
     """(n,) pattern index (PATTERNS) of each lung voxel of ``lung`` (C order), working grid:
     the largest posterior, honeycombing also where its posterior smoothed over SMOOTH_PIXELS
     is the largest (:func:`smoothed_patterns`), then the emphysema rule."""
-    x = voxel_features(hu, lung)
-    pred = smoothed_patterns(model.pattern_posterior(x), lung, SMOOTH_PIXELS)
+    win = _LungWindows(lung)
+    x, mean3 = _features(hu, win)
+    pred = _smoothed(model.pattern_posterior(x), win, SMOOTH_PIXELS)
     emph = PATTERNS.index("emphysema")
     pred = np.where(pred == emph, 0, pred)
-    return np.where(emphysema_rule(x, hu, lung), emph, pred)
+    return np.where(_emphysema(x, mean3), emph, pred)
 
 
 @dataclass(frozen=True)
@@ -291,7 +370,7 @@ def classify_patterns(hu: np.ndarray, lung_mask: np.ndarray,
     box = _bbox(mask)
     sub_hu, sub_mask = hu[box], mask[box]
     small = block_mean(sub_hu, f)  # (z, Y, X)
-    small_mask = block_mean(sub_mask.astype(np.float32), f) > 0  # blocks holding lung
+    small_mask = block_count(sub_mask, f) > 0  # blocks holding lung
     classes = np.zeros(small.shape, dtype=np.uint8)
     if small_mask.any():
         classes[small_mask] = predict_patterns(model, small, small_mask).astype(np.uint8) + 1
@@ -303,7 +382,9 @@ def classify_patterns(hu: np.ndarray, lung_mask: np.ndarray,
     pct = 100.0 * counts / n
     below = np.flatnonzero(pct[1:] <= model.floors_pct[1:]) + 1  # not detected: normal
     if below.size:
-        labels[np.isin(labels, below + 1)] = 1
+        to_normal = np.arange(256, dtype=np.uint8)  # one look-up per voxel (uint8 labels)
+        to_normal[below + 1] = 1
+        labels = to_normal[labels]
         pct[below] = 0.0
         pct[0] = 100.0 - pct[1:].sum()
     return PatternMap(labels, *(float(v) for v in pct), model_version=model.version)

@@ -30,7 +30,12 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from sscmort_core.lungs.costal import costal_gap
-from sscmort_core.lungs.segmentation import COSTAL_PAD_MM, LungMask, block_mean
+from sscmort_core.lungs.segmentation import (
+    COSTAL_PAD_MM,
+    LungMask,
+    block_count,
+    block_mean,
+)
 
 QC_VERSION = "maskqc-1"
 CHECKS: tuple[str, ...] = ("lung_volume", "left_right_ratio", "missing_lung", "border_contact",
@@ -167,7 +172,7 @@ def _dense_outside(hu: np.ndarray, lungs: LungMask,
     box = (slice(None), slice(max(0, int(ys[0]) - pad), int(ys[-1]) + pad + 1),
            slice(max(0, int(xs[0]) - pad), int(xs[-1]) + pad + 1))  # the lungs and their ribs
     small = block_mean(hu[box], f)
-    mask = block_mean(lungs.mask[box].astype(np.float32), f) >= 0.5
+    mask = block_count(lungs.mask[box], f) >= (f * f + 1) // 2  # block mean >= 0.5
     ys = np.nonzero(mask.any(axis=(0, 2)))[0]
     cols = np.nonzero(mask.any(axis=(0, 1)))[0]
     centre = (0.5 * (ys[0] + ys[-1]), 0.5 * (cols[0] + cols[-1]))

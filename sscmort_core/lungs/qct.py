@@ -50,7 +50,9 @@ ILD_CODES = np.array([PATTERNS.index(p) + 1 for p in ILD_PATTERNS])  # pattern-m
 
 def ild_voxels(patterns: PatternMap) -> np.ndarray:
     """(z, y, x) bool: the voxels the pattern map calls ILD."""
-    return np.isin(patterns.labels, ILD_CODES)
+    is_ild = np.zeros(256, dtype=bool)  # one look-up per voxel (labels are uint8)
+    is_ild[ILD_CODES] = True
+    return is_ild[patterns.labels]
 
 
 @dataclass(frozen=True)

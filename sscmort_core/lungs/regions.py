@@ -28,7 +28,7 @@ from scipy import ndimage as ndi
 
 from sscmort_core.errors import EmptyMaskError
 from sscmort_core.lungs.qct import HAA_RANGE_HU
-from sscmort_core.lungs.segmentation import LungMask, block_mean
+from sscmort_core.lungs.segmentation import LungMask, block_count
 
 RIND_MM = 10.0
 LAA_HU = -950.0
@@ -109,7 +109,7 @@ def rind_mask(mask: np.ndarray, spacing_mm: tuple[float, float, float]) -> np.nd
     distance to the nearest non-mask voxel, with the voxel spacing), computed on a grid of
     about TARGET_INPLANE_MM in-plane and returned on the input grid."""
     f = max(1, int(round(TARGET_INPLANE_MM / min(spacing_mm[1], spacing_mm[2]))))
-    small = block_mean(mask.astype(np.float32), f) >= 0.5  # (z, Y, X)
+    small = block_count(mask, f) >= (f * f + 1) // 2  # block mean >= 0.5: (z, Y, X)
     padded = np.pad(small, 1)  # outside the image counts as outside the lung
     dist = ndi.distance_transform_edt(padded, sampling=(spacing_mm[0], spacing_mm[1] * f,
                                                         spacing_mm[2] * f))[1:-1, 1:-1, 1:-1]
@@ -125,9 +125,9 @@ def _cells(lungs: LungMask, spacing_mm: tuple[float, float, float]) -> np.ndarra
     for side, m in enumerate((lungs.right, lungs.left)):
         if not m.any():
             continue
-        third = _thirds(m)[:, None, None]
-        dorsal = _dorsal(m)
-        value = side * 12 + third * 4 + dorsal * 2 + core
+        third = _thirds(m)[:, None, None]  # int8: every sum below stays int8 (at most 23)
+        value = np.int8(side * 12) + third * np.int8(4) + _dorsal(m).view(np.int8) * np.int8(2)
+        value += core.view(np.int8)
         cell[m] = value[m]
     return cell
 

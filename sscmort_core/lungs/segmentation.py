@@ -50,6 +50,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from sscmort_core.errors import EmptyMaskError
+from sscmort_core.lungs import morphology
 from sscmort_core.lungs.costal import costal_fill
 
 # Bump when the mask changes: QCT rows, radiomics features and model inputs are keyed on it.
@@ -134,6 +135,27 @@ def block_mean(hu: np.ndarray, f: int) -> np.ndarray:
     return acc / np.float32(f * f)
 
 
+def block_count(mask: np.ndarray, f: int) -> np.ndarray:
+    """(z, ceil(y/f), ceil(x/f)) uint8 count of ``mask`` voxels in each f x f in-plane block
+    (edges replicated, as :func:`block_mean`): ``block_mean(mask, f) > t`` is
+    ``block_count(mask, f) > t * f * f``, without a float copy of the mask."""
+    if f == 1:
+        return mask.astype(np.uint8)
+    if f * f > 255:
+        raise ValueError(f"block factor {f} too large for uint8 counts")
+    m = mask.view(np.uint8) if mask.dtype == bool else mask.astype(bool).view(np.uint8)
+    z, y, x = m.shape
+    py, px = (-y) % f, (-x) % f
+    if py or px:
+        m = np.pad(m, ((0, 0), (0, py), (0, px)), mode="edge")
+    acc = m[:, 0::f, 0::f].copy()
+    for i in range(f):
+        for j in range(f):
+            if i or j:
+                acc += m[:, i::f, j::f]
+    return acc
+
+
 def _upsample(labels: np.ndarray, f: int, shape: tuple[int, int, int]) -> np.ndarray:
     """Nearest-neighbour upsampling of a coarse (z, Y, X) label grid to ``shape``."""
     if f == 1:
@@ -144,16 +166,12 @@ def _upsample(labels: np.ndarray, f: int, shape: tuple[int, int, int]) -> np.nda
 
 def erode_square(mask: np.ndarray, r: int) -> np.ndarray:
     """In-plane binary erosion by a (2r+1) x (2r+1) square (outside counts as background)."""
-    out = ndi.minimum_filter(mask.view(np.uint8), size=(1, 2 * r + 1, 2 * r + 1),
-                             mode="constant", cval=0)
-    return out.view(bool)
+    return morphology.erode_square(mask, r)
 
 
 def dilate_square(mask: np.ndarray, r: int) -> np.ndarray:
     """In-plane binary dilation by a (2r+1) x (2r+1) square."""
-    out = ndi.maximum_filter(mask.view(np.uint8), size=(1, 2 * r + 1, 2 * r + 1),
-                             mode="constant", cval=0)
-    return out.view(bool)
+    return morphology.dilate_square(mask, r)
 
 
 def _border_labels(lab: np.ndarray) -> np.ndarray:

@@ -29,7 +29,7 @@ import pandas as pd
 
 from sscmort_core import store as st_store
 from sscmort_core.errors import SscmortError
-from sscmort_core.imaging import SeriesSelector, read_volume, save_volume
+from sscmort_core.imaging import SeriesSelector, read_volume, save_stored_volume
 from sscmort_core.imaging.volume import STORED_SUFFIX
 from sscmort_core.pipeline.ingest import analyse_path
 from sscmort_core.pipeline.measure import MeasureRows, measure_rows, write_measures
@@ -152,7 +152,7 @@ def import_scan(job: ScanJob) -> ScanOutcome:
         analysis = analyse_path(Path(image.path), secret=None, series=_series(image))
         staged = Path(job.staging_dir) / f"{job.scan_id}{STORED_SUFFIX}"
         tmp = staged.with_name(f".tmp-{os.getpid()}-{staged.name}")  # keeps the suffix
-        save_volume(analysis.volume, tmp)
+        sha = save_stored_volume(analysis.volume, tmp)
         os.replace(tmp, staged)
     except Exception as err:  # noqa: BLE001 - recorded as the scan's failure
         return ScanOutcome(image.row_key, job.scan_id, _reason(err, image),
@@ -164,7 +164,7 @@ def import_scan(job: ScanJob) -> ScanOutcome:
             "spacing_y_mm": vol.spacing_mm[1], "spacing_x_mm": vol.spacing_mm[2],
             "shape_z": vol.hu.shape[0], "shape_y": vol.hu.shape[1], "shape_x": vol.hu.shape[2]}
     measures = measure_rows(job.scan_id, analysis.measures, analysis.lungs)
-    return ScanOutcome(image.row_key, job.scan_id, None, str(staged), file_sha256(staged),
+    return ScanOutcome(image.row_key, job.scan_id, None, str(staged), sha,
                        analysis.voxel_sha256, scan, measures, time.perf_counter() - t0)
 
 

@@ -17,11 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
 from sscmort_core import store as st_store
 from sscmort_core.errors import DataError
-from sscmort_core.imaging import save_volume
+from sscmort_core.imaging import save_stored_volume
 from sscmort_core.imaging.volume import STORED_SUFFIX
 from sscmort_core.lungs import QCTMetrics
 from sscmort_core.pipeline.analyse import (  # noqa: F401  (re-exported for callers)
@@ -33,7 +31,6 @@ from sscmort_core.pipeline.analyse import (  # noqa: F401  (re-exported for call
     write_label_volume,
 )
 from sscmort_core.pipeline.measure import measure_rows, write_measures
-from sscmort_core.util.hashing import file_sha256
 from sscmort_core.util.progress import ProgressFn, no_progress
 
 log = logging.getLogger("sscmort")
@@ -126,10 +123,9 @@ def save_analysis(store: st_store.Store, analysis: ScanAnalysis, *,
     rel = Path("volumes") / f"{scan_id}{STORED_SUFFIX}"
     target = store.data_dir / rel
     target.parent.mkdir(parents=True, exist_ok=True)
-    save_volume(vol, target)
     try:
-        _write_scan(store, analysis, pid, existing, scan_id, scan_date, rel,
-                    file_sha256(target), source_name)
+        sha = save_stored_volume(vol, target)
+        _write_scan(store, analysis, pid, existing, scan_id, scan_date, rel, sha, source_name)
     except BaseException:
         target.unlink(missing_ok=True)
         raise
@@ -143,23 +139,23 @@ def _write_scan(store: st_store.Store, analysis: ScanAnalysis, pid: str,
                 sha: str, source: str) -> None:
     vol = analysis.volume
     scanner = " ".join(x for x in (vol.manufacturer, vol.model) if x) or None
-    scan = pd.DataFrame([{
+    scan = {
         "scan_id": scan_id, "patient_id": pid, "scan_date": scan_date, "scanner": scanner,
         "kernel": vol.kernel, "series_description": vol.series_description,
         "slice_thickness_mm": vol.slice_thickness_mm, "spacing_z_mm": vol.spacing_mm[0],
         "spacing_y_mm": vol.spacing_mm[1], "spacing_x_mm": vol.spacing_mm[2],
         "shape_z": vol.hu.shape[0], "shape_y": vol.hu.shape[1], "shape_x": vol.hu.shape[2],
         "volume_path": str(rel), "volume_sha256": sha, "voxel_sha256": analysis.voxel_sha256,
-        "volume_seed": None, "noise_hu": None, "source": source, "synthetic": False}])
+        "volume_seed": None, "noise_hu": None, "source": source, "synthetic": False}
     with store.transaction() as cur:
         if existing is None:
-            st_store.insert_frame(cur, "patients", pd.DataFrame([{
+            st_store.insert_rows(cur, "patients", [{
                 "patient_id": pid, "sex": None, "birth_year": None, "subtype": None,
                 "antibody": None, "death_date": None, "last_followup_date": scan_date,
-                "source": source, "synthetic": False}]))
+                "source": source, "synthetic": False}])
         else:
             st_store.extend_followup(cur, pid, scan_date)
-        st_store.insert_frame(cur, "scans", scan)
+        st_store.insert_rows(cur, "scans", [scan])
         write_measures(cur, [measure_rows(scan_id, analysis.measures, analysis.lungs)])
 
 

@@ -20,8 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-import pandas as pd
-
 from sscmort_core import store as st_store
 from sscmort_core.errors import SscmortError
 from sscmort_core.lungs import LungMask, LungMeasures, measure_lungs, qct_method_version
@@ -66,9 +64,9 @@ def measure_rows(scan_id: str, measures: LungMeasures, lungs: LungMask) -> Measu
 def write_measures(cur: Any, rows: Sequence[MeasureRows]) -> None:
     """Replace the measure rows of these scans (inside the caller's transaction)."""
     st_store.replace_lung_measures(
-        cur, [r.scan_id for r in rows], pd.DataFrame([r.qct for r in rows]),
-        pd.DataFrame([x for r in rows for x in r.regions]),
-        pd.DataFrame([r.patterns for r in rows]), pd.DataFrame([x for r in rows for x in r.qc]))
+        cur, [r.scan_id for r in rows], [r.qct for r in rows],
+        [x for r in rows for x in r.regions], [r.patterns for r in rows],
+        [x for r in rows for x in r.qc])
 
 
 @dataclass(frozen=True)

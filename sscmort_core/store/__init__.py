@@ -7,7 +7,8 @@ outputs (:mod:`.models`), background jobs (:mod:`.jobs`), registry imports and t
 All SQL of sscmort lives in this package, with bound parameters. Callers use the names
 re-exported here (``from sscmort_core import store as st_store``).
 
-May import: errors and the standard library, duckdb, numpy, pandas. Never a stage.
+May import: errors and the standard library, duckdb, numpy, pandas (inside the functions that
+need it: opening a store and writing one scan's rows load no pandas). Never a stage.
 """
 
 from __future__ import annotations
@@ -50,9 +51,11 @@ from sscmort_core.store.db import (  # noqa: F401
     get_meta,
     in_clause,
     insert_frame,
+    insert_rows,
     migrate,
     one_row,
     open_store,
+    plain_row,
     schema_version,
     set_meta,
     to_python,

@@ -22,11 +22,12 @@ import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from sscmort_core.store.db import Store
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 AUDIT_COLUMNS = ("audit_id", "at_utc", "who", "role", "action", "object_ids", "outcome",
                  "detail", "channel", "session")
@@ -161,6 +162,8 @@ def audit_choices(store: Store) -> dict[str, list[str]]:
 def read_journal(store_path: str | Path, flt: AuditFilter = AuditFilter()) -> pd.DataFrame:
     """The journal's rows matching ``flt`` (the same columns and order as :func:`audit_frame`);
     a last line cut short by a crash is skipped. Needs no lock on the store."""
+    import pandas as pd
+
     path = journal_path(store_path)
     rows = []
     if path.is_file():

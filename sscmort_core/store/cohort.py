@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import duckdb
-import pandas as pd
 
-from sscmort_core.store.db import Store, in_clause, one_row, to_python
+from sscmort_core.store.db import Store, in_clause, one_row, plain_row, to_python
 from sscmort_core.store.schema import PATIENT_HISTORY_COLUMNS
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 @dataclass(frozen=True)
@@ -142,7 +144,8 @@ def scan_with_voxels(store: Store, voxel_sha256: str) -> str | None:
 
 
 def patient_row(store: Store, patient_id: str) -> dict[str, Any] | None:
-    return one_row(store, "SELECT * FROM patients WHERE patient_id = ?", [patient_id])
+    """The patients row of ``patient_id`` as plain Python values, or None."""
+    return plain_row(store, "SELECT * FROM patients WHERE patient_id = ?", [patient_id])
 
 
 def extend_followup(cur: duckdb.DuckDBPyConnection, patient_id: str, seen_alive: dt.date) -> None:

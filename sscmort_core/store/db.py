@@ -11,18 +11,23 @@ cursor over the same database.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
+import math
 import os
+import sys
 import threading
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import duckdb
 import numpy as np
-import pandas as pd
 
 from sscmort_core.errors import SchemaTooNewError, StoreError, StoreLockedError
 from sscmort_core.store.schema import _TABLE_COLUMNS, MIGRATIONS, SCHEMA_VERSION
 from sscmort_core.util.paths import DEFAULT_STORE_PATH  # noqa: F401  (re-exported)
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 class Store:
@@ -60,6 +65,8 @@ class Store:
 
     def query_df(self, sql: str, params: Sequence[Any] | None = None) -> pd.DataFrame:
         """Run a query; DATE columns come back as ``datetime.date`` objects (not Timestamps)."""
+        import pandas as pd
+
         cur = self.cursor().execute(sql, list(params or []))
         date_cols = [d[0] for d in cur.description if str(d[1]).upper() == "DATE"]
         df = cur.df()
@@ -220,9 +227,49 @@ def to_python(value: Any) -> Any:
         return int(value)
     if isinstance(value, (np.floating,)):
         return None if np.isnan(value) else float(value)
-    if isinstance(value, pd.Timestamp):
-        return value.date()
-    if value is pd.NaT:
+    pd = sys.modules.get("pandas")  # a pandas value exists only once pandas is loaded
+    if pd is not None:
+        if isinstance(value, pd.Timestamp):
+            return value.date()
+        if value is pd.NaT:
+            return None
+    return value
+
+
+# Up to this many rows, :func:`insert_rows` writes one INSERT ... VALUES (no pandas: the CLI's
+# ingest of one scan never loads it); more go through a DataFrame, which DuckDB scans faster.
+VALUES_MAX_ROWS = 500
+
+
+def insert_rows(cur: duckdb.DuckDBPyConnection, table: str, rows: Sequence[dict[str, Any]],
+                *, replace: bool = False) -> int:
+    """:func:`insert_frame` for rows given as dicts (every column of ``table``; extra keys
+    are ignored), with the same stored values: numpy scalars become Python values and NaN
+    becomes NULL, as DuckDB's scan of a DataFrame makes them. Returns rows written."""
+    columns = _TABLE_COLUMNS[table]
+    for row in rows:
+        missing = [c for c in columns if c not in row]
+        if missing:
+            raise ValueError(f"{table}: missing columns {missing}")
+    if not rows:
+        return 0
+    if len(rows) > VALUES_MAX_ROWS:
+        import pandas as pd
+
+        return insert_frame(cur, table, pd.DataFrame(list(rows)), replace=replace)
+    verb = "INSERT OR REPLACE" if replace else "INSERT"
+    one = "(" + ", ".join("?" for _ in columns) + ")"
+    params = [_bound(row[c]) for row in rows for c in columns]
+    cur.execute(f"{verb} INTO {table} ({', '.join(columns)}) VALUES "
+                + ", ".join([one] * len(rows)), params)
+    return len(rows)
+
+
+def _bound(value: Any) -> Any:
+    value = to_python(value)
+    if isinstance(value, np.bool_):
+        return bool(value)
+    if isinstance(value, float) and math.isnan(value):
         return None
     return value
 
@@ -236,3 +283,15 @@ def one_row(store: Store, sql: str, params: Sequence[Any]) -> dict[str, Any] | N
     """The first row of a query as plain Python values, or None when there is none."""
     df = store.query_df(sql, params)
     return None if df.empty else {k: to_python(v) for k, v in df.iloc[0].to_dict().items()}
+
+
+def plain_row(store: Store, sql: str, params: Sequence[Any]) -> dict[str, Any] | None:
+    """:func:`one_row` without pandas, for tables of VARCHAR, numbers, BOOLEAN, DATE and
+    TIMESTAMP columns: NULL is None, a DATE a ``datetime.date`` and a TIMESTAMP its date
+    (as :func:`one_row` gives them), the rest as DuckDB returns them."""
+    cur = store.cursor().execute(sql, list(params))
+    row = cur.fetchone()
+    if row is None:
+        return None
+    names = [d[0] for d in cur.description]
+    return {k: v.date() if isinstance(v, dt.datetime) else v for k, v in zip(names, row)}

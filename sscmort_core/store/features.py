@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import duckdb
-import pandas as pd
 
 from sscmort_core.store.db import Store, in_clause
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def qct_frame(store: Store) -> pd.DataFrame:

@@ -9,12 +9,14 @@ pseudonymous ids, keyed row hashes and the dates as they are stored.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import duckdb
-import pandas as pd
 
 from sscmort_core.store.db import Store, in_clause, insert_frame
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 TABLE_FORMATS: tuple[str, ...] = ("csv", "parquet")
 
@@ -49,6 +51,8 @@ def patients_by_ids(store: Store, patient_ids: Sequence[str]) -> pd.DataFrame:
 def patient_scans(store: Store, patient_ids: Sequence[str]) -> pd.DataFrame:
     """Every stored scan of the given patients: scan_id, patient_id, scan_date, voxel_sha256,
     and the import row key that brought it in (None for uploads)."""
+    import pandas as pd
+
     if not patient_ids:
         return pd.DataFrame(columns=["scan_id", "patient_id", "scan_date", "voxel_sha256",
                                      "row_key"])
@@ -61,6 +65,8 @@ def patient_scans(store: Store, patient_ids: Sequence[str]) -> pd.DataFrame:
 
 def import_keys_frame(store: Store, row_keys: Sequence[str]) -> pd.DataFrame:
     """Import keys already in the store (of ``row_keys``) with their scan's stored date."""
+    import pandas as pd
+
     if not row_keys:
         return pd.DataFrame(columns=["row_key", "patient_id", "scan_id", "scan_date"])
     return store.query_df(
@@ -71,6 +77,8 @@ def import_keys_frame(store: Store, row_keys: Sequence[str]) -> pd.DataFrame:
 
 def scans_with_voxels(store: Store, voxel_sha256: Sequence[str]) -> pd.DataFrame:
     """Stored scans whose voxels have one of these sha256: scan_id, patient_id, voxel_sha256."""
+    import pandas as pd
+
     if not voxel_sha256:
         return pd.DataFrame(columns=["scan_id", "patient_id", "voxel_sha256", "scan_date"])
     return store.query_df(
@@ -80,6 +88,8 @@ def scans_with_voxels(store: Store, voxel_sha256: Sequence[str]) -> pd.DataFrame
 
 def clinical_of(store: Store, patient_ids: Sequence[str], source: str) -> pd.DataFrame:
     """Clinical rows of ``source`` for the given patients (patient_id, date, FVC, DLCO)."""
+    import pandas as pd
+
     if not patient_ids:
         return pd.DataFrame(columns=["patient_id", "date", "fvc_pct_pred", "dlco_pct_pred"])
     return store.query_df(

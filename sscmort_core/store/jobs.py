@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
-import pandas as pd
 
 from sscmort_core.store.db import Store, one_row
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def jobs_frame(store: Store) -> pd.DataFrame:

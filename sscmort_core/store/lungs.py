@@ -7,31 +7,33 @@ that version."""
 from __future__ import annotations
 
 import datetime as dt
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import duckdb
-import pandas as pd
 
 from sscmort_core.errors import DataError
-from sscmort_core.store.db import Store, in_clause, insert_frame, to_python
+from sscmort_core.store.db import Store, in_clause, insert_frame, insert_rows, to_python
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 MEASURE_TABLES: tuple[str, ...] = ("qct", "qct_regions", "qct_patterns", "mask_qc")
 
 
 def replace_lung_measures(cur: duckdb.DuckDBPyConnection, scan_ids: Sequence[str],
-                          qct: pd.DataFrame, regions: pd.DataFrame, patterns: pd.DataFrame,
-                          qc: pd.DataFrame) -> None:
-    """Replace every measure row of ``scan_ids`` with the given frames (columns as in
-    :mod:`sscmort_core.store.schema`). Run inside a transaction."""
+                          qct: Sequence[dict], regions: Sequence[dict],
+                          patterns: Sequence[dict], qc: Sequence[dict]) -> None:
+    """Replace every measure row of ``scan_ids`` with the given rows (dicts with the columns
+    of :mod:`sscmort_core.store.schema`). Run inside a transaction."""
     if not scan_ids:
         return
     ids = list(scan_ids)
     for table in MEASURE_TABLES:
         cur.execute(f"DELETE FROM {table} WHERE {in_clause('scan_id', ids)}", ids)
-    insert_frame(cur, "qct", qct)
-    insert_frame(cur, "qct_regions", regions)
-    insert_frame(cur, "qct_patterns", patterns)
-    insert_frame(cur, "mask_qc", qc)
+    insert_rows(cur, "qct", qct)
+    insert_rows(cur, "qct_regions", regions)
+    insert_rows(cur, "qct_patterns", patterns)
+    insert_rows(cur, "mask_qc", qc)
 
 
 def regions_frame(store: Store, scan_ids: Sequence[str] | None = None) -> pd.DataFrame:
@@ -112,6 +114,8 @@ def qct_features_row(store: Store, scan_id: str) -> dict | None:
     """One scan's row of :func:`qct_features_frame` (qct columns with ``method_version``, then
     the pattern extents) as a dict of plain Python values (missing ones None), or None when
     the scan has no QCT row."""
+    import pandas as pd
+
     frame = store.query_df(
         """SELECT q.*, p.normal_pct, p.emphysema_pct, p.ground_glass_pct, p.reticulation_pct,
                   p.honeycombing_pct, p.consolidation_pct

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
-import pandas as pd
 
 from sscmort_core.store.db import Store, in_clause, one_row
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def upsert_model(cur: duckdb.DuckDBPyConnection, *, model_id: str, kind: str,

@@ -9,9 +9,13 @@ the installation.
 
 from __future__ import annotations
 
+import importlib.abc
+import importlib.util
 import logging
+import sys
 import warnings
 from pathlib import Path
+from typing import Any
 
 LOG_NAME = "sscmort.log"
 # Libraries that log tracebacks or chatter at WARNING when given a hard file: their records
@@ -101,9 +105,33 @@ class _LazyFileHandler(logging.FileHandler):
 
 
 def _quiet_simpleitk() -> None:
-    """SimpleITK/ITK print warnings straight to stderr from C++ unless told not to."""
-    try:
-        import SimpleITK as sitk  # heavy: loaded by every command that reads images anyway
-    except ImportError:
-        return
-    sitk.ProcessObject.SetGlobalWarningDisplay(False)
+    """SimpleITK/ITK print warnings straight to stderr from C++ unless told not to: told now
+    when SimpleITK is loaded, else the moment anything imports it (a command that never reads
+    an image through SimpleITK, e.g. ``qct`` on a DICOM folder, does not pay its import)."""
+    module = sys.modules.get("SimpleITK")
+    if module is not None:
+        module.ProcessObject.SetGlobalWarningDisplay(False)
+    elif not any(isinstance(f, _QuietOnImport) for f in sys.meta_path):
+        sys.meta_path.insert(0, _QuietOnImport())
+
+
+class _QuietOnImport(importlib.abc.MetaPathFinder):
+    """Finds nothing itself: on the first import of SimpleITK it steps aside, lets the other
+    finders locate the package, and wraps its loader so the warnings are switched off as soon
+    as the module has run."""
+
+    def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> Any:
+        if fullname != "SimpleITK":
+            return None
+        sys.meta_path.remove(self)  # one use; the real finders do the finding
+        spec = importlib.util.find_spec(fullname)
+        if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
+            return spec
+        run = spec.loader.exec_module
+
+        def exec_module(module: Any) -> None:
+            run(module)
+            module.ProcessObject.SetGlobalWarningDisplay(False)
+
+        spec.loader.exec_module = exec_module  # type: ignore[method-assign]
+        return spec

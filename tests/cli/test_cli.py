@@ -128,10 +128,12 @@ def test_ingest_keeps_no_phi_anywhere(tmp_path, phi_series, capsys, caplog):
                          for t in ("patients", "scans", "qct", "meta"))
     import zlib
 
-    assert volume.suffix == ".mha"  # header text + zlib data: searched decompressed
+    assert volume.suffix == ".mha"  # header text + raw voxels (zlib data: decompressed)
     header, _, data = volume.read_bytes().partition(b"ElementDataFile = LOCAL\n")
+    if b"CompressedData = True" in header:
+        data = zlib.decompress(data)
     haystacks = {"store file": store_path.read_bytes(),
-                 "volume": header + zlib.decompress(data),
+                 "volume": header + data,
                  "stdout+stderr": (out + err).encode(), "logs": caplog.text.encode(),
                  "tables": dump.encode()}
     for keyword, value in PHI.items():
@@ -202,3 +204,22 @@ def test_bad_numbers_exit_2_with_one_line(tiny_store, capsys, argv, message):
     assert code == 2 and message in err
     assert "Traceback" not in err
     assert Path(tiny_store).read_bytes() == before  # the store is unchanged
+
+
+def test_qct_and_ingest_load_only_what_they_use(phi_series, tmp_path):
+    """Issue 13's quick CLI: ``qct`` on a DICOM folder needs neither the store (pandas,
+    duckdb) nor SimpleITK; ``ingest`` writes one scan's rows without pandas and its volume
+    without SimpleITK; neither loads scipy.stats (the synthetic generator's), torch or
+    scikit-learn."""
+    unwanted = ["pandas", "pyarrow", "duckdb", "SimpleITK", "scipy.stats", "torch", "sklearn"]
+    for argv, allowed in ((["qct", str(phi_series)], set()),
+                          (["ingest", str(phi_series), "--scan-date", "2020-01-01",
+                            "--store", str(tmp_path / "s.duckdb")], {"duckdb"})):
+        code = ("import sys\nfrom sscmort_core.cli import main\n"
+                f"assert main({[*argv, '--quiet']!r}) == 0\n"
+                f"print(sorted(m for m in {unwanted!r} if m in sys.modules))\n")
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             timeout=300, cwd=Path(__file__).resolve().parents[2])
+        assert out.returncode == 0, out.stderr[-2000:]
+        loaded = set(json.loads(out.stdout.strip().splitlines()[-1].replace("'", '"')))
+        assert loaded == allowed, (argv[0], loaded)

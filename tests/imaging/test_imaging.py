@@ -744,3 +744,85 @@ def test_a_selector_matching_nothing_or_several_is_refused(two_series_study, tmp
     sitk.WriteImage(sitk.GetImageFromArray(chest_hu(12)), str(nifti))
     with pytest.raises(UnsupportedFormatError, match="single image file"):
         read_volume(nifti, series=SeriesSelector(series_description="prone"))
+
+
+@pytest.mark.parametrize("dtype", [np.int16, np.float32])
+def test_stored_copy_is_simpleitks_uncompressed_metaimage_byte_for_byte(tmp_path, dtype):
+    """save_stored_volume writes the .mha itself (no SimpleITK import, no compression: issue
+    13's ingest) exactly as SimpleITK writes it uncompressed, hashes what it wrote, and
+    load_stored_volume reads it back; a direction it does not write itself (not canonical)
+    goes through SimpleITK."""
+    import hashlib
+
+    import SimpleITK as sitk
+
+    from sscmort_core.imaging import save_stored_volume
+    from sscmort_core.imaging.volume import to_sitk_image
+
+    tilt = (0.9999619230641713, 0.0, 0.008726535498373935, 0.0, 1.0, 0.0,
+            -0.008726535498373935, 0.0, 0.9999619230641713)
+    flipped = (-1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
+    hu = (np.arange(4 * 5 * 6).reshape(4, 5, 6) - 1024).astype(dtype)
+    for direction in (tilt, flipped):
+        vol = Volume(hu=hu, spacing_mm=(1.25, 0.7, 0.6999), origin_mm=(-1 / 3, 2.0, 1e-5),
+                     direction=direction)
+        sha = save_stored_volume(vol, tmp_path / "ours.mha")
+        writer = sitk.ImageFileWriter()
+        writer.SetFileName(str(tmp_path / "sitk.mha"))
+        writer.SetUseCompression(False)
+        writer.Execute(to_sitk_image(vol))
+        ours = (tmp_path / "ours.mha").read_bytes()
+        assert ours == (tmp_path / "sitk.mha").read_bytes()
+        assert sha == hashlib.sha256(ours).hexdigest()
+        back, spacing = load_stored_volume(tmp_path / "ours.mha")
+        assert back.dtype == hu.dtype and np.array_equal(back, hu)
+        assert spacing == (1.25, 0.7, 0.6999)
+
+
+def _old_normalize_hu(hu, integral):
+    n_low = int(np.count_nonzero(hu < -1100))
+    warn = n_low > 0.001 * hu.size
+    if np.issubdtype(hu.dtype, np.integer):
+        out = np.maximum(hu, np.asarray(-1024, dtype=hu.dtype))
+        if integral and int(out.max()) <= np.iinfo(np.int16).max:
+            return out.astype(np.int16, copy=False), warn
+        return out.astype(np.float32), warn
+    out = np.maximum(hu, np.asarray(-1024.0, dtype=hu.dtype))
+    if integral and float(out.max()) <= np.iinfo(np.int16).max:
+        return np.rint(out).astype(np.int16), warn
+    return out.astype(np.float32, copy=False), warn
+
+
+@pytest.mark.parametrize("dtype", [np.int16, np.int32, np.float32])
+@pytest.mark.parametrize("top", [3071, 40000])
+def test_normalize_hu_equals_the_unchunked_version(dtype, top):
+    """Issue 13: the low count in slabs and the clip written straight into int16 give what
+    the one-pass version gave (values, type and warning)."""
+    from sscmort_core.imaging.validate import normalize_hu
+
+    rng = np.random.default_rng(0)
+    hi = min(top, np.iinfo(np.int16).max) if dtype == np.int16 else top
+    hu = rng.integers(-3000, hi, size=(7, 33, 41)).astype(dtype)
+    for integral in (True, False):
+        out, warning = normalize_hu(hu, integral=integral)
+        ref, warn = _old_normalize_hu(hu, integral)
+        assert out.dtype == ref.dtype and np.array_equal(out, ref)
+        assert (warning is not None) == warn
+
+
+def test_stacked_slices_widen_to_int32_when_one_does_not_fit_int16(monkeypatch):
+    from types import SimpleNamespace
+
+    import pydicom
+
+    from sscmort_core.imaging import dicom
+
+    slices = [np.full((2, 3), v, np.int32) for v in (-1024, 3071, 40000, -40000, 5)]
+    monkeypatch.setattr(dicom.pixels, "slice_hu", lambda path, name, ds, source, integral:
+                        slices[int(name)])
+    ordered = [SimpleNamespace(path=None, name=str(i), ds=pydicom.Dataset()) for i in range(5)]
+    out = dicom._stack_pixels(ordered, SimpleNamespace(rows=2, columns=3), Path("x"), True)
+    assert out.dtype == np.int32 and [int(s[0, 0]) for s in out] == [-1024, 3071, 40000,
+                                                                      -40000, 5]
+    out = dicom._stack_pixels(ordered[:2], SimpleNamespace(rows=2, columns=3), Path("x"), True)
+    assert out.dtype == np.int16 and [int(s[0, 0]) for s in out] == [-1024, 3071]

@@ -176,3 +176,65 @@ def test_a_store_from_before_registry_imports_gains_their_tables(tmp_path):
             st.record_import_failures(cur, frame)
             st.record_import_failures(cur, frame.assign(reason="r2"))
         assert st.import_failures_frame(s)[["attempts", "reason"]].values.tolist() == [[2, "r2"]]
+
+
+def _qc_and_patient_rows():
+    import numpy as np
+
+    qc = [{"scan_id": "S1", "check_name": f"c{i}", "passed": bool(i % 2) if i else np.bool_(True),
+           "value": [np.float32(0.25), float("nan"), None, np.float64(1e-300), 3][i % 5],
+           "expected": None if i % 3 else ">= 1", "message": "m" if i else None,
+           "method_version": "v"} for i in range(7)]
+    patient = {"patient_id": "P1", "sex": None, "birth_year": np.int64(1950), "subtype": None,
+               "antibody": None, "death_date": dt.date(2024, 2, 29),
+               "last_followup_date": dt.date(2023, 1, 1), "source": "upload", "synthetic": False}
+    scan = {c: None for c in st.schema._TABLE_COLUMNS["scans"]}
+    scan.update(scan_id="S1", patient_id="P1", scan_date=dt.date(2020, 1, 1), shape_z=np.int64(3),
+                spacing_z_mm=2.5, source="upload", synthetic=False)
+    return qc, patient, scan
+
+
+def _table(store, table):
+    return store.con.execute(f"SELECT * EXCLUDE (created_at) FROM {table} ORDER BY ALL"
+                             if table != "mask_qc" else
+                             f"SELECT * FROM {table} ORDER BY ALL").fetchall()
+
+
+@pytest.mark.parametrize("big", [False, True])
+def test_insert_rows_stores_what_insert_frame_stores(tmp_path, big, monkeypatch):
+    """The ingest writes its few rows without pandas (one INSERT ... VALUES); the values must
+    be those a DataFrame gives: numpy scalars as numbers, NaN as NULL, dates, booleans. Over
+    VALUES_MAX_ROWS rows it goes through a DataFrame itself (``big``)."""
+    from sscmort_core.store import db
+
+    if big:
+        monkeypatch.setattr(db, "VALUES_MAX_ROWS", 2)
+    qc, patient, scan = _qc_and_patient_rows()
+    stored = []
+    for how in ("frame", "rows"):
+        with st.open_store(tmp_path / f"{how}.duckdb") as s, s.transaction() as cur:
+            for table, rows in (("patients", [patient]), ("scans", [scan]), ("mask_qc", qc)):
+                if how == "frame":
+                    assert st.insert_frame(cur, table, pd.DataFrame(rows)) == len(rows)
+                else:
+                    assert st.insert_rows(cur, table, rows) == len(rows)
+        with st.open_store(tmp_path / f"{how}.duckdb", read_only=True) as s:
+            stored.append([_table(s, t) for t in ("patients", "scans", "mask_qc")])
+    assert stored[0] == stored[1]
+    values = [r[3] for r in stored[1][2]]
+    assert values.count(None) == 3 and 0.25 in values  # NaN and None both NULL
+    with st.open_store(tmp_path / "x.duckdb") as s, s.transaction() as cur:
+        with pytest.raises(ValueError, match="missing columns"):
+            st.insert_rows(cur, "mask_qc", [{"scan_id": "S1"}])
+
+
+def test_plain_row_gives_what_one_row_gives(tmp_path):
+    _, patient, _ = _qc_and_patient_rows()
+    with st.open_store(tmp_path / "s.duckdb") as s:
+        with s.transaction() as cur:
+            st.insert_rows(cur, "patients", [patient])
+        sql = "SELECT * FROM patients WHERE patient_id = ?"
+        old, new = st.one_row(s, sql, ["P1"]), st.plain_row(s, sql, ["P1"])
+        assert old == new and new["death_date"] == dt.date(2024, 2, 29)
+        assert isinstance(new["created_at"], dt.date) and new["birth_year"] == 1950
+        assert st.plain_row(s, sql, ["nobody"]) is None and st.patient_row(s, "P1") == new

@@ -60,3 +60,29 @@ def test_records_wait_until_the_store_exists_and_nothing_is_left_without_one(tmp
         assert [ln.rsplit(": ", 1)[1] for ln in lines] == ["first", "second"]
     finally:
         configure_logging(None)
+
+
+def test_simpleitk_is_quieted_when_loaded_later_and_not_loaded_for_it():
+    """configure_logging does not import SimpleITK (``qct`` on DICOM never needs it), yet
+    SimpleITK's C++ warnings are off once anything imports it, and off at once when it was
+    already loaded."""
+    out = _run("""
+import sys
+from sscmort_core.util.logs import configure_logging
+configure_logging(None)
+configure_logging(None)
+print('SimpleITK' in sys.modules)
+import SimpleITK as sitk
+print(sitk.ProcessObject.GetGlobalWarningDisplay())
+""")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["False", "False"]
+    out = _run("""
+import SimpleITK as sitk
+from sscmort_core.util.logs import configure_logging
+print(sitk.ProcessObject.GetGlobalWarningDisplay())
+configure_logging(None)
+print(sitk.ProcessObject.GetGlobalWarningDisplay())
+""")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["True", "False"]
