@@ -25,6 +25,10 @@ from sscmort_core.synthetic.cohort import generate_cohort
 from sscmort_core.synthetic.phantom import make_phantom, phantom_for_scan
 
 DEFAULT_REAL_CT = Path(__file__).resolve().parents[3] / "shared" / "data" / "real_ct"
+# Commands are timed as ``python -m sscmort_core`` run from the checkout this module is in:
+# ``-m`` imports from the working directory first, so from elsewhere another checkout's
+# sscmort_core could be the one measured.
+CHECKOUT = Path(__file__).resolve().parents[2]
 
 
 @dataclass(frozen=True)
@@ -196,14 +200,16 @@ def process_cost(argv: list[str]) -> ProcessCost:
     if gnu_time.is_file():
         with tempfile.NamedTemporaryFile("r", suffix=".time") as out:
             code = subprocess.call([str(gnu_time), "-f", "%U %S %M", "-o", out.name, *argv],
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                   cwd=CHECKOUT)
             wall = time.perf_counter() - t0
             fields = out.read().split()[-3:]
         if code != 0:
             raise RuntimeError(f"{argv[:4]} exited with {code}")
         user, system, kb = (float(x) for x in fields)
         return ProcessCost(user + system, wall, kb / 1024)
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            cwd=CHECKOUT)
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - t0
     if os.waitstatus_to_exitcode(status) != 0:
@@ -222,6 +228,7 @@ def bench_cli(series_dir: Path, repeats: int = 3) -> list[BenchResult]:
     --help`` against ``python -c pass``; ``sscmort qct`` and ``sscmort ingest`` against the
     SimpleITK read + threshold + components script on the same series. The memory ratio
     (peak RSS) is in ``detail``."""
+    series_dir = Path(series_dir).resolve()  # the commands run from CHECKOUT
     py = [sys.executable]
     empty = _median_cost(py + ["-c", "pass"], repeats)
     base = _median_cost(py + ["-c", _BASELINE_SCRIPT, str(series_dir)], repeats)

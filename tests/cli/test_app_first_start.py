@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from sscmort_core.cli import main
+from sscmort_core.pipeline.demo import demo_plan
 from sscmort_core.util.logs import log_path_for
 from tests.apprun import free_port, http_status, wait_healthy
 
@@ -74,7 +75,8 @@ def test_app_serves_at_once_with_no_store_and_a_restart_continues_the_build(tmp_
         assert http_status(url + "/") == 200
         # no browser has opened a page: the app started the build with the server
         text = _wait_log(store, r"step scans started", timeout_s=60)
-        assert STARTED.search(text).groups() == ("12", "12")
+        steps = str(len(demo_plan(5).steps))  # the plan the app builds (--demo-patients 5)
+        assert STARTED.search(text).groups() == (steps, steps)
         assert "step cohort done" in text and "step evaluate" not in text  # still building
     finally:
         _stop(proc)
@@ -84,7 +86,7 @@ def test_app_serves_at_once_with_no_store_and_a_restart_continues_the_build(tmp_
         wait_healthy(url, proc, timeout_s=60)
         text = _wait_log(store, STARTED.pattern, timeout_s=60, after=offset)
         left, total = map(int, STARTED.search(text).groups())
-        assert total == 12 and left < total  # the cohort was kept, not built again
+        assert total == len(demo_plan(5).steps) and left < total  # the cohort was kept, not built again
         assert "step cohort started" not in text
     finally:
         _stop(proc)
