@@ -21,9 +21,11 @@ from sscmort_core.cli.output import (
     iso_date,
 )
 from sscmort_core.errors import DataError
+from sscmort_core.util.threads import single_threaded_blas
 
 
 def cmd_ingest(args: argparse.Namespace) -> None:
+    single_threaded_blas()  # before numpy loads (util/threads.py)
     from sscmort_core.pipeline.ingest import ingest_path  # heavy: SimpleITK, pydicom
     from sscmort_core.store import open_store  # heavy: duckdb, pandas
 
@@ -43,6 +45,7 @@ def cmd_ingest(args: argparse.Namespace) -> None:
 
 
 def cmd_qct(args: argparse.Namespace) -> None:
+    single_threaded_blas()  # before numpy loads (util/threads.py)
     from sscmort_core.pipeline.analyse import (  # heavy: SimpleITK, pydicom
         analyse_path,
         write_label_volume,
