@@ -29,6 +29,10 @@ chest's centre (angle bins about a pixel of arc wide at 7 cm, :func:`n_rays`):
    nearest the pixel's angle) is lung, except bone, voxels that are never lung (airway,
    bowel gas, outside the body), and from the first fat layer (-150..-50 HU after a 3 x 3
    mean, at least 3 pixels wide) outward.
+5. the lung and its fill are closed in-plane by a disc (:func:`rind_closing`), each side of
+   the midline on its own: the notches between filled rays within CLOSE_RIND_MM of the
+   pleura, and, deeper, the walls between honeycomb cysts and reticulation strands (less
+   dense than CLOSE_DEEP_HU, so not vessels or the heart), never past the pleura.
 
 The same rays measure what any mask leaves out (:func:`costal_gap`, a QC check). Pure
 functions of a (z, y, x) HU grid, masks and the spacing; deterministic.
@@ -42,7 +46,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage as ndi
 
-from sscmort_core.lungs.morphology import dilate_square, erode_square
+from sscmort_core.lungs.morphology import dilate_square, erode_square, window_1d
 
 RAY_ARC_MM = 70.0  # rays are about one pixel apart at this distance from the centre
 BONE_HU = 200.0  # cortex and marrow of ribs, spine, scapulae (cartilage is left out)
@@ -55,7 +59,7 @@ RIB_WINDOW_RAYS = 1  # ... and half-width in rays
 RIB_QUANTILE = 25.0  # percent: ribs are the innermost bone; scapulae lie further out
 RIB_SMOOTH_RAYS = 2  # then averaged over +-2 rays and half the slab
 FRONT_MM = 3.0  # a ray's surface: the median of its crossings within this of the extreme
-WALL_SHIFT_MM = 1.35  # the pleura lies this much beyond the healthy gap's estimate (margin)
+WALL_SHIFT_MM = 1.2  # the pleura lies this much beyond the healthy gap's estimate (margin)
 HEALTHY_INSIDE_HU = -700.0  # a ray is healthy where its lung is this airy just inside the edge
 DISEASED_INSIDE_HU = -700.0  # a ray is filled only where its lung is denser inside the edge
 CONTACT_HU = -30.0  # just beyond a healthy lung's edge: the chest wall, not a fat layer
@@ -67,6 +71,9 @@ DISEASE_SPREAD_RAYS = 2  # a ray within this many rays of a diseased one (same s
 EDGE_BORROW_RAYS = 2  # a ray with lung but no edge of its own takes the edge of a ray this close
 DONOR_HU = -450.0  # ... whose lung just inside its edge is denser than this (half-way between
 # aerated lung and soft tissue: dense lung, not ground glass)
+CLOSE_PX = 3  # the lung and its fill are closed in-plane by a disc of this radius (pixels) ...
+CLOSE_RIND_MM = 10.0  # ... adding only voxels this close inside the pleura (rind_closing)
+CLOSE_DEEP_HU = -100.0  # ... or, deeper, voxels less dense than this (not vessel or heart)
 
 
 def n_rays(pixel_mm: float) -> int:
@@ -392,13 +399,25 @@ def at_pixels(per_ray: np.ndarray, rays: Rays) -> np.ndarray:
 
 
 def costal_fill(small: np.ndarray, lung: np.ndarray, never: np.ndarray,
-                spacing: tuple[float, float, float], centre_yx: tuple[float, float]
-                ) -> np.ndarray:
+                spacing: tuple[float, float, float], centre_yx: tuple[float, float],
+                close: bool = True) -> np.ndarray:
     """(Z, y, x) bool: voxels between the lung (Z, y, x bool) and the pleura that are lung
-    (module docstring, step 4); ``never`` (Z, y, x) bool are never taken."""
+    (module docstring, step 4), and with ``close`` the notches :func:`rind_closing` closes;
+    ``never`` (Z, y, x) bool are never taken."""
     surf = costal_surface(small, lung, spacing, centre_yx, never)
     mean3 = ndi.uniform_filter(small, size=(1, 3, 3), mode="nearest")
     fat = _in_plane_opening((mean3 >= FAT_HU[0]) & (mean3 <= FAT_HU[1]))
+    fill = _fill_runs(small, lung, never, spacing, surf, fat)
+    if not close or CLOSE_PX < 1:
+        return fill
+    may = ~fat & ~never & (small <= BONE_HU) & ~lung
+    return fill | rind_closing(lung | fill, may, surf, centre_yx[1], small)
+
+
+def _fill_runs(small: np.ndarray, lung: np.ndarray, never: np.ndarray,
+               spacing: tuple[float, float, float], surf: CostalSurface, fat: np.ndarray
+               ) -> np.ndarray:
+    """costal_fill's rays: the runs between a diseased lung's edge and the pleura."""
     half_pixel = 0.5 * min(spacing[1], spacing[2])  # radii are of pixel centres
     stop = first_beyond(fat | never, surf.r_lung, surf.rays) - half_pixel
     end = np.where(np.isnan(stop), surf.r_wall, np.minimum(surf.r_wall, stop))  # NaN: no rib
@@ -456,5 +475,74 @@ def costal_gap(small: np.ndarray, lung: np.ndarray, spacing: tuple[float, float,
     """(Z, y, x) bool: tissue denser than ``min_hu`` (not bone, not fat) between a mask's
     lung and the pleura where the mask stops MIN_GAP_MM or more short of it: dense lung a
     mask left out (the QC check). Same rays and pleura as :func:`costal_fill`."""
-    left_out = costal_fill(small, lung, np.zeros(lung.shape, bool), spacing, centre_yx)
+    left_out = costal_fill(small, lung, np.zeros(lung.shape, bool), spacing, centre_yx,
+                           close=False)
     return left_out & (small > min_hu)
+
+
+def _disc_rectangles(r: int) -> list[tuple[int, int]]:
+    """(half-height, half-width) of the rectangles whose union is the pixel disc of radius
+    ``r`` (the pixels with dy^2 + dx^2 <= r^2), only those not inside another one."""
+    rects = [(dy, int(math.isqrt(r * r - dy * dy))) for dy in range(r + 1)]
+    return [(dy, dx) for dy, dx in rects
+            if not any(o != (dy, dx) and o[0] >= dy and o[1] >= dx for o in rects)]
+
+
+def _dilate_disc(mask: np.ndarray, r: int) -> np.ndarray:
+    """(Z, y, x) bool in-plane dilation by the pixel disc of radius ``r`` (a union of
+    rectangles, each separable: the same as scipy's binary_dilation by the disc)."""
+    out = np.zeros_like(mask)
+    for dy, dx in _disc_rectangles(r):
+        out |= window_1d(window_1d(mask, dy, 1, False, False), dx, 2, False, False)
+    return out
+
+
+def _erode_disc(mask: np.ndarray, r: int) -> np.ndarray:
+    """(Z, y, x) bool in-plane erosion by the pixel disc of radius ``r`` (the intersection
+    of the erosions by its rectangles; beyond the image the edge pixel is repeated)."""
+    out = mask.copy()
+    for dy, dx in _disc_rectangles(r):
+        out &= window_1d(window_1d(mask, dy, 1, True, "edge"), dx, 2, True, "edge")
+    return out
+
+
+def rind_closing(lung: np.ndarray, may: np.ndarray, surf: CostalSurface, centre_x: float,
+                 small: np.ndarray | None = None) -> np.ndarray:
+    """(Z, y, x) bool: voxels an in-plane closing by a disc of CLOSE_PX pixels adds to
+    ``lung`` (the lung and its costal fill), each side of the midline ``centre_x`` on its
+    own, kept where the fill ``may`` take them and within CLOSE_RIND_MM inside the pleura
+    ``r_wall`` (interpolated between the two nearest rays; not where it is unknown). The
+    rays fill dense lung against the chest wall ray by ray; between filled rays (a ray
+    whose lung stops just short of the gap threshold, or is read as fat or healthy) notches
+    a pixel or two wide stay out, and the closing fills them without reaching past the
+    pleura or into the mediastinum. Deeper than CLOSE_RIND_MM only voxels less dense than
+    CLOSE_DEEP_HU (``small``, the HU) are kept: the dense walls between honeycomb cysts and
+    reticulation strands, which the air threshold and the dense growth (below -200 HU on a
+    noisy sharp kernel) leave out."""
+    x = np.arange(lung.shape[2])[None, None, :]
+    add = np.zeros_like(lung)
+    for side in (x <= centre_x, x > centre_x):
+        m = lung & side
+        if m.any():
+            add |= _erode_disc(_dilate_disc(m, CLOSE_PX), CLOSE_PX) & side
+    add &= may & ~lung
+    z, y, xx = np.nonzero(add)
+    if z.size == 0:
+        return add
+    rays = surf.rays
+    a = rays.pos[y, xx] - 0.5
+    k0 = np.floor(a).astype(np.int64)
+    w = (a - k0).astype(np.float32)
+    k0 %= rays.n
+    v0, v1 = surf.r_wall[z, k0], surf.r_wall[z, (k0 + 1) % rays.n]
+    wall = np.where(np.isfinite(v0) & np.isfinite(v1), (1 - w) * v0 + w * v1,
+                    np.where(np.isfinite(v0), v0, v1))
+    r = rays.radius[y, xx]
+    with np.errstate(invalid="ignore"):
+        keep = (r <= wall) & (r > wall - CLOSE_RIND_MM)
+        if small is not None and CLOSE_DEEP_HU > -1024:
+            keep |= (r <= wall) & (small[z, y, xx] < CLOSE_DEEP_HU)
+    out = np.zeros_like(lung)
+    out[z[keep], y[keep], xx[keep]] = True
+    return out
+

@@ -23,7 +23,7 @@ def _axis_slices(axis: int, a: slice, b: slice) -> tuple[tuple[slice, ...], tupl
     return tuple(sa), tuple(sb)
 
 
-def _window_1d(mask: np.ndarray, r: int, axis: int, erode: bool, outside: Outside
+def window_1d(mask: np.ndarray, r: int, axis: int, erode: bool, outside: Outside
                ) -> np.ndarray:
     """(z, y, x) bool: AND (``erode``) or OR of each pixel's +-r neighbours along ``axis``."""
     out = mask.copy()
@@ -46,11 +46,11 @@ def _window_1d(mask: np.ndarray, r: int, axis: int, erode: bool, outside: Outsid
 def erode_square(mask: np.ndarray, r: int, outside: Outside = False) -> np.ndarray:
     """(z, y, x) bool: in-plane erosion of ``mask`` by a (2r+1) x (2r+1) square."""
     m = np.asarray(mask, dtype=bool)
-    return _window_1d(_window_1d(m, r, 1, True, outside), r, 2, True, outside)
+    return window_1d(window_1d(m, r, 1, True, outside), r, 2, True, outside)
 
 
 def dilate_square(mask: np.ndarray, r: int) -> np.ndarray:
     """(z, y, x) bool: in-plane dilation of ``mask`` by a (2r+1) x (2r+1) square (what lies
     beyond the image never adds to a maximum, whether background or the edge repeated)."""
     m = np.asarray(mask, dtype=bool)
-    return _window_1d(_window_1d(m, r, 1, False, False), r, 2, False, False)
+    return window_1d(window_1d(m, r, 1, False, False), r, 2, False, False)

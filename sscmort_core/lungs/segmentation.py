@@ -33,7 +33,9 @@ coarser input is used as is), which also lowers noise:
    pleura: as dense as the chest wall, so no threshold keeps it) is bounded by the ribs
    instead (:mod:`sscmort_core.lungs.costal`): on rays from the chest's centre, where a
    diseased lung stops short of the pleura (the rib surface less the scan's healthy
-   lung-to-rib gap), what lies between is lung, except bone, fat and the body's outside.
+   lung-to-rib gap), what lies between is lung, except bone, fat and the body's outside;
+   then the lung and that fill are closed in-plane by a 3-pixel disc near the pleura (and,
+   deeper, where below -100 HU: walls between honeycomb cysts), never past the pleura.
 6. labels return to the input grid by nearest-neighbour upsampling (each working voxel is
    an f x f block of input voxels, so volumes are unbiased; the outline is blocky at f).
 
@@ -54,10 +56,12 @@ from sscmort_core.lungs import morphology
 from sscmort_core.lungs.costal import costal_fill
 
 # Bump when the mask changes: QCT rows, radiomics features and model inputs are keyed on it.
-LUNG_MASK_VERSION = "lungmask-4"  # 2: dense lung bounded by the ribs (costal step); 3: the
+LUNG_MASK_VERSION = "lungmask-5"  # 2: dense lung bounded by the ribs (costal step); 3: the
 # half-way edge beside normal lung, thin and neighbouring diseased rays filled, pleura +0.5 mm;
 # 4: rays without an edge of their own borrow a dense neighbour's, ribs pooled over +-25 mm,
-# pleura margin 1.35 mm (was 1.5)
+# pleura margin 1.35 mm (was 1.5); 5: the lung and its fill closed in-plane by a 3-pixel disc
+# (costal.rind_closing: within 10 mm of the pleura, or deeper where below -100 HU), pleura
+# margin 1.2 mm
 AIR_HU = -320.0  # lung / airway air vs soft tissue, on the block-averaged grid
 AIRWAY_HU = -950.0  # airway lumen (lung parenchyma is about -850)
 TARGET_INPLANE_MM = 1.5  # working grid; finer input is block-averaged to about this

@@ -103,7 +103,7 @@ def test_dense_fibrosis_is_kept_far_better_than_by_the_threshold_mask():
 
 def test_the_regression_set_of_hardest_cases_keeps_its_level():
     """Each case's recall, false share and Dice when the set was chosen (the 6 with the
-    lowest recall of dense_cases(48, seed=77), measured with lungmask-4) may not get worse."""
+    lowest recall of dense_cases(48, seed=77), measured with lungmask-5) may not get worse."""
     cases = json.loads(HARD_CASES.read_text())
     for c in cases["cases"]:
         case = DenseCase(**c["case"])
@@ -117,14 +117,15 @@ def test_the_regression_set_of_hardest_cases_keeps_its_level():
 def test_dense_fibrosis_phantoms_5_to_40_percent():
     """24 dense phantoms (5-40 % ILD; settings were chosen on dense_cases(24, seed=77), never
     on these). The issue's targets (>= 0.95 of the fibrotic lung kept, <= 2 % of the mask
-    outside the lung, Dice >= 0.97) are not all reached: measured with lungmask-4, median
-    recall 0.941 (min 0.833), false share median 0.0124 (max 0.0177, so every phantom meets
-    the 2 %), Dice median 0.9807 (min 0.9705, so every phantom meets the 0.97)
-    (docs/BENCHMARKS.md "## Lungs"); the floors sit a little below those levels."""
+    outside the lung, Dice >= 0.97) are not all reached: measured with lungmask-5, median
+    recall 0.946 (min 0.844), false share median 0.0131 (max 0.0195, so every phantom meets
+    the 2 %), Dice median 0.9838 (min 0.9730, so every phantom meets the 0.97)
+    (docs/BENCHMARKS.md "## Lungs"); the floors sit a little below those levels (the false
+    share's maximum at the 2 % target itself)."""
     results = np.array([_accuracy(c) for c in dense_cases(24, seed=31)])
-    assert np.median(results[:, 0]) >= 0.93 and results[:, 0].min() >= 0.82
-    assert np.median(results[:, 1]) <= 0.014 and results[:, 1].max() <= 0.020
-    assert np.median(results[:, 2]) >= 0.977 and results[:, 2].min() >= 0.966
+    assert np.median(results[:, 0]) >= 0.935 and results[:, 0].min() >= 0.83
+    assert np.median(results[:, 1]) <= 0.015 and results[:, 1].max() <= 0.020
+    assert np.median(results[:, 2]) >= 0.980 and results[:, 2].min() >= 0.968
 
 
 def test_diseased_rays_match_a_loop():
@@ -173,3 +174,37 @@ def test_half_way_rim_drops_blurred_air_beside_normal_lung_only():
     assert out[0, 2:5, 7].all() and not out[0, :, :7].any()
     hu[0, 1:6, 5:7] = -550.0  # ground glass beside the rim: the rim is disease, kept
     assert not half_way_rim(mask, hu)[0, 2:5, 7].any()
+
+
+@pytest.mark.parametrize("r", [1, 2, 3, 4])
+def test_disc_morphology_matches_scipy(r):
+    from scipy import ndimage as ndi
+    rng = np.random.default_rng(10 + r)
+    yy, xx = np.mgrid[-r:r + 1, -r:r + 1]
+    disc = np.zeros((1, 2 * r + 1, 2 * r + 1), dtype=bool)
+    disc[0] = yy ** 2 + xx ** 2 <= r * r
+    sparse = rng.random((3, 30, 34)) < 0.2
+    np.testing.assert_array_equal(costal._dilate_disc(sparse, r),
+                                  ndi.binary_dilation(sparse, disc))
+    dense = rng.random((3, 30, 34)) < 0.85
+    inner = (slice(None), slice(r, -r), slice(r, -r))  # scipy treats the outside as background
+    np.testing.assert_array_equal(costal._erode_disc(dense, r)[inner],
+                                  ndi.binary_erosion(dense, disc)[inner])
+
+
+def test_rind_closing_stays_inside_the_pleura_and_on_its_side():
+    """A notch in a ring of lung is closed where it lies inside the pleura, not beyond it,
+    and nothing joins across the midline."""
+    shape = (1, 60, 60)
+    yy, xx = np.indices(shape[1:])
+    r = np.hypot(yy - 29.5, xx - 29.5)  # pixels of 1 mm
+    lung = ((r > 15) & (r <= 24) & (np.abs(xx - 29.5) > 3))[None]
+    lung[0, 25:35, 50:54] = False  # a notch at the lung's outer edge (right-hand side)
+    rays = costal.make_rays(shape[1:], (1.0, 1.0), (29.5, 29.5))
+    wall = np.full((1, rays.n), 24.5, np.float32)
+    surf = costal.CostalSurface(rays, wall, wall, wall, wall, np.zeros(rays.n))
+    may = np.ones(shape, bool) & ~lung
+    add = costal.rind_closing(lung, may, surf, 29.5, np.zeros(shape, np.float32))
+    assert add[0, 25:35, 50:54].sum() > 0  # the notch is closed ...
+    assert not add[0][r > 24.5].any()  # ... never past the pleura
+    assert not add[0][np.abs(xx - 29.5) <= 3].any()  # nor across the midline gap
