@@ -35,7 +35,7 @@ from sscmort_core.lungs.patterns import (
 from sscmort_core.lungs.segmentation import block_mean
 from sscmort_core.synthetic import phantom as ph
 
-MODEL_VERSION = "patterns-3"
+MODEL_VERSION = "patterns-6"  # patterns-3 refitted on lungmask-5 (4 and 5: branch-only)
 PER_CLASS = 1500
 SAMPLE_SEED = 12
 # truth codes of the phantom (0 normal, 1 GGO, 2 reticulation, 3 honeycombing,

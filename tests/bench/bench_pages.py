@@ -350,6 +350,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pages", nargs="*", default=(), metavar="PAGE",
                     help='only these pages\' steps (e.g. "Model comparison"); the trivial '
                     "page always runs")
+    ap.add_argument("--log-out", type=Path, help="keep the app's log (sscmort.log: each page "
+                    "run's script time) at this path")
     args = ap.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="sscmort-bench-pages-") as tmp:
         store = Path(tmp) / "bench.duckdb"
@@ -361,6 +363,9 @@ def main(argv: list[str] | None = None) -> int:
             build_demo(store, n_patients=args.patients, seed=0, workers=1,
                        stages=("radiomics", "tabular", "evaluate"), models_dir=Path(tmp))
         result = run(store, args.repeats, Path(tmp), tuple(args.pages))
+        app_log = store.parent / f"{store.stem}_files" / "sscmort.log"
+        if args.log_out is not None and app_log.is_file():
+            shutil.copy(app_log, args.log_out)
     print(f"{'':<48} {'run finished':^26} {'page drawn':^26}")
     print(f"{'step':<48} {'p50 (s)':>8} {'p95 (s)':>8} {'x floor':>8} "
           f"{'p50 (s)':>8} {'p95 (s)':>8} {'x floor':>8}")
