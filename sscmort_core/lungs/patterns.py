@@ -15,12 +15,24 @@ covariances, priors) over the six patterns plus vessels (shown as normal lung), 
 synthetic phantoms' true patterns by :mod:`sscmort_core.pipeline.pattern_fit` and shipped as
 ``params/patterns.json`` (the file records the phantoms, samples and code it was made from; a
 test refits it and compares). Each voxel takes the pattern of largest posterior, and
-honeycombing also where it has the largest posterior averaged over a SMOOTH_PIXELS-wide
-in-plane window (patterns-2: honeycombing is a cluster of cysts and walls, and one voxel of
-it reads as air or as a line). Emphysema is the classic density rule instead: a 3-pixel mean
-below :data:`EMPHYSEMA_HU` with little dense tissue around (cysts with walls are
-honeycombing). An extent at or below a pattern's detection floor (the most the map finds of
-it in training phantoms without it, at least :data:`MIN_FLOOR_PCT`) is reported as 0.
+honeycombing also where it has the largest posterior averaged over the lung voxels of a
+:data:`SMOOTH_WINDOW` window (patterns-2: honeycombing is a cluster of cysts and walls, and
+one voxel of it reads as air or as a line; patterns-7: 3 x 3 x 3 voxels, the slices above and
+below included, where patterns-2 to -6 averaged 5 x 5 in-plane). Emphysema is the classic
+density rule instead: a 3-pixel mean below :data:`EMPHYSEMA_HU` with little dense tissue
+around (cysts with walls are honeycombing).
+
+Extents (patterns-7): honeycombing and consolidation keep only their 26-connected 3-D
+clusters larger than the largest false cluster of them the map finds in the training
+phantoms without them (``min_cluster_pct``, :func:`drop_small_clusters`); a voxel of a
+dropped cluster takes the most probable of normal, ground glass and reticulation by its own
+posterior. A true honeycomb or consolidation is a lump while false calls are scattered
+specks, so the rule keeps small true extents that a flat floor would zero (patterns-6 zeroed
+honeycombing up to 1.26 % of the lung). Every other pattern's extent at or below its
+detection floor (the most the map finds of it in training phantoms without it, at least
+:data:`MIN_FLOOR_PCT`) is reported as 0; the clustered patterns' floors are measured after the
+cluster rule (0 on the training phantoms, by construction) and are not raised to
+MIN_FLOOR_PCT.
 
 Labels: 0 outside the lung, 1.. in the order of :data:`PATTERNS`.
 """
@@ -55,18 +67,26 @@ TARGET_INPLANE_MM = 1.5  # the same working grid as the lung mask
 AIR_HU, GGO_HU, DENSE_HU = -910.0, (-750.0, -300.0), -250.0
 EMPHYSEMA_HU, EMPHYSEMA_MAX_DENSE = -930.0, 0.1  # the emphysema rule (3-pixel mean, dense5)
 MIN_FLOOR_PCT = 0.5  # no pattern is reported below this share of the lung
-SMOOTH_PIXELS = 5  # honeycombing's posterior is averaged over this in-plane window of lung
+SMOOTH_WINDOW = (3, 3, 3)  # (z, y, x) voxels: honeycombing's posterior averaged over lung
 # Voxels classified at a time: a chunk's (rows, k*f) products stay in cache, and a multiple of
 # the SIMD width gives the same values as one pass. One BLAS thread: a threaded product of
 # this size costs several times the CPU (threads spinning) for no gain on a busy machine.
 ROW_CHUNK = 8192
+CLUSTER_STRUCTURE = np.ones((3, 3, 3), dtype=bool)  # 26-connected 3-D clusters
+# what a voxel of a dropped cluster becomes: the most probable of these (by its own posterior;
+# emphysema is a density rule, and the clustered patterns are not offered)
+FALLBACK_PATTERNS: tuple[str, ...] = ("normal", "ground glass", "reticulation")
+
+
+_FALLBACK = np.array([PATTERNS.index(n) for n in FALLBACK_PATTERNS])
 
 
 @dataclass(frozen=True)
 class PatternModel:
     """A fitted QDA over :data:`CLASSES`: ``means`` (k, f), ``precisions_chol`` (k, f, f)
     with precision = L @ L.T, ``log_det`` (k,) = log |precision| / 2, ``log_prior`` (k,),
-    and ``floors_pct`` (6,) the detection floor of each pattern."""
+    ``floors_pct`` (6,) the detection floor of each pattern and ``min_cluster_pct`` (6,) the
+    cluster rule's threshold (% of the lung; 0: no cluster rule for that pattern)."""
 
     version: str
     means: np.ndarray = field(repr=False)
@@ -75,6 +95,8 @@ class PatternModel:
     log_prior: np.ndarray = field(repr=False)
     floors_pct: np.ndarray = field(repr=False)
     provenance: Mapping[str, Any] = field(default_factory=dict, repr=False)
+    min_cluster_pct: np.ndarray = field(default_factory=lambda: np.zeros(len(PATTERNS)),
+                                        repr=False)
 
     @staticmethod
     def fit(x: np.ndarray, y: np.ndarray, priors: np.ndarray, *, version: str,
@@ -100,11 +122,21 @@ class PatternModel:
         return PatternModel(version, means, chols, log_det, np.log(p / p.sum()),
                             np.full(len(PATTERNS), MIN_FLOOR_PCT), dict(provenance or {}))
 
-    def with_floors(self, floors_pct: np.ndarray) -> PatternModel:
-        """This model with detection floors ``floors_pct`` (6,), each at least MIN_FLOOR_PCT."""
-        floors = np.maximum(np.asarray(floors_pct, dtype=np.float64), MIN_FLOOR_PCT)
+    def with_clusters(self, min_cluster_pct: np.ndarray) -> PatternModel:
+        """This model with cluster-rule thresholds ``min_cluster_pct`` (6,) (0: no rule)."""
+        mc = np.asarray(min_cluster_pct, dtype=np.float64)
+        if mc.shape != (len(PATTERNS),) or (mc < 0).any() or mc[0] != 0:
+            raise ValueError("min_cluster_pct must be 6 shares >= 0, none for normal")
         return PatternModel(self.version, self.means, self.precisions_chol, self.log_det,
-                            self.log_prior, floors, self.provenance)
+                            self.log_prior, self.floors_pct, self.provenance, mc)
+
+    def with_floors(self, floors_pct: np.ndarray) -> PatternModel:
+        """This model with detection floors ``floors_pct`` (6,), each at least MIN_FLOOR_PCT
+        except for the patterns under a cluster rule (their floors are taken as given)."""
+        floors = np.asarray(floors_pct, dtype=np.float64)
+        floors = np.where(self.min_cluster_pct > 0, floors, np.maximum(floors, MIN_FLOOR_PCT))
+        return PatternModel(self.version, self.means, self.precisions_chol, self.log_det,
+                            self.log_prior, floors, self.provenance, self.min_cluster_pct)
 
     def log_posterior(self, x: np.ndarray) -> np.ndarray:
         """(n, k) unnormalised log posterior of each class for features ``x`` (n, f)."""
@@ -165,7 +197,9 @@ class PatternModel:
         return {"version": self.version, "classes": list(CLASSES), "features": list(FEATURES),
                 "means": self.means.tolist(), "precisions_chol": self.precisions_chol.tolist(),
                 "log_det": self.log_det.tolist(), "log_prior": self.log_prior.tolist(),
-                "floors_pct": self.floors_pct.tolist(), "provenance": dict(self.provenance)}
+                "floors_pct": self.floors_pct.tolist(),
+                "min_cluster_pct": self.min_cluster_pct.tolist(),
+                "provenance": dict(self.provenance)}
 
     @staticmethod
     def from_json(data: Mapping[str, Any]) -> PatternModel:
@@ -174,7 +208,9 @@ class PatternModel:
         return PatternModel(str(data["version"]), np.asarray(data["means"]),
                             np.asarray(data["precisions_chol"]), np.asarray(data["log_det"]),
                             np.asarray(data["log_prior"]), np.asarray(data["floors_pct"]),
-                            dict(data.get("provenance", {})))
+                            dict(data.get("provenance", {})),
+                            np.asarray(data.get("min_cluster_pct", np.zeros(len(PATTERNS))),
+                                       dtype=np.float64))
 
 
 @lru_cache(maxsize=1)
@@ -189,30 +225,37 @@ def pattern_model_version() -> str:
 
 
 class _LungWindows:
-    """In-plane w x w means over the lung voxels ``lung`` (z, y, x) only; each width's window
-    shares (how much of the window is lung) are filtered once for every mean of that width."""
+    """In-plane w x w means over the lung voxels ``lung`` (z, y, x) only (or any (z, y, x)
+    window given as a tuple); each window's shares (how much of it is lung) are filtered once
+    for every mean over that window."""
 
     def __init__(self, lung: np.ndarray) -> None:
         self.lung = lung
         self._share: dict[int, np.ndarray] = {}
         self._denominator: dict[int, np.ndarray] = {}
 
-    def share(self, w: int) -> np.ndarray:
-        """(z, y, x) float32: the share of the w x w window around each voxel inside the lung."""
+    def share(self, w: int | tuple[int, int, int]) -> np.ndarray:
+        """(z, y, x) float32: the share of the w x w window (or the (z, y, x) window ``w``)
+        around each voxel inside the lung."""
         if w not in self._share:
-            self._share[w] = ndi.uniform_filter(self.lung.astype(np.float32), size=(1, w, w),
+            self._share[w] = ndi.uniform_filter(self.lung.astype(np.float32), size=_size(w),
                                                 mode="constant")
         return self._share[w]
 
-    def mean(self, values: np.ndarray, w: int) -> np.ndarray:
-        """(z, y, x) float32 w x w mean of ``values`` over the lung voxels."""
+    def mean(self, values: np.ndarray, w: int | tuple[int, int, int]) -> np.ndarray:
+        """(z, y, x) float32 w x w (or (z, y, x) window ``w``) mean of ``values`` over the
+        lung voxels."""
         if w not in self._denominator:
             self._denominator[w] = np.maximum(self.share(w), np.float32(1e-6))
         inside = ((values & self.lung).astype(np.float32) if values.dtype == bool
                   else np.where(self.lung, values, 0.0).astype(np.float32, copy=False))
-        total = ndi.uniform_filter(inside, size=(1, w, w), mode="constant")
+        total = ndi.uniform_filter(inside, size=_size(w), mode="constant")
         total /= self._denominator[w]
         return total
+
+
+def _size(w: int | tuple[int, int, int]) -> tuple[int, int, int]:
+    return (1, w, w) if isinstance(w, int) else tuple(int(v) for v in w)  # type: ignore
 
 
 def _lung_box_mean(values: np.ndarray, m: np.ndarray, w: int) -> np.ndarray:
@@ -273,17 +316,19 @@ def _emphysema(x: np.ndarray, mean3_lung: np.ndarray) -> np.ndarray:
     return (mean3_lung < EMPHYSEMA_HU) & (x[:, FEATURES.index("dense5")] <= EMPHYSEMA_MAX_DENSE)
 
 
-def smoothed_patterns(post: np.ndarray, lung: np.ndarray, w: int) -> np.ndarray:
+def smoothed_patterns(post: np.ndarray, lung: np.ndarray,
+                      w: int | tuple[int, int, int]) -> np.ndarray:
     """(n,) the pattern (PATTERNS) of largest posterior ``post`` (n, 6) voxel by voxel, and
     honeycombing also where it has the largest posterior once every pattern's posterior is
-    averaged over the lung voxels of a w x w in-plane window: a honeycomb cluster is cysts and
-    walls together, and one voxel alone reads as air or as a line."""
+    averaged over the lung voxels of a w x w in-plane window (or the (z, y, x) window ``w``):
+    a honeycomb cluster is cysts and walls together, and one voxel alone reads as air or as a
+    line."""
     return _smoothed(post, _LungWindows(lung), w)
 
 
-def _smoothed(post: np.ndarray, win: _LungWindows, w: int) -> np.ndarray:
+def _smoothed(post: np.ndarray, win: _LungWindows, w: int | tuple[int, int, int]) -> np.ndarray:
     pred = np.argmax(post, axis=1)
-    if w <= 1:
+    if max(_size(w)) <= 1:
         return pred
     lung = win.lung
     avg = np.empty_like(post)
@@ -298,14 +343,73 @@ def _smoothed(post: np.ndarray, win: _LungWindows, w: int) -> np.ndarray:
 
 def predict_patterns(model: PatternModel, hu: np.ndarray, lung: np.ndarray) -> np.ndarray:
     """(n,) pattern index (PATTERNS) of each lung voxel of ``lung`` (C order), working grid:
-    the largest posterior, honeycombing also where its posterior smoothed over SMOOTH_PIXELS
+    the largest posterior, honeycombing also where its posterior smoothed over SMOOTH_WINDOW
     is the largest (:func:`smoothed_patterns`), then the emphysema rule."""
+    return predict_with_fallback(model, hu, lung)[0]
+
+
+def predict_with_fallback(model: PatternModel, hu: np.ndarray,
+                          lung: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`predict_patterns` and (n,) each voxel's fallback: the pattern of largest
+    posterior among :data:`FALLBACK_PATTERNS` (what a voxel of a dropped cluster becomes)."""
     win = _LungWindows(lung)
     x, mean3 = _features(hu, win)
-    pred = _smoothed(model.pattern_posterior(x), win, SMOOTH_PIXELS)
+    post = model.pattern_posterior(x)
+    pred = _smoothed(post, win, SMOOTH_WINDOW)
     emph = PATTERNS.index("emphysema")
     pred = np.where(pred == emph, 0, pred)
-    return np.where(_emphysema(x, mean3), emph, pred)
+    fallback = _FALLBACK[np.argmax(post[:, _FALLBACK], axis=1)]
+    return np.where(_emphysema(x, mean3), emph, pred), fallback
+
+
+def cluster_sizes_pct(labels: np.ndarray, weights: np.ndarray, pattern: int,
+                      total: float) -> tuple[np.ndarray, np.ndarray]:
+    """The 26-connected 3-D clusters of ``pattern`` (index into PATTERNS) in ``labels``
+    (z, y, x) uint8 (0 outside the lung, 1.. PATTERNS): (z, y, x) int32 cluster ids (0 none)
+    and (m + 1,) float64 each cluster's size in % of ``total``, where a voxel counts as its
+    ``weights`` (z, y, x) (the input voxels of lung it stands for); entry 0 is unused."""
+    ids, m = ndi.label(labels == pattern + 1, structure=CLUSTER_STRUCTURE)
+    sizes = np.bincount(ids.ravel(), weights=weights.ravel(), minlength=m + 1)
+    return ids, 100.0 * sizes / total
+
+
+def largest_cluster_pct(labels: np.ndarray, weights: np.ndarray, pattern: int,
+                        total: float) -> float:
+    """The largest 26-connected cluster of ``pattern`` in % of ``total`` (0 if none)."""
+    sizes = cluster_sizes_pct(labels, weights, pattern, total)[1]
+    return float(sizes[1:].max()) if sizes.size > 1 else 0.0
+
+
+def drop_small_clusters(labels: np.ndarray, weights: np.ndarray,
+                        min_cluster_pct: np.ndarray,
+                        fallback: np.ndarray | None = None) -> np.ndarray:
+    """``labels`` (z, y, x) uint8 (0 outside, 1.. PATTERNS) with every 26-connected 3-D
+    cluster of a pattern k of at most ``min_cluster_pct[k]`` % of the lung relabelled with
+    ``fallback`` (z, y, x) uint8 labels there (None: normal) (patterns with a threshold of 0
+    untouched). ``weights`` (z, y, x): the input voxels of lung
+    each voxel stands for (block counts on the working grid); the lung is their sum over
+    ``labels > 0``. Deterministic; returns a new array."""
+    out = labels.copy()
+    total = float(weights[labels > 0].sum())
+    for k in np.flatnonzero(np.asarray(min_cluster_pct) > 0):
+        if not (labels == k + 1).any():
+            continue
+        ids, sizes = cluster_sizes_pct(labels, weights, int(k), total)
+        small = sizes <= min_cluster_pct[k]
+        small[0] = False
+        drop = small[ids]
+        out[drop] = 1 if fallback is None else fallback[drop]
+    return out
+
+
+def block_weights(mask: np.ndarray, f: int) -> np.ndarray:
+    """(z, ceil(y/f), ceil(x/f)) uint8 count of ``mask`` voxels in each f x f in-plane block,
+    the missing edge of the last blocks counting as outside (the voxels a working-grid voxel
+    stands for on the input grid)."""
+    z, y, x = mask.shape
+    m = np.pad(mask.astype(np.uint8), ((0, 0), (0, (-y) % f), (0, (-x) % f)))
+    return m.reshape(z, m.shape[1] // f, f, m.shape[2] // f, f).sum(axis=(2, 4),
+                                                                    dtype=np.uint8)
 
 
 @dataclass(frozen=True)
@@ -373,7 +477,13 @@ def classify_patterns(hu: np.ndarray, lung_mask: np.ndarray,
     small_mask = block_count(sub_mask, f) > 0  # blocks holding lung
     classes = np.zeros(small.shape, dtype=np.uint8)
     if small_mask.any():
-        classes[small_mask] = predict_patterns(model, small, small_mask).astype(np.uint8) + 1
+        pred, fallback = predict_with_fallback(model, small, small_mask)
+        classes[small_mask] = pred.astype(np.uint8) + 1
+        if (model.min_cluster_pct > 0).any():
+            instead = np.zeros(small.shape, dtype=np.uint8)
+            instead[small_mask] = fallback.astype(np.uint8) + 1
+            classes = drop_small_clusters(classes, block_weights(sub_mask, f),
+                                          model.min_cluster_pct, instead)
     up = np.repeat(np.repeat(classes, f, axis=1), f, axis=2)[:, :sub_hu.shape[1],
                                                              :sub_hu.shape[2]]
     labels = np.zeros(hu.shape, dtype=np.uint8)

@@ -6,9 +6,12 @@ ILD, both kernels, three slice thicknesses, with and without emphysema; volume s
 the shipped lung mask; the features of lung voxels (:func:`sscmort_core.lungs.patterns.
 voxel_features`) inside both the mask and the true lung are sampled, at most
 :data:`PER_CLASS` per class (the six patterns and vessels) and phantom (seeded), and a QDA
-is fitted in closed form with the classes' shares of all those voxels as priors. Each
-pattern's detection floor is the largest extent the fitted map reports of it in a training
-phantom that has none. Deterministic: the same code gives the same file, which
+is fitted in closed form with the classes' shares of all those voxels as priors. For the
+patterns of :data:`CLUSTER_PATTERNS` the cluster rule's threshold is the largest 26-connected
+3-D cluster of it (in % of the mask) the fitted map finds in a training phantom that has none
+(:func:`sscmort_core.lungs.patterns.largest_cluster_pct`); then, with that rule applied, each
+pattern's detection floor is the largest extent the map reports of it in a training phantom
+that has none. Deterministic: the same code gives the same file, which
 ``tests/lungs/test_patterns.py`` checks by refitting.
 
 ``python -m sscmort_core.pipeline.pattern_fit`` writes the file.
@@ -29,13 +32,16 @@ from sscmort_core.lungs.patterns import (
     PATTERNS,
     TARGET_INPLANE_MM,
     PatternModel,
-    predict_patterns,
+    drop_small_clusters,
+    largest_cluster_pct,
+    predict_with_fallback,
     voxel_features,
 )
 from sscmort_core.lungs.segmentation import block_mean
 from sscmort_core.synthetic import phantom as ph
 
-MODEL_VERSION = "patterns-6"  # patterns-3 refitted on lungmask-5 (4 and 5: branch-only)
+MODEL_VERSION = "patterns-7"  # patterns-6 + the cluster rule for honeycombing, consolidation
+CLUSTER_PATTERNS: tuple[str, ...] = ("honeycombing", "consolidation")
 PER_CLASS = 1500
 SAMPLE_SEED = 12
 # truth codes of the phantom (0 normal, 1 GGO, 2 reticulation, 3 honeycombing,
@@ -128,10 +134,25 @@ def fit_pattern_model(design: tuple[Design, ...] = TRAINING_DESIGN) -> PatternMo
     model = PatternModel.fit(np.concatenate([s.x for s in samples]),
                              np.concatenate([s.y for s in samples]), total,
                              version=MODEL_VERSION, provenance=provenance)
+    labels, fallbacks = [], []
+    for s in samples:  # the map of each training phantom, before any floor or cluster rule
+        lab, instead = np.zeros(s.mask.shape, np.uint8), np.zeros(s.mask.shape, np.uint8)
+        pred, fallback = predict_with_fallback(model, s.hu, s.mask)
+        lab[s.mask], instead[s.mask] = pred + 1, fallback + 1
+        labels.append(lab)
+        fallbacks.append(instead)
+    min_cluster = np.zeros(len(PATTERNS))
+    for s, lab in zip(samples, labels):
+        for name in CLUSTER_PATTERNS:
+            k = PATTERNS.index(name)
+            if s.true_pct[k] == 0:
+                min_cluster[k] = max(min_cluster[k], largest_cluster_pct(
+                    lab, s.mask.view(np.uint8), k, float(s.mask.sum())))
+    model = model.with_clusters(min_cluster)
     floors = np.zeros(len(PATTERNS))
-    for s in samples:
-        found = 100.0 * np.bincount(predict_patterns(model, s.hu, s.mask),
-                                    minlength=len(PATTERNS)) / s.mask.sum()
+    for s, lab, instead in zip(samples, labels, fallbacks):
+        kept = drop_small_clusters(lab, s.mask.view(np.uint8), model.min_cluster_pct, instead)
+        found = 100.0 * np.bincount(kept[s.mask] - 1, minlength=len(PATTERNS)) / s.mask.sum()
         absent = s.true_pct == 0
         floors[absent] = np.maximum(floors[absent], found[absent])
     return model.with_floors(floors)

@@ -106,7 +106,7 @@ class _Hgb:
 def _labels(model: object, x: np.ndarray, hu: np.ndarray, lung: np.ndarray) -> np.ndarray:
     """The shipped decision (predict_patterns) on any model with pattern_posterior."""
     post = model.pattern_posterior(x)  # type: ignore[attr-defined]
-    pred = pm.smoothed_patterns(post, lung, pm.SMOOTH_PIXELS)
+    pred = pm.smoothed_patterns(post, lung, pm.SMOOTH_WINDOW)
     emph = pm.PATTERNS.index("emphysema")
     pred = np.where(pred == emph, 0, pred)
     return np.where(pm.emphysema_rule(x, hu, lung), emph, pred)

@@ -17,7 +17,7 @@ from sscmort_core.lungs.patterns import (
     FEATURES,
     GGO_HU,
     PATTERNS,
-    SMOOTH_PIXELS,
+    SMOOTH_WINDOW,
     default_model,
     predict_patterns,
     voxel_features,
@@ -59,8 +59,9 @@ def test_block_count_thresholds_equal_block_mean_thresholds(f):
 
 
 def _old_box_mean(values, m, w):
-    weight = ndi.uniform_filter(m.astype(np.float32), size=(1, w, w), mode="constant")
-    total = ndi.uniform_filter(np.where(m, values, 0.0).astype(np.float32), size=(1, w, w),
+    size = (1, w, w) if isinstance(w, int) else w
+    weight = ndi.uniform_filter(m.astype(np.float32), size=size, mode="constant")
+    total = ndi.uniform_filter(np.where(m, values, 0.0).astype(np.float32), size=size,
                                mode="constant")
     return total / np.maximum(weight, np.float32(1e-6))
 
@@ -113,7 +114,7 @@ def _old_predict(model, hu, lung):
     vol = np.zeros(lung.shape, np.float32)
     for j in range(post.shape[1]):
         vol[lung] = post[:, j]
-        avg[:, j] = _old_box_mean(vol, lung, SMOOTH_PIXELS)[lung]
+        avg[:, j] = _old_box_mean(vol, lung, SMOOTH_WINDOW)[lung]
     honey = PATTERNS.index("honeycombing")
     pred[np.argmax(avg, axis=1) == honey] = honey
     emph = PATTERNS.index("emphysema")

