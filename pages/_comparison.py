@@ -141,8 +141,9 @@ def _summary(_store: st_store.Store, key: tuple[str, ...], ids: tuple[str, ...],
              colours: tuple[tuple[str, str], ...], split: str,
              boot: int) -> tuple[pd.DataFrame, dict | None]:
     table = ev.metrics_table(_store, list(ids), split=split, n_boot=boot)
-    spec = arrow_spec(charts_eval.chart_spec(charts_eval.auc_summary_chart(
-        table, study.STUDY_REPORTED_AUCS, colours=dict(colours)))) \
+    spec = arrow_spec(charts_eval.chart_spec(charts_eval.summary_view(
+        charts_eval.auc_summary_chart(table, study.STUDY_REPORTED_AUCS,
+                                      colours=dict(colours))))) \
         if table["AUC"].notna().any() else None
     return table, spec
 

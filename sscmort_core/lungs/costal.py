@@ -386,16 +386,33 @@ def borrowed_edge(r_lung: np.ndarray, edge: np.ndarray, inside_hu: np.ndarray) -
 def at_pixels(per_ray: np.ndarray, rays: Rays) -> np.ndarray:
     """(Z, y, x): per-ray values (Z, n) linearly interpolated between the two rays nearest
     each pixel's angle; where one of the two is not finite, the other one's value."""
-    a = rays.pos - 0.5  # (y, x) in ray-centre units
+    return between_rays(per_ray, rays, slice(None), rays.pos)
+
+
+def between_rays(per_ray: np.ndarray, rays: Rays, z: np.ndarray | slice,
+                 pos: np.ndarray) -> np.ndarray:
+    """Per-ray values (Z, n) at voxels of slices ``z`` and angle positions ``pos`` (rays;
+    :attr:`Rays.pos` of their pixels), linearly interpolated between the two rays whose
+    centres are nearest; where one of the two is not finite, the other one's value. With
+    ``z`` an index array, ``pos`` holds one position per voxel (the result has its shape);
+    with ``slice(None)`` and ``pos`` (y, x), the result is (Z, y, x)."""
+    a = pos - 0.5  # in ray-centre units
     k0 = np.floor(a).astype(np.int64)
-    w = (a - k0).astype(np.float32)[None]
+    w = (a - k0).astype(np.float32)
     k0 %= rays.n
-    k1 = (k0 + 1) % rays.n
-    v0, v1 = per_ray[:, k0], per_ray[:, k1]  # (Z, y, x)
+    v0, v1 = per_ray[z, k0], per_ray[z, (k0 + 1) % rays.n]
     ok0, ok1 = np.isfinite(v0), np.isfinite(v1)
     with np.errstate(invalid="ignore"):
         both = (1 - w) * v0 + w * v1
     return np.where(ok0 & ok1, both, np.where(ok0, v0, v1))
+
+
+def midline_sides(width: int, centre_x: float) -> tuple[np.ndarray, np.ndarray]:
+    """(1, 1, width) bool each: the columns on the low-x side of the midline ``centre_x``
+    (x <= centre_x, the right lung's in the canonical orientation) and the rest (the left
+    lung's). The costal closing and the assignment of the fill to a lung split alike."""
+    x = np.arange(width)[None, None, :]
+    return x <= centre_x, x > centre_x
 
 
 def costal_fill(small: np.ndarray, lung: np.ndarray, never: np.ndarray,
@@ -507,7 +524,7 @@ def _erode_disc(mask: np.ndarray, r: int) -> np.ndarray:
 
 
 def rind_closing(lung: np.ndarray, may: np.ndarray, surf: CostalSurface, centre_x: float,
-                 small: np.ndarray | None = None) -> np.ndarray:
+                 small: np.ndarray) -> np.ndarray:
     """(Z, y, x) bool: voxels an in-plane closing by a disc of CLOSE_PX pixels adds to
     ``lung`` (the lung and its costal fill), each side of the midline ``centre_x`` on its
     own, kept where the fill ``may`` take them and within CLOSE_RIND_MM inside the pleura
@@ -519,9 +536,8 @@ def rind_closing(lung: np.ndarray, may: np.ndarray, surf: CostalSurface, centre_
     CLOSE_DEEP_HU (``small``, the HU) are kept: the dense walls between honeycomb cysts and
     reticulation strands, which the air threshold and the dense growth (below -200 HU on a
     noisy sharp kernel) leave out."""
-    x = np.arange(lung.shape[2])[None, None, :]
     add = np.zeros_like(lung)
-    for side in (x <= centre_x, x > centre_x):
+    for side in midline_sides(lung.shape[2], centre_x):
         m = lung & side
         if m.any():
             add |= _erode_disc(_dilate_disc(m, CLOSE_PX), CLOSE_PX) & side
@@ -529,19 +545,10 @@ def rind_closing(lung: np.ndarray, may: np.ndarray, surf: CostalSurface, centre_
     z, y, xx = np.nonzero(add)
     if z.size == 0:
         return add
-    rays = surf.rays
-    a = rays.pos[y, xx] - 0.5
-    k0 = np.floor(a).astype(np.int64)
-    w = (a - k0).astype(np.float32)
-    k0 %= rays.n
-    v0, v1 = surf.r_wall[z, k0], surf.r_wall[z, (k0 + 1) % rays.n]
-    wall = np.where(np.isfinite(v0) & np.isfinite(v1), (1 - w) * v0 + w * v1,
-                    np.where(np.isfinite(v0), v0, v1))
-    r = rays.radius[y, xx]
+    wall = between_rays(surf.r_wall, surf.rays, z, surf.rays.pos[y, xx])
+    r = surf.rays.radius[y, xx]
     with np.errstate(invalid="ignore"):
-        keep = (r <= wall) & (r > wall - CLOSE_RIND_MM)
-        if small is not None and CLOSE_DEEP_HU > -1024:
-            keep |= (r <= wall) & (small[z, y, xx] < CLOSE_DEEP_HU)
+        keep = (r <= wall) & ((r > wall - CLOSE_RIND_MM) | (small[z, y, xx] < CLOSE_DEEP_HU))
     out = np.zeros_like(lung)
     out[z[keep], y[keep], xx[keep]] = True
     return out

@@ -53,7 +53,7 @@ from scipy import ndimage as ndi
 
 from sscmort_core.errors import EmptyMaskError
 from sscmort_core.lungs import morphology
-from sscmort_core.lungs.costal import costal_fill
+from sscmort_core.lungs.costal import costal_fill, midline_sides
 
 # Bump when the mask changes: QCT rows, radiomics features and model inputs are keyed on it.
 LUNG_MASK_VERSION = "lungmask-5"  # 2: dense lung bounded by the ribs (costal step); 3: the
@@ -582,13 +582,12 @@ def _add_costal(labels: np.ndarray, small: np.ndarray, never: np.ndarray,
     if not add.any():
         return
     present = [side for side in (RIGHT, LEFT) if (labels == side).any()]
-    x = np.arange(labels.shape[2])[None, None, :]
+    halves = dict(zip((RIGHT, LEFT), midline_sides(labels.shape[2], body_cx)))
     zs = np.nonzero(add.any(axis=(1, 2)))[0]
     sl = slice(int(zs[0]), int(zs[-1]) + 1)  # holes closed only where lung was added
     lab, hu, bad_all, add = labels[sl], small[sl], never[sl], add[sl]
     for side in present:
-        mine = add & ((x <= body_cx) if side == RIGHT else (x > body_cx)) \
-            if len(present) == 2 else add
+        mine = add & halves[side] if len(present) == 2 else add
         grown = _fill_holes_selective((lab == side) | mine, hu, bad_all | (lab > 0)
                                       & (lab != side), spacing)
         lab[grown & (lab == 0) & ~bad_all] = side

@@ -10,7 +10,6 @@ from __future__ import annotations
 from typing import Mapping, Sequence
 
 import altair as alt
-import numpy as np
 import pandas as pd
 
 from sscmort_core.labels import HORIZONS_YEARS
@@ -34,16 +33,28 @@ def _n_models(frame: pd.DataFrame) -> int:
     return int(frame["model_id"].dropna().nunique())
 
 
-def _colour(frame: pd.DataFrame, colours: Mapping[str, str] | None = None) -> alt.Color:
-    """Colour by the legend text, in order of first appearance; each model's colour keyed on
-    its id (:func:`palette.model_colours` of every model the page offers, so removing one
-    never recolours the others; without ``colours``, keyed among the frame's ids)."""
-    models = frame.loc[frame["model_id"].notna(), ["model_id", "model"]].drop_duplicates(
-        "model_id")
-    shown = list(zip(models["model_id"].astype(str), models["model"]))
-    if colours is None:
-        colours = palette.model_colours([m for m, _ in shown], oracle=["oracle"])
-    return alt.Color("model:N", scale=palette.model_scale(shown, colours), legend=_LEGEND)
+def _with_colours(frame: pd.DataFrame, colours: Mapping[str, str] | None = None
+                  ) -> pd.DataFrame:
+    """``frame`` with a ``colour`` column: each model's colour keyed on its id
+    (:func:`palette.model_colours` of every model the page offers, so removing one never
+    recolours the others; without ``colours``, keyed among the frame's ids); rows without a
+    model (references) get none."""
+    ids = frame.loc[frame["model_id"].notna(), "model_id"].astype(str).drop_duplicates()
+    known = dict(colours or {})
+    missing = [m for m in ids if m not in known]
+    if missing:  # ids outside the registry (or no registry given): among themselves
+        known.update(palette.model_colours(missing, oracle=["oracle"]))
+    return frame.assign(colour=[known[str(m)] if pd.notna(m) else None
+                                for m in frame["model_id"]])
+
+
+def _colour() -> alt.Color:
+    """Colour by the legend text (legend in its alphabetical order), each text's colour taken
+    from its rows' ``colour`` column (:func:`_with_colours`): the spec names no model, so it
+    is the same whichever models are shown and the page updates the drawn chart's data in
+    place instead of building a new view (issue 13)."""
+    return alt.Color("model:N", scale=alt.Scale(range=alt.FieldRange("colour")),
+                     legend=_LEGEND)
 
 
 def _diagonal(label: str, upto: float = 1.0) -> alt.Chart:
@@ -57,12 +68,13 @@ def roc_chart(frame: pd.DataFrame, horizon_years: int,
               colours: Mapping[str, str] | None = None) -> alt.LayerChart:
     """ROC overlay (``fpr``, ``tpr`` per ``model``; legend text carries AUC [95% CI]) with the
     chance line and, in the lower right, the study's reported AUCs at this horizon."""
+    frame = _with_colours(frame, colours)
     lines = alt.Chart(frame).mark_line(interpolate="linear", strokeWidth=2).encode(
         x=alt.X("fpr:Q", title="1 - specificity (false-positive rate)",
                 scale=alt.Scale(domain=[0, 1])),
         y=alt.Y("tpr:Q", title="Sensitivity (true-positive rate)",
                 scale=alt.Scale(domain=[0, 1])),
-        color=_colour(frame, colours), order="fpr:Q",
+        color=_colour(), order="fpr:Q",
         tooltip=["model:N", alt.Tooltip("fpr:Q", format=".3f"),
                  alt.Tooltip("tpr:Q", format=".3f"), alt.Tooltip("threshold:Q", format=".3f")])
     layers: list[alt.Chart] = [_diagonal("chance (AUC 0.5)"), lines]
@@ -84,17 +96,20 @@ def _reference_text(r: ReportedAUC) -> str:
 def calibration_chart(frame: pd.DataFrame, horizon_years: int, note: str = "", *,
                       colours: Mapping[str, str] | None = None) -> alt.LayerChart:
     """Reliability curves: observed fraction of deaths against mean predicted risk per bin;
-    ``note`` follows the title (e.g. how "observed" is estimated)."""
+    ``note`` follows the title (e.g. how "observed" is estimated). Both axes run from 0 to
+    where the perfect-calibration line ends, just past the largest value: the line is data,
+    so the spec does not change with the models shown."""
+    frame = _with_colours(frame, colours)
     top = float(max(frame["mean_predicted"].max(), frame["observed_fraction"].max(), 0.05))
-    domain = [0.0, min(1.0, round(top * 1.1 + 0.005, 2))]
+    upto = min(1.0, round(top * 1.1 + 0.005, 2))
+    square = alt.Scale(zero=True, nice=False)
     curve = alt.Chart(frame).mark_line(point=True).encode(
-        x=alt.X("mean_predicted:Q", title="Mean predicted risk", scale=alt.Scale(domain=domain)),
-        y=alt.Y("observed_fraction:Q", title="Observed fraction died",
-                scale=alt.Scale(domain=domain)),
-        color=_colour(frame, colours),
+        x=alt.X("mean_predicted:Q", title="Mean predicted risk", scale=square),
+        y=alt.Y("observed_fraction:Q", title="Observed fraction died", scale=square),
+        color=_colour(),
         tooltip=["model:N", alt.Tooltip("mean_predicted:Q", format=".3f"),
                  alt.Tooltip("observed_fraction:Q", format=".3f"), "count:Q"])
-    return alt.layer(_diagonal("perfect calibration", domain[1]), curve).properties(
+    return alt.layer(_diagonal("perfect calibration", upto), curve).properties(
         title=f"Calibration at {horizon_years} year{'s' if horizon_years != 1 else ''}{note}",
         width=_WIDTH, height=_height(_n_models(frame)))
 
@@ -103,12 +118,12 @@ def decision_chart(frame: pd.DataFrame, horizon_years: int,
                    floor: float = -0.05, note: str = "", *,
                    colours: Mapping[str, str] | None = None) -> alt.LayerChart:
     """Net benefit per threshold probability; treat-all (dashed) and treat-none (solid grey)
-    as references. Points below ``floor`` are left out so treat-all does not swamp the axis."""
-    shown = frame.loc[frame["net_benefit"] >= floor]
+    as references. Points below ``floor`` are left out so treat-all does not swamp the axis
+    (the net-benefit axis starts at ``floor``)."""
+    shown = _with_colours(frame.loc[frame["net_benefit"] >= floor], colours)
     models = shown.loc[shown["model_id"].notna()]
     refs = shown.loc[shown["model_id"].isna()]
-    top = float(max(shown["net_benefit"].max(), 0.01))
-    y = alt.Y("net_benefit:Q", title="Net benefit", scale=alt.Scale(domain=[floor, top * 1.1]))
+    y = alt.Y("net_benefit:Q", title="Net benefit", scale=alt.Scale(domainMin=floor))
     x = alt.X("threshold:Q", title="Threshold probability of death")
     tooltip = ["model:N", alt.Tooltip("threshold:Q", format=".2f"),
                alt.Tooltip("net_benefit:Q", format=".4f")]
@@ -118,7 +133,7 @@ def decision_chart(frame: pd.DataFrame, horizon_years: int,
             scale=alt.Scale(domain=["Treat all", "Treat none"], range=[[5, 4], [1, 0]])),
         tooltip=tooltip)
     lines = alt.Chart(models).mark_line(strokeWidth=2).encode(
-        x=x, y=y, color=_colour(models, colours), tooltip=tooltip)
+        x=x, y=y, color=_colour(), tooltip=tooltip)
     return alt.layer(ref_lines, lines).resolve_scale(color="independent").properties(
         title=f"Decision curve at {horizon_years} year{'s' if horizon_years != 1 else ''}"
               f"{note}",
@@ -129,16 +144,21 @@ def auc_summary_chart(table: pd.DataFrame, references: Sequence[ReportedAUC] = (
                       colours: Mapping[str, str] | None = None) -> alt.LayerChart:
     """AUC with 95% CI per model and horizon (rows of ``metrics_table`` with an AUC), the
     study's reported deep AUC per horizon (table rows of kind "reported") as a black tick and
-    each reported range in ``references`` (``ReportedAUC`` with ``is_range``) as a band."""
+    each reported range in ``references`` (``ReportedAUC`` with ``is_range``) as a band, and
+    chance (AUC 0.5) as a dashed line."""
     models = table.loc[(table["kind"] != "reported") & table["AUC"].notna()].copy()
     reported = table.loc[table["kind"] == "reported"]
     deep = reported.loc[reported["AUC"].notna()]
     order = [f"{h} y" for h in HORIZONS_YEARS]  # 1, 3, 5 y whichever have AUCs
     x = alt.X("horizon:N", title="Horizon", sort=order, scale=alt.Scale(domain=order),
               axis=alt.Axis(labelAngle=0))
-    lowest = pd.concat([models["AUC"], models["AUC CI low"]]).min()
-    auc_scale = alt.Scale(domain=[min(0.5, float(np.floor(lowest * 10) / 10)), 1.0])
-    layers: list[alt.Chart] = []
+    # from chance (or the lowest CI bound below it) to 1: the chance line is data, so the
+    # spec does not change with the models shown
+    auc_scale = alt.Scale(domainMax=1.0, zero=False)
+    chance = pd.DataFrame({"AUC": [0.5], "what": ["chance (AUC 0.5)"]})
+    layers: list[alt.Chart] = [alt.Chart(chance).mark_rule(
+        color="#9e9e9e", strokeDash=[5, 4]).encode(y=alt.Y("AUC:Q", scale=auc_scale),
+                                                   tooltip=["what:N"])]
     ranges = [r for r in references if r.is_range]
     if ranges:
         band = pd.DataFrame({"low": [r.auc_low for r in ranges],
@@ -148,7 +168,8 @@ def auc_summary_chart(table: pd.DataFrame, references: Sequence[ReportedAUC] = (
             y=alt.Y("low:Q", scale=auc_scale), y2="high:Q", tooltip=["what:N", "low:Q", "high:Q"]))
     models["horizon"] = models["horizon (years)"].astype(str) + " y"
     models["model_id"] = models["model_id"].astype(str)
-    colour = _colour(models, colours)
+    models = _with_colours(models, colours)
+    colour = _colour()
     offset = alt.XOffset("model:N")
     layers.append(alt.Chart(models).mark_rule(strokeWidth=2).encode(
         x=x, xOffset=offset, y=alt.Y("AUC CI low:Q", title="AUC (95% CI)", scale=auc_scale),
@@ -167,6 +188,13 @@ def auc_summary_chart(table: pd.DataFrame, references: Sequence[ReportedAUC] = (
     return alt.layer(*layers).properties(
         title="AUC by horizon (black tick: study's deep AUC; grey band: its radiomics range)",
         width=640, height=_height(_n_models(models)))
+
+
+def summary_view(chart: alt.LayerChart) -> alt.VConcatChart:
+    """:func:`auc_summary_chart` as the page draws it: in a concatenation, whose ``height`` is
+    the plot's alone (the legend goes below it), so the spec does not change with the number
+    of models either (issue 13)."""
+    return alt.vconcat(chart.properties(height=_PLOT_HEIGHT))
 
 
 def horizon_charts(roc: pd.DataFrame, km_calibration: pd.DataFrame | None,
@@ -204,13 +232,36 @@ def horizon_stack(charts: Sequence[alt.TopLevelMixin], width: int = STACK_WIDTH
                                                  strokeDash="independent")
 
 
+def stable_names(spec: dict) -> dict:
+    """``spec`` with its datasets named by order of first use ("d0", "d1", ...) instead of
+    altair's hash of their values: a spec whose data changed but whose charts did not is the
+    same spec, so Streamlit updates the drawn view's data in place rather than building a new
+    view (issue 13). A dataset used by several marks keeps one name."""
+    datasets = spec.get("datasets")
+    if not datasets:
+        return spec
+    names: dict[str, str] = {}
+
+    def walk(node):
+        if isinstance(node, dict):
+            return {k: ({**v, "name": names.setdefault(v["name"], f"d{len(names)}")}
+                        if k == "data" and isinstance(v, dict) and v.get("name") in datasets
+                        else walk(v)) for k, v in node.items()}
+        if isinstance(node, list):
+            return [walk(v) for v in node]
+        return node
+
+    body = walk({k: v for k, v in spec.items() if k != "datasets"})
+    return {**body, "datasets": {names[n]: datasets[n] for n in names}}
+
+
 def chart_spec(chart: alt.TopLevelMixin, validate: bool = False) -> dict:
     """The chart's Vega-Lite spec, built once: a page that caches it draws the chart on later
     reruns without rebuilding it. Not schema-validated by default (about a third of
     ``to_dict``'s time, issue 13): these builders' specs are validated in tests/views, which
     check that the unvalidated spec equals the validated one."""
     with alt.data_transformers.disable_max_rows():
-        return chart.to_dict(validate=validate)
+        return stable_names(chart.to_dict(validate=validate))
 
 
 def horizon_figure(*charts: alt.TopLevelMixin) -> alt.HConcatChart:
