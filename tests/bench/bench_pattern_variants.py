@@ -16,8 +16,10 @@ phantom at their natural shares, or with ``--hgb-balanced`` on the QDA's per-cla
 sample weighted back to the class shares; ``--hgb-iter``, ``--hgb-leaves``, ``--hgb-rate``).
 ``--extents``: ``count`` (the shipped rule: the share of voxels labelled with a pattern) or
 ``posterior`` (the mean posterior of each pattern over the lung, emphysema from the rule).
-Both use the shipped honeycomb smoothing, emphysema rule and detection floors (refitted the
-shipped way). Prints per-pattern Spearman rho of the extents against the generator's truth,
+Both use the shipped honeycomb smoothing and emphysema rule and flat detection floors
+(refitted the shipped way) but not patterns-7's cluster rule for honeycombing and consolidation
+(``patterns.drop_small_clusters``): they compare classifiers before that rule, so their
+honeycombing and consolidation figures are below the shipped map's. Prints per-pattern Spearman rho of the extents against the generator's truth,
 the ILD (sum) rho and the voxel confusion matrix (true lung inside the mask).
 """
 
