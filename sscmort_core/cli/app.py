@@ -39,11 +39,17 @@ def app_file() -> Path:
     return REPO / "app.py"
 
 
+def serve_file() -> Path:
+    """``streamlit run`` that tells Streamlit up front that app.py does its own navigation
+    (see serve.py: otherwise a first session opening a page's URL lists ``pages/``' files)."""
+    return REPO / "serve.py"
+
+
 def streamlit_command(*, address: str, port: int, secrets: Path,
                       script_check: bool = False) -> list[str]:
     """The ``streamlit run`` command line (run with the app's folder as working directory);
     ``script_check`` turns on Streamlit's script health check (see :func:`kick`)."""
-    cmd = [sys.executable, "-m", "streamlit", "run", str(app_file()),
+    cmd = [sys.executable, str(serve_file()), "run", str(app_file()),
            "--server.address", address, "--server.port", str(port),
            "--secrets.files", str(secrets)]
     if script_check:
@@ -60,9 +66,10 @@ def cmd_app(args: argparse.Namespace) -> None:
     if settings.login_configured:
         assert settings.roles_file is not None
         load_role_config(settings.roles_file)  # a broken role file stops the start, not a page
-    if not app_file().is_file():
-        raise SettingsError("app.py is not beside this sscmort_core (install the checkout "
-                            "with `pip install -e .`, as `make install` does)", app_file())
+    if not app_file().is_file() or not serve_file().is_file():
+        raise SettingsError("app.py / serve.py are not beside this sscmort_core (install "
+                            "the checkout with `pip install -e .`, as `make install` does)",
+                            app_file())
     store = Path(args.store).resolve()
     cmd = streamlit_command(address=args.address, port=args.port, secrets=secrets,
                             script_check=not args.no_demo)

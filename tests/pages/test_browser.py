@@ -30,7 +30,7 @@ def running_app(tiny_store, tmp_path):
     env = dict(os.environ, SSCMORT_STORE=str(tiny_store))
     log = open(tmp_path / "streamlit.log", "w")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", str(REPO / "app.py"),
+        [sys.executable, str(REPO / "serve.py"), "run", str(REPO / "app.py"),
          "--server.port", str(port), "--server.address", "127.0.0.1",
          "--server.headless", "true", "--browser.gatherUsageStats", "false"],
         cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -85,6 +85,44 @@ def test_every_page_renders_in_chromium(running_app, artifacts_dir):
             _upload_real_ct(page, running_app, artifacts_dir)
         finally:
             browser.close()
+
+
+def test_a_first_session_opening_a_page_url_gets_the_apps_navigation(tiny_store, tmp_path):
+    """`sscmort app --no-demo` runs no session of its own, so the first browser session is the
+    server's first: opening a page's URL there used to get Streamlit's listing of `pages/`
+    (helper modules such as `_comparison.py` offered as pages, the page run without app.py)
+    until some session had run app.py. serve.py tells Streamlit up front."""
+    if not CHROMIUM.exists():
+        pytest.skip("Debian chromium is not installed (`make install-dev` installs it as root)")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    port = _free_port()
+    log = open(tmp_path / "app.log", "w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sscmort_core", "app", "--no-demo", "--address", "127.0.0.1",
+         "--port", str(port), "--store", str(tiny_store)],
+        cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)), stdout=log,
+        stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_healthy(url, proc)
+        with sync_api.sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True,
+                                         args=["--no-sandbox", "--disable-gpu"])
+            try:
+                page = browser.new_page(viewport={"width": 1400, "height": 1000})
+                page.goto(f"{url}/model_comparison")
+                _wait_idle(page)
+                title = page.inner_text('[data-testid="stMainBlockContainer"] h1')
+                links = [t.strip().split("\n")[-1] for t in page.locator(
+                    '[data-testid="stSidebarNav"] a').all_inner_texts()]
+            finally:
+                browser.close()
+    finally:
+        stop(proc)
+        log.close()
+    assert title == "Model comparison"
+    assert links[:2] == ["Overview", "Cohort explorer"] and "Model comparison" in links
+    assert not {"app", "comparison", "shared", "model comparison"} & set(links), links
 
 
 def _upload_real_ct(page, url: str, artifacts_dir: Path) -> None:
