@@ -402,16 +402,6 @@ def drop_small_clusters(labels: np.ndarray, weights: np.ndarray,
     return out
 
 
-def block_weights(mask: np.ndarray, f: int) -> np.ndarray:
-    """(z, ceil(y/f), ceil(x/f)) uint8 count of ``mask`` voxels in each f x f in-plane block,
-    the missing edge of the last blocks counting as outside (the voxels a working-grid voxel
-    stands for on the input grid)."""
-    z, y, x = mask.shape
-    m = np.pad(mask.astype(np.uint8), ((0, 0), (0, (-y) % f), (0, (-x) % f)))
-    return m.reshape(z, m.shape[1] // f, f, m.shape[2] // f, f).sum(axis=(2, 4),
-                                                                    dtype=np.uint8)
-
-
 @dataclass(frozen=True)
 class PatternMap:
     """Pattern labels (z, y, x) uint8 on the input grid (0 outside the lung mask, 1.. in
@@ -474,7 +464,8 @@ def classify_patterns(hu: np.ndarray, lung_mask: np.ndarray,
     box = _bbox(mask)
     sub_hu, sub_mask = hu[box], mask[box]
     small = block_mean(sub_hu, f)  # (z, Y, X)
-    small_mask = block_count(sub_mask, f) > 0  # blocks holding lung
+    weights = block_count(sub_mask, f, pad="constant")  # input lung voxels per block
+    small_mask = weights > 0  # blocks holding lung
     classes = np.zeros(small.shape, dtype=np.uint8)
     if small_mask.any():
         pred, fallback = predict_with_fallback(model, small, small_mask)
@@ -482,8 +473,7 @@ def classify_patterns(hu: np.ndarray, lung_mask: np.ndarray,
         if (model.min_cluster_pct > 0).any():
             instead = np.zeros(small.shape, dtype=np.uint8)
             instead[small_mask] = fallback.astype(np.uint8) + 1
-            classes = drop_small_clusters(classes, block_weights(sub_mask, f),
-                                          model.min_cluster_pct, instead)
+            classes = drop_small_clusters(classes, weights, model.min_cluster_pct, instead)
     up = np.repeat(np.repeat(classes, f, axis=1), f, axis=2)[:, :sub_hu.shape[1],
                                                              :sub_hu.shape[2]]
     labels = np.zeros(hu.shape, dtype=np.uint8)

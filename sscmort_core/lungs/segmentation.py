@@ -139,10 +139,12 @@ def block_mean(hu: np.ndarray, f: int) -> np.ndarray:
     return acc / np.float32(f * f)
 
 
-def block_count(mask: np.ndarray, f: int) -> np.ndarray:
-    """(z, ceil(y/f), ceil(x/f)) uint8 count of ``mask`` voxels in each f x f in-plane block
-    (edges replicated, as :func:`block_mean`): ``block_mean(mask, f) > t`` is
-    ``block_count(mask, f) > t * f * f``, without a float copy of the mask."""
+def block_count(mask: np.ndarray, f: int, pad: str = "edge") -> np.ndarray:
+    """(z, ceil(y/f), ceil(x/f)) uint8 count of ``mask`` voxels in each f x f in-plane block.
+    ``pad="edge"``: the last blocks' missing edge replicated, as :func:`block_mean`, so that
+    ``block_mean(mask, f) > t`` is ``block_count(mask, f) > t * f * f`` without a float copy
+    of the mask; ``pad="constant"``: it counts as outside (the input voxels a block stands
+    for). Both are > 0 in the same blocks."""
     if f == 1:
         return mask.astype(np.uint8)
     if f * f > 255:
@@ -151,7 +153,7 @@ def block_count(mask: np.ndarray, f: int) -> np.ndarray:
     z, y, x = m.shape
     py, px = (-y) % f, (-x) % f
     if py or px:
-        m = np.pad(m, ((0, 0), (0, py), (0, px)), mode="edge")
+        m = np.pad(m, ((0, 0), (0, py), (0, px)), mode=pad)
     acc = m[:, 0::f, 0::f].copy()
     for i in range(f):
         for j in range(f):

@@ -39,13 +39,10 @@ def _with_colours(frame: pd.DataFrame, colours: Mapping[str, str] | None = None
     (:func:`palette.model_colours` of every model the page offers, so removing one never
     recolours the others; without ``colours``, keyed among the frame's ids); rows without a
     model (references) get none."""
-    ids = frame.loc[frame["model_id"].notna(), "model_id"].astype(str).drop_duplicates()
-    known = dict(colours or {})
-    missing = [m for m in ids if m not in known]
-    if missing:  # ids outside the registry (or no registry given): among themselves
-        known.update(palette.model_colours(missing, oracle=["oracle"]))
-    return frame.assign(colour=[known[str(m)] if pd.notna(m) else None
-                                for m in frame["model_id"]])
+    ids = frame["model_id"].where(frame["model_id"].isna(), frame["model_id"].astype(str))
+    known = palette.colours_for(ids.dropna().unique(), colours)
+    colour = ids.map(known).astype(object)
+    return frame.assign(colour=colour.where(colour.notna(), None))  # None: JSON null
 
 
 def _colour() -> alt.Color:

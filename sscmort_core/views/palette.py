@@ -48,12 +48,19 @@ def model_scale(shown: Sequence[tuple[str, str]],
                 colours: Mapping[str, str] | None = None) -> alt.Scale:
     """A colour scale over legend texts: ``shown`` is (model id, legend text) in legend order;
     colours from ``colours`` (see :func:`model_colours`), else from the shown ids alone."""
-    colours = dict(colours or {})
-    missing = [m for m, _ in shown if m not in colours]
-    if missing:  # ids outside the registry: colour them among themselves, after the rest
-        extra = model_colours(missing)
-        colours.update({m: c for m, c in extra.items() if m not in colours})
-    return alt.Scale(domain=[t for _, t in shown], range=[colours[m] for m, _ in shown])
+    known = colours_for([m for m, _ in shown], colours)
+    return alt.Scale(domain=[t for _, t in shown], range=[known[m] for m, _ in shown])
+
+
+def colours_for(ids: Iterable[str], colours: Mapping[str, str] | None = None
+                ) -> dict[str, str]:
+    """{id: colour} for ``ids``: from ``colours`` (see :func:`model_colours`), and ids outside
+    it (outside the registry, or no registry given) coloured among themselves."""
+    known = dict(colours or {})
+    missing = [m for m in dict.fromkeys(ids) if m not in known]
+    if missing:
+        known.update(model_colours(missing))
+    return known
 
 
 def horizon_text(years: int) -> str:

@@ -219,15 +219,17 @@ def _flood_clusters(labels: np.ndarray, value: int) -> list[list[tuple[int, int,
 def test_drop_small_clusters_matches_a_flood_fill():
     """The cluster rule on a working grid of 2 x 2 blocks (weights = the fine mask's voxels in
     each block) against a flood fill and a loop over the fine grid."""
-    from sscmort_core.lungs.patterns import block_weights, drop_small_clusters
+    from sscmort_core.lungs.patterns import drop_small_clusters
+    from sscmort_core.lungs.segmentation import block_count
 
     rng = np.random.default_rng(5)
     fine = rng.random((4, 23, 21)) > 0.25  # the input grid's lung mask, odd sizes
-    weights = block_weights(fine, 2)
+    weights = block_count(fine, 2, pad="constant")
     assert weights.shape == (4, 12, 11)
     for z, y, x in np.ndindex(*weights.shape):
         assert weights[z, y, x] == fine[z, 2 * y:2 * y + 2, 2 * x:2 * x + 2].sum()
     lung = weights > 0
+    np.testing.assert_array_equal(lung, block_count(fine, 2) > 0)  # the classifier's blocks
     labels = np.where(lung, rng.choice([1, 2, 4, 5, 6], size=lung.shape,
                                        p=[0.5, 0.1, 0.2, 0.1, 0.1]), 0).astype(np.uint8)
     min_pct = np.array([0.0, 0.0, 0.0, 0.0, 0.3, 1.0])  # honeycombing, consolidation
